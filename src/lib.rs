@@ -1,0 +1,7 @@
+//! tower-llm-resilience (crate docs are written in the README section below).
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod error;
+pub mod provider;
+
+pub use error::BoxError;
