@@ -3,5 +3,6 @@
 
 pub mod error;
 pub mod provider;
+pub mod request;
 
 pub use error::BoxError;

@@ -1,6 +1,5 @@
 //! Provider knowledge: what the Anthropic and OpenAI APIs send and what it means.
 
-use serde::Deserialize;
 
 /// Which wire API a request or response speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -28,3 +27,7 @@ pub struct Usage {
     /// Input tokens read from the prompt cache.
     pub cache_read_input_tokens: u64,
 }
+
+pub(crate) mod usage;
+
+pub use usage::usage_from_json;
