@@ -4,5 +4,6 @@
 pub mod error;
 pub mod provider;
 pub mod request;
+pub mod response;
 
 pub use error::BoxError;

@@ -241,7 +241,10 @@ impl<'de> Deserialize<'de> for Messages {
             }
             // Tolerate a non-array: count its text, as one message.
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Messages, E> {
-                Ok(Messages { bytes: v.len() as u64, count: 1 })
+                Ok(Messages {
+                    bytes: v.len() as u64,
+                    count: 1,
+                })
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Messages, A::Error> {
                 let bytes = TextBytesVisitor.visit_map(map)?;
@@ -723,7 +726,8 @@ pub mod future {
                                 let data = match first.take() {
                                     Some(one) if buf.is_empty() => one,
                                     Some(one) => {
-                                        let mut all = BytesMut::with_capacity(one.len() + buf.len());
+                                        let mut all =
+                                            BytesMut::with_capacity(one.len() + buf.len());
                                         all.extend_from_slice(&one);
                                         all.extend_from_slice(buf);
                                         all.freeze()
@@ -732,7 +736,9 @@ pub mod future {
                                 };
                                 let (Some(parts), Some(inner)) = (parts.take(), inner.take())
                                 else {
-                                    return Poll::Ready(Err("buffer future polled after completion".into()));
+                                    return Poll::Ready(Err(
+                                        "buffer future polled after completion".into(),
+                                    ));
                                 };
                                 let req = finish(parts, ReplayBody::new(data));
                                 this.state.set(State::Ready {
@@ -758,7 +764,9 @@ pub mod future {
                     StateProj::Ready { req, inner } => {
                         ready!(inner.poll_ready(cx)).map_err(Into::into)?;
                         let Some(req) = req.take() else {
-                            return Poll::Ready(Err("buffer future polled after completion".into()));
+                            return Poll::Ready(
+                                Err("buffer future polled after completion".into()),
+                            );
                         };
                         let fut = inner.call(req);
                         this.state.set(State::Calling { fut });
@@ -823,7 +831,10 @@ mod tests {
         // text: "You are terse." (14) + "Hello there" (11) + "Hi!" (3) = 28 bytes
         // -> ceil(28 / 3.5) = 8, plus 4 per message.
         assert_eq!(m.input_tokens(), 8 + 8);
-        assert_eq!(m.anthropic_version().map(|v| v.as_bytes()), Some(&b"2023-06-01"[..]));
+        assert_eq!(
+            m.anthropic_version().map(|v| v.as_bytes()),
+            Some(&b"2023-06-01"[..])
+        );
     }
 
     #[test]
@@ -901,7 +912,10 @@ mod tests {
     fn api_detection() {
         let h = HeaderMap::new();
         assert_eq!(detect_api("/v1/responses", &h), Some(Api::OpenAiChat));
-        assert_eq!(detect_api("/proxy/v1/messages/", &h), Some(Api::AnthropicMessages));
+        assert_eq!(
+            detect_api("/proxy/v1/messages/", &h),
+            Some(Api::AnthropicMessages)
+        );
         assert_eq!(detect_api("/other", &h), None);
         let mut h2 = HeaderMap::new();
         h2.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
@@ -912,10 +926,14 @@ mod tests {
     fn replay_body_yields_once_and_replays() {
         let body = ReplayBody::from("abc");
         let copy = body.clone();
-        let bytes = futures_executor_block(body.collect()).expect("infallible").to_bytes();
+        let bytes = futures_executor_block(body.collect())
+            .expect("infallible")
+            .to_bytes();
         assert_eq!(bytes, "abc");
         assert_eq!(copy.size_hint().exact(), Some(3));
-        let again = futures_executor_block(copy.replay().collect()).expect("infallible").to_bytes();
+        let again = futures_executor_block(copy.replay().collect())
+            .expect("infallible")
+            .to_bytes();
         assert_eq!(again, "abc");
         assert!(ReplayBody::empty().is_end_stream());
     }
@@ -930,11 +948,13 @@ mod tests {
             .block_on(f)
     }
 
+    type Echoed = (Bytes, Option<Arc<RequestMeta>>);
+
     fn echo() -> impl Service<
         Request<ReplayBody>,
-        Response = (Bytes, Option<Arc<RequestMeta>>),
+        Response = Echoed,
         Error = Infallible,
-        Future = std::future::Ready<Result<(Bytes, Option<Arc<RequestMeta>>), Infallible>>,
+        Future = std::future::Ready<Result<Echoed, Infallible>>,
     > + Clone {
         tower::service_fn(|req: Request<ReplayBody>| {
             let meta = RequestMeta::of(&req).cloned();
@@ -952,8 +972,15 @@ mod tests {
         struct It(std::vec::IntoIter<&'static [u8]>);
         impl futures_core::Stream for It {
             type Item = Result<Frame<Bytes>, Infallible>;
-            fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-                Poll::Ready(self.0.next().map(|c| Ok(Frame::data(Bytes::from_static(c)))))
+            fn poll_next(
+                mut self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Option<Self::Item>> {
+                Poll::Ready(
+                    self.0
+                        .next()
+                        .map(|c| Ok(Frame::data(Bytes::from_static(c)))),
+                )
             }
         }
         It(chunks.into_iter())
@@ -970,9 +997,15 @@ mod tests {
             ]))
             .expect("request");
         let (bytes, meta) = svc.oneshot(req).await.expect("ok");
-        assert_eq!(bytes.as_ref(), br#"{"model":"claude-haiku","max_tokens":9,"messages":[]}"#);
+        assert_eq!(
+            bytes.as_ref(),
+            br#"{"model":"claude-haiku","max_tokens":9,"messages":[]}"#
+        );
         let meta = meta.expect("meta attached");
-        assert_eq!((meta.model(), meta.max_tokens()), (Some("claude-haiku"), Some(9)));
+        assert_eq!(
+            (meta.model(), meta.max_tokens()),
+            (Some("claude-haiku"), Some(9))
+        );
     }
 
     #[tokio::test]
@@ -980,19 +1013,35 @@ mod tests {
         use tower::ServiceExt;
         let svc = BufferBodyLayer::new(10).layer(echo());
         // Exactly the limit is fine.
-        let ok = Request::post("/x").body(chunked(vec![b"12345", b"67890"])).expect("req");
+        let ok = Request::post("/x")
+            .body(chunked(vec![b"12345", b"67890"]))
+            .expect("req");
         assert!(svc.clone().oneshot(ok).await.is_ok());
         // One byte over, discovered while streaming.
-        let req = Request::post("/x").body(chunked(vec![b"12345", b"678901"])).expect("req");
+        let req = Request::post("/x")
+            .body(chunked(vec![b"12345", b"678901"]))
+            .expect("req");
         let err = svc.clone().oneshot(req).await.expect_err("too large");
-        assert_eq!(err.downcast_ref::<BodyTooLarge>(), Some(&BodyTooLarge { limit: 10 }));
+        assert_eq!(
+            err.downcast_ref::<BodyTooLarge>(),
+            Some(&BodyTooLarge { limit: 10 })
+        );
         // Known from the size hint: refused before reading.
-        let req = Request::post("/x").body(String::from("01234567890")).expect("req");
+        let req = Request::post("/x")
+            .body(String::from("01234567890"))
+            .expect("req");
         let err = svc.clone().oneshot(req).await.expect_err("too large");
         assert!(err.is::<BodyTooLarge>());
         // A ReplayBody over the limit is refused too.
-        let req = Request::post("/x").body(ReplayBody::from("01234567890")).expect("req");
-        assert!(svc.oneshot(req).await.expect_err("too large").is::<BodyTooLarge>());
+        let req = Request::post("/x")
+            .body(ReplayBody::from("01234567890"))
+            .expect("req");
+        assert!(
+            svc.oneshot(req)
+                .await
+                .expect_err("too large")
+                .is::<BodyTooLarge>()
+        );
     }
 
     #[tokio::test]
@@ -1000,9 +1049,15 @@ mod tests {
         use tower::ServiceExt;
         let svc = BufferBodyLayer::new(1024).layer(echo());
         let data = Bytes::from_static(br#"{"model":"a","max_tokens":1}"#);
-        let mut req = Request::post("/v1/messages").body(ReplayBody::new(data.clone())).expect("req");
+        let mut req = Request::post("/v1/messages")
+            .body(ReplayBody::new(data.clone()))
+            .expect("req");
         // A pre-existing meta is kept as it is (parse once).
-        let preset = Arc::new(RequestMeta::parse("/v1/messages", &HeaderMap::new(), b"{\"model\":\"preset\"}"));
+        let preset = Arc::new(RequestMeta::parse(
+            "/v1/messages",
+            &HeaderMap::new(),
+            b"{\"model\":\"preset\"}",
+        ));
         req.extensions_mut().insert(Arc::clone(&preset));
         let (bytes, meta) = svc.oneshot(req).await.expect("ok");
         assert_eq!(bytes.as_ptr(), data.as_ptr(), "same allocation");

@@ -1,6 +1,5 @@
 //! Provider knowledge: what the Anthropic and OpenAI APIs send and what it means.
 
-
 /// Which wire API a request or response speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Api {

@@ -47,7 +47,10 @@ impl UsageWire {
                 any = true;
             }
         };
-        set(&mut usage.input_tokens, self.input_tokens.or(self.prompt_tokens));
+        set(
+            &mut usage.input_tokens,
+            self.input_tokens.or(self.prompt_tokens),
+        );
         set(
             &mut usage.output_tokens,
             self.output_tokens.or(self.completion_tokens),
@@ -179,6 +182,9 @@ mod tests {
         };
         let delta: UsageWire = serde_json::from_str(r#"{"output_tokens":77}"#).expect("wire");
         assert!(delta.merge_into(&mut u));
-        assert_eq!((u.input_tokens, u.output_tokens, u.cache_read_input_tokens), (40, 77, 5));
+        assert_eq!(
+            (u.input_tokens, u.output_tokens, u.cache_read_input_tokens),
+            (40, 77, 5)
+        );
     }
 }
