@@ -79,7 +79,7 @@ const TOKENS_PER_MESSAGE: u64 = 4;
 /// Facts about one request, parsed once from its JSON body and headers.
 ///
 /// Stored as an `Arc<RequestMeta>` in the request's extensions by
-/// [`BufferBodyLayer`] (or [`RequestMeta::get_or_parse`]); layers read it
+/// [`BufferBodyLayer`] (or [`RequestMeta::for_request`]); layers read it
 /// with [`RequestMeta::of`]. A layer that rewrites the request (fallback to
 /// another model) replaces it.
 #[derive(Clone, PartialEq)]
@@ -314,22 +314,18 @@ impl RequestMeta {
         req.extensions().get::<Arc<RequestMeta>>()
     }
 
-    /// The metadata of a request with a [`ReplayBody`], parsing and storing
-    /// it first if no layer has yet.
-    ///
-    /// Layers that may run without [`BufferBodyLayer`] above them use this,
-    /// so the body is still parsed only once.
-    pub fn get_or_parse(req: &mut Request<ReplayBody>) -> Arc<RequestMeta> {
+    /// The metadata of a request with any body type: stored metadata if a
+    /// layer above attached it, else — when the body is a [`ReplayBody`] —
+    /// parsed now and stored. `None` for other bodies without metadata;
+    /// layers then count the request alone.
+    pub fn for_request<B: 'static>(req: &mut Request<B>) -> Option<Arc<RequestMeta>> {
         if let Some(meta) = Self::of(req) {
-            return Arc::clone(meta);
+            return Some(Arc::clone(meta));
         }
-        let meta = Arc::new(Self::parse(
-            req.uri().path(),
-            req.headers(),
-            req.body().as_bytes(),
-        ));
+        let body = (req.body() as &dyn Any).downcast_ref::<ReplayBody>()?;
+        let meta = Arc::new(Self::parse(req.uri().path(), req.headers(), body.as_bytes()));
         req.extensions_mut().insert(Arc::clone(&meta));
-        meta
+        Some(meta)
     }
 
     /// The API the request speaks, from its path (`…/v1/messages`,
@@ -693,7 +689,7 @@ pub mod future {
 
     fn finish(parts: http::request::Parts, body: ReplayBody) -> Request<ReplayBody> {
         let mut req = Request::from_parts(parts, body);
-        RequestMeta::get_or_parse(&mut req);
+        RequestMeta::for_request(&mut req);
         req
     }
 
@@ -1062,6 +1058,20 @@ mod tests {
         let (bytes, meta) = svc.oneshot(req).await.expect("ok");
         assert_eq!(bytes.as_ptr(), data.as_ptr(), "same allocation");
         assert!(Arc::ptr_eq(&meta.expect("meta"), &preset));
+    }
+
+    #[test]
+    fn for_request_parses_replay_bodies_only() {
+        let mut req = Request::post("/v1/messages")
+            .body(ReplayBody::from(r#"{"model":"m","max_tokens":3}"#))
+            .expect("req");
+        let meta = RequestMeta::for_request(&mut req).expect("parsed");
+        assert_eq!(meta.max_tokens(), Some(3));
+        assert!(Arc::ptr_eq(&meta, RequestMeta::of(&req).expect("stored")));
+        let mut other = Request::post("/v1/messages")
+            .body(String::from(r#"{"model":"m"}"#))
+            .expect("req");
+        assert!(RequestMeta::for_request(&mut other).is_none());
     }
 
     #[tokio::test]
