@@ -423,6 +423,43 @@ fn looks_like_json_object(body: &[u8]) -> bool {
         .is_some_and(|&b| b == b'{')
 }
 
+/// A non-reversible identity of the API key a request carries, for keying
+/// limiter state and cache entries without holding the secret.
+///
+/// A 64-bit SipHash of the `x-api-key` header value, or else of the
+/// `Authorization` header value. Sixty-four bits cannot be turned back into
+/// a key (keys carry far more entropy), and the value shows nothing of the
+/// key in logs or `Debug` output.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(u64);
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({:016x})", self.0)
+    }
+}
+
+impl KeyId {
+    /// The identity of the key in these headers, if any.
+    pub fn from_headers(headers: &HeaderMap) -> Option<Self> {
+        use std::hash::{Hash, Hasher};
+        let (name, value) = if let Some(v) = headers.get("x-api-key") {
+            (0u8, v)
+        } else {
+            (1u8, headers.get(http::header::AUTHORIZATION)?)
+        };
+        let mut h = std::hash::DefaultHasher::new();
+        name.hash(&mut h);
+        value.as_bytes().hash(&mut h);
+        Some(KeyId(h.finish()))
+    }
+
+    /// The identity as a number (stable within one build of the crate).
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
 /// A cheap, replayable request body backed by [`Bytes`].
 ///
 /// Cloning it clones a reference count, so retry, fallback and cache can send
@@ -1058,6 +1095,23 @@ mod tests {
         let (bytes, meta) = svc.oneshot(req).await.expect("ok");
         assert_eq!(bytes.as_ptr(), data.as_ptr(), "same allocation");
         assert!(Arc::ptr_eq(&meta.expect("meta"), &preset));
+    }
+
+    #[test]
+    fn key_id_is_stable_distinct_and_secret_free() {
+        let mut a = HeaderMap::new();
+        a.insert("x-api-key", HeaderValue::from_static("sk-ant-api03-SECRET-A"));
+        let mut b = HeaderMap::new();
+        b.insert("x-api-key", HeaderValue::from_static("sk-ant-api03-SECRET-B"));
+        let mut bearer = HeaderMap::new();
+        bearer.insert("authorization", HeaderValue::from_static("Bearer sk-ant-api03-SECRET-A"));
+        let ka = KeyId::from_headers(&a).expect("key");
+        assert_eq!(Some(ka), KeyId::from_headers(&a.clone()));
+        assert_ne!(Some(ka), KeyId::from_headers(&b));
+        assert_ne!(Some(ka), KeyId::from_headers(&bearer));
+        assert_eq!(KeyId::from_headers(&HeaderMap::new()), None);
+        let shown = format!("{ka:?}");
+        assert!(!shown.contains("SECRET"), "{shown}");
     }
 
     #[test]
