@@ -31,7 +31,11 @@ const DIMENSIONS: [[&str; 3]; 4] = [
     ],
 ];
 
-fn read_one(headers: &HeaderMap, [limit, remaining, reset]: [&str; 3], reference: i128) -> Option<Quota> {
+fn read_one(
+    headers: &HeaderMap,
+    [limit, remaining, reset]: [&str; 3],
+    reference: i128,
+) -> Option<Quota> {
     Quota {
         limit: parse::single(headers, limit).and_then(parse::parse_u64),
         remaining: parse::single(headers, remaining).and_then(parse::parse_u64),
@@ -98,7 +102,10 @@ mod tests {
 
     #[test]
     fn t0_is_right() {
-        assert_eq!(httpdate::fmt_http_date(t0()), "Thu, 21 Aug 2025 12:40:00 GMT");
+        assert_eq!(
+            httpdate::fmt_http_date(t0()),
+            "Thu, 21 Aug 2025 12:40:00 GMT"
+        );
     }
 
     #[test]
@@ -113,14 +120,26 @@ mod tests {
                 ("anthropic-ratelimit-tokens-reset", "2025-08-21T12:40:01.5Z"),
                 ("anthropic-ratelimit-input-tokens-limit", "20000"),
                 ("anthropic-ratelimit-input-tokens-remaining", "19000"),
-                ("anthropic-ratelimit-input-tokens-reset", "2025-08-21T14:40:02+02:00"),
+                (
+                    "anthropic-ratelimit-input-tokens-reset",
+                    "2025-08-21T14:40:02+02:00",
+                ),
                 ("anthropic-ratelimit-output-tokens-limit", "8000"),
                 ("anthropic-ratelimit-output-tokens-remaining", "8000"),
-                ("anthropic-ratelimit-output-tokens-reset", "2025-08-21T12:40:00Z"),
+                (
+                    "anthropic-ratelimit-output-tokens-reset",
+                    "2025-08-21T12:40:00Z",
+                ),
             ],
             t0(),
         );
-        let q = |l, r, ms| Some(Quota { limit: Some(l), remaining: Some(r), reset: Some(Duration::from_millis(ms)) });
+        let q = |l, r, ms| {
+            Some(Quota {
+                limit: Some(l),
+                remaining: Some(r),
+                reset: Some(Duration::from_millis(ms)),
+            })
+        };
         assert_eq!(s.requests, q(50, 49, 59_000));
         assert_eq!(s.tokens, q(28_000, 27_000, 1_500));
         assert_eq!(s.input_tokens, q(20_000, 19_000, 2_000));
@@ -132,7 +151,10 @@ mod tests {
 
     #[test]
     fn reset_before_reference_is_zero() {
-        let s = snapshot(&[("anthropic-ratelimit-requests-reset", "2025-08-21T12:39:00Z")], t0());
+        let s = snapshot(
+            &[("anthropic-ratelimit-requests-reset", "2025-08-21T12:39:00Z")],
+            t0(),
+        );
         assert_eq!(s.requests.and_then(|q| q.reset), Some(Duration::ZERO));
     }
 
@@ -147,7 +169,10 @@ mod tests {
             ],
             t0() + Duration::from_secs(10),
         );
-        assert_eq!(s.requests.and_then(|q| q.reset), Some(Duration::from_secs(59)));
+        assert_eq!(
+            s.requests.and_then(|q| q.reset),
+            Some(Duration::from_secs(59))
+        );
         // Invalid Date: fall back to `now`.
         let s = snapshot(
             &[
@@ -156,7 +181,10 @@ mod tests {
             ],
             t0() + Duration::from_secs(10),
         );
-        assert_eq!(s.requests.and_then(|q| q.reset), Some(Duration::from_secs(49)));
+        assert_eq!(
+            s.requests.and_then(|q| q.reset),
+            Some(Duration::from_secs(49))
+        );
     }
 
     #[test]
@@ -195,8 +223,17 @@ mod tests {
 
     #[test]
     fn partial_dimension() {
-        let s = snapshot(&[("anthropic-ratelimit-output-tokens-remaining", "0")], t0());
-        assert_eq!(s.output_tokens, Some(Quota { remaining: Some(0), ..Quota::default() }));
+        let s = snapshot(
+            &[("anthropic-ratelimit-output-tokens-remaining", "0")],
+            t0(),
+        );
+        assert_eq!(
+            s.output_tokens,
+            Some(Quota {
+                remaining: Some(0),
+                ..Quota::default()
+            })
+        );
         assert_eq!(s.requests, None);
         assert!(s.families.anthropic);
     }

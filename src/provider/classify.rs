@@ -163,9 +163,14 @@ fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
 /// maximum", "input length and `max_tokens` exceed context limit"; OpenAI:
 /// "This model's maximum context length is 8192 tokens").
 fn says_context_length(message: &str) -> bool {
-    ["prompt is too long", "context limit", "context length", "context window"]
-        .iter()
-        .any(|needle| contains_ignore_case(message, needle))
+    [
+        "prompt is too long",
+        "context limit",
+        "context length",
+        "context window",
+    ]
+    .iter()
+    .any(|needle| contains_ignore_case(message, needle))
 }
 
 fn status_kind(status: StatusCode) -> Option<ErrorKind> {
@@ -328,21 +333,52 @@ mod tests {
     fn anthropic_types_by_status() {
         use ErrorKind::*;
         let cases = [
-            (400, "invalid_request_error", "messages: field required", InvalidRequest),
-            (401, "authentication_error", "invalid x-api-key", Authentication),
-            (403, "permission_error", "Your API key does not have permission", Permission),
+            (
+                400,
+                "invalid_request_error",
+                "messages: field required",
+                InvalidRequest,
+            ),
+            (
+                401,
+                "authentication_error",
+                "invalid x-api-key",
+                Authentication,
+            ),
+            (
+                403,
+                "permission_error",
+                "Your API key does not have permission",
+                Permission,
+            ),
             (404, "not_found_error", "model: claude-x", NotFound),
-            (413, "request_too_large", "Request exceeds the maximum allowed number of bytes.", RequestTooLarge),
-            (429, "rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit", RateLimited),
+            (
+                413,
+                "request_too_large",
+                "Request exceeds the maximum allowed number of bytes.",
+                RequestTooLarge,
+            ),
+            (
+                429,
+                "rate_limit_error",
+                "Number of request tokens has exceeded your per-minute rate limit",
+                RateLimited,
+            ),
             (500, "api_error", "Internal server error", Server),
             (529, "overloaded_error", "Overloaded", Overloaded),
         ];
         for (status, ty, message, want) in cases {
             let body = anthropic(ty, message);
-            let class = classify_error(StatusCode::from_u16(status).expect("status"), body.as_bytes());
+            let class = classify_error(
+                StatusCode::from_u16(status).expect("status"),
+                body.as_bytes(),
+            );
             assert_eq!(class.kind, want, "{status} {ty}");
             assert_eq!(class.api, Some(Api::AnthropicMessages));
-            assert_eq!(class.error_type.map(|l| l.as_str().to_owned()).as_deref(), Some(ty));
+            assert_eq!(
+                class.error_type.map(|l| l.as_str().to_owned()).as_deref(),
+                Some(ty)
+            );
             assert_eq!(class.code, None);
         }
     }
@@ -356,8 +392,14 @@ mod tests {
     #[test]
     fn anthropic_type_beats_generic_status() {
         // The body is more specific than the status.
-        assert_eq!(kind(500, &anthropic("overloaded_error", "Overloaded")), ErrorKind::Overloaded);
-        assert_eq!(kind(503, &anthropic("api_error", "boom")), ErrorKind::Server);
+        assert_eq!(
+            kind(500, &anthropic("overloaded_error", "Overloaded")),
+            ErrorKind::Overloaded
+        );
+        assert_eq!(
+            kind(503, &anthropic("api_error", "boom")),
+            ErrorKind::Server
+        );
     }
 
     #[test]
@@ -372,7 +414,9 @@ mod tests {
         assert_eq!(kind(429, body), ErrorKind::RateLimited);
         // Odd `details` shapes are tolerated.
         for details in ["null", "\"text\"", "[1,2]", "{}", r#"{"error_code":5}"#] {
-            let body = format!(r#"{{"type":"error","error":{{"type":"rate_limit_error","message":"x","details":{details}}}}}"#);
+            let body = format!(
+                r#"{{"type":"error","error":{{"type":"rate_limit_error","message":"x","details":{details}}}}}"#
+            );
             assert_eq!(kind(429, &body), ErrorKind::RateLimited, "{details}");
         }
     }
@@ -388,34 +432,155 @@ mod tests {
             assert_eq!(kind(400, &body), ErrorKind::ContextLength, "{message}");
         }
         // Only for invalid_request_error.
-        assert_eq!(kind(429, &anthropic("rate_limit_error", "prompt is too long")), ErrorKind::RateLimited);
+        assert_eq!(
+            kind(429, &anthropic("rate_limit_error", "prompt is too long")),
+            ErrorKind::RateLimited
+        );
     }
 
     #[test]
     fn openai_shapes() {
         use ErrorKind::*;
         let cases = [
-            (429, openai("Rate limit reached for gpt-4o in organization org-x on tokens per min (TPM): Limit 30000, Used 29000, Requested 1500. Please try again in 1.574s.", "tokens", r#""rate_limit_exceeded""#), RateLimited),
-            (429, openai("Rate limit reached for requests", "requests", r#""rate_limit_exceeded""#), RateLimited),
-            (429, openai("You exceeded your current quota, please check your plan and billing details.", "insufficient_quota", r#""insufficient_quota""#), QuotaExhausted),
-            (429, openai("You exceeded your current quota", "insufficient_quota", "null"), QuotaExhausted),
-            (429, openai("You exceeded your current quota", "tokens", r#""insufficient_quota""#), QuotaExhausted),
-            (400, openai("This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens.", "invalid_request_error", r#""context_length_exceeded""#), ContextLength),
-            (400, openai("This model's maximum context length is 8192 tokens.", "invalid_request_error", "null"), ContextLength),
-            (401, openai("Incorrect API key provided: sk-abc.", "invalid_request_error", r#""invalid_api_key""#), Authentication),
-            (401, openai("You didn't provide an API key.", "invalid_request_error", "null"), Authentication),
-            (404, openai("The model `gpt-9` does not exist", "invalid_request_error", r#""model_not_found""#), NotFound),
-            (400, openai("Invalid value for 'temperature'", "invalid_request_error", "null"), InvalidRequest),
-            (500, openai("The server had an error while processing your request.", "server_error", "null"), Server),
-            (503, openai("The engine is currently overloaded, please try again later.", "server_error", "null"), Overloaded),
-            (403, openai("Country, region, or territory not supported", "request_forbidden", r#""unsupported_country_region_territory""#), Permission),
+            (
+                429,
+                openai(
+                    "Rate limit reached for gpt-4o in organization org-x on tokens per min (TPM): Limit 30000, Used 29000, Requested 1500. Please try again in 1.574s.",
+                    "tokens",
+                    r#""rate_limit_exceeded""#,
+                ),
+                RateLimited,
+            ),
+            (
+                429,
+                openai(
+                    "Rate limit reached for requests",
+                    "requests",
+                    r#""rate_limit_exceeded""#,
+                ),
+                RateLimited,
+            ),
+            (
+                429,
+                openai(
+                    "You exceeded your current quota, please check your plan and billing details.",
+                    "insufficient_quota",
+                    r#""insufficient_quota""#,
+                ),
+                QuotaExhausted,
+            ),
+            (
+                429,
+                openai(
+                    "You exceeded your current quota",
+                    "insufficient_quota",
+                    "null",
+                ),
+                QuotaExhausted,
+            ),
+            (
+                429,
+                openai(
+                    "You exceeded your current quota",
+                    "tokens",
+                    r#""insufficient_quota""#,
+                ),
+                QuotaExhausted,
+            ),
+            (
+                400,
+                openai(
+                    "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens.",
+                    "invalid_request_error",
+                    r#""context_length_exceeded""#,
+                ),
+                ContextLength,
+            ),
+            (
+                400,
+                openai(
+                    "This model's maximum context length is 8192 tokens.",
+                    "invalid_request_error",
+                    "null",
+                ),
+                ContextLength,
+            ),
+            (
+                401,
+                openai(
+                    "Incorrect API key provided: sk-abc.",
+                    "invalid_request_error",
+                    r#""invalid_api_key""#,
+                ),
+                Authentication,
+            ),
+            (
+                401,
+                openai(
+                    "You didn't provide an API key.",
+                    "invalid_request_error",
+                    "null",
+                ),
+                Authentication,
+            ),
+            (
+                404,
+                openai(
+                    "The model `gpt-9` does not exist",
+                    "invalid_request_error",
+                    r#""model_not_found""#,
+                ),
+                NotFound,
+            ),
+            (
+                400,
+                openai(
+                    "Invalid value for 'temperature'",
+                    "invalid_request_error",
+                    "null",
+                ),
+                InvalidRequest,
+            ),
+            (
+                500,
+                openai(
+                    "The server had an error while processing your request.",
+                    "server_error",
+                    "null",
+                ),
+                Server,
+            ),
+            (
+                503,
+                openai(
+                    "The engine is currently overloaded, please try again later.",
+                    "server_error",
+                    "null",
+                ),
+                Overloaded,
+            ),
+            (
+                403,
+                openai(
+                    "Country, region, or territory not supported",
+                    "request_forbidden",
+                    r#""unsupported_country_region_territory""#,
+                ),
+                Permission,
+            ),
         ];
         for (status, body, want) in cases {
-            let class = classify_error(StatusCode::from_u16(status).expect("status"), body.as_bytes());
+            let class = classify_error(
+                StatusCode::from_u16(status).expect("status"),
+                body.as_bytes(),
+            );
             assert_eq!(class.kind, want, "{status} {body}");
             assert_eq!(class.api, Some(Api::OpenAiChat), "{body}");
         }
-        let class = classify_error(StatusCode::TOO_MANY_REQUESTS, openai("x", "tokens", r#""rate_limit_exceeded""#).as_bytes());
+        let class = classify_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            openai("x", "tokens", r#""rate_limit_exceeded""#).as_bytes(),
+        );
         assert_eq!(class.error_type, Some(Label::new("tokens")));
         assert_eq!(class.code, Some(Label::new("rate_limit_exceeded")));
         assert!(class.kind.is_retryable_by_default());
@@ -428,7 +593,11 @@ mod tests {
         assert_eq!(class.kind, ErrorKind::Overloaded);
         assert_eq!(class.api, Some(Api::AnthropicMessages));
         let data = r#"{"error":{"message":"The server had an error","type":"server_error","param":null,"code":null}}"#;
-        assert_eq!(kind(200, data), ErrorKind::Other, "server_error is not an Anthropic type; a 200 says nothing");
+        assert_eq!(
+            kind(200, data),
+            ErrorKind::Other,
+            "server_error is not an Anthropic type; a 200 says nothing"
+        );
         let data = r#"{"type":"error","error":{"type":"api_error","message":"Internal"}}"#;
         assert_eq!(kind(200, data), ErrorKind::Server);
         // A normal 200 payload is not an error.
@@ -465,7 +634,12 @@ mod tests {
         ];
         for (status, body, want) in cases {
             let class = classify_error(StatusCode::from_u16(*status).expect("status"), body);
-            assert_eq!(class.kind, *want, "{status} {:?}", String::from_utf8_lossy(body));
+            assert_eq!(
+                class.kind,
+                *want,
+                "{status} {:?}",
+                String::from_utf8_lossy(body)
+            );
             assert_eq!(class.error_type, None);
         }
     }
@@ -486,9 +660,20 @@ mod tests {
 
     #[test]
     fn deep_nesting_does_not_overflow() {
-        let body = format!(r#"{{"error":{{"param":{}{}}}}}"#, "[".repeat(100_000), "]".repeat(100_000));
-        assert_eq!(kind(429, &body[..body.len().min(MAX_ERROR_BODY)]), ErrorKind::RateLimited);
-        let body = format!(r#"{{"error":{{"param":{}1{}}}}}"#, "[".repeat(5_000), "]".repeat(5_000));
+        let body = format!(
+            r#"{{"error":{{"param":{}{}}}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert_eq!(
+            kind(429, &body[..body.len().min(MAX_ERROR_BODY)]),
+            ErrorKind::RateLimited
+        );
+        let body = format!(
+            r#"{{"error":{{"param":{}1{}}}}}"#,
+            "[".repeat(5_000),
+            "]".repeat(5_000)
+        );
         assert_eq!(kind(429, &body), ErrorKind::RateLimited);
     }
 
@@ -497,7 +682,10 @@ mod tests {
         let long = "e".repeat(10_000);
         let body = openai("m", &long, &format!("\"{long}\""));
         let class = classify_error(StatusCode::BAD_REQUEST, body.as_bytes());
-        assert_eq!(class.error_type.map(|l| l.as_str().len()), Some(Label::CAPACITY));
+        assert_eq!(
+            class.error_type.map(|l| l.as_str().len()),
+            Some(Label::CAPACITY)
+        );
         assert_eq!(class.code.map(|l| l.as_str().len()), Some(Label::CAPACITY));
     }
 
@@ -507,7 +695,16 @@ mod tests {
         for k in [RateLimited, Overloaded, Server] {
             assert!(k.is_retryable_by_default(), "{k:?}");
         }
-        for k in [QuotaExhausted, ContextLength, InvalidRequest, Authentication, Permission, NotFound, RequestTooLarge, Other] {
+        for k in [
+            QuotaExhausted,
+            ContextLength,
+            InvalidRequest,
+            Authentication,
+            Permission,
+            NotFound,
+            RequestTooLarge,
+            Other,
+        ] {
             assert!(!k.is_retryable_by_default(), "{k:?}");
         }
     }

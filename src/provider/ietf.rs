@@ -88,16 +88,19 @@ impl<'a> Parser<'a> {
         if !matches!(self.peek(), Some(b'a'..=b'z' | b'*')) {
             return None;
         }
-        Some(self.take_while(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'.' | b'*')))
+        Some(
+            self.take_while(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'.' | b'*')),
+        )
     }
 
     fn token(&mut self) -> Option<&'a str> {
-        if !self.peek().is_some_and(|b| b.is_ascii_alphabetic() || b == b'*') {
+        if !self
+            .peek()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'*')
+        {
             return None;
         }
-        Some(self.take_while(|b| {
-            b.is_ascii_alphanumeric() || b":/!#$%&'*+-.^_`|~".contains(&b)
-        }))
+        Some(self.take_while(|b| b.is_ascii_alphanumeric() || b":/!#$%&'*+-.^_`|~".contains(&b)))
     }
 
     fn string(&mut self) -> Option<&'a str> {
@@ -205,7 +208,11 @@ impl<'a> Parser<'a> {
                 (head, None)
             }
         };
-        Some(Member { head, value, params: self.params()? })
+        Some(Member {
+            head,
+            value,
+            params: self.params()?,
+        })
     }
 
     /// A list or dictionary of at most `max` members; `None` on any syntax
@@ -260,7 +267,10 @@ fn seconds(v: Bare<'_>) -> Option<Duration> {
     v.non_negative().map(Duration::from_secs)
 }
 
-fn policy_for<'p>(policies: &'p mut Vec<RateLimitPolicy>, name: &str) -> Option<&'p mut RateLimitPolicy> {
+fn policy_for<'p>(
+    policies: &'p mut Vec<RateLimitPolicy>,
+    name: &str,
+) -> Option<&'p mut RateLimitPolicy> {
     let label = Label::new(name);
     let idx = match policies.iter().position(|p| p.name == label) {
         Some(idx) => idx,
@@ -279,11 +289,17 @@ pub(crate) fn read(headers: &HeaderMap, snapshot: &mut QuotaSnapshot) {
     let mut legacy = Quota::default();
 
     let policy_field = field(headers, "ratelimit-policy");
-    for m in policy_field.as_deref().and_then(|f| Parser::members(f, max)).unwrap_or_default() {
+    for m in policy_field
+        .as_deref()
+        .and_then(|f| Parser::members(f, max))
+        .unwrap_or_default()
+    {
         if m.value.is_some() {
             continue;
         }
-        let Some(p) = policy_for(&mut snapshot.policies, m.head) else { break };
+        let Some(p) = policy_for(&mut snapshot.policies, m.head) else {
+            break;
+        };
         for (key, value) in m.params {
             match (key, value) {
                 ("q", v) => p.quota = v.non_negative(),
@@ -303,7 +319,11 @@ pub(crate) fn read(headers: &HeaderMap, snapshot: &mut QuotaSnapshot) {
     }
 
     let limit_field = field(headers, "ratelimit");
-    for m in limit_field.as_deref().and_then(|f| Parser::members(f, max)).unwrap_or_default() {
+    for m in limit_field
+        .as_deref()
+        .and_then(|f| Parser::members(f, max))
+        .unwrap_or_default()
+    {
         match m.value {
             // Dictionary form (older drafts): limit=, remaining=, reset=.
             Some(value) => match m.head {
@@ -313,7 +333,9 @@ pub(crate) fn read(headers: &HeaderMap, snapshot: &mut QuotaSnapshot) {
                 _ => {}
             },
             None => {
-                let Some(p) = policy_for(&mut snapshot.policies, m.head) else { break };
+                let Some(p) = policy_for(&mut snapshot.policies, m.head) else {
+                    break;
+                };
                 for (key, value) in m.params {
                     match (key, value) {
                         ("r", v) => p.remaining = v.non_negative(),
@@ -331,7 +353,9 @@ pub(crate) fn read(headers: &HeaderMap, snapshot: &mut QuotaSnapshot) {
     // Oldest drafts: three separate fields. The limit may be followed by
     // policy items (`100, 100;w=60`): only the leading integer is read.
     if legacy.limit.is_none() {
-        legacy.limit = field(headers, "ratelimit-limit").as_deref().and_then(leading_number);
+        legacy.limit = field(headers, "ratelimit-limit")
+            .as_deref()
+            .and_then(leading_number);
     }
     if legacy.remaining.is_none() {
         legacy.remaining = parse::single(headers, "ratelimit-remaining").and_then(parse::parse_u64);
@@ -380,7 +404,10 @@ mod tests {
     #[test]
     fn policy_and_ratelimit_merge_by_name() {
         let s = snapshot(&[
-            ("ratelimit-policy", r#""burst";q=100;w=60, "daily";q=1000;w=86400;qu="requests";pk=:cHJvamVjdDEyMw==:"#),
+            (
+                "ratelimit-policy",
+                r#""burst";q=100;w=60, "daily";q=1000;w=86400;qu="requests";pk=:cHJvamVjdDEyMw==:"#,
+            ),
             ("ratelimit", r#""burst";r=50;t=30"#),
         ]);
         let burst = RateLimitPolicy {
@@ -408,8 +435,15 @@ mod tests {
         assert_eq!(
             s.policies,
             vec![
-                RateLimitPolicy { remaining: Some(0), reset: Some(Duration::from_secs(12)), ..policy("default") },
-                RateLimitPolicy { remaining: Some(3), ..policy("other") },
+                RateLimitPolicy {
+                    remaining: Some(0),
+                    reset: Some(Duration::from_secs(12)),
+                    ..policy("default")
+                },
+                RateLimitPolicy {
+                    remaining: Some(3),
+                    ..policy("other")
+                },
             ]
         );
     }
@@ -420,12 +454,26 @@ mod tests {
             "ratelimit-policy",
             r#""a";q=10;qu="content-bytes";x=?1;y=1.5;z=tok, "b";q=-5;w=1.5, "c";q=1;qu="concurrent-requests", "d";q=1;qu="parsecs""#,
         )]);
-        let units: Vec<_> = s.policies.iter().map(|p| (p.name.as_str().to_owned(), p.quota, p.window, p.unit)).collect();
+        let units: Vec<_> = s
+            .policies
+            .iter()
+            .map(|p| (p.name.as_str().to_owned(), p.quota, p.window, p.unit))
+            .collect();
         assert_eq!(
             units,
             vec![
-                ("a".to_owned(), Some(10), None, Some(QuotaUnit::ContentBytes)),
-                ("c".to_owned(), Some(1), None, Some(QuotaUnit::ConcurrentRequests)),
+                (
+                    "a".to_owned(),
+                    Some(10),
+                    None,
+                    Some(QuotaUnit::ContentBytes)
+                ),
+                (
+                    "c".to_owned(),
+                    Some(1),
+                    None,
+                    Some(QuotaUnit::ConcurrentRequests)
+                ),
                 ("d".to_owned(), Some(1), None, Some(QuotaUnit::Other)),
             ],
             "b has only a negative q and a decimal w: nothing usable, dropped"
@@ -448,7 +496,10 @@ mod tests {
 
     #[test]
     fn split_across_lines() {
-        let s = snapshot(&[("ratelimit-policy", r#""a";q=1"#), ("ratelimit-policy", r#""b";q=2"#)]);
+        let s = snapshot(&[
+            ("ratelimit-policy", r#""a";q=1"#),
+            ("ratelimit-policy", r#""b";q=2"#),
+        ]);
         assert_eq!(s.policies.len(), 2);
     }
 
@@ -474,10 +525,18 @@ mod tests {
 
     #[test]
     fn legacy_fields() {
-        let s = snapshot(&[("ratelimit-limit", "100"), ("ratelimit-remaining", "50"), ("ratelimit-reset", "30")]);
+        let s = snapshot(&[
+            ("ratelimit-limit", "100"),
+            ("ratelimit-remaining", "50"),
+            ("ratelimit-reset", "30"),
+        ]);
         assert_eq!(
             s.ietf_legacy,
-            Some(Quota { limit: Some(100), remaining: Some(50), reset: Some(Duration::from_secs(30)) })
+            Some(Quota {
+                limit: Some(100),
+                remaining: Some(50),
+                reset: Some(Duration::from_secs(30))
+            })
         );
         assert!(s.families.ietf_legacy && !s.families.ietf);
         let s = snapshot(&[("ratelimit-limit", "10, 10;w=1, 50;w=60")]);
@@ -485,7 +544,11 @@ mod tests {
         let s = snapshot(&[("ratelimit", "limit=10, remaining=5, reset=7")]);
         assert_eq!(
             s.ietf_legacy,
-            Some(Quota { limit: Some(10), remaining: Some(5), reset: Some(Duration::from_secs(7)) })
+            Some(Quota {
+                limit: Some(10),
+                remaining: Some(5),
+                reset: Some(Duration::from_secs(7))
+            })
         );
         for (name, bad) in [
             ("ratelimit-limit", "-1"),

@@ -32,7 +32,11 @@ impl Label {
         let mut buf = [0u8; Self::CAPACITY];
         let mut len = 0;
         for (slot, b) in buf.iter_mut().zip(s.bytes()) {
-            *slot = if b.is_ascii_graphic() || b == b' ' { b } else { b'?' };
+            *slot = if b.is_ascii_graphic() || b == b' ' {
+                b
+            } else {
+                b'?'
+            };
             len += 1;
         }
         Self {

@@ -127,9 +127,8 @@ mod proptests {
     /// Any bytes `HeaderValue::from_bytes` accepts, biased towards the
     /// characters the parsers care about.
     fn value() -> impl Strategy<Value = HeaderValue> {
-        let interesting = prop::sample::select(
-            b"0123456789.-+ ;=,:\"?*eEsmhnuTZ\t\xb5\xc2\xffa".to_vec(),
-        );
+        let interesting =
+            prop::sample::select(b"0123456789.-+ ;=,:\"?*eEsmhnuTZ\t\xb5\xc2\xffa".to_vec());
         let bytes = prop_oneof![
             prop::collection::vec(any::<u8>(), 0..40),
             prop::collection::vec(interesting, 0..40),

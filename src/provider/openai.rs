@@ -96,7 +96,11 @@ mod tests {
         ]);
         assert_eq!(
             s.requests,
-            Some(Quota { limit: Some(10_000), remaining: Some(9_999), reset: Some(Duration::from_millis(6)) })
+            Some(Quota {
+                limit: Some(10_000),
+                remaining: Some(9_999),
+                reset: Some(Duration::from_millis(6))
+            })
         );
         assert_eq!(
             s.tokens,
@@ -132,7 +136,12 @@ mod tests {
         ];
         for (value, want) in cases {
             let s = snapshot(&[("x-ratelimit-reset-tokens", value)]);
-            assert_eq!(s.tokens.and_then(|q| q.reset), *want, "{:?}", String::from_utf8_lossy(value));
+            assert_eq!(
+                s.tokens.and_then(|q| q.reset),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(value)
+            );
         }
     }
 
@@ -147,8 +156,17 @@ mod tests {
         assert_eq!(s.tokens, None);
         assert_eq!(s.requests, None);
         assert!(s.is_empty());
-        let s = snapshot(&[("x-ratelimit-limit-tokens", b"-1"), ("x-ratelimit-remaining-tokens", b"400")]);
-        assert_eq!(s.tokens, Some(Quota { remaining: Some(400), ..Quota::default() }));
+        let s = snapshot(&[
+            ("x-ratelimit-limit-tokens", b"-1"),
+            ("x-ratelimit-remaining-tokens", b"400"),
+        ]);
+        assert_eq!(
+            s.tokens,
+            Some(Quota {
+                remaining: Some(400),
+                ..Quota::default()
+            })
+        );
     }
 
     #[test]

@@ -86,12 +86,8 @@ fn decimal_parts(int: &str, frac: &str, unit: u128) -> Option<u128> {
 /// `inf`/`NaN`, no leading or trailing dot. So `1e999`, `-1`, `NaN` and `inf`
 /// are rejected by grammar, and huge values by checked arithmetic.
 pub(crate) fn decimal(s: &str, unit: u128) -> Option<u128> {
-    let (int, frac) = match s.split_once('.') {
-        Some((int, frac)) if frac.is_empty() => (int, "x"), // "1." is rejected below
-        Some(parts) => parts,
-        None => (s, ""),
-    };
-    if int.is_empty() {
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    if int.is_empty() || (frac.is_empty() && s.ends_with('.')) {
         return None;
     }
     decimal_parts(int, frac, unit)
@@ -381,14 +377,26 @@ mod tests {
             ("2025-08-21T07:10:59-05:30", Some(base)),
             ("2025-08-21T12:40:59.5Z", Some(base + n / 2)),
             ("2025-08-21T12:40:59.123456789Z", Some(base + 123_456_789)),
-            ("2025-08-21T12:40:59.1234567891234Z", Some(base + 123_456_789)),
+            (
+                "2025-08-21T12:40:59.1234567891234Z",
+                Some(base + 123_456_789),
+            ),
             ("2025-08-21T12:40:58.999+00:00", Some(base - n / 1000)),
             ("2025-08-21T12:40:60Z", Some(base + n)),
             ("1970-01-01T00:00:00Z", Some(0)),
             ("1969-12-31T23:59:59Z", Some(-n)),
-            ("2024-02-29T00:00:00Z", Some(at("Thu, 29 Feb 2024 00:00:00 GMT"))),
-            ("2000-02-29T00:00:00Z", Some(at("Tue, 29 Feb 2000 00:00:00 GMT"))),
-            ("2025-12-31T23:59:59Z", Some(at("Wed, 31 Dec 2025 23:59:59 GMT"))),
+            (
+                "2024-02-29T00:00:00Z",
+                Some(at("Thu, 29 Feb 2024 00:00:00 GMT")),
+            ),
+            (
+                "2000-02-29T00:00:00Z",
+                Some(at("Tue, 29 Feb 2000 00:00:00 GMT")),
+            ),
+            (
+                "2025-12-31T23:59:59Z",
+                Some(at("Wed, 31 Dec 2025 23:59:59 GMT")),
+            ),
             ("2025-02-29T00:00:00Z", None),
             ("1900-02-29T00:00:00Z", None),
             ("2025-04-31T00:00:00Z", None),
@@ -429,7 +437,10 @@ mod tests {
             h.insert("x", HeaderValue::from_str(bad).expect("valid header value"));
             assert_eq!(single(&h, "x"), None, "{bad:?}");
         }
-        h.insert("x", HeaderValue::from_bytes(&[b'1', 0xff]).expect("obs-text"));
+        h.insert(
+            "x",
+            HeaderValue::from_bytes(&[b'1', 0xff]).expect("obs-text"),
+        );
         assert_eq!(single(&h, "x"), None, "non-UTF-8");
         let long = "1".repeat(MAX_VALUE_LEN + 1);
         h.insert("x", HeaderValue::from_str(&long).expect("valid"));

@@ -164,7 +164,11 @@ mod tests {
             ("retry-after", b"1e3", None),
             ("retry-after", b"9223372037", None),
             ("retry-after", b"18446744073709551616", None),
-            ("retry-after", b"99999999999999999999999999999999999999999999", None),
+            (
+                "retry-after",
+                b"99999999999999999999999999999999999999999999",
+                None,
+            ),
             ("retry-after", b" 120", None),
             ("retry-after", b"120 ", None),
             ("retry-after", b"NaN", None),
@@ -178,8 +182,16 @@ mod tests {
             ("retry-after", b"\xff\xfe", None),
             ("retry-after", b"1\xb5", None),
             // HTTP-dates, all three forms, relative to `now`
-            ("retry-after", b"Sun, 06 Nov 1994 08:49:37 GMT", Some(s(120))),
-            ("retry-after", b"Sunday, 06-Nov-94 08:49:37 GMT", Some(s(120))),
+            (
+                "retry-after",
+                b"Sun, 06 Nov 1994 08:49:37 GMT",
+                Some(s(120)),
+            ),
+            (
+                "retry-after",
+                b"Sunday, 06-Nov-94 08:49:37 GMT",
+                Some(s(120)),
+            ),
             ("retry-after", b"Sun Nov  6 08:49:37 1994", Some(s(120))),
             ("retry-after", b"Mon, 06 Nov 1994 08:49:37 GMT", None), // wrong weekday
             ("retry-after", b"Sun, 06 Nov 1994 08:49:37 UTC", None),
@@ -194,7 +206,11 @@ mod tests {
             ("retry-after", b"Thu, 01 Jan 1970 00:00:00 GMT", None),
             // milliseconds
             ("retry-after-ms", b"1500", Some(ms(1_500))),
-            ("retry-after-ms", b"20.5", Some(Duration::from_micros(20_500))),
+            (
+                "retry-after-ms",
+                b"20.5",
+                Some(Duration::from_micros(20_500)),
+            ),
             ("retry-after-ms", b"0.000001", Some(Duration::from_nanos(1))),
             ("retry-after-ms", b"0", None),
             ("retry-after-ms", b"-5", None),
@@ -211,12 +227,7 @@ mod tests {
         ];
         for (name, value, want) in cases {
             let got = retry_after(&headers(&[(name, value)]), now);
-            assert_eq!(
-                got,
-                *want,
-                "{name}: {:?}",
-                String::from_utf8_lossy(value)
-            );
+            assert_eq!(got, *want, "{name}: {:?}", String::from_utf8_lossy(value));
         }
     }
 
@@ -236,7 +247,11 @@ mod tests {
         let now = SystemTime::now();
         for bad in [&b"junk"[..], b"0", b"-1", b"1e999", b"999999999999"] {
             let h = headers(&[("retry-after-ms", bad), ("retry-after", b"7")]);
-            assert_eq!(retry_after(&h, now), Some(Duration::from_secs(7)), "{bad:?}");
+            assert_eq!(
+                retry_after(&h, now),
+                Some(Duration::from_secs(7)),
+                "{bad:?}"
+            );
         }
     }
 
@@ -286,7 +301,12 @@ mod tests {
         ];
         for (value, want) in cases {
             let h = headers(&[("x-should-retry", value)]);
-            assert_eq!(should_retry(&h), *want, "{:?}", String::from_utf8_lossy(value));
+            assert_eq!(
+                should_retry(&h),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(value)
+            );
         }
         assert_eq!(should_retry(&HeaderMap::new()), None);
         let h = headers(&[("x-should-retry", b"true"), ("x-should-retry", b"false")]);
