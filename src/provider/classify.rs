@@ -2,6 +2,7 @@
 //! means for retrying and falling back.
 
 use std::borrow::Cow;
+use std::time::Duration;
 
 use http::StatusCode;
 use serde::Deserialize;
@@ -9,7 +10,8 @@ use serde::de::IgnoredAny;
 
 use super::Api;
 use super::label::Label;
-use super::{anthropic, openai};
+use super::retry::MAX_RETRY_AFTER;
+use super::{anthropic, openai, parse};
 
 /// The largest body [`classify_error`] parses: 64 KiB.
 ///
@@ -82,6 +84,50 @@ pub struct ErrorClass {
     /// OpenAI's `error.code` (`rate_limit_exceeded`, …) or Anthropic's
     /// `error.details.error_code` (`enforced_spend_limit_reached`).
     pub code: Option<Label>,
+    /// A wait stated in the error message, as OpenAI writes it in 429s
+    /// ("Please try again in 1.574s."; Go-duration syntax after
+    /// "try again in"), positive and at most
+    /// [`MAX_RETRY_AFTER`](super::MAX_RETRY_AFTER). Headers
+    /// ([`retry_after`](super::retry_after)) are the better source; this is a
+    /// fallback for responses whose headers were lost (e.g. an SSE error).
+    pub retry_after_hint: Option<Duration>,
+}
+
+/// The wait in "… try again in 1.574s." of a message.
+fn message_retry_hint(message: &str) -> Option<Duration> {
+    const NEEDLE: &str = "try again in ";
+    let start = message
+        .as_bytes()
+        .windows(NEEDLE.len())
+        .position(|w| w.eq_ignore_ascii_case(NEEDLE.as_bytes()))?
+        + NEEDLE.len();
+    let rest = message.get(start..)?;
+    let end = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '\u{b5}' || c == '\u{3bc}'))
+        .unwrap_or(rest.len());
+    let text = rest.get(..end)?.trim_end_matches('.');
+    parse::go_duration(text).filter(|d| !d.is_zero() && *d <= MAX_RETRY_AFTER)
+}
+
+/// The `data` of an SSE event if `body` is a whole event
+/// (`event: error\ndata: {…}`) or a `data:` line; else `body` unchanged.
+fn sse_data(body: &[u8]) -> &[u8] {
+    let mut rest = body;
+    if rest.starts_with(b"event:") {
+        let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+            return body;
+        };
+        rest = rest.get(nl + 1..).unwrap_or_default();
+    }
+    let Some(data) = rest.strip_prefix(b"data:") else {
+        return body;
+    };
+    let data = data.strip_prefix(b" ").unwrap_or(data);
+    let end = data
+        .iter()
+        .position(|&b| b == b'\n' || b == b'\r')
+        .unwrap_or(data.len());
+    data.get(..end).unwrap_or_default()
 }
 
 /// A string field that tolerates any JSON type (non-strings are ignored), so
@@ -213,8 +259,9 @@ fn status_kind(status: StatusCode) -> Option<ErrorKind> {
 ///
 /// **Errors inside a 200.** A stream can fail after `200 OK`: Anthropic
 /// sends `event: error` with `data: {"type":"error","error":{"type":"overloaded_error",…}}`.
-/// Pass `StatusCode::OK` and the event's `data` bytes (without the `data:`
-/// prefix); the body alone then decides. A 200 payload that is not an error
+/// Pass `StatusCode::OK` and the event's `data` bytes; the body alone then
+/// decides. For convenience a whole event (`event: error\ndata: {…}`) or a
+/// `data: {…}` line is also accepted: the first `data` line is used. A 200 payload that is not an error
 /// gives [`ErrorKind::Other`] with `api: None`.
 ///
 /// Bodies that are not JSON, not one of the shapes, or longer than
@@ -242,6 +289,7 @@ fn status_kind(status: StatusCode) -> Option<ErrorKind> {
 /// assert_eq!(classify_error(StatusCode::BAD_GATEWAY, b"<html>").kind, ErrorKind::Server);
 /// ```
 pub fn classify_error(status: StatusCode, body: &[u8]) -> ErrorClass {
+    let body = sse_data(body);
     let envelope = if body.len() <= MAX_ERROR_BODY {
         serde_json::from_slice::<Envelope<'_>>(body).ok()
     } else {
@@ -273,6 +321,7 @@ pub fn classify_error(status: StatusCode, body: &[u8]) -> ErrorClass {
             api: None,
             error_type: None,
             code: None,
+            retry_after_hint: None,
         };
     };
 
@@ -307,6 +356,7 @@ pub fn classify_error(status: StatusCode, body: &[u8]) -> ErrorClass {
         api: Some(p.api),
         error_type: p.error_type.map(Label::new),
         code: p.code.map(Label::new),
+        retry_after_hint: p.message.and_then(message_retry_hint),
     }
 }
 
@@ -687,6 +737,50 @@ mod tests {
             Some(Label::CAPACITY)
         );
         assert_eq!(class.code.map(|l| l.as_str().len()), Some(Label::CAPACITY));
+    }
+
+    #[test]
+    fn sse_framing_is_accepted() {
+        let data = r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+        for framed in [
+            format!("event: error\ndata: {data}\n\n"),
+            format!("event: error\r\ndata: {data}\r\n\r\n"),
+            format!("data: {data}"),
+            format!("data:{data}\n"),
+        ] {
+            assert_eq!(kind(200, &framed), ErrorKind::Overloaded, "{framed:?}");
+        }
+        assert_eq!(kind(200, "event: error"), ErrorKind::Other);
+        assert_eq!(kind(200, "event: error\nid: 1\ndata: {}"), ErrorKind::Other);
+        assert_eq!(kind(529, "data: not json"), ErrorKind::Overloaded);
+    }
+
+    #[test]
+    fn retry_hint_from_message() {
+        let cases = [
+            (
+                "Rate limit reached for gpt-4o on tokens per min (TPM): Limit 30000. Please try again in 1.574s. Visit https://x",
+                Some(Duration::from_millis(1_574)),
+            ),
+            ("Please try again in 20ms.", Some(Duration::from_millis(20))),
+            ("Please try again in 6m0s", Some(Duration::from_secs(360))),
+            ("Please TRY AGAIN IN 2s.", Some(Duration::from_secs(2))),
+            ("Please try again in 0s.", None),
+            ("Please try again in 48h.", None),
+            ("Please try again in a moment.", None),
+            ("Please try again later.", None),
+            ("try again in ", None),
+        ];
+        for (message, want) in cases {
+            let body = serde_json::json!({"error":{"message":message,"type":"tokens","param":null,"code":"rate_limit_exceeded"}}).to_string();
+            let class = classify_error(StatusCode::TOO_MANY_REQUESTS, body.as_bytes());
+            assert_eq!(class.retry_after_hint, want, "{message}");
+        }
+        let class = classify_error(StatusCode::TOO_MANY_REQUESTS, b"Please try again in 2s.");
+        assert_eq!(
+            class.retry_after_hint, None,
+            "only read from a parsed error message"
+        );
     }
 
     #[test]
