@@ -130,6 +130,19 @@ fn sse_data(body: &[u8]) -> &[u8] {
     data.get(..end).unwrap_or_default()
 }
 
+impl ErrorClass {
+    /// A classification with only a kind, for custom classifiers and tests.
+    pub fn new(kind: ErrorKind) -> Self {
+        Self {
+            kind,
+            api: None,
+            error_type: None,
+            code: None,
+            retry_after_hint: None,
+        }
+    }
+}
+
 /// A string field that tolerates any JSON type (non-strings are ignored), so
 /// one odd field never spoils the parse.
 #[derive(Deserialize)]
@@ -247,7 +260,9 @@ fn status_kind(status: StatusCode) -> Option<ErrorKind> {
 ///    `invalid_api_key` → [`ErrorKind::Authentication`];
 ///    `rate_limit_exceeded` → [`ErrorKind::RateLimited`];
 ///    `model_not_found` → [`ErrorKind::NotFound`].
-/// 2. An `invalid_request_error` whose message says the prompt is too long
+/// 2. An `invalid_request_error` whose message says the credit balance is
+///    too low (Anthropic's prepaid-credit stop) → [`ErrorKind::QuotaExhausted`];
+///    one whose message says the prompt is too long
 ///    → [`ErrorKind::ContextLength`].
 /// 3. Anthropic's distinctive `error.type`s (`rate_limit_error`,
 ///    `overloaded_error`, `api_error`, `authentication_error`,
@@ -336,6 +351,13 @@ pub fn classify_error(status: StatusCode, body: &[u8]) -> ErrorClass {
             return ErrorKind::QuotaExhausted;
         }
         let invalid_request = p.error_type == Some("invalid_request_error");
+        // Anthropic's prepaid-credit stop is a 400 invalid_request_error.
+        if invalid_request
+            && p.message
+                .is_some_and(|m| contains_ignore_case(m, "credit balance is too low"))
+        {
+            return ErrorKind::QuotaExhausted;
+        }
         if invalid_request && p.message.is_some_and(says_context_length) {
             return ErrorKind::ContextLength;
         }
@@ -469,6 +491,16 @@ mod tests {
             );
             assert_eq!(kind(429, &body), ErrorKind::RateLimited, "{details}");
         }
+    }
+
+    #[test]
+    fn anthropic_credit_balance_is_quota_exhausted() {
+        let body = anthropic(
+            "invalid_request_error",
+            "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.",
+        );
+        assert_eq!(kind(400, &body), ErrorKind::QuotaExhausted);
+        assert_eq!(ErrorClass::new(ErrorKind::Other).kind, ErrorKind::Other);
     }
 
     #[test]

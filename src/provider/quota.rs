@@ -104,7 +104,8 @@ pub struct RateLimitPolicy {
 }
 
 impl RateLimitPolicy {
-    pub(crate) fn named(name: Label) -> Self {
+    /// A policy with a name and nothing else known.
+    pub fn named(name: Label) -> Self {
         Self {
             name,
             quota: None,
