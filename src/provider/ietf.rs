@@ -12,7 +12,8 @@
 //! sequences or booleans. Inner lists fail the parse. As RFC 8941 requires, a
 //! field that fails to parse is ignored as a whole — except that parsing
 //! stops after [`QuotaSnapshot::MAX_POLICIES`] members, and what follows is
-//! not examined.
+//! not examined. Spaces around members and the field are allowed, as RFC
+//! 8941 specifies (unlike the scalar fields elsewhere in this module).
 
 use std::time::Duration;
 
@@ -22,8 +23,10 @@ use super::label::Label;
 use super::parse;
 use super::quota::{Quota, QuotaSnapshot, QuotaUnit, RateLimitPolicy, bounded_reset};
 
-/// Structured field values are longer than scalars; this bounds the work.
-const MAX_FIELD_LEN: usize = 1024;
+/// The longest IETF field (all lines joined) that is parsed, in bytes;
+/// longer fields are ignored. Structured fields are longer than scalars, but
+/// [`QuotaSnapshot::MAX_POLICIES`] policies fit with room to spare.
+const MAX_FIELD_LEN: usize = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Bare<'a> {

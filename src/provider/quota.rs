@@ -143,8 +143,11 @@ impl RateLimitPolicy {
 /// at or before that reference is `Duration::ZERO` (already full). Resets
 /// beyond [`MAX_RESET`] are dropped.
 ///
-/// Every malformed value (negative, non-numeric, with surrounding whitespace,
-/// repeated, out of range) is dropped (`None`), never trusted.
+/// Every malformed value (negative, non-numeric, repeated, out of range,
+/// and for the scalar fields also surrounding whitespace — see
+/// [`retry_after`](super::retry_after) for why) is dropped (`None`), never
+/// trusted. The IETF fields are Structured Fields and follow RFC 8941's
+/// parsing rules, which allow surrounding spaces.
 ///
 /// # Examples
 ///
