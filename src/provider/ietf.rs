@@ -498,6 +498,19 @@ mod tests {
     }
 
     #[test]
+    fn spaces_follow_rfc_8941() {
+        let s = snapshot(&[("ratelimit-policy", r#"  "a";q=1 ,	"b";q=2  "#)]);
+        assert_eq!(s.policies.len(), 2);
+        // No space is allowed before `;` or around `=`.
+        for bad in [r#""a" ;q=1"#, r#""a";q =1"#, r#""a";q= 1"#] {
+            assert!(
+                snapshot(&[("ratelimit-policy", bad)]).policies.is_empty(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
     fn split_across_lines() {
         let s = snapshot(&[
             ("ratelimit-policy", r#""a";q=1"#),
