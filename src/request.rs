@@ -323,7 +323,11 @@ impl RequestMeta {
             return Some(Arc::clone(meta));
         }
         let body = (req.body() as &dyn Any).downcast_ref::<ReplayBody>()?;
-        let meta = Arc::new(Self::parse(req.uri().path(), req.headers(), body.as_bytes()));
+        let meta = Arc::new(Self::parse(
+            req.uri().path(),
+            req.headers(),
+            body.as_bytes(),
+        ));
         req.extensions_mut().insert(Arc::clone(&meta));
         Some(meta)
     }
@@ -1100,11 +1104,20 @@ mod tests {
     #[test]
     fn key_id_is_stable_distinct_and_secret_free() {
         let mut a = HeaderMap::new();
-        a.insert("x-api-key", HeaderValue::from_static("sk-ant-api03-SECRET-A"));
+        a.insert(
+            "x-api-key",
+            HeaderValue::from_static("sk-ant-api03-SECRET-A"),
+        );
         let mut b = HeaderMap::new();
-        b.insert("x-api-key", HeaderValue::from_static("sk-ant-api03-SECRET-B"));
+        b.insert(
+            "x-api-key",
+            HeaderValue::from_static("sk-ant-api03-SECRET-B"),
+        );
         let mut bearer = HeaderMap::new();
-        bearer.insert("authorization", HeaderValue::from_static("Bearer sk-ant-api03-SECRET-A"));
+        bearer.insert(
+            "authorization",
+            HeaderValue::from_static("Bearer sk-ant-api03-SECRET-A"),
+        );
         let ka = KeyId::from_headers(&a).expect("key");
         assert_eq!(Some(ka), KeyId::from_headers(&a.clone()));
         assert_ne!(Some(ka), KeyId::from_headers(&b));
