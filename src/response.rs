@@ -49,15 +49,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{HeaderMap, Response, header};
+use http::{HeaderMap, Response, StatusCode, header};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use serde::Deserialize;
 
 use crate::error::BoxError;
-use crate::provider::Usage;
 use crate::provider::usage::UsageWire;
+use crate::provider::{ErrorClass, Usage, classify_error};
 
 /// The most bytes of a JSON response body kept to read its `usage` at the
 /// end; a larger body is passed through with its usage unknown.
@@ -80,7 +80,7 @@ pub enum Outcome {
     /// terminal event.
     Truncated,
     /// A stream carried a provider `error` event (e.g. `overloaded_error`
-    /// after HTTP 200); [`Completion::error_type`] says which.
+    /// after HTTP 200); [`Completion::error`] says which.
     ErrorEvent,
     /// Reading the body failed at the transport level.
     BodyError,
@@ -107,9 +107,9 @@ pub struct Completion {
     /// The usage the provider reported, when it did (in a stream, possibly
     /// before it was cut off).
     pub usage: Option<Usage>,
-    /// The error type of an SSE `error` event (e.g. `overloaded_error`),
-    /// at most 64 bytes.
-    pub error_type: Option<Box<str>>,
+    /// The classified SSE `error` event (e.g. `overloaded_error` →
+    /// [`ErrorKind::Overloaded`](crate::provider::ErrorKind::Overloaded)).
+    pub error: Option<ErrorClass>,
     /// Data bytes that passed through to the caller.
     pub bytes: u64,
     /// Whether any content (a text or tool delta, a JSON body) had passed
@@ -317,7 +317,7 @@ impl ResponseBody {
         let mut c = Completion {
             outcome,
             usage: None,
-            error_type: None,
+            error: None,
             bytes: self.bytes,
             content_started: self.bytes > 0,
         };
@@ -330,12 +330,12 @@ impl ResponseBody {
             }
             Tracker::Sse(s) => {
                 c.usage = s.usage_seen.then_some(s.usage);
-                c.error_type = s.error_type.clone();
+                c.error = s.error;
                 c.content_started = s.content_started;
                 if outcome == Outcome::Complete {
                     c.outcome = if s.overflow {
                         Outcome::Unobserved
-                    } else if s.error_type.is_some() {
+                    } else if s.error.is_some() {
                         Outcome::ErrorEvent
                     } else if s.terminal {
                         Outcome::Complete
@@ -526,7 +526,7 @@ struct SseTracker {
     usage_seen: bool,
     terminal: bool,
     content_started: bool,
-    error_type: Option<Box<str>>,
+    error: Option<ErrorClass>,
     overflow: bool,
 }
 
@@ -683,24 +683,8 @@ impl SseTracker {
     }
 
     fn error(&mut self, data: &[u8]) {
-        #[derive(Deserialize)]
-        struct Err<'a> {
-            #[serde(borrow)]
-            error: Option<Inner<'a>>,
-        }
-        #[derive(Deserialize)]
-        struct Inner<'a> {
-            #[serde(borrow, rename = "type")]
-            kind: Option<std::borrow::Cow<'a, str>>,
-            #[serde(borrow)]
-            code: Option<std::borrow::Cow<'a, str>>,
-        }
-        let kind = serde_json::from_slice::<Err<'_>>(data)
-            .ok()
-            .and_then(|e| e.error)
-            .and_then(|i| i.kind.or(i.code))
-            .map(|k| truncate(&k, SSE_NAME_LIMIT).into());
-        self.error_type = Some(kind.unwrap_or_else(|| "unknown".into()));
+        // An error event arrives inside an HTTP 200.
+        self.error = Some(classify_error(StatusCode::OK, data));
     }
 }
 
@@ -711,14 +695,6 @@ struct WithUsage {
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 #[cfg(test)]
@@ -881,7 +857,12 @@ data: [DONE]\n\n";
         drain(body).expect("ok");
         let c = seen.one();
         assert_eq!(c.outcome, Outcome::ErrorEvent);
-        assert_eq!(c.error_type.as_deref(), Some("overloaded_error"));
+        let e = c.error.expect("classified");
+        assert_eq!(e.kind, crate::provider::ErrorKind::Overloaded);
+        assert_eq!(
+            e.error_type.map(|t| t.as_str().to_owned()).as_deref(),
+            Some("overloaded_error")
+        );
         assert!(c.content_started);
         // An error before any content: content_started stays false.
         let early = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
@@ -927,7 +908,11 @@ data: [DONE]\n\n";
         drain(body).expect("ok");
         let c = seen.one();
         assert_eq!(c.outcome, Outcome::ErrorEvent);
-        assert_eq!(c.error_type.as_deref(), Some("server_error"));
+        let e = c.error.expect("classified");
+        assert_eq!(
+            e.error_type.map(|t| t.as_str().to_owned()).as_deref(),
+            Some("server_error")
+        );
     }
 
     #[test]
