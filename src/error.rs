@@ -31,3 +31,47 @@ impl fmt::Display for BodyTooLarge {
 }
 
 impl std::error::Error for BodyTooLarge {}
+
+/// Admission would have to wait longer than the request can: the limiter's
+/// fail-fast answer.
+///
+/// `retry_after` is when the request would have been admitted, had it
+/// waited. A fallback layer above reacts to this by degrading at once (to
+/// another model) instead of queueing past the request's deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimited {
+    /// How long the request would have had to wait.
+    pub retry_after: std::time::Duration,
+}
+
+impl fmt::Display for RateLimited {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "rate limited: admission would wait {:.3}s",
+            self.retry_after.as_secs_f64()
+        )
+    }
+}
+
+impl std::error::Error for RateLimited {}
+
+/// A request waited in the admission queue for longer than the configured
+/// maximum wait, and was given up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueTimeout {
+    /// How long it waited.
+    pub waited: std::time::Duration,
+}
+
+impl fmt::Display for QueueTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "gave up after waiting {:.3}s in the admission queue",
+            self.waited.as_secs_f64()
+        )
+    }
+}
+
+impl std::error::Error for QueueTimeout {}
