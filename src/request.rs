@@ -86,7 +86,7 @@ const TOKENS_PER_MESSAGE: u64 = 4;
 pub struct RequestMeta {
     api: Option<Api>,
     parsed: bool,
-    model: Option<Box<str>>,
+    model: Option<Arc<str>>,
     max_tokens: Option<u64>,
     stream: bool,
     include_usage: bool,
@@ -293,7 +293,7 @@ impl RequestMeta {
             .fold(0, u64::saturating_add);
         let messages = wire.messages.as_ref().map_or(0, |m| m.count);
         meta.parsed = true;
-        meta.model = wire.model.map(|m| m.into_owned().into_boxed_str());
+        meta.model = wire.model.map(|m| Arc::from(&*m));
         meta.max_tokens = wire
             .max_tokens
             .or(wire.max_completion_tokens)
@@ -345,6 +345,10 @@ impl RequestMeta {
     /// The requested model.
     pub fn model(&self) -> Option<&str> {
         self.model.as_deref()
+    }
+    /// The requested model, shared (cloning it is a reference count).
+    pub fn model_arc(&self) -> Option<&Arc<str>> {
+        self.model.as_ref()
     }
     /// `max_tokens` (Anthropic, older OpenAI), `max_completion_tokens`
     /// (OpenAI) or `max_output_tokens` (OpenAI Responses): the most output
