@@ -3,5 +3,8 @@
 
 pub mod error;
 pub mod provider;
+#[cfg(feature = "sim")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sim")))]
+pub mod sim;
 
 pub use error::BoxError;
