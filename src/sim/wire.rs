@@ -223,6 +223,8 @@ mod tests {
         let mut b = SplitMix64::new(7);
         for _ in 0..100 {
             assert_eq!(a.next_u64(), b.next_u64());
+        }
+        for _ in 0..100 {
             let f = a.next_f64();
             assert!((0.0..1.0).contains(&f));
             let r = a.range(3, 5);
