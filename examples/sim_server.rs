@@ -42,8 +42,7 @@ OPTIONS:
 
 fn parse<T: std::str::FromStr>(flag: &str, value: Option<String>) -> Result<T, String> {
     let v = value.ok_or_else(|| format!("{flag} needs a value"))?;
-    v.parse()
-        .map_err(|_| format!("{flag}: cannot parse {v:?}"))
+    v.parse().map_err(|_| format!("{flag}: cannot parse {v:?}"))
 }
 
 fn config_from_args() -> Result<Option<SimConfig>, String> {
@@ -61,9 +60,9 @@ fn config_from_args() -> Result<Option<SimConfig>, String> {
             "--otpm" => limits.output_tokens_per_minute = parse(&flag, args.next())?,
             "--model-limits" => {
                 let v: String = parse(&flag, args.next())?;
-                let (model, nums) = v
-                    .split_once('=')
-                    .ok_or_else(|| format!("--model-limits: expected MODEL=RPM,ITPM,OTPM, got {v:?}"))?;
+                let (model, nums) = v.split_once('=').ok_or_else(|| {
+                    format!("--model-limits: expected MODEL=RPM,ITPM,OTPM, got {v:?}")
+                })?;
                 let n = nums
                     .split(',')
                     .map(|x| x.trim().parse::<u64>())
@@ -83,10 +82,12 @@ fn config_from_args() -> Result<Option<SimConfig>, String> {
             "--fault-mid-stream" => faults.mid_stream_error = parse(&flag, args.next())?,
             "--fault-truncate" => faults.truncate_stream = parse(&flag, args.next())?,
             "--latency-ms" => {
-                config = config.with_request_latency(Duration::from_millis(parse(&flag, args.next())?));
+                config =
+                    config.with_request_latency(Duration::from_millis(parse(&flag, args.next())?));
             }
             "--token-latency-ms" => {
-                config = config.with_token_latency(Duration::from_millis(parse(&flag, args.next())?));
+                config =
+                    config.with_token_latency(Duration::from_millis(parse(&flag, args.next())?));
             }
             "--output-tokens" => {
                 let v: String = parse(&flag, args.next())?;

@@ -22,7 +22,11 @@ pub struct BodyTooLarge {
 
 impl fmt::Display for BodyTooLarge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "request body exceeds the buffering limit of {} bytes", self.limit)
+        write!(
+            f,
+            "request body exceeds the buffering limit of {} bytes",
+            self.limit
+        )
     }
 }
 

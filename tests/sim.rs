@@ -1,5 +1,6 @@
 //! Integration tests of the simulated provider over real sockets, real time.
 //! Time scales are large so limits refill quickly and tests stay short.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -121,7 +122,9 @@ fn parse_go(s: &str) -> Duration {
             num.push(c);
             continue;
         }
-        let v: f64 = num.parse().unwrap_or_else(|_| panic!("bad go duration {s}"));
+        let v: f64 = num
+            .parse()
+            .unwrap_or_else(|_| panic!("bad go duration {s}"));
         num.clear();
         total += match c {
             'h' => v * 3600.0,
@@ -204,8 +207,13 @@ async fn burst_beyond_rpm_gets_429_with_consistent_retry_after() {
     let r = last.unwrap();
     assert_eq!(r.num("anthropic-ratelimit-requests-remaining"), 0);
     assert_eq!(r.num("anthropic-ratelimit-requests-limit"), 10);
-    let full_in = until(parse_rfc3339(r.header("anthropic-ratelimit-requests-reset")));
-    assert!((8.5..=10.5).contains(&full_in), "requests full again in {full_in}");
+    let full_in = until(parse_rfc3339(
+        r.header("anthropic-ratelimit-requests-reset"),
+    ));
+    assert!(
+        (8.5..=10.5).contains(&full_in),
+        "requests full again in {full_in}"
+    );
     assert_eq!(r.num("retry-after"), 1);
     let ms = r.num("retry-after-ms");
     assert!((500..=1000).contains(&ms), "retry-after-ms {ms}");
@@ -269,7 +277,10 @@ async fn remaining_falls_with_each_request_and_recovers_at_the_rate() {
     let r = post(&c, &sim, ANTHROPIC, &body).await;
     let now = r.num("anthropic-ratelimit-requests-remaining");
     // +3 refilled (10/s × 0.3 s, a little more for scheduling), −1 used
-    assert!((low + 2..=(low + 4).min(59)).contains(&now), "{low} → {now}");
+    assert!(
+        (low + 2..=(low + 4).min(59)).contains(&now),
+        "{low} → {now}"
+    );
 
     // Output tokens: reserved from max_tokens, corrected at the end.
     let input_each = count_input_tokens(&body);
@@ -366,8 +377,16 @@ async fn error_bodies_match_each_provider() {
         assert!(r.header("x-request-id").starts_with("req_"));
     };
 
-    anthropic_err(&send(&c, &sim, ANTHROPIC, None, &ok).await, 401, "authentication_error");
-    openai_err(&send(&c, &sim, OPENAI, None, &ok).await, 401, "invalid_request_error");
+    anthropic_err(
+        &send(&c, &sim, ANTHROPIC, None, &ok).await,
+        401,
+        "authentication_error",
+    );
+    openai_err(
+        &send(&c, &sim, OPENAI, None, &ok).await,
+        401,
+        "invalid_request_error",
+    );
     for bad in [
         "{not json",
         r#"{"max_tokens": 10, "messages": []}"#,
@@ -379,7 +398,14 @@ async fn error_bodies_match_each_provider() {
         let r = send(&c, &sim, ANTHROPIC, Some("k"), bad).await;
         anthropic_err(&r, 400, "invalid_request_error");
     }
-    let r = send(&c, &sim, ANTHROPIC, Some("k"), r#"{"model":"m","messages":[]}"#).await;
+    let r = send(
+        &c,
+        &sim,
+        ANTHROPIC,
+        Some("k"),
+        r#"{"model":"m","messages":[]}"#,
+    )
+    .await;
     assert!(r.text().contains("max_tokens: Field required"));
     for bad in [
         "[1, 2",
@@ -391,7 +417,11 @@ async fn error_bodies_match_each_provider() {
         openai_err(&r, 400, "invalid_request_error");
     }
     let big = anthropic_req("m", 10, &"z".repeat(20_000)).to_string();
-    anthropic_err(&send(&c, &sim, ANTHROPIC, Some("k"), &big).await, 413, "request_too_large");
+    anthropic_err(
+        &send(&c, &sim, ANTHROPIC, Some("k"), &big).await,
+        413,
+        "request_too_large",
+    );
     let r = send(&c, &sim, OPENAI, Some("k"), &big).await;
     assert_eq!(r.status, 413);
     sim.shutdown().await;
@@ -424,7 +454,12 @@ async fn error_bodies_match_each_provider() {
     assert!(!format!("{sim:?}").contains("good-key"));
     let r = send(&c, &sim, ANTHROPIC, Some("bad"), &ok).await;
     anthropic_err(&r, 401, "authentication_error");
-    assert_eq!(send(&c, &sim, ANTHROPIC, Some("good-key"), &ok).await.status, 200);
+    assert_eq!(
+        send(&c, &sim, ANTHROPIC, Some("good-key"), &ok)
+            .await
+            .status,
+        200
+    );
     let r = send(&c, &sim, OPENAI, Some("bad"), &ok).await;
     assert_eq!(r.json()["error"]["code"], "invalid_api_key");
     sim.shutdown().await;
@@ -473,7 +508,9 @@ async fn non_streaming_bodies_have_the_provider_shape() {
         u["total_tokens"].as_u64(),
         Some(u["prompt_tokens"].as_u64().unwrap() + u["completion_tokens"].as_u64().unwrap())
     );
-    let m = post(&c, &sim, OPENAI, &openai_req("gpt-m", 2, "Hi")).await.json();
+    let m = post(&c, &sim, OPENAI, &openai_req("gpt-m", 2, "Hi"))
+        .await
+        .json();
     assert_eq!(m["choices"][0]["finish_reason"], "length");
     assert_eq!(m["usage"]["completion_tokens"], 2);
     sim.shutdown().await;
@@ -527,7 +564,10 @@ async fn anthropic_stream_follows_the_event_sequence() {
     assert_anthropic_headers(&r);
     let events = sse_events(&r.text());
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
-    let n = names.iter().filter(|n| **n == "content_block_delta").count();
+    let n = names
+        .iter()
+        .filter(|n| **n == "content_block_delta")
+        .count();
     assert!((4..=6).contains(&n));
     let mut expected = vec!["message_start", "content_block_start", "ping"];
     expected.extend(std::iter::repeat_n("content_block_delta", n));
@@ -578,7 +618,10 @@ async fn openai_stream_has_final_chunk_usage_chunk_and_done() {
     body["stream_options"] = json!(null);
     let chunks = sse_data(&post(&c, &sim, OPENAI, &body).await.text());
     assert_eq!(chunks.last().unwrap(), "[DONE]");
-    assert_eq!(chunks[chunks.len() - 2]["choices"][0]["finish_reason"], "stop");
+    assert_eq!(
+        chunks[chunks.len() - 2]["choices"][0]["finish_reason"],
+        "stop"
+    );
     assert!(chunks.iter().all(|c| c.get("usage").is_none()));
     sim.shutdown().await;
 }
@@ -601,7 +644,11 @@ async fn stream_faults_mid_stream_error_and_truncation() {
     let (name, data) = events.last().unwrap();
     assert_eq!(name, "error");
     assert_eq!(data["error"]["type"], "overloaded_error");
-    assert!(events.iter().all(|(n, _)| n != "message_stop" && n != "message_delta"));
+    assert!(
+        events
+            .iter()
+            .all(|(n, _)| n != "message_stop" && n != "message_delta")
+    );
     let chunks = sse_data(&post(&c, &sim, OPENAI, &o).await.text());
     assert!(chunks.last().unwrap()["error"]["message"].is_string());
     assert!(chunks.iter().all(|c| c != "[DONE]"));
@@ -616,9 +663,17 @@ async fn stream_faults_mid_stream_error_and_truncation() {
     assert_eq!(r.status, 200);
     let events = sse_events(&r.text());
     assert_eq!(events[0].0, "message_start");
-    assert!(events.iter().all(|(n, _)| n != "message_stop" && n != "error"));
+    assert!(
+        events
+            .iter()
+            .all(|(n, _)| n != "message_stop" && n != "error")
+    );
     let chunks = sse_data(&post(&c, &sim, OPENAI, &o).await.text());
-    assert!(chunks.iter().all(|c| c != "[DONE]" && c.get("error").is_none()));
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c != "[DONE]" && c.get("error").is_none())
+    );
     assert_eq!(sim.counters().truncated_streams, 2);
     sim.shutdown().await;
 }
@@ -640,7 +695,12 @@ async fn dropped_connection_gives_the_client_a_connection_error() {
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut buf)).await;
     match read.expect("connection closed promptly") {
-        Ok(n) => assert_eq!(n, 0, "no response bytes: {:?}", String::from_utf8_lossy(&buf)),
+        Ok(n) => assert_eq!(
+            n,
+            0,
+            "no response bytes: {:?}",
+            String::from_utf8_lossy(&buf)
+        ),
         Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset),
     }
     // A hyper client sees an error, not a response.
@@ -755,7 +815,11 @@ async fn paced_stream_takes_token_latency_and_stays_in_flight_until_the_end() {
         .body(Full::new(Bytes::from(body.to_string())))
         .unwrap();
     let res = c.request(req).await.unwrap();
-    assert_eq!(sim.counters().in_flight, 1, "headers sent, body still streaming");
+    assert_eq!(
+        sim.counters().in_flight,
+        1,
+        "headers sent, body still streaming"
+    );
     let text = res.into_body().collect().await.unwrap().to_bytes();
     assert!(started.elapsed() >= Duration::from_millis(200));
     assert!(String::from_utf8_lossy(&text).contains("message_stop"));

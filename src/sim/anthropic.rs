@@ -35,7 +35,11 @@ pub(crate) fn parse(v: &Value) -> Result<Parsed, SimError> {
                     "max_tokens: Input should be greater than or equal to 1",
                 ));
             }
-            None => return Err(SimError::invalid("max_tokens: Input should be a valid integer")),
+            None => {
+                return Err(SimError::invalid(
+                    "max_tokens: Input should be a valid integer",
+                ));
+            }
         },
     };
     let messages = match obj.get("messages") {
@@ -44,7 +48,9 @@ pub(crate) fn parse(v: &Value) -> Result<Parsed, SimError> {
         Some(_) => return Err(SimError::invalid("messages: Input should be a valid list")),
     };
     if messages.is_empty() {
-        return Err(SimError::invalid("messages: at least one message is required"));
+        return Err(SimError::invalid(
+            "messages: at least one message is required",
+        ));
     }
     for (i, m) in messages.iter().enumerate() {
         match m.get("role").and_then(Value::as_str) {
@@ -54,7 +60,11 @@ pub(crate) fn parse(v: &Value) -> Result<Parsed, SimError> {
                     "messages.{i}.role: Input should be 'user' or 'assistant'"
                 )));
             }
-            None => return Err(SimError::invalid(format!("messages.{i}.role: Field required"))),
+            None => {
+                return Err(SimError::invalid(format!(
+                    "messages.{i}.role: Field required"
+                )));
+            }
         }
         match m.get("content") {
             Some(Value::String(_) | Value::Array(_)) => {}
@@ -64,14 +74,18 @@ pub(crate) fn parse(v: &Value) -> Result<Parsed, SimError> {
                 )));
             }
             None => {
-                return Err(SimError::invalid(format!("messages.{i}.content: Field required")));
+                return Err(SimError::invalid(format!(
+                    "messages.{i}.content: Field required"
+                )));
             }
         }
     }
     if let Some(s) = obj.get("system")
         && !matches!(s, Value::String(_) | Value::Array(_))
     {
-        return Err(SimError::invalid("system: Input should be a valid string or list"));
+        return Err(SimError::invalid(
+            "system: Input should be a valid string or list",
+        ));
     }
     let stream = match obj.get("stream") {
         None | Some(Value::Null) => false,
@@ -197,8 +211,16 @@ pub(crate) fn rate_headers(h: &mut HeaderMap, s: &RateSnapshot, wall: SystemTime
     };
     let reset = |d| format_rfc3339(wall + d, millis);
     put(h, "anthropic-ratelimit-requests-limit", s.requests.limit);
-    put(h, "anthropic-ratelimit-requests-remaining", s.requests.remaining);
-    put(h, "anthropic-ratelimit-requests-reset", reset(s.requests.until_full));
+    put(
+        h,
+        "anthropic-ratelimit-requests-remaining",
+        s.requests.remaining,
+    );
+    put(
+        h,
+        "anthropic-ratelimit-requests-reset",
+        reset(s.requests.until_full),
+    );
     let tokens_limit = s.input.limit + s.output.limit;
     put(h, "anthropic-ratelimit-tokens-limit", tokens_limit);
     put(
@@ -217,14 +239,22 @@ pub(crate) fn rate_headers(h: &mut HeaderMap, s: &RateSnapshot, wall: SystemTime
         "anthropic-ratelimit-input-tokens-remaining",
         round(s.input.remaining, s.input.limit),
     );
-    put(h, "anthropic-ratelimit-input-tokens-reset", reset(s.input.until_full));
+    put(
+        h,
+        "anthropic-ratelimit-input-tokens-reset",
+        reset(s.input.until_full),
+    );
     put(h, "anthropic-ratelimit-output-tokens-limit", s.output.limit);
     put(
         h,
         "anthropic-ratelimit-output-tokens-remaining",
         round(s.output.remaining, s.output.limit),
     );
-    put(h, "anthropic-ratelimit-output-tokens-reset", reset(s.output.until_full));
+    put(
+        h,
+        "anthropic-ratelimit-output-tokens-reset",
+        reset(s.output.until_full),
+    );
 }
 
 fn stop_reason(g: &Generation) -> &'static str {
@@ -261,7 +291,13 @@ fn event(name: &str, data: &Value) -> Bytes {
 /// The SSE event sequence of a streaming response.
 pub(crate) fn stream(g: &Generation, end: StreamEnd) -> Vec<Chunk> {
     let mut out = Vec::with_capacity(g.words.len() + 6);
-    let mut push = |bytes, tokens, paced| out.push(Chunk { bytes, tokens, paced });
+    let mut push = |bytes, tokens, paced| {
+        out.push(Chunk {
+            bytes,
+            tokens,
+            paced,
+        })
+    };
     let start = json!({
         "type": "message_start",
         "message": {
@@ -307,7 +343,10 @@ pub(crate) fn stream(g: &Generation, end: StreamEnd) -> Vec<Chunk> {
         StreamEnd::TruncateAfter(_) => {}
         StreamEnd::Complete => {
             push(
-                event("content_block_stop", &json!({"type": "content_block_stop", "index": 0})),
+                event(
+                    "content_block_stop",
+                    &json!({"type": "content_block_stop", "index": 0}),
+                ),
                 sent,
                 false,
             );
@@ -317,7 +356,11 @@ pub(crate) fn stream(g: &Generation, end: StreamEnd) -> Vec<Chunk> {
                 "usage": {"output_tokens": g.output_tokens()},
             });
             push(event("message_delta", &delta), sent, false);
-            push(event("message_stop", &json!({"type": "message_stop"})), sent, false);
+            push(
+                event("message_stop", &json!({"type": "message_stop"})),
+                sent,
+                false,
+            );
         }
     }
     out

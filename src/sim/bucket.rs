@@ -162,8 +162,14 @@ impl BucketSet {
         self.last_used = now;
         let checks = [
             (Dimension::Requests, self.requests.wait_for(1.0, now)),
-            (Dimension::InputTokens, self.input.wait_for(cost.input as f64, now)),
-            (Dimension::OutputTokens, self.output.wait_for(cost.output as f64, now)),
+            (
+                Dimension::InputTokens,
+                self.input.wait_for(cost.input as f64, now),
+            ),
+            (
+                Dimension::OutputTokens,
+                self.output.wait_for(cost.output as f64, now),
+            ),
         ];
         if let Some((dimension, _)) = checks.iter().find(|(_, w)| w.is_none()) {
             return Decision::TooLarge {
@@ -171,12 +177,12 @@ impl BucketSet {
                 dimension: *dimension,
             };
         }
-        let (dimension, wait) = checks
-            .iter()
-            .filter_map(|(d, w)| w.map(|w| (*d, w)))
-            .fold((Dimension::Requests, Duration::ZERO), |acc, x| {
+        let (dimension, wait) = checks.iter().filter_map(|(d, w)| w.map(|w| (*d, w))).fold(
+            (Dimension::Requests, Duration::ZERO),
+            |acc, x| {
                 if x.1 > acc.1 { x } else { acc }
-            });
+            },
+        );
         if !wait.is_zero() {
             return Decision::Limited {
                 snapshot: self.snapshot(now),
@@ -314,20 +320,31 @@ mod tests {
     fn admit_reserves_all_three_and_reports_binding_dimension() {
         let t0 = Instant::now();
         let mut set = BucketSet::new(Limits::new(10, 1000, 100), 1.0, t0);
-        let cost = Cost { input: 600, output: 50 };
+        let cost = Cost {
+            input: 600,
+            output: 50,
+        };
         assert!(matches!(set.admit(cost, t0), Decision::Admitted(_)));
         match set.admit(cost, t0) {
-            Decision::Limited { dimension, wait, .. } => {
+            Decision::Limited {
+                dimension, wait, ..
+            } => {
                 assert_eq!(dimension, Dimension::InputTokens);
                 // 200 missing at 1000/60 per second = 12 s
                 assert!((wait.as_secs_f64() - 12.0).abs() < 1e-6);
             }
             d => panic!("{d:?}"),
         }
-        let too_big = Cost { input: 1001, output: 1 };
+        let too_big = Cost {
+            input: 1001,
+            output: 1,
+        };
         assert!(matches!(
             set.admit(too_big, t0),
-            Decision::TooLarge { dimension: Dimension::InputTokens, .. }
+            Decision::TooLarge {
+                dimension: Dimension::InputTokens,
+                ..
+            }
         ));
     }
 
@@ -336,7 +353,10 @@ mod tests {
         let t0 = Instant::now();
         let mut b = Buckets::new(2, 1.0);
         let lim = Limits::new(10, 100, 100);
-        let cost = Cost { input: 1, output: 1 };
+        let cost = Cost {
+            input: 1,
+            output: 1,
+        };
         let _ = b.admit(1, "m", lim, cost, t0);
         let _ = b.snapshot(2, "m", lim, t0); // full, idle
         let _ = b.admit(3, "m", lim, cost, t0);

@@ -219,7 +219,10 @@ impl fmt::Display for ConfigError {
             Self::ZeroLimit { model: None } => f.write_str("default limits must all be > 0"),
             Self::ZeroLimit { model: Some(m) } => write!(f, "limits for model {m} must all be > 0"),
             Self::InvalidOutputRange { min, max } => {
-                write!(f, "output token range {min}..={max} must be non-empty and start at >= 1")
+                write!(
+                    f,
+                    "output token range {min}..={max} must be non-empty and start at >= 1"
+                )
             }
             Self::Zero(name) => write!(f, "{name} must be > 0"),
         }
@@ -274,7 +277,10 @@ impl fmt::Debug for SimConfig {
             .field("max_windows", &self.max_windows)
             .field(
                 "api_keys",
-                &self.api_keys.as_ref().map(|k| format!("<{} redacted>", k.len())),
+                &self
+                    .api_keys
+                    .as_ref()
+                    .map(|k| format!("<{} redacted>", k.len())),
             )
             .finish()
     }
@@ -515,7 +521,10 @@ mod tests {
         let c = SimConfig::new().with_time_scale(0.0);
         assert_eq!(c.validate(), Err(ConfigError::InvalidTimeScale(0.0)));
         let c = SimConfig::new().with_time_scale(f64::NAN);
-        assert!(matches!(c.validate(), Err(ConfigError::InvalidTimeScale(_))));
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::InvalidTimeScale(_))
+        ));
         let c = SimConfig::new().with_model_limits("m", Limits::new(0, 1, 1));
         assert_eq!(
             c.validate(),
@@ -525,10 +534,14 @@ mod tests {
         );
         let c = SimConfig::new().with_faults(Faults::none().with_overloaded(1.5));
         assert!(matches!(c.validate(), Err(ConfigError::InvalidRate { .. })));
-        let c = SimConfig::new().with_faults(Faults::none().with_overloaded(0.6).with_server_error(0.6));
+        let c = SimConfig::new()
+            .with_faults(Faults::none().with_overloaded(0.6).with_server_error(0.6));
         assert!(matches!(c.validate(), Err(ConfigError::InvalidRate { .. })));
         let c = SimConfig::new().with_output_tokens(10, 5);
-        assert!(matches!(c.validate(), Err(ConfigError::InvalidOutputRange { .. })));
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::InvalidOutputRange { .. })
+        ));
         let c = SimConfig::new().with_max_keys(0);
         assert_eq!(c.validate(), Err(ConfigError::Zero("max_keys")));
     }

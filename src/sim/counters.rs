@@ -100,7 +100,11 @@ impl CountersSnapshot {
     #[must_use]
     pub fn admitted_totals(&self) -> (u64, u64, u64) {
         self.windows.iter().fold((0, 0, 0), |acc, w| {
-            (acc.0 + w.requests, acc.1 + w.input_tokens, acc.2 + w.output_tokens)
+            (
+                acc.0 + w.requests,
+                acc.1 + w.input_tokens,
+                acc.2 + w.output_tokens,
+            )
         })
     }
 }
@@ -122,7 +126,9 @@ impl Windows {
     fn get_or_insert(&mut self, index: u64) -> Option<&mut WindowSample> {
         let newest = self.ring.back().map(|w| w.index);
         if newest.is_none_or(|n| index > n) {
-            let start = self.len.saturating_mul(u32::try_from(index).unwrap_or(u32::MAX));
+            let start = self
+                .len
+                .saturating_mul(u32::try_from(index).unwrap_or(u32::MAX));
             self.ring.push_back(WindowSample {
                 index,
                 start,

@@ -95,7 +95,9 @@ pub(crate) enum SimError {
         param: Option<String>,
         code: Option<&'static str>,
     },
-    BodyTooLarge { limit: usize },
+    BodyTooLarge {
+        limit: usize,
+    },
     RateLimited {
         model: String,
         dimension: Dimension,
@@ -204,7 +206,10 @@ fn api_key(api: Api, headers: &HeaderMap) -> Option<String> {
     let bearer = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim)
         .filter(|k| !k.is_empty());
     let key = match api {
@@ -247,7 +252,7 @@ async fn process(
         return plain(SimError::MissingKey);
     };
     if let Some(keys) = &config.api_keys
-        && !keys.iter().any(|k| *k == key)
+        && !keys.contains(&key)
     {
         return plain(SimError::InvalidKey);
     }
@@ -313,7 +318,9 @@ async fn process(
     }
     if let Some(err) = fault {
         sleep(config.request_latency).await;
-        let snap = shared.buckets().snapshot(key, &parsed.model, limits, Instant::now());
+        let snap = shared
+            .buckets()
+            .snapshot(key, &parsed.model, limits, Instant::now());
         return error_response(api, config, request_id, &err, Some(&snap));
     }
 
@@ -464,12 +471,16 @@ fn limited_error(
             snap.input.remaining + snap.output.remaining,
             cost.input + cost.output,
         ),
-        (Api::Anthropic, Dimension::InputTokens) => {
-            (limits.input_tokens_per_minute, snap.input.remaining, cost.input)
-        }
-        (Api::Anthropic, Dimension::OutputTokens) => {
-            (limits.output_tokens_per_minute, snap.output.remaining, cost.output)
-        }
+        (Api::Anthropic, Dimension::InputTokens) => (
+            limits.input_tokens_per_minute,
+            snap.input.remaining,
+            cost.input,
+        ),
+        (Api::Anthropic, Dimension::OutputTokens) => (
+            limits.output_tokens_per_minute,
+            snap.output.remaining,
+            cost.output,
+        ),
     };
     let model = parsed.model.clone();
     match wait {

@@ -67,7 +67,10 @@ pub(crate) fn parse(v: &Value, default_max_tokens: u64) -> Result<Parsed, SimErr
         if let Some(c) = m.get("content")
             && !matches!(c, Value::String(_) | Value::Array(_) | Value::Null)
         {
-            return Err(invalid_type(&format!("messages[{i}].content"), "a string or array"));
+            return Err(invalid_type(
+                &format!("messages[{i}].content"),
+                "a string or array",
+            ));
         }
     }
     let mut max_tokens = default_max_tokens;
@@ -156,7 +159,12 @@ pub(crate) fn error(err: &SimError) -> (StatusCode, Value) {
             code,
         } => {
             param.clone_from(p);
-            (StatusCode::BAD_REQUEST, "invalid_request_error", *code, message.clone())
+            (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                *code,
+                message.clone(),
+            )
         }
         SimError::BodyTooLarge { limit } => (
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -240,7 +248,11 @@ pub(crate) fn rate_headers(h: &mut HeaderMap, s: &RateSnapshot) {
         "x-ratelimit-reset-requests",
         format_go_duration(s.requests.until_full),
     );
-    put(h, "x-ratelimit-limit-tokens", s.input.limit + s.output.limit);
+    put(
+        h,
+        "x-ratelimit-limit-tokens",
+        s.input.limit + s.output.limit,
+    );
     put(
         h,
         "x-ratelimit-remaining-tokens",
@@ -308,8 +320,18 @@ fn chunk(g: &Generation, delta: &Value, finish: Option<&str>) -> Value {
 /// The `data:` chunk sequence of a streaming response.
 pub(crate) fn stream(g: &Generation, end: StreamEnd) -> Vec<Chunk> {
     let mut out = Vec::with_capacity(g.words.len() + 4);
-    let mut push = |bytes, tokens, paced| out.push(Chunk { bytes, tokens, paced });
-    let first = chunk(g, &json!({"role": "assistant", "content": "", "refusal": null}), None);
+    let mut push = |bytes, tokens, paced| {
+        out.push(Chunk {
+            bytes,
+            tokens,
+            paced,
+        })
+    };
+    let first = chunk(
+        g,
+        &json!({"role": "assistant", "content": "", "refusal": null}),
+        None,
+    );
     push(data(&first), 0, false);
     let cut = match end {
         StreamEnd::Complete => g.words.len(),
@@ -330,7 +352,11 @@ pub(crate) fn stream(g: &Generation, end: StreamEnd) -> Vec<Chunk> {
         }
         StreamEnd::TruncateAfter(_) => {}
         StreamEnd::Complete => {
-            push(data(&chunk(g, &json!({}), Some(finish_reason(g)))), sent, false);
+            push(
+                data(&chunk(g, &json!({}), Some(finish_reason(g)))),
+                sent,
+                false,
+            );
             if g.include_usage {
                 let u = json!({
                     "id": g.id,
