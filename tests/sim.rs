@@ -864,3 +864,18 @@ async fn router_embeds_in_an_axum_server() {
     assert_eq!(sim.counters().ok(), 1);
     server.abort();
 }
+
+#[tokio::test]
+async fn serves_http2_prior_knowledge_too() {
+    let sim = Simulator::start(SimConfig::new()).await.unwrap();
+    let c: HttpClient = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let mut body = anthropic_req("m", 50, "over h2");
+    body["stream"] = json!(true);
+    let r = post(&c, &sim, ANTHROPIC, &body).await;
+    assert_eq!(r.status, 200);
+    assert_anthropic_headers(&r);
+    assert!(r.text().contains("event: message_stop"));
+    sim.shutdown().await;
+}

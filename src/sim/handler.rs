@@ -376,9 +376,9 @@ async fn process(
     let v = rng.next_f64();
     let sf = config.faults;
     let end = if v < sf.mid_stream_error {
-        StreamEnd::ErrorAfter(rng.range(0, n) as usize)
+        StreamEnd::ErrorAfter(rng.range(n.min(1), n) as usize)
     } else if v < sf.mid_stream_error + sf.truncate_stream {
-        StreamEnd::TruncateAfter(rng.range(0, n) as usize)
+        StreamEnd::TruncateAfter(rng.range(n.min(1), n) as usize)
     } else {
         StreamEnd::Complete
     };

@@ -19,12 +19,19 @@
 //!   rounded up) and, when time-scaled, `retry-after-ms`: the exact time until
 //!   the request fits. A request that can never fit (e.g. a prompt above the
 //!   ITPM limit) gets a 429 without `retry-after`.
-//! - **Rate-limit headers** on every response once the key and model are
-//!   known: `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-{limit,remaining,reset}`
-//!   (RFC 3339 resets, token `remaining` rounded to the nearest thousand by
-//!   default) and `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`
-//!   (Go-duration resets; OpenAI's single token limit is reported as input +
-//!   output combined).
+//! - **Rate-limit headers** on every response to a valid request (200, 429
+//!   and injected 5xx; not on 400/401/413):
+//!   `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-{limit,remaining,reset}`
+//!   (RFC 3339 instants when the bucket is full again, whole seconds at time
+//!   scale 1 and milliseconds otherwise; token `remaining` rounded to the
+//!   nearest thousand by default; `tokens-*` is input + output combined) and
+//!   `x-ratelimit-{limit,remaining}-{requests,tokens}` +
+//!   `x-ratelimit-reset-{requests,tokens}` (Go durations; OpenAI's single
+//!   token limit is reported as input + output combined). Headers on a 200
+//!   show the buckets right after the request's reservation.
+//! - **Every response** carries `request-id: req_…` (Anthropic) or
+//!   `x-request-id: req_…` (OpenAI), `Date` and `content-type`; errors use
+//!   each provider's JSON error shape.
 //! - **Time scale**: with [`SimConfig::with_time_scale`]`(60.0)` a provider
 //!   minute lasts one real second; everything on the wire is in real time.
 //! - **Responses**: JSON or SSE streams in each provider's exact event
