@@ -273,14 +273,17 @@ async fn remaining_falls_with_each_request_and_recovers_at_the_rate() {
     assert_eq!(remaining[0], 59);
     assert!(remaining.windows(2).all(|w| w[1] < w[0]), "{remaining:?}");
     let low = remaining[4];
+    let since = std::time::Instant::now();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let r = post(&c, &sim, ANTHROPIC, &body).await;
+    let elapsed = since.elapsed().as_secs_f64();
     let now = r.num("anthropic-ratelimit-requests-remaining");
-    // +3 refilled (10/s × 0.3 s, a little more for scheduling), −1 used
-    assert!(
-        (low + 2..=(low + 4).min(59)).contains(&now),
-        "{low} → {now}"
-    );
+    // refilled at 10/s for `elapsed` (±1 for the fractional level), −1 used
+    let refilled = elapsed * 10.0;
+    let lo = (low as f64 + refilled - 2.0).floor() as u64;
+    let hi = ((low as f64 + refilled).ceil() as u64).min(59);
+    assert!((lo..=hi).contains(&now), "{low} → {now} after {elapsed}s");
+    assert!(now >= low + 2, "recovered: {low} → {now}");
 
     // Output tokens: reserved from max_tokens, corrected at the end.
     let input_each = count_input_tokens(&body);
@@ -877,5 +880,48 @@ async fn serves_http2_prior_knowledge_too() {
     assert_eq!(r.status, 200);
     assert_anthropic_headers(&r);
     assert!(r.text().contains("event: message_stop"));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn per_model_limits_override_the_defaults_and_keys_are_separate() {
+    let config = SimConfig::new()
+        .with_limits(Limits::new(5, 10_000, 10_000))
+        .with_model_limits("small", Limits::new(2, 10_000, 10_000));
+    let sim = Simulator::start(config).await.unwrap();
+    let c = client();
+    let small = anthropic_req("small", 10, "hi").to_string();
+    let statuses = [
+        send(&c, &sim, ANTHROPIC, Some("k1"), &small).await.status,
+        send(&c, &sim, ANTHROPIC, Some("k1"), &small).await.status,
+        send(&c, &sim, ANTHROPIC, Some("k1"), &small).await.status,
+    ];
+    assert_eq!(statuses, [200, 200, 429]);
+    // another key has its own buckets
+    let r = send(&c, &sim, ANTHROPIC, Some("k2"), &small).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.num("anthropic-ratelimit-requests-limit"), 2);
+    // another model gets the defaults
+    let big = anthropic_req("big", 10, "hi").to_string();
+    let r = send(&c, &sim, ANTHROPIC, Some("k1"), &big).await;
+    assert_eq!(r.num("anthropic-ratelimit-requests-limit"), 5);
+    assert_eq!(r.num("anthropic-ratelimit-requests-remaining"), 4);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_paths_and_methods_answer_in_the_provider_shape() {
+    let sim = Simulator::start(SimConfig::new()).await.unwrap();
+    let c = client();
+    let r = send(&c, &sim, "/v1/nope", Some("k"), "{}").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"]["type"], "not_found_error");
+    assert!(r.header("request-id").starts_with("req_"));
+    let req = Request::get(format!("{}{OPENAI}", sim.url()))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let res = c.request(req).await.unwrap();
+    assert_eq!(res.status().as_u16(), 405);
+    assert!(res.headers().contains_key("x-request-id"));
     sim.shutdown().await;
 }

@@ -177,6 +177,11 @@ pub(crate) fn error(err: &SimError, request_id: &str) -> (StatusCode, Value) {
             "not_found_error",
             "Not found".to_owned(),
         ),
+        SimError::MethodNotAllowed => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            "Method Not Allowed".to_owned(),
+        ),
     };
     let body = json!({
         "type": "error",

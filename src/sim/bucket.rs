@@ -370,4 +370,63 @@ mod tests {
         assert_eq!(fingerprint("a"), fingerprint("a"));
         assert_ne!(fingerprint("a"), fingerprint("b"));
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Whatever the request pattern, a bucket never admits more than
+            /// its burst plus its refill over the elapsed time.
+            #[test]
+            fn admitted_never_exceeds_burst_plus_refill(
+                limit in 1u64..10_000,
+                scale in 0.5f64..100.0,
+                steps in proptest::collection::vec((0u64..2_000, 1u64..10_000), 1..200),
+            ) {
+                let t0 = Instant::now();
+                let mut b = Bucket::new(limit, scale, t0);
+                let mut now = t0;
+                let mut taken = 0.0;
+                for (advance_ms, cost) in steps {
+                    now += Duration::from_millis(advance_ms);
+                    let cost = (cost % limit + 1) as f64;
+                    if b.wait_for(cost, now) == Some(Duration::ZERO) {
+                        b.take(cost, now);
+                        taken += cost;
+                    }
+                }
+                let elapsed = now.duration_since(t0).as_secs_f64();
+                let bound = limit as f64 + limit as f64 / 60.0 * scale * elapsed;
+                prop_assert!(taken <= bound + 1e-6, "{} > {}", taken, bound);
+            }
+
+            /// The advised wait is exact: after it (plus a microsecond for
+            /// float truncation) the cost fits, and a tenth earlier it does not.
+            #[test]
+            fn advised_wait_is_exact(
+                limit in 10u64..10_000,
+                scale in 0.5f64..100.0,
+                used in 0.0f64..1.0,
+                cost_frac in 0.01f64..1.0,
+            ) {
+                let t0 = Instant::now();
+                let mut b = Bucket::new(limit, scale, t0);
+                b.take(limit as f64 * used, t0);
+                let cost = (limit as f64 * cost_frac).max(1.0);
+                let w = b.wait_for(cost, t0).unwrap_or(Duration::MAX);
+                prop_assert!(w < Duration::from_secs(61 * 2));
+                let mut later = b.clone();
+                prop_assert_eq!(
+                    later.wait_for(cost, t0 + w + Duration::from_micros(1)),
+                    Some(Duration::ZERO)
+                );
+                if w > Duration::from_millis(10) {
+                    let mut earlier = b.clone();
+                    let e = earlier.wait_for(cost, t0 + w.mul_f64(0.9)).unwrap_or_default();
+                    prop_assert!(e > Duration::ZERO);
+                }
+            }
+        }
+    }
 }

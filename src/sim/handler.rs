@@ -116,6 +116,7 @@ pub(crate) enum SimError {
     Internal,
     Unavailable,
     NotFound,
+    MethodNotAllowed,
 }
 
 impl SimError {

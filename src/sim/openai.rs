@@ -230,6 +230,12 @@ pub(crate) fn error(err: &SimError) -> (StatusCode, Value) {
             None,
             "Invalid URL".to_owned(),
         ),
+        SimError::MethodNotAllowed => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            None,
+            "Method Not Allowed".to_owned(),
+        ),
     };
     let body = json!({
         "error": {"message": message, "type": ty, "param": param, "code": code},

@@ -103,6 +103,8 @@ impl Simulator {
         let openai = Arc::clone(&self.shared);
         let fallback = Arc::clone(&self.shared);
         let counter = Arc::clone(&self.not_found);
+        let fallback405 = Arc::clone(&self.shared);
+        let counter405 = Arc::clone(&self.not_found);
         Router::new()
             .route(
                 "/v1/messages",
@@ -113,17 +115,12 @@ impl Simulator {
                 post(move |req: Request| handle(Arc::clone(&openai), Api::OpenAi, req)),
             )
             .fallback(move |req: Request| {
-                let shared = Arc::clone(&fallback);
-                let n = counter.fetch_add(1, Ordering::Relaxed);
-                async move {
-                    let api = if req.uri().path().starts_with("/v1/chat") {
-                        Api::OpenAi
-                    } else {
-                        Api::Anthropic
-                    };
-                    let id = format!("req_notfound{n:012}");
-                    error_response(api, &shared.config, &id, &SimError::NotFound, None)
-                }
+                let (shared, counter) = (Arc::clone(&fallback), Arc::clone(&counter));
+                async move { unrouted(&shared, &counter, &req, &SimError::NotFound) }
+            })
+            .method_not_allowed_fallback(move |req: Request| {
+                let (shared, counter) = (Arc::clone(&fallback405), Arc::clone(&counter405));
+                async move { unrouted(&shared, &counter, &req, &SimError::MethodNotAllowed) }
             })
     }
 
@@ -138,6 +135,23 @@ impl Simulator {
     pub fn config(&self) -> &SimConfig {
         &self.shared.config
     }
+}
+
+/// A 404 / 405 in the shape of the API the path looks like.
+fn unrouted(
+    shared: &Shared,
+    counter: &AtomicU64,
+    req: &Request,
+    err: &SimError,
+) -> Response<axum::body::Body> {
+    let n = counter.fetch_add(1, Ordering::Relaxed);
+    let api = if req.uri().path().starts_with("/v1/chat") {
+        Api::OpenAi
+    } else {
+        Api::Anthropic
+    };
+    let id = format!("req_unrouted{n:012}");
+    error_response(api, &shared.config, &id, err, None)
 }
 
 /// The error that makes hyper drop a connection without responding.
