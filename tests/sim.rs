@@ -925,3 +925,43 @@ async fn unknown_paths_and_methods_answer_in_the_provider_shape() {
     assert!(res.headers().contains_key("x-request-id"));
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn client_abandoning_a_stream_refunds_the_unused_reservation() {
+    let config = SimConfig::new()
+        .with_limits(Limits::new(100, 10_000, 1_000))
+        .with_output_tokens(50, 50)
+        .with_token_latency(Duration::from_millis(20))
+        .with_round_remaining_tokens(false);
+    let sim = Simulator::start(config).await.unwrap();
+    let c = client();
+    let mut body = anthropic_req("m", 500, "x");
+    body["stream"] = json!(true);
+    let req = Request::post(format!("{}{ANTHROPIC}", sim.url()))
+        .header("x-api-key", "k")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let res = c.request(req).await.unwrap();
+    assert_eq!(
+        res.headers()["anthropic-ratelimit-output-tokens-remaining"],
+        "500"
+    );
+    let mut body = res.into_body();
+    let _ = body.frame().await; // message_start
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(body); // hang up after a few deltas
+    // the server notices on its next send (≤ one token latency later)
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let s = sim.counters();
+    assert_eq!(s.in_flight, 0);
+    let delivered = s.windows[0].output_tokens;
+    assert!((1..50).contains(&delivered), "{delivered}");
+    // 500 reserved, `delivered` used: the rest is back in the bucket
+    let r = post(&c, &sim, ANTHROPIC, &anthropic_req("m", 1, "x")).await;
+    let left = r.num("anthropic-ratelimit-output-tokens-remaining");
+    assert!(
+        (1000 - delivered - 1..=1000 - delivered + 15).contains(&left),
+        "{delivered} delivered, {left} left"
+    );
+    sim.shutdown().await;
+}

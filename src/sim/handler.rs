@@ -353,6 +353,16 @@ async fn process(
         }
     };
     let window = shared.counters.admitted(cost.input, cost.output);
+    // Corrects the output reservation however the response ends (a client
+    // that disconnects mid-way counts as having received what it got).
+    let mut settlement = Settlement {
+        shared: Arc::clone(shared),
+        key,
+        model: parsed.model.clone(),
+        reserved,
+        window,
+        delivered: 0,
+    };
 
     // 5. generation
     let (lo, hi) = config.output_tokens;
@@ -390,7 +400,8 @@ async fn process(
     if !parsed.stream {
         let out = generation.output_tokens();
         sleep(config.request_latency + config.token_latency.saturating_mul(sat_u32(out))).await;
-        settle(shared, key, &parsed.model, reserved, out, window);
+        settlement.delivered = out;
+        drop(settlement);
         let body = match api {
             Api::Anthropic => anthropic::message(&generation),
             Api::OpenAi => openai::completion(&generation),
@@ -413,11 +424,8 @@ async fn process(
     sleep(config.request_latency).await;
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let token_latency = config.token_latency;
-    let shared = Arc::clone(shared);
-    let model = parsed.model;
     tokio::spawn(async move {
         let _guard = guard;
-        let mut delivered = 0;
         for chunk in chunks {
             if chunk.paced {
                 sleep(token_latency).await;
@@ -425,9 +433,9 @@ async fn process(
             if tx.send(chunk.bytes).await.is_err() {
                 break; // client went away
             }
-            delivered = chunk.tokens;
+            settlement.delivered = chunk.tokens;
         }
-        settle(&shared, key, &model, reserved, delivered, window);
+        drop(settlement);
     });
     headers.insert(
         CONTENT_TYPE,
@@ -447,12 +455,26 @@ async fn sleep(d: Duration) {
     }
 }
 
-/// Corrects the output reservation to what was generated and records it.
-fn settle(shared: &Shared, key: u64, model: &str, reserved: u64, out: u64, window: u64) {
-    shared
-        .buckets()
-        .refund_output(key, model, reserved.saturating_sub(out), Instant::now());
-    shared.counters.generated(window, out);
+/// An admitted request's output reservation; on drop, the unused part is
+/// refunded and the delivered output recorded in its counter window.
+#[derive(Debug)]
+struct Settlement {
+    shared: Arc<Shared>,
+    key: u64,
+    model: String,
+    reserved: u64,
+    window: u64,
+    delivered: u64,
+}
+
+impl Drop for Settlement {
+    fn drop(&mut self) {
+        let unused = self.reserved.saturating_sub(self.delivered);
+        self.shared
+            .buckets()
+            .refund_output(self.key, &self.model, unused, Instant::now());
+        self.shared.counters.generated(self.window, self.delivered);
+    }
 }
 
 fn limited_error(
