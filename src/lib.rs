@@ -8,5 +8,8 @@ pub mod error;
 pub mod provider;
 pub mod request;
 pub mod response;
+#[cfg(feature = "sim")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sim")))]
+pub mod sim;
 
 pub use error::BoxError;
