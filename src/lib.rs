@@ -1,4 +1,38 @@
-//! tower-llm-resilience (crate docs are written in the README section below).
+//! Composable [`tower`](https://docs.rs/tower) layers in front of any HTTP
+//! client that calls rate-limited LLM APIs (Anthropic Messages, OpenAI Chat
+//! Completions / Responses, compatible gateways).
+//!
+//! The stack, outer to inner:
+//!
+//! ```text
+//! request
+//!   │  Cache        hits never touch quota; identical in-flight misses coalesce
+//!   │  Fallback     on exhaustion/overload re-issues with the next model/target
+//!   │  Retry        honours x-should-retry, retry-after-ms, retry-after, resets
+//!   │  KeyPool      picks the API key with most headroom per attempt
+//!   │  RateLimit    reserves requests + input + output tokens per (key, model)
+//!   │  Concurrency  in-flight cap; the permit lives until the response body ends
+//!   ▼  transport    hyper-util / reqwest / tonic / anything
+//! ```
+//!
+//! The foundation every layer stands on:
+//!
+//! - [`request`]: [`RequestMeta`](request::RequestMeta), parsed once from the
+//!   JSON body; [`ReplayBody`](request::ReplayBody), sent as often as needed;
+//!   [`BufferBodyLayer`](request::BufferBodyLayer), which makes both.
+//! - [`response`]: [`ResponseBody`](response::ResponseBody), the one body
+//!   type, whose observers learn how the body ended and the token usage the
+//!   provider reported (JSON or SSE).
+//! - [`provider`]: what the providers' headers and error bodies mean
+//!   ([`retry_after`](provider::retry_after),
+//!   [`QuotaSnapshot`](provider::QuotaSnapshot),
+//!   [`classify_error`](provider::classify_error)).
+//! - `sim` (feature `sim`): a simulated provider to test and benchmark
+//!   against; `client` (feature `hyper-client`): a ready HTTP client.
+//!
+//! Errors the stack creates are small typed structs in [`error`], returned
+//! as [`BoxError`]; an HTTP error response from upstream stays the
+//! `Ok(Response)` it is.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "hyper-client")]

@@ -1,0 +1,132 @@
+//! The ready client and the response body against the simulator, over real
+//! sockets: usage and completeness are observed from what really crosses
+//! the wire, for JSON bodies and both providers' SSE streams.
+
+use std::sync::mpsc;
+
+use http::Request;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use tower_llm_resilience::client::HyperClient;
+use tower_llm_resilience::provider::ErrorKind;
+use tower_llm_resilience::request::{ReplayBody, RequestMeta};
+use tower_llm_resilience::response::{Completion, Outcome};
+use tower_llm_resilience::sim::{Faults, Limits, SimConfig, SimHandle, Simulator};
+
+async fn sim(faults: Faults) -> SimHandle {
+    Simulator::start(
+        SimConfig::new()
+            .with_limits(Limits::TIER_4)
+            .with_time_scale(60.0)
+            .with_output_tokens(5, 40)
+            .with_faults(faults)
+            .with_seed(3),
+    )
+    .await
+    .expect("simulator")
+}
+
+fn anthropic(url: &str, stream: bool) -> Request<ReplayBody> {
+    Request::post(format!("{url}/v1/messages"))
+        .header("x-api-key", "sk-ant-test")
+        .header("anthropic-version", "2023-06-01")
+        .header("content-type", "application/json")
+        .body(ReplayBody::from(format!(
+            r#"{{"model":"claude-sonnet-4-5","max_tokens":64,"stream":{stream},
+                "messages":[{{"role":"user","content":"Tell me about token buckets, please."}}]}}"#
+        )))
+        .expect("request")
+}
+
+fn openai(url: &str) -> Request<ReplayBody> {
+    Request::post(format!("{url}/v1/chat/completions"))
+        .header("authorization", "Bearer sk-openai-test")
+        .header("content-type", "application/json")
+        .body(ReplayBody::from(
+            r#"{"model":"gpt-4o-mini","max_completion_tokens":64,"stream":true,
+                "stream_options":{"include_usage":true},
+                "messages":[{"role":"user","content":"Tell me about token buckets, please."}]}"#,
+        ))
+        .expect("request")
+}
+
+/// Sends, reads the body to the end, and returns the body text and how the
+/// response body reported its end.
+async fn send(req: Request<ReplayBody>) -> (u16, String, Completion) {
+    let (tx, rx) = mpsc::channel();
+    let mut res = HyperClient::new().oneshot(req).await.expect("response");
+    res.body_mut().on_complete(move |c| tx.send(c.clone()).expect("send"));
+    let status = res.status().as_u16();
+    let bytes = res.into_body().collect().await.expect("body").to_bytes();
+    let completion = rx.recv().expect("completion reported");
+    (status, String::from_utf8_lossy(&bytes).into_owned(), completion)
+}
+
+fn json_usage(body: &str) -> (u64, u64) {
+    let v: serde_json::Value = serde_json::from_str(body).expect("json");
+    (
+        v["usage"]["input_tokens"].as_u64().expect("input"),
+        v["usage"]["output_tokens"].as_u64().expect("output"),
+    )
+}
+
+#[tokio::test]
+async fn json_usage_is_observed_and_matches_the_body() {
+    let sim = sim(Faults::none()).await;
+    let (status, body, c) = send(anthropic(&sim.url(), false)).await;
+    assert_eq!(status, 200);
+    assert_eq!(c.outcome, Outcome::Complete);
+    let usage = c.usage.expect("usage");
+    assert_eq!((usage.input_tokens, usage.output_tokens), json_usage(&body));
+    assert_eq!(c.bytes, body.len() as u64);
+}
+
+#[tokio::test]
+async fn anthropic_stream_usage_and_estimate() {
+    let sim = sim(Faults::none()).await;
+    let req = anthropic(&sim.url(), true);
+    let estimate = RequestMeta::parse("/v1/messages", req.headers(), req.body().as_bytes()).input_tokens();
+    let (status, body, c) = send(req).await;
+    assert_eq!(status, 200);
+    assert_eq!(c.outcome, Outcome::Complete);
+    let usage = c.usage.expect("usage");
+    assert!(body.contains("event: message_stop"));
+    assert!(usage.output_tokens >= 5 && usage.output_tokens <= 40, "{usage:?}");
+    // The estimate errs high, never low, for plain text.
+    assert!(estimate >= usage.input_tokens, "estimate {estimate} < actual {}", usage.input_tokens);
+}
+
+#[tokio::test]
+async fn openai_stream_usage_chunk() {
+    let sim = sim(Faults::none()).await;
+    let (status, body, c) = send(openai(&sim.url())).await;
+    assert_eq!(status, 200);
+    assert!(body.ends_with("data: [DONE]\n\n"), "{body}");
+    assert_eq!(c.outcome, Outcome::Complete);
+    assert!(c.usage.expect("usage").output_tokens > 0);
+}
+
+#[tokio::test]
+async fn truncated_stream_is_reported_truncated() {
+    let sim = sim(Faults::none().with_truncate_stream(1.0)).await;
+    let (status, body, c) = send(anthropic(&sim.url(), true)).await;
+    assert_eq!(status, 200);
+    assert!(!body.contains("message_stop"));
+    assert_eq!(c.outcome, Outcome::Truncated);
+    // The input tokens of message_start were seen before the cut.
+    assert!(c.usage.expect("usage").input_tokens > 0);
+
+    let (_, body, c) = send(openai(&sim.url())).await;
+    assert!(!body.contains("[DONE]"));
+    assert_eq!(c.outcome, Outcome::Truncated);
+}
+
+#[tokio::test]
+async fn mid_stream_overload_is_an_error_event() {
+    let sim = sim(Faults::none().with_mid_stream_error(1.0)).await;
+    let (status, _, c) = send(anthropic(&sim.url(), true)).await;
+    assert_eq!(status, 200);
+    assert_eq!(c.outcome, Outcome::ErrorEvent);
+    assert_eq!(c.error.map(|e| e.kind), Some(ErrorKind::Overloaded));
+    assert!(c.content_started, "the fault comes after at least one delta");
+}
