@@ -45,7 +45,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         limits.output_tokens_per_minute,
         60.0 / SCALE
     );
-    println!("sending {REQUESTS} requests, {CONCURRENCY} at a time, like the official SDKs (2 retries)…");
+    println!(
+        "sending {REQUESTS} requests, {CONCURRENCY} at a time, like the official SDKs (2 retries)…"
+    );
 
     let client = HyperClient::new();
     let gate = Arc::new(Semaphore::new(CONCURRENCY));
@@ -85,7 +87,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .fold(0.0f64, f64::max);
 
     println!();
-    println!("client  requests  succeeded  failed  upstream  429s  elapsed  lower bound  p50      p99");
+    println!(
+        "client  requests  succeeded  failed  upstream  429s  elapsed  lower bound  p50      p99"
+    );
     println!(
         "naive   {:>8}  {:>9}  {:>6}  {:>8}  {:>4}  {:>6.1}s  {:>10.1}s  {:>6.0}ms {:>6.0}ms",
         REQUESTS,

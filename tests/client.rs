@@ -55,11 +55,16 @@ fn openai(url: &str) -> Request<ReplayBody> {
 async fn send(req: Request<ReplayBody>) -> (u16, String, Completion) {
     let (tx, rx) = mpsc::channel();
     let mut res = HyperClient::new().oneshot(req).await.expect("response");
-    res.body_mut().on_complete(move |c| tx.send(c.clone()).expect("send"));
+    res.body_mut()
+        .on_complete(move |c| tx.send(c.clone()).expect("send"));
     let status = res.status().as_u16();
     let bytes = res.into_body().collect().await.expect("body").to_bytes();
     let completion = rx.recv().expect("completion reported");
-    (status, String::from_utf8_lossy(&bytes).into_owned(), completion)
+    (
+        status,
+        String::from_utf8_lossy(&bytes).into_owned(),
+        completion,
+    )
 }
 
 fn json_usage(body: &str) -> (u64, u64) {
@@ -85,15 +90,23 @@ async fn json_usage_is_observed_and_matches_the_body() {
 async fn anthropic_stream_usage_and_estimate() {
     let sim = sim(Faults::none()).await;
     let req = anthropic(&sim.url(), true);
-    let estimate = RequestMeta::parse("/v1/messages", req.headers(), req.body().as_bytes()).input_tokens();
+    let estimate =
+        RequestMeta::parse("/v1/messages", req.headers(), req.body().as_bytes()).input_tokens();
     let (status, body, c) = send(req).await;
     assert_eq!(status, 200);
     assert_eq!(c.outcome, Outcome::Complete);
     let usage = c.usage.expect("usage");
     assert!(body.contains("event: message_stop"));
-    assert!(usage.output_tokens >= 5 && usage.output_tokens <= 40, "{usage:?}");
+    assert!(
+        usage.output_tokens >= 5 && usage.output_tokens <= 40,
+        "{usage:?}"
+    );
     // The estimate errs high, never low, for plain text.
-    assert!(estimate >= usage.input_tokens, "estimate {estimate} < actual {}", usage.input_tokens);
+    assert!(
+        estimate >= usage.input_tokens,
+        "estimate {estimate} < actual {}",
+        usage.input_tokens
+    );
 }
 
 #[tokio::test]
@@ -128,5 +141,8 @@ async fn mid_stream_overload_is_an_error_event() {
     assert_eq!(status, 200);
     assert_eq!(c.outcome, Outcome::ErrorEvent);
     assert_eq!(c.error.map(|e| e.kind), Some(ErrorKind::Overloaded));
-    assert!(c.content_started, "the fault comes after at least one delta");
+    assert!(
+        c.content_started,
+        "the fault comes after at least one delta"
+    );
 }

@@ -88,7 +88,8 @@ pub fn request(url: &str, key: &str, job: &Job) -> Request<ReplayBody> {
 /// Sends `job` like the official SDKs do.
 pub async fn naive<S>(client: S, url: &str, key: &str, job: &Job, rng: &mut Rng) -> Outcome
 where
-    S: Service<Request<ReplayBody>, Response = http::Response<ResponseBody>, Error = BoxError> + Clone,
+    S: Service<Request<ReplayBody>, Response = http::Response<ResponseBody>, Error = BoxError>
+        + Clone,
 {
     let start = Instant::now();
     let mut out = Outcome::default();
