@@ -125,7 +125,7 @@ where
         if attempt == max_retries {
             break;
         }
-        let backoff = (0.5 * 2f64.powi(attempt as i32)).min(8.0) * (1.0 - 0.25 * rng.unit());
+        let backoff = (0.5 * 2f64.powi(attempt)).min(8.0) * (1.0 - 0.25 * rng.unit());
         let wait = match advice {
             Some(d) if d <= Duration::from_secs(60) => d,
             _ => Duration::from_secs_f64(backoff),
