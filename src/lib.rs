@@ -3,5 +3,8 @@
 
 pub mod error;
 pub mod provider;
+pub mod queue;
+pub mod rate;
+mod sync;
 
 pub use error::BoxError;
