@@ -402,7 +402,11 @@ impl Waiter {
                 _ => *slot = Some(cx.waker().clone()),
             }
         }
-        if is_head { Poll::Ready(()) } else { Poll::Pending }
+        if is_head {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 
     /// Whether this waiter is now the head of its key (no waker registered).
@@ -602,7 +606,10 @@ mod tests {
         let b2 = q.try_enqueue(2, Priority::LOWEST, now).unwrap();
         assert!(a1.is_turn() && b1.is_turn());
         assert!(!a2.is_turn() && !b2.is_turn());
-        assert_eq!((q.len(), q.len_of(1), q.len_of(2), q.len_of(3)), (4, 2, 2, 0));
+        assert_eq!(
+            (q.len(), q.len_of(1), q.len_of(2), q.len_of(3)),
+            (4, 2, 2, 0)
+        );
         drop(a1);
         assert!(a2.is_turn() && b1.is_turn() && !b2.is_turn());
         drop((a2, b1, b2));

@@ -405,7 +405,9 @@ impl Bucket {
         }
         // cost ≤ burst, so cost·T ≤ capacity ≤ 2^62: no overflow in u128 either way.
         let needed = u128::from(self.tat) + u128::from(cost) * u128::from(self.limit.interval);
-        Ok(clamp(needed.saturating_sub(u128::from(self.limit.capacity))))
+        Ok(clamp(
+            needed.saturating_sub(u128::from(self.limit.capacity)),
+        ))
     }
 
     /// Moves the TAT forward by `cost` units from `max(TAT, now)`, without
@@ -450,7 +452,8 @@ impl Bucket {
             // Keep the larger of "the same units used" and "the same fraction
             // used": shrinking a limit keeps what was spent, growing it does
             // not hand out the whole difference at once.
-            let by_units = (used * u128::from(limit.interval)).div_ceil(u128::from(self.limit.interval));
+            let by_units =
+                (used * u128::from(limit.interval)).div_ceil(u128::from(self.limit.interval));
             let by_fraction =
                 (used * u128::from(limit.capacity)).div_ceil(u128::from(self.limit.capacity));
             self.tat = clamp(u128::from(now) + by_units.max(by_fraction));
@@ -464,7 +467,7 @@ impl Bucket {
 /// A dimension without a bucket is unlimited: its cost is ignored and
 /// [`available`](Gcra::available) reports `u64::MAX`. `Default` is a `Gcra`
 /// with no limits at all.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Gcra {
     buckets: [Option<Bucket>; DIMENSIONS],
 }
@@ -550,9 +553,7 @@ impl Gcra {
     pub fn reserve(&mut self, cost: [u64; DIMENSIONS], now: u64) -> Result<(), Denied> {
         self.check(cost, now)?;
         for (bucket, units) in self.buckets.iter_mut().zip(cost) {
-            if let Some(bucket) = bucket
-                && units > 0
-            {
+            if let Some(bucket) = bucket.as_mut().filter(|_| units > 0) {
                 bucket.advance(units, now);
             }
         }
@@ -680,7 +681,10 @@ mod tests {
         let l = Limit::new(7, Duration::from_secs(60), 7).unwrap();
         assert_eq!(l.interval_nanos(), 8_571_428_572);
         assert_eq!(l.capacity_nanos(), 7 * 8_571_428_572);
-        assert_eq!(Limit::per_minute(1_000).unwrap().interval_nanos(), 60_000_000);
+        assert_eq!(
+            Limit::per_minute(1_000).unwrap().interval_nanos(),
+            60_000_000
+        );
     }
 
     #[test]
@@ -714,7 +718,7 @@ mod tests {
     fn denied_reservation_changes_nothing_and_reports_max_over_dimensions() {
         let mut g = two_dims();
         g.reserve([1, 50, 0], 0).unwrap();
-        let before = g;
+        let before = g.clone();
         // Requests have room; input tokens need 20 more units = 200 ms.
         let d = g.reserve([1, 20, 0], 0).unwrap_err();
         assert_eq!(
@@ -748,7 +752,7 @@ mod tests {
     #[test]
     fn cost_above_burst_is_its_own_outcome() {
         let mut g = two_dims();
-        let before = g;
+        let before = g.clone();
         let d = g.reserve([1, 51, 0], 0).unwrap_err();
         assert_eq!(
             d,
@@ -836,7 +840,10 @@ mod tests {
         assert_eq!(g.time_until_full(R, 0), Duration::ZERO);
         g.reserve([3, 0, 0], SEC).unwrap();
         assert_eq!(g.time_until_full(R, SEC), Duration::from_millis(300));
-        assert_eq!(g.time_until_full(R, SEC + 100_000_000), Duration::from_millis(200));
+        assert_eq!(
+            g.time_until_full(R, SEC + 100_000_000),
+            Duration::from_millis(200)
+        );
         assert_eq!(g.time_until_full(R, 10 * SEC), Duration::ZERO);
         assert_eq!(g.time_until_full(O, 0), Duration::ZERO, "unlimited");
     }
@@ -998,7 +1005,7 @@ mod tests {
                 match op {
                     Op::Advance(dt) => now += dt,
                     Op::Reserve(cost) => {
-                        let before = g;
+                        let before = g.clone();
                         match g.reserve(cost, now) {
                             Ok(()) => {
                                 for d in Dimension::ALL {
@@ -1014,16 +1021,16 @@ mod tests {
                                 outstanding.push(cost);
                             }
                             Err(denied) => {
-                                prop_assert_eq!(g, before, "a denied reservation changes nothing");
+                                prop_assert_eq!(&g, &before, "a denied reservation changes nothing");
                                 match denied {
                                     Denied::Until { at, dimension } => {
                                         prop_assert!(at > now);
                                         prop_assert!(cost[dimension.index()] > 0);
                                         // Retried at the returned time (nothing else
                                         // happening) it succeeds, one ns earlier it does not.
-                                        let mut later = g;
+                                        let mut later = g.clone();
                                         prop_assert_eq!(later.reserve(cost, at), Ok(()));
-                                        let mut early = g;
+                                        let mut early = g.clone();
                                         prop_assert!(early.reserve(cost, at - 1).is_err());
                                     }
                                     Denied::CostExceedsBurst(e) => {
@@ -1098,9 +1105,9 @@ mod tests {
                     g.set_bucket(d, Some(Bucket::from_parts(b.limit(), tat)));
                 }
             }
-            let before = g;
+            let before = g.clone();
             if g.reserve(cost, now).is_err() {
-                prop_assert_eq!(g, before);
+                prop_assert_eq!(&g, &before);
             }
             for d in Dimension::ALL {
                 g.refund(d, cost[d.index()], now);
