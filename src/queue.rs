@@ -690,6 +690,46 @@ mod tests {
         assert!(q.is_empty());
     }
 
+    #[test]
+    fn a_poisoned_lock_does_not_stop_the_queue() {
+        let q = queue(4, 10);
+        let a = q.try_enqueue(0, Priority::NORMAL, Instant::now()).unwrap();
+        let shared = std::sync::Arc::clone(&q.shared);
+        let panicked = std::thread::spawn(move || {
+            let _guard = shared.state.lock().unwrap();
+            panic!("poison the queue's lock");
+        })
+        .join();
+        assert!(panicked.is_err());
+        assert!(q.shared.state.is_poisoned());
+        let b = q.try_enqueue(0, Priority::NORMAL, Instant::now()).unwrap();
+        assert!(a.is_turn() && !b.is_turn());
+        drop(a);
+        assert!(b.is_turn());
+        assert!(!q.wake_head(0));
+        drop(b);
+        assert!(q.is_empty());
+        assert!(format!("{q:?}").contains("len: 0"));
+    }
+
+    #[test]
+    fn priority_is_a_request_extension() {
+        let mut request = http::Request::new(());
+        assert_eq!(
+            request
+                .extensions()
+                .get::<Priority>()
+                .copied()
+                .unwrap_or_default(),
+            Priority::NORMAL
+        );
+        request.extensions_mut().insert(Priority::HIGH);
+        assert_eq!(
+            request.extensions().get::<Priority>(),
+            Some(&Priority::HIGH)
+        );
+    }
+
     // ---- properties -------------------------------------------------------
 
     #[derive(Debug, Clone)]

@@ -618,21 +618,25 @@ impl Gcra {
         }
     }
 
-    /// Reconfigures `dimension` with `limit` (or makes it unlimited with
-    /// `None`), keeping what has been used.
+    /// Reconfigures `dimension` with `limit`, keeping what has been used.
     ///
-    /// The part of the bucket in use at `now` is carried over as the larger
-    /// of the same number of units and the same fraction of the burst: a
-    /// lower limit keeps the units already spent (so it cannot over-admit),
-    /// a higher one frees room in proportion instead of all at once. Debt is
-    /// carried the same way. A dimension that was unlimited starts full.
-    pub fn set_limit(&mut self, dimension: Dimension, limit: Option<Limit>, now: u64) {
-        let slot = &mut self.buckets[dimension.index()];
-        match (slot.as_mut(), limit) {
-            (Some(bucket), Some(limit)) => bucket.set_limit(limit, now),
-            (None, Some(limit)) => *slot = Some(Bucket::new(limit)),
-            (_, None) => *slot = None,
+    /// For learning from the provider (e.g. `anthropic-ratelimit-tokens-limit`
+    /// differs from the configured limit). The part of the bucket in use at
+    /// `now` is carried over as the larger of the same number of units and
+    /// the same fraction of the burst: a lower limit keeps the units already
+    /// spent (so it cannot over-admit), a higher one frees room in
+    /// proportion instead of all at once. Debt is carried the same way. A
+    /// dimension that was unlimited starts full.
+    pub fn set_limit(&mut self, dimension: Dimension, limit: Limit, now: u64) {
+        match &mut self.buckets[dimension.index()] {
+            Some(bucket) => bucket.set_limit(limit, now),
+            slot @ None => *slot = Some(Bucket::new(limit)),
         }
+    }
+
+    /// Makes `dimension` unlimited (its bucket is forgotten).
+    pub fn remove_limit(&mut self, dimension: Dimension) {
+        self.buckets[dimension.index()] = None;
     }
 }
 
@@ -871,18 +875,18 @@ mod tests {
         let mut g = two_dims();
         g.reserve([0, 40, 0], 0).unwrap();
         // Shrink to burst 45 at the same rate: the 40 used units stay used.
-        g.set_limit(I, Some(limit(100, 1, 45)), 0);
+        g.set_limit(I, limit(100, 1, 45), 0);
         assert_eq!(g.available(I, 0), 5);
         // Grow to 1 000/s burst 450 (10×): same fraction (40/45) used.
-        g.set_limit(I, Some(limit(1_000, 1, 450)), 0);
+        g.set_limit(I, limit(1_000, 1, 450), 0);
         assert_eq!(g.available(I, 0), 50);
         // Make it unlimited, then limited again: starts full.
-        g.set_limit(I, None, 0);
+        g.remove_limit(I);
         assert_eq!(g.available(I, 0), u64::MAX);
-        g.set_limit(I, Some(limit(100, 1, 50)), 0);
+        g.set_limit(I, limit(100, 1, 50), 0);
         assert_eq!(g.available(I, 0), 50);
         // A full bucket stays full across a change.
-        g.set_limit(I, Some(limit(10, 1, 5)), 0);
+        g.set_limit(I, limit(10, 1, 5), 0);
         assert_eq!(g.available(I, 0), 5);
     }
 
@@ -890,7 +894,7 @@ mod tests {
     fn set_limit_carries_debt() {
         let mut g = two_dims();
         g.charge(I, 100, 0); // 1 s of usage, 0.5 s beyond the burst.
-        g.set_limit(I, Some(limit(50, 1, 25)), 0); // half the rate and burst
+        g.set_limit(I, limit(50, 1, 25), 0); // half the rate and burst
         assert_eq!(g.time_until_full(I, 0), Duration::from_secs(2));
         assert_eq!(g.available(I, SEC), 0);
         assert_eq!(g.available(I, 7 * SEC / 4), 12);
@@ -907,7 +911,7 @@ mod tests {
         assert!(g.bucket(R).unwrap().tat() <= tat);
         assert!(g.reserve([1, 1, 0], 0).is_err());
         g.tighten(R, 0, 0);
-        g.set_limit(R, Some(limit(1, 1, 1)), 0);
+        g.set_limit(R, limit(1, 1, 1), 0);
         // 10 s used at 100 ms/unit = 100 units, now at 1 s/unit.
         assert_eq!(g.time_until_full(R, 0), Duration::from_secs(100));
         assert_eq!(g.time_until_full(R, 200 * SEC), Duration::ZERO);
@@ -929,8 +933,8 @@ mod tests {
                     let _ = g.available(d, now);
                     let _ = g.time_until_full(d, now);
                 }
-                g.set_limit(R, Some(huge), now);
-                g.set_limit(R, Some(tiny), now);
+                g.set_limit(R, huge, now);
+                g.set_limit(R, tiny, now);
             }
         }
     }
