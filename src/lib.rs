@@ -40,10 +40,13 @@
 pub mod client;
 pub mod error;
 pub mod provider;
+pub mod queue;
+pub mod rate;
 pub mod request;
 pub mod response;
 #[cfg(feature = "sim")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sim")))]
 pub mod sim;
+mod sync;
 
 pub use error::BoxError;
