@@ -75,3 +75,18 @@ impl fmt::Display for QueueTimeout {
 }
 
 impl std::error::Error for QueueTimeout {}
+
+/// A configuration that cannot work, refused when it is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidConfig {
+    /// What is wrong.
+    pub what: &'static str,
+}
+
+impl fmt::Display for InvalidConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: {}", self.what)
+    }
+}
+
+impl std::error::Error for InvalidConfig {}

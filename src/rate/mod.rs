@@ -1,7 +1,73 @@
-//! Token-bucket rate limiting for LLM APIs: requests, input tokens and output
-//! tokens per (key, model).
+//! Token-bucket rate limiting for LLM APIs: requests, input tokens and
+//! output tokens per (API key, model), reserved together before a request
+//! is sent and corrected from the real usage afterwards.
 //!
-//! For now this holds the pure algorithm, [`gcra`]; the store, the layer, the
-//! service and its future build on it (DESIGN §4).
+//! [`RateLimitLayer`] admits each request only when all three of its costs
+//! fit the group's buckets — requests = 1, input tokens = the
+//! [`RequestMeta`](crate::request::RequestMeta) estimate, output tokens =
+//! `max_tokens` — so the provider never sees more than its limits. When the
+//! response body ends, the reservation is corrected from the usage the
+//! provider reported: unused output tokens come back, under-estimated input
+//! tokens are charged, cache reads are not counted (as Anthropic does not
+//! count them toward ITPM).
+//!
+//! Requests that do not fit wait in one priority queue per group
+//! ([`WaitQueue`](crate::queue::WaitQueue)): priority from a
+//! [`Priority`](crate::queue::Priority) extension or the `x-llm-priority`
+//! header, FIFO within a priority, aging so low priority is never starved,
+//! bounded ([`QueueFull`](crate::queue::QueueFull)), with a maximum wait
+//! ([`QueueTimeout`](crate::error::QueueTimeout)) and a fail-fast mode
+//! ([`RateLimited`](crate::error::RateLimited)) for requests whose
+//! [`Deadline`](crate::request::Deadline) cannot bear the wait. A cost that
+//! can never fit fails at once ([`CostExceedsBurst`]).
+//!
+//! Every response teaches the limiter: the provider's `remaining` counts
+//! tighten the local buckets (never loosen them, unless
+//! [`Learning::Auto`]), and a 429 closes the group's gate for the
+//! `retry-after` it carries, so one 429 pauses every caller of that key and
+//! model instead of each finding out alone.
+//!
+//! # Example
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, Response};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use tower_llm_resilience::rate::{Limits, RateLimitLayer};
+//! use tower_llm_resilience::request::ReplayBody;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower_llm_resilience::BoxError> {
+//! // Anthropic Tier 1.
+//! let limiter = RateLimitLayer::new(Limits::per_minute(50, 20_000, 8_000)?);
+//! let svc = ServiceBuilder::new()
+//!     .layer(limiter.clone())
+//!     .service(service_fn(|_req: Request<ReplayBody>| async {
+//!         Ok::<_, Infallible>(Response::new(String::from("{}")))
+//!     }));
+//!
+//! let req = Request::post("https://api.anthropic.com/v1/messages")
+//!     .header("x-api-key", "sk-ant-…")
+//!     .body(ReplayBody::from(
+//!         r#"{"model":"claude-sonnet-4-5","max_tokens":1024,"messages":[{"role":"user","content":"Hi"}]}"#,
+//!     ))?;
+//! let res = svc.oneshot(req).await?;
+//! assert!(res.status().is_success());
+//! let stats = &limiter.stats()[0];
+//! assert_eq!(stats.model.as_deref(), Some("claude-sonnet-4-5"));
+//! # Ok(()) }
+//! ```
 
+mod config;
+pub mod future;
 pub mod gcra;
+mod layer;
+mod service;
+mod state;
+mod stats;
+
+pub use config::{Learning, Limits, RateLimitBuilder};
+pub use gcra::{CostExceedsBurst, Dimension, InvalidLimit, Limit};
+pub use layer::RateLimitLayer;
+pub use service::RateLimit;
+pub use stats::{GroupStats, ThresholdEvent};

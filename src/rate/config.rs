@@ -1,0 +1,390 @@
+//! Configuration of the rate limiter: limits per dimension and per model,
+//! learning mode, waiting policy, bounds.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::gcra::{DIMENSIONS, Dimension, InvalidLimit, Limit};
+use super::stats::ThresholdEvent;
+use crate::error::InvalidConfig;
+use crate::queue::QueueConfig;
+
+/// The limits of one group: requests, input tokens and output tokens, each
+/// optional (an absent dimension is not limited).
+///
+/// ```
+/// use tower_llm_resilience::rate::Limits;
+/// // Anthropic Tier 1: 50 RPM, 20k ITPM, 8k OTPM.
+/// let tier1 = Limits::per_minute(50, 20_000, 8_000)?;
+/// # Ok::<(), tower_llm_resilience::rate::InvalidLimit>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    dims: [Option<Limit>; DIMENSIONS],
+}
+
+impl Limits {
+    /// No limit on any dimension.
+    pub fn unlimited() -> Self {
+        Self::default()
+    }
+
+    /// Requests, input tokens and output tokens per minute, each bucket
+    /// holding one minute's worth (as the providers' do).
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidLimit`] if any is zero or absurdly large.
+    pub fn per_minute(
+        requests: u64,
+        input_tokens: u64,
+        output_tokens: u64,
+    ) -> Result<Self, InvalidLimit> {
+        Ok(Limits {
+            dims: [
+                Some(Limit::per_minute(requests)?),
+                Some(Limit::per_minute(input_tokens)?),
+                Some(Limit::per_minute(output_tokens)?),
+            ],
+        })
+    }
+
+    /// Sets one dimension's limit.
+    #[must_use]
+    pub fn with(mut self, dimension: Dimension, limit: Limit) -> Self {
+        self.dims[dimension.index()] = Some(limit);
+        self
+    }
+
+    /// Sets the requests limit.
+    #[must_use]
+    pub fn requests(self, limit: Limit) -> Self {
+        self.with(Dimension::Requests, limit)
+    }
+
+    /// Sets the input-tokens limit.
+    #[must_use]
+    pub fn input_tokens(self, limit: Limit) -> Self {
+        self.with(Dimension::InputTokens, limit)
+    }
+
+    /// Sets the output-tokens limit.
+    #[must_use]
+    pub fn output_tokens(self, limit: Limit) -> Self {
+        self.with(Dimension::OutputTokens, limit)
+    }
+
+    /// One dimension's limit.
+    pub fn get(&self, dimension: Dimension) -> Option<Limit> {
+        self.dims[dimension.index()]
+    }
+
+    pub(crate) fn as_array(&self) -> [Option<Limit>; DIMENSIONS] {
+        self.dims
+    }
+}
+
+/// How the limiter uses the provider's rate-limit headers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Learning {
+    /// Ignore them (only `retry-after` cooldowns still apply).
+    Off,
+    /// The default: the server's `remaining` only ever lowers local
+    /// availability, and an announced limit replaces a configured one only
+    /// when it is lower (or when none is configured). Never loosens.
+    #[default]
+    Tighten,
+    /// Learn the limits from the `…-limit` headers, up or down; until the
+    /// first response of a group has taught them, send one request at a
+    /// time. Configured limits are only the starting point.
+    Auto,
+}
+
+pub(crate) struct Threshold {
+    pub(crate) fraction: f64,
+    pub(crate) callback: Arc<dyn Fn(&ThresholdEvent) + Send + Sync>,
+}
+
+/// The validated configuration, shared by every service of one layer.
+pub(crate) struct Config {
+    pub(crate) limits: Limits,
+    pub(crate) models: Vec<(Box<str>, Limits)>,
+    pub(crate) learning: Learning,
+    pub(crate) learn_period: Duration,
+    pub(crate) max_wait: Option<Duration>,
+    pub(crate) fail_fast: bool,
+    pub(crate) cooldown_jitter: Duration,
+    pub(crate) default_cooldown: Duration,
+    pub(crate) max_cooldown: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_groups: usize,
+    pub(crate) thresholds: Vec<Threshold>,
+    pub(crate) priority_header: Option<http::HeaderName>,
+    pub(crate) default_output_tokens: u64,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("limits", &self.limits)
+            .field("models", &self.models.len())
+            .field("learning", &self.learning)
+            .field("max_wait", &self.max_wait)
+            .field("fail_fast", &self.fail_fast)
+            .field("max_groups", &self.max_groups)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// The limits of a new group for `model`: the most specific model
+    /// entry whose name is a prefix of the model (so `claude-haiku` covers
+    /// `claude-haiku-4-5`), else the defaults.
+    pub(crate) fn limits_for(&self, model: Option<&str>) -> [Option<Limit>; DIMENSIONS] {
+        let Some(model) = model else {
+            return self.limits.as_array();
+        };
+        self.models
+            .iter()
+            .filter(|(name, _)| model.starts_with(&**name))
+            .max_by_key(|(name, _)| name.len())
+            .map_or(self.limits, |(_, l)| *l)
+            .as_array()
+    }
+}
+
+/// Builds a [`RateLimitLayer`](super::RateLimitLayer).
+#[must_use]
+pub struct RateLimitBuilder {
+    limits: Limits,
+    models: Vec<(Box<str>, Limits)>,
+    learning: Learning,
+    learn_period: Duration,
+    queue: QueueConfig,
+    shared_queue: Option<crate::queue::WaitQueue>,
+    max_wait: Option<Duration>,
+    fail_fast: bool,
+    cooldown_jitter: Duration,
+    default_cooldown: Duration,
+    max_cooldown: Duration,
+    idle_timeout: Duration,
+    max_groups: usize,
+    thresholds: Vec<Threshold>,
+    priority_header: Option<http::HeaderName>,
+    default_output_tokens: u64,
+}
+
+impl fmt::Debug for RateLimitBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitBuilder")
+            .field("limits", &self.limits)
+            .field("learning", &self.learning)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for RateLimitBuilder {
+    fn default() -> Self {
+        RateLimitBuilder {
+            limits: Limits::unlimited(),
+            models: Vec::new(),
+            learning: Learning::Tighten,
+            learn_period: Duration::from_secs(60),
+            queue: QueueConfig::default(),
+            shared_queue: None,
+            max_wait: None,
+            fail_fast: false,
+            cooldown_jitter: Duration::from_millis(250),
+            default_cooldown: Duration::from_secs(1),
+            max_cooldown: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(600),
+            max_groups: 10_000,
+            thresholds: Vec::new(),
+            priority_header: Some(http::HeaderName::from_static("x-llm-priority")),
+            default_output_tokens: 4096,
+        }
+    }
+}
+
+impl RateLimitBuilder {
+    /// The limits of every group without a model-specific entry.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Limits for models whose name starts with `model` (the longest
+    /// matching prefix wins).
+    pub fn model_limits(mut self, model: impl Into<Box<str>>, limits: Limits) -> Self {
+        self.models.push((model.into(), limits));
+        self
+    }
+
+    /// How the provider's rate-limit headers are used (default
+    /// [`Learning::Tighten`]).
+    pub fn learning(mut self, learning: Learning) -> Self {
+        self.learning = learning;
+        self
+    }
+
+    /// The period the provider's announced limits are per (default one
+    /// minute). Set it to one second against a simulator whose minute lasts
+    /// a second.
+    pub fn learn_period(mut self, period: Duration) -> Self {
+        self.learn_period = period;
+        self
+    }
+
+    /// The wait queue's bound and aging (default 10,000 waiters, one
+    /// priority level per second of waiting).
+    pub fn queue(mut self, config: QueueConfig) -> Self {
+        self.queue = config;
+        self
+    }
+
+    /// Waits in this queue, shared with other limiters (for example the
+    /// concurrency limit), instead of a queue of its own.
+    pub fn shared_queue(mut self, queue: crate::queue::WaitQueue) -> Self {
+        self.shared_queue = Some(queue);
+        self
+    }
+
+    /// The longest a request waits for admission; past it,
+    /// [`QueueTimeout`](crate::error::QueueTimeout) (or, in fail-fast mode,
+    /// [`RateLimited`](crate::error::RateLimited)). Default: no limit but
+    /// the request's [`Deadline`](crate::request::Deadline).
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = Some(max_wait);
+        self
+    }
+
+    /// Fail fast: when the wait for admission would pass the request's
+    /// deadline or the maximum wait, answer
+    /// [`RateLimited`](crate::error::RateLimited) at once instead of waiting.
+    pub fn fail_fast(mut self, fail_fast: bool) -> Self {
+        self.fail_fast = fail_fast;
+        self
+    }
+
+    /// The largest positive jitter added to a 429 cooldown, so the callers
+    /// it paused do not return in lockstep (default 250 ms).
+    pub fn cooldown_jitter(mut self, jitter: Duration) -> Self {
+        self.cooldown_jitter = jitter;
+        self
+    }
+
+    /// The cooldown after a 429 that gives no advice (default 1 s), and the
+    /// longest cooldown honoured (default 60 s).
+    pub fn cooldown(mut self, default: Duration, max: Duration) -> Self {
+        self.default_cooldown = default;
+        self.max_cooldown = max;
+        self
+    }
+
+    /// Idle groups (bucket refilled, nothing in flight or queued) are
+    /// dropped after this long (default 10 min) …
+    pub fn idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle_timeout = idle;
+        self
+    }
+
+    /// … and whenever more than this many groups exist (default 10,000),
+    /// the least recently used idle ones go first.
+    pub fn max_groups(mut self, max: usize) -> Self {
+        self.max_groups = max;
+        self
+    }
+
+    /// Calls `callback` when a group's use of a dimension crosses
+    /// `fraction` (0 < fraction ≤ 1) upward — for example a warning at 80 %
+    /// of a quota. Called once per crossing, outside any lock.
+    pub fn on_threshold(
+        mut self,
+        fraction: f64,
+        callback: impl Fn(&ThresholdEvent) + Send + Sync + 'static,
+    ) -> Self {
+        self.thresholds.push(Threshold {
+            fraction,
+            callback: Arc::new(callback),
+        });
+        self
+    }
+
+    /// The request header a gateway sets to give a priority (0–255, higher
+    /// first) when no [`Priority`](crate::queue::Priority) extension is
+    /// present; default `x-llm-priority`, `None` to ignore headers.
+    pub fn priority_header(mut self, name: Option<http::HeaderName>) -> Self {
+        self.priority_header = name;
+        self
+    }
+
+    /// The output tokens reserved for a request that names no `max_tokens`
+    /// (OpenAI makes it optional); default 4,096.
+    pub fn default_output_tokens(mut self, tokens: u64) -> Self {
+        self.default_output_tokens = tokens;
+        self
+    }
+
+    /// Validates the configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidConfig`] for a zero `max_groups`, a threshold outside
+    /// (0, 1], a zero learning period, or absurd durations.
+    pub fn build(self) -> Result<super::RateLimitLayer, InvalidConfig> {
+        let invalid = |what| Err(InvalidConfig { what });
+        if self.max_groups == 0 {
+            return invalid("max_groups must be at least 1");
+        }
+        if self
+            .thresholds
+            .iter()
+            .any(|t| !(t.fraction > 0.0 && t.fraction <= 1.0))
+        {
+            return invalid("a threshold must be in (0, 1]");
+        }
+        if self.learn_period.is_zero() {
+            return invalid("learn_period must be positive");
+        }
+        let year = Duration::from_secs(365 * 24 * 3600);
+        if [
+            self.cooldown_jitter,
+            self.default_cooldown,
+            self.max_cooldown,
+            self.idle_timeout,
+        ]
+        .iter()
+        .chain(self.max_wait.as_ref())
+        .any(|d| *d > year)
+        {
+            return invalid("durations must be under a year");
+        }
+        Ok(self.finish())
+    }
+
+    /// Builds without validation: only for settings known valid.
+    pub(crate) fn finish(self) -> super::RateLimitLayer {
+        let queue = self
+            .shared_queue
+            .unwrap_or_else(|| crate::queue::WaitQueue::new(self.queue));
+        let config = Config {
+            limits: self.limits,
+            models: self.models,
+            learning: self.learning,
+            learn_period: self.learn_period,
+            max_wait: self.max_wait,
+            fail_fast: self.fail_fast,
+            cooldown_jitter: self.cooldown_jitter,
+            default_cooldown: self.default_cooldown,
+            max_cooldown: self.max_cooldown,
+            idle_timeout: self.idle_timeout,
+            max_groups: self.max_groups,
+            thresholds: self.thresholds,
+            priority_header: self.priority_header,
+            default_output_tokens: self.default_output_tokens,
+        };
+        super::RateLimitLayer::from_config(config, queue)
+    }
+}

@@ -1,0 +1,350 @@
+//! The response future of [`RateLimit`](super::RateLimit).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep, sleep_until};
+use tower_service::Service;
+
+use super::gcra::{DIMENSIONS, Denied};
+use super::state::{Attempt, Group, Settle, Shared, Ticket};
+use crate::error::{BoxError, QueueTimeout, RateLimited};
+use crate::queue::{Priority, Waiter};
+use crate::request::Deadline;
+use crate::response::{BodyObserver, Completion, ResponseBody};
+use crate::sync::Arc;
+
+pin_project! {
+    /// Waits for admission, then calls the inner service; the response's
+    /// body settles the reservation when it ends.
+    pub struct ResponseFuture<S: Service<Request<B>>, B> {
+        shared: Arc<Shared>,
+        group: Arc<Group>,
+        cost: [u64; DIMENSIONS],
+        priority: Priority,
+        started: Instant,
+        give_up_at: Option<Instant>,
+        jitter: Option<Duration>,
+        waiter: Option<Waiter>,
+        hold: Option<Hold>,
+        req: Option<Request<B>>,
+        inner: S,
+        #[pin]
+        sleep: Option<Sleep>,
+        #[pin]
+        state: State<S::Future>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Admit,
+        Ready,
+        Call { #[pin] fut: F },
+        Done,
+    }
+}
+
+impl<S: Service<Request<B>>, B> fmt::Debug for ResponseFuture<S, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("cost", &self.cost)
+            .field("priority", &self.priority)
+            .field("queued", &self.waiter.is_some())
+            .field("admitted", &self.hold.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        group: Arc<Group>,
+        cost: [u64; DIMENSIONS],
+        priority: Priority,
+        deadline: Option<Deadline>,
+        req: Request<B>,
+        inner: S,
+    ) -> Self {
+        let started = Instant::now();
+        let by_max_wait = shared.config.max_wait.map(|w| started + w);
+        let give_up_at = match (deadline.map(|d| d.0), by_max_wait) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        ResponseFuture {
+            shared,
+            group,
+            cost,
+            priority,
+            started,
+            give_up_at,
+            jitter: None,
+            waiter: None,
+            hold: None,
+            req: Some(req),
+            inner,
+            sleep: None,
+            state: State::Admit,
+        }
+    }
+}
+
+/// The error for a request that cannot wait until `at`.
+fn give_up(fail_fast: bool, started: Instant, at: Instant) -> BoxError {
+    let now = Instant::now();
+    if fail_fast {
+        RateLimited {
+            retry_after: at.saturating_duration_since(now),
+        }
+        .into()
+    } else {
+        QueueTimeout {
+            waited: now.saturating_duration_since(started),
+        }
+        .into()
+    }
+}
+
+impl<S, B, RB> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    RB: Body<Data = Bytes> + Send + 'static,
+    RB::Error: Into<BoxError>,
+{
+    type Output = Result<Response<ResponseBody>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Admit => {
+                    if let Some(waiter) = this.waiter.as_mut()
+                        && waiter.poll_turn(cx).is_pending()
+                    {
+                        // Not our turn: only the give-up time can end the wait.
+                        let Some(at) = *this.give_up_at else {
+                            return Poll::Pending;
+                        };
+                        if this.sleep.is_none() {
+                            this.sleep.set(Some(sleep_until(at)));
+                        }
+                        if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
+                            ready!(sleep.poll(cx));
+                        }
+                        this.state.set(State::Done);
+                        let fail_fast = this.shared.config.fail_fast;
+                        let retry_at = this.shared.instant(this.shared.earliest(
+                            this.group,
+                            *this.cost,
+                            this.shared.now(),
+                        ));
+                        return Poll::Ready(Err(give_up(fail_fast, *this.started, retry_at)));
+                    }
+                    let now = this.shared.now();
+                    let wake_at = match this.shared.attempt(this.group, *this.cost, now) {
+                        Attempt::Admitted(ticket) => {
+                            // Leaving the queue wakes the next in line.
+                            *this.waiter = None;
+                            *this.hold = Some(Hold {
+                                shared: Arc::clone(this.shared),
+                                group: Arc::clone(this.group),
+                                ticket,
+                                sent: false,
+                                done: false,
+                            });
+                            this.state.set(State::Ready);
+                            continue;
+                        }
+                        Attempt::Never(Denied::CostExceedsBurst(e)) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(e.into()));
+                        }
+                        Attempt::Never(e) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(e.into()));
+                        }
+                        Attempt::At { at, cooldown } => {
+                            let mut at = this.shared.instant(at);
+                            if cooldown {
+                                // Positive-only jitter, drawn once per request,
+                                // so a paused herd does not return in lockstep.
+                                let max = this.shared.config.cooldown_jitter;
+                                at += *this.jitter.get_or_insert_with(|| this.shared.jitter(max));
+                            }
+                            Some(at)
+                        }
+                        Attempt::Parked => None,
+                    };
+                    if this.waiter.is_none() {
+                        if let (Some(at), Some(limit)) = (wake_at, *this.give_up_at)
+                            && at > limit
+                            && this.shared.config.fail_fast
+                        {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(give_up(true, *this.started, at)));
+                        }
+                        match this.shared.queue.try_enqueue(
+                            this.group.id,
+                            *this.priority,
+                            Instant::now(),
+                        ) {
+                            Ok(w) => *this.waiter = Some(w),
+                            Err(full) => {
+                                this.state.set(State::Done);
+                                return Poll::Ready(Err(full.into()));
+                            }
+                        }
+                        // Poll the turn (registers the waker); if we are the
+                        // head already, the next attempt decides.
+                        continue;
+                    }
+                    // The head of the group waits for the bucket or the gate.
+                    if let (Some(at), Some(limit)) = (wake_at, *this.give_up_at)
+                        && at > limit
+                        && this.shared.config.fail_fast
+                    {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Err(give_up(true, *this.started, at)));
+                    }
+                    let target = match (wake_at, *this.give_up_at) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    let Some(target) = target else {
+                        // Parked until a response wakes the head.
+                        return Poll::Pending;
+                    };
+                    match this.sleep.as_mut().as_pin_mut() {
+                        Some(sleep) => {
+                            if sleep.deadline() != target {
+                                sleep.reset(target);
+                            }
+                        }
+                        None => this.sleep.set(Some(sleep_until(target))),
+                    }
+                    if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
+                        ready!(sleep.poll(cx));
+                    }
+                    if let Some(limit) = *this.give_up_at
+                        && Instant::now() >= limit
+                        && wake_at.is_none_or(|at| at > limit)
+                    {
+                        this.state.set(State::Done);
+                        let retry_at = wake_at.unwrap_or(limit);
+                        return Poll::Ready(Err(give_up(
+                            this.shared.config.fail_fast,
+                            *this.started,
+                            retry_at,
+                        )));
+                    }
+                }
+                StateProj::Ready => {
+                    if let Err(e) = ready!(this.inner.poll_ready(cx)) {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Err(e.into()));
+                    }
+                    let Some(req) = this.req.take() else {
+                        this.state.set(State::Done);
+                        return Poll::Ready(
+                            Err("rate limit future polled after completion".into()),
+                        );
+                    };
+                    let fut = this.inner.call(req);
+                    if let Some(hold) = this.hold.as_mut() {
+                        hold.sent = true;
+                        this.shared.sent(this.group);
+                    }
+                    this.state.set(State::Call { fut });
+                }
+                StateProj::Call { fut } => {
+                    let result = ready!(fut.poll(cx));
+                    this.state.set(State::Done);
+                    let res = match result {
+                        Ok(res) => res,
+                        // The hold settles as "unknown" when dropped: the
+                        // request may have reached the provider.
+                        Err(e) => return Poll::Ready(Err(e.into())),
+                    };
+                    let Some(hold) = this.hold.take() else {
+                        return Poll::Ready(Ok(ResponseBody::from_response(res)));
+                    };
+                    this.shared
+                        .learn(this.group, &hold.ticket, res.status(), res.headers());
+                    let success = res.status().is_success();
+                    let mut res = ResponseBody::from_response(res);
+                    res.body_mut()
+                        .observe(Box::new(Reconcile { hold, success }));
+                    return Poll::Ready(Ok(res));
+                }
+                StateProj::Done => {
+                    return Poll::Ready(Err("rate limit future polled after completion".into()));
+                }
+            }
+        }
+    }
+}
+
+/// A reservation held by a request: refunded in full if the request is
+/// dropped before it is sent; settled when its response ends.
+struct Hold {
+    shared: Arc<Shared>,
+    group: Arc<Group>,
+    ticket: Ticket,
+    sent: bool,
+    done: bool,
+}
+
+impl Hold {
+    fn settle(mut self, outcome: Settle) {
+        self.done = true;
+        self.shared.settle(&self.group, &self.ticket, outcome);
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if self.sent {
+            // Dropped after sending: the estimate stands.
+            self.shared
+                .settle(&self.group, &self.ticket, Settle::Unknown);
+        } else {
+            self.shared.cancel(&self.group, &self.ticket);
+        }
+    }
+}
+
+/// Settles a reservation from the response body's completion.
+struct Reconcile {
+    hold: Hold,
+    success: bool,
+}
+
+impl BodyObserver for Reconcile {
+    fn on_complete(self: Box<Self>, c: &Completion) {
+        let outcome = if !self.success {
+            Settle::Refused
+        } else {
+            match c.usage {
+                Some(usage) => Settle::Usage {
+                    usage,
+                    complete: c.outcome.is_complete(),
+                },
+                None => Settle::Unknown,
+            }
+        };
+        self.hold.settle(outcome);
+    }
+}

@@ -1,0 +1,67 @@
+use std::fmt;
+
+use tower_layer::Layer;
+
+use super::config::{Config, Limits, RateLimitBuilder};
+use super::service::RateLimit;
+use super::state::Shared;
+use super::stats::GroupStats;
+use crate::queue::WaitQueue;
+use crate::sync::Arc;
+
+/// Applies token-bucket admission to every request of the services it
+/// makes — see the [module docs](super).
+///
+/// Every service made from one layer value, and every clone of them, shares
+/// one limiter.
+#[derive(Clone)]
+pub struct RateLimitLayer {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for RateLimitLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitLayer")
+            .field("state", &self.shared)
+            .finish()
+    }
+}
+
+impl RateLimitLayer {
+    /// A limiter with these limits for every group and the default settings
+    /// (learning: tighten only; no maximum wait; 10,000 waiters at most).
+    pub fn new(limits: Limits) -> Self {
+        RateLimitBuilder::default().limits(limits).finish()
+    }
+
+    /// A builder for every setting.
+    pub fn builder() -> RateLimitBuilder {
+        RateLimitBuilder::default()
+    }
+
+    pub(crate) fn from_config(config: Config, queue: WaitQueue) -> Self {
+        RateLimitLayer {
+            shared: Arc::new(Shared::new(config, queue)),
+        }
+    }
+
+    /// A snapshot of every limit group: limits, availability, what the
+    /// provider said, queue depth, cooldown.
+    pub fn stats(&self) -> Vec<GroupStats> {
+        self.shared.stats()
+    }
+
+    /// The wait queue this limiter waits in (to share it with a
+    /// concurrency limit).
+    pub fn queue(&self) -> &WaitQueue {
+        &self.shared.queue
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+
+    fn layer(&self, inner: S) -> RateLimit<S> {
+        RateLimit::from_shared(inner, Arc::clone(&self.shared))
+    }
+}

@@ -1,0 +1,125 @@
+use std::fmt;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use tower_service::Service;
+
+use super::future::ResponseFuture;
+use super::state::{GroupKey, Shared};
+use super::stats::GroupStats;
+use crate::error::BoxError;
+use crate::queue::Priority;
+use crate::request::{Deadline, KeyId, RequestMeta};
+use crate::response::ResponseBody;
+use crate::sync::Arc;
+
+/// Token-bucket admission in front of `S` — made by
+/// [`RateLimitLayer`](super::RateLimitLayer).
+///
+/// `poll_ready` is always ready: admission depends on the request (its
+/// cost, group and priority), so it happens in the response future, which
+/// then drives a clone of `S` (`poll_ready` → `call`).
+pub struct RateLimit<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S: Clone> Clone for RateLimit<S> {
+    fn clone(&self) -> Self {
+        RateLimit {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("inner", &self.inner)
+            .field("state", &self.shared)
+            .finish()
+    }
+}
+
+impl<S> RateLimit<S> {
+    pub(crate) fn from_shared(inner: S, shared: Arc<Shared>) -> Self {
+        RateLimit { inner, shared }
+    }
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+    /// Consumes this service, returning the inner one.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+    /// A snapshot of every limit group.
+    pub fn stats(&self) -> Vec<GroupStats> {
+        self.shared.stats()
+    }
+}
+
+impl<S, B, RB> Service<Request<B>> for RateLimit<S>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone,
+    S::Error: Into<BoxError>,
+    B: 'static,
+    RB: Body<Data = Bytes> + Send + 'static,
+    RB::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, B>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let config = &self.shared.config;
+        let meta = RequestMeta::for_request(&mut req);
+        // Requests without readable metadata still count as requests.
+        let cost = match &meta {
+            Some(m) if m.is_parsed() => [
+                1,
+                m.input_tokens(),
+                m.max_tokens().unwrap_or(config.default_output_tokens),
+            ],
+            _ => [1, 0, 0],
+        };
+        let key = GroupKey {
+            key: KeyId::from_headers(req.headers()),
+            model: meta.as_ref().and_then(|m| m.model_arc().cloned()),
+        };
+        let priority = req
+            .extensions()
+            .get::<Priority>()
+            .copied()
+            .or_else(|| {
+                let name = config.priority_header.as_ref()?;
+                let v = req.headers().get(name)?.to_str().ok()?;
+                v.trim().parse::<u8>().ok().map(Priority)
+            })
+            .unwrap_or_default();
+        let deadline = req.extensions().get::<Deadline>().copied();
+        let group = self.shared.group(key);
+        let inner = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, inner);
+        ResponseFuture::new(
+            Arc::clone(&self.shared),
+            group,
+            cost,
+            priority,
+            deadline,
+            req,
+            inner,
+        )
+    }
+}

@@ -1,0 +1,520 @@
+//! The shared state of one rate limiter: limit groups, their GCRA state, what
+//! was learned from the provider, and the queue they wait in.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, StatusCode};
+use tokio::time::Instant;
+
+use super::config::{Config, Learning};
+use super::gcra::{DIMENSIONS, Denied, Dimension, Gcra, Limit, nanos};
+use super::stats::{GroupStats, ThresholdEvent};
+use crate::provider::{Quota, QuotaSnapshot, Usage, retry_after};
+use crate::queue::WaitQueue;
+use crate::request::KeyId;
+use crate::sync::{Arc, Mutex, lock};
+
+/// What a limit group is keyed by: the API key's identity and the model.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) struct GroupKey {
+    pub(crate) key: Option<KeyId>,
+    pub(crate) model: Option<std::sync::Arc<str>>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) queue: WaitQueue,
+    base: Instant,
+    groups: Mutex<HashMap<GroupKey, Arc<Group>>>,
+    next_id: AtomicU64,
+    jitter_seed: AtomicU64,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitState")
+            .field("groups", &lock(&self.groups).len())
+            .field("queued", &self.queue.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One limit group: the state every request of one (key, model) shares.
+pub(crate) struct Group {
+    /// The group's key in the wait queue: unique per group, and with the
+    /// top bit set so it never meets a concurrency limiter's key when the
+    /// two share one queue.
+    pub(crate) id: u64,
+    pub(crate) key: GroupKey,
+    pub(crate) state: Mutex<GroupState>,
+}
+
+pub(crate) struct GroupState {
+    pub(crate) gcra: Gcra,
+    /// Limits from the configuration (ceilings unless learning).
+    configured: [Option<Limit>; DIMENSIONS],
+    /// Limits the provider announced (`…-limit` headers).
+    learned: [Option<Limit>; DIMENSIONS],
+    /// The provider's last word on what remains, per dimension.
+    server_remaining: [Option<u64>; DIMENSIONS],
+    /// Net units reserved so far (reservations + charges − refunds), per
+    /// dimension: lets a response's `remaining` be corrected for what was
+    /// admitted after that request.
+    net_reserved: [i128; DIMENSIONS],
+    /// No request of the group is sent before this (ns since base).
+    cooldown_until: u64,
+    /// Auto mode before the first response taught the limits: one request
+    /// at a time.
+    probing: bool,
+    /// Requests sent whose response body has not ended.
+    pub(crate) in_flight: u32,
+    /// Reservations held (sent or not): a group with any is never evicted.
+    holds: u32,
+    last_used: u64,
+    /// Per configured threshold and dimension: whether it is above it now
+    /// (so the callback fires once per crossing).
+    above: Vec<[bool; DIMENSIONS]>,
+}
+
+/// The result of one admission attempt.
+#[derive(Debug)]
+pub(crate) enum Attempt {
+    /// Reserved: send it.
+    Admitted(Ticket),
+    /// Try again at `at` (ns since base); `cooldown` when a 429 gate, not
+    /// the bucket, holds it.
+    At { at: u64, cooldown: bool },
+    /// Wait until woken (auto mode's first request is in flight).
+    Parked,
+    /// Can never be admitted.
+    Never(Denied),
+}
+
+/// What an admitted request reserved, for reconciliation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ticket {
+    pub(crate) cost: [u64; DIMENSIONS],
+    /// `net_reserved` right after this reservation.
+    net_after: [i128; DIMENSIONS],
+    /// When it was admitted (ns since base).
+    at: u64,
+}
+
+impl Shared {
+    pub(crate) fn new(config: Config, queue: WaitQueue) -> Self {
+        Shared {
+            config,
+            queue,
+            base: Instant::now(),
+            groups: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            jitter_seed: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
+        }
+    }
+
+    /// Nanoseconds since this limiter was created, on tokio's clock.
+    pub(crate) fn now(&self) -> u64 {
+        nanos(Instant::now().saturating_duration_since(self.base))
+    }
+
+    pub(crate) fn instant(&self, ns: u64) -> Instant {
+        self.base + Duration::from_nanos(ns)
+    }
+
+    /// A fresh value in `[0, max]` for positive-only jitter (SplitMix64 over
+    /// a shared counter: cheap, lock-free, well spread).
+    pub(crate) fn jitter(&self, max: Duration) -> Duration {
+        let max = nanos(max);
+        if max == 0 {
+            return Duration::ZERO;
+        }
+        let mut z = self
+            .jitter_seed
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        Duration::from_nanos(z % (max + 1))
+    }
+
+    /// The group of `key`, created with the configured limits if new.
+    pub(crate) fn group(&self, key: GroupKey) -> Arc<Group> {
+        let mut groups = lock(&self.groups);
+        if let Some(g) = groups.get(&key) {
+            return Arc::clone(g);
+        }
+        let now = self.now();
+        if groups.len() >= self.config.max_groups {
+            self.evict(&mut groups, now);
+        }
+        let limits = self.config.limits_for(key.model.as_deref());
+        let group = Arc::new(Group {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed) | (1 << 63),
+            key: key.clone(),
+            state: Mutex::new(GroupState {
+                gcra: Gcra::new(limits),
+                configured: limits,
+                learned: [None; DIMENSIONS],
+                server_remaining: [None; DIMENSIONS],
+                net_reserved: [0; DIMENSIONS],
+                cooldown_until: 0,
+                probing: self.config.learning == Learning::Auto,
+                in_flight: 0,
+                holds: 0,
+                last_used: now,
+                above: vec![[false; DIMENSIONS]; self.config.thresholds.len()],
+            }),
+        });
+        groups.insert(key, Arc::clone(&group));
+        group
+    }
+
+    /// Drops groups idle for longer than the idle timeout (bucket full again,
+    /// nothing held, nobody queued); if still at the cap, the least recently
+    /// used idle ones.
+    fn evict(&self, groups: &mut HashMap<GroupKey, Arc<Group>>, now: u64) {
+        let idle = nanos(self.config.idle_timeout);
+        let mut candidates: Vec<(u64, GroupKey)> = Vec::new();
+        groups.retain(|key, group| {
+            let s = lock(&group.state);
+            let quiet = s.holds == 0 && self.queue.len_of(group.id) == 0;
+            if quiet && now.saturating_sub(s.last_used) >= idle && s.cooldown_until <= now {
+                return false;
+            }
+            if quiet {
+                candidates.push((s.last_used, key.clone()));
+            }
+            true
+        });
+        if groups.len() >= self.config.max_groups {
+            candidates.sort_unstable_by_key(|(last, _)| *last);
+            let excess = groups.len() + 1 - self.config.max_groups;
+            for (_, key) in candidates.into_iter().take(excess) {
+                groups.remove(&key);
+            }
+        }
+    }
+
+    /// Tries to reserve `cost` in `group` now.
+    pub(crate) fn attempt(&self, group: &Group, cost: [u64; DIMENSIONS], now: u64) -> Attempt {
+        let mut s = lock(&group.state);
+        s.last_used = now;
+        if s.cooldown_until > now {
+            return Attempt::At {
+                at: s.cooldown_until,
+                cooldown: true,
+            };
+        }
+        if s.probing && s.in_flight > 0 {
+            return Attempt::Parked;
+        }
+        match s.gcra.reserve(cost, now) {
+            Ok(()) => {
+                for (net, c) in s.net_reserved.iter_mut().zip(cost) {
+                    *net += i128::from(c);
+                }
+                s.holds += 1;
+                let ticket = Ticket {
+                    cost,
+                    net_after: s.net_reserved,
+                    at: now,
+                };
+                let events = self.check_thresholds(group, &mut s, now);
+                drop(s);
+                self.fire(events);
+                Attempt::Admitted(ticket)
+            }
+            Err(Denied::Until { at, .. }) => Attempt::At {
+                at,
+                cooldown: false,
+            },
+            Err(never) => Attempt::Never(never),
+        }
+    }
+
+    /// The earliest time `cost` could be admitted, ignoring the queue (a
+    /// lower bound on the wait, for fail-fast decisions).
+    pub(crate) fn earliest(&self, group: &Group, cost: [u64; DIMENSIONS], now: u64) -> u64 {
+        let s = lock(&group.state);
+        let gate = s.cooldown_until;
+        match s.gcra.check(cost, now) {
+            Ok(()) => gate.max(now),
+            Err(Denied::Until { at, .. }) => gate.max(at),
+            Err(_) => u64::MAX,
+        }
+    }
+
+    /// The request was sent.
+    pub(crate) fn sent(&self, group: &Group) {
+        lock(&group.state).in_flight += 1;
+    }
+
+    /// A reserved request was dropped before it was sent: everything back.
+    pub(crate) fn cancel(&self, group: &Group, ticket: &Ticket) {
+        let now = self.now();
+        {
+            let mut s = lock(&group.state);
+            for d in Dimension::ALL {
+                s.refund(d, ticket.cost[d.index()], now);
+            }
+            s.holds = s.holds.saturating_sub(1);
+        }
+        self.queue.wake_head(group.id);
+    }
+
+    /// A sent request is over (its response ended, failed or was dropped):
+    /// correct the reservation from what the provider reported.
+    pub(crate) fn settle(&self, group: &Group, ticket: &Ticket, outcome: Settle) {
+        let now = self.now();
+        let mut refunded = false;
+        {
+            let mut s = lock(&group.state);
+            s.in_flight = s.in_flight.saturating_sub(1);
+            s.holds = s.holds.saturating_sub(1);
+            let [_, input, output] = ticket.cost;
+            match outcome {
+                Settle::Usage { usage, complete } => {
+                    refunded |= s.correct(
+                        Dimension::InputTokens,
+                        input,
+                        usage.rate_limited_input_tokens(),
+                        now,
+                    );
+                    if complete {
+                        refunded |=
+                            s.correct(Dimension::OutputTokens, output, usage.output_tokens, now);
+                    }
+                }
+                Settle::Refused => {
+                    // The provider refused it (429, 5xx…) before generating:
+                    // no tokens were spent. The request itself still counts.
+                    refunded |= s.correct(Dimension::InputTokens, input, 0, now);
+                    refunded |= s.correct(Dimension::OutputTokens, output, 0, now);
+                }
+                Settle::Unknown => {}
+            }
+        }
+        // A refund or a finished probe may let the head of the queue in.
+        if refunded || lock(&group.state).probing {
+            self.queue.wake_head(group.id);
+        }
+    }
+
+    /// Learns from a response's status and headers.
+    pub(crate) fn learn(
+        &self,
+        group: &Group,
+        ticket: &Ticket,
+        status: StatusCode,
+        headers: &HeaderMap,
+    ) {
+        let now = self.now();
+        let snapshot = QuotaSnapshot::from_headers(headers, SystemTime::now());
+        let mut s = lock(&group.state);
+        let quotas = [
+            snapshot.requests,
+            snapshot.input_tokens,
+            snapshot.output_tokens,
+        ];
+        let mut learned_any = false;
+        for d in Dimension::ALL {
+            let Some(q) = quotas[d.index()] else { continue };
+            learned_any |= s.learn_dimension(d, q, ticket, now, &self.config);
+        }
+        if s.probing && (learned_any || s.gcra_has_limits()) {
+            s.probing = false;
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            // A 429 pauses every caller of the group until the server's
+            // advice has passed; without advice, until the exhausted
+            // dimension's reset, or a short default.
+            let wait = retry_after(headers, SystemTime::now())
+                .or_else(|| {
+                    quotas
+                        .iter()
+                        .flatten()
+                        .filter(|q| q.remaining == Some(0))
+                        .filter_map(|q| q.reset)
+                        .max()
+                })
+                .unwrap_or(self.config.default_cooldown)
+                .min(self.config.max_cooldown);
+            let until = now.saturating_add(nanos(wait));
+            s.cooldown_until = s.cooldown_until.max(until);
+        }
+        drop(s);
+        // The end of a probe, a lower limit or a cooldown: the head of the
+        // queue re-decides.
+        self.queue.wake_head(group.id);
+    }
+
+    /// A snapshot of every group.
+    pub(crate) fn stats(&self) -> Vec<GroupStats> {
+        let now = self.now();
+        let groups: Vec<Arc<Group>> = lock(&self.groups).values().cloned().collect();
+        groups
+            .iter()
+            .map(|g| {
+                let s = lock(&g.state);
+                s.stats(g, self.queue.len_of(g.id), now)
+            })
+            .collect()
+    }
+
+    fn check_thresholds(&self, group: &Group, s: &mut GroupState, now: u64) -> Vec<ThresholdEvent> {
+        let mut events = Vec::new();
+        for (i, t) in self.config.thresholds.iter().enumerate() {
+            for d in Dimension::ALL {
+                let Some(limit) = s.gcra.limit(d) else {
+                    continue;
+                };
+                let used = 1.0 - s.gcra.available(d, now) as f64 / limit.burst() as f64;
+                let above = used >= t.fraction;
+                if above && !s.above[i][d.index()] {
+                    events.push(ThresholdEvent {
+                        threshold: i,
+                        fraction: t.fraction,
+                        dimension: d,
+                        utilization: used,
+                        key: group.key.key,
+                        model: group.key.model.clone(),
+                    });
+                }
+                s.above[i][d.index()] = above;
+            }
+        }
+        events
+    }
+
+    fn fire(&self, events: Vec<ThresholdEvent>) {
+        for e in events {
+            if let Some(t) = self.config.thresholds.get(e.threshold) {
+                (t.callback)(&e);
+            }
+        }
+    }
+}
+
+/// How a sent request ended, for reconciliation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Settle {
+    /// The provider reported usage; `complete` when the response ended
+    /// intact (else only input tokens are trusted: a cut stream's output
+    /// count is partial).
+    Usage { usage: Usage, complete: bool },
+    /// The provider refused the request before doing any work.
+    Refused,
+    /// Nothing is known (transport error, dropped, no usage): the estimate
+    /// stands.
+    Unknown,
+}
+
+impl GroupState {
+    fn refund(&mut self, d: Dimension, amount: u64, now: u64) {
+        if amount > 0 {
+            self.gcra.refund(d, amount, now);
+            self.net_reserved[d.index()] -= i128::from(amount);
+        }
+    }
+
+    fn charge(&mut self, d: Dimension, amount: u64, now: u64) {
+        if amount > 0 {
+            self.gcra.charge(d, amount, now);
+            self.net_reserved[d.index()] += i128::from(amount);
+        }
+    }
+
+    /// Moves a reservation of `reserved` units to `actual`; true on refund.
+    fn correct(&mut self, d: Dimension, reserved: u64, actual: u64, now: u64) -> bool {
+        if actual < reserved {
+            self.refund(d, reserved - actual, now);
+            true
+        } else {
+            self.charge(d, actual - reserved, now);
+            false
+        }
+    }
+
+    fn gcra_has_limits(&self) -> bool {
+        Dimension::ALL.iter().any(|d| self.gcra.limit(*d).is_some())
+    }
+
+    /// Applies one dimension of a quota snapshot; true if a limit is known.
+    fn learn_dimension(
+        &mut self,
+        d: Dimension,
+        q: Quota,
+        ticket: &Ticket,
+        now: u64,
+        config: &Config,
+    ) -> bool {
+        let i = d.index();
+        let current = self.gcra.limit(d);
+        if let Some(announced) = q.limit.filter(|&l| l > 0) {
+            // The provider states per-minute limits; its buckets hold a
+            // full minute. (Under a time-scaled simulator, configure limits
+            // instead: the headers' numbers are provider minutes.)
+            if let Ok(limit) = Limit::new(announced, config.learn_period, announced) {
+                self.learned[i] = Some(limit);
+                let target = match (config.learning, self.configured[i]) {
+                    (Learning::Auto, _) => Some(limit),
+                    (Learning::Tighten, Some(c)) if limit.burst() < c.burst() => Some(limit),
+                    (Learning::Tighten, Some(c)) => Some(c),
+                    (Learning::Tighten, None) => Some(limit),
+                    (Learning::Off, c) => c,
+                };
+                if target != current {
+                    match target {
+                        Some(limit) => self.gcra.set_limit(d, limit, now),
+                        None => self.gcra.remove_limit(d),
+                    }
+                }
+            }
+        }
+        if let Some(remaining) = q.remaining {
+            self.server_remaining[i] = Some(remaining);
+            if config.learning != Learning::Off {
+                // The server counted everything admitted up to this
+                // request; what was admitted after it is not in its
+                // `remaining` but is in ours, so take it off before
+                // comparing, as of the time this request was admitted.
+                let since = (self.net_reserved[i] - ticket.net_after[i]).max(0);
+                let since = u64::try_from(since).unwrap_or(u64::MAX);
+                let _ = now;
+                self.gcra
+                    .tighten(d, remaining.saturating_sub(since), ticket.at);
+            }
+        }
+        self.gcra.limit(d).is_some()
+    }
+
+    fn stats(&self, group: &Group, queued: usize, now: u64) -> GroupStats {
+        let mut st = GroupStats {
+            key: group.key.key,
+            model: group.key.model.clone(),
+            configured: self.configured,
+            learned: self.learned,
+            effective: [None; DIMENSIONS],
+            available: [None; DIMENSIONS],
+            server_remaining: self.server_remaining,
+            utilization: [None; DIMENSIONS],
+            queued,
+            in_flight: self.in_flight,
+            cooldown: (self.cooldown_until > now)
+                .then(|| Duration::from_nanos(self.cooldown_until - now)),
+        };
+        for d in Dimension::ALL {
+            let i = d.index();
+            if let Some(limit) = self.gcra.limit(d) {
+                let avail = self.gcra.available(d, now);
+                st.effective[i] = Some(limit);
+                st.available[i] = Some(avail);
+                st.utilization[i] = Some(1.0 - avail as f64 / limit.burst() as f64);
+            }
+        }
+        st
+    }
+}
