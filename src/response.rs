@@ -46,7 +46,7 @@ use std::any::Any;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode, header};
@@ -157,6 +157,37 @@ pub struct ResponseBody {
     bytes: u64,
     /// Set once the body ended: what every observer was told.
     ended: Option<Box<Completion>>,
+    /// Frames read ahead (by [`poll_peek`](Self::poll_peek)) and not yet
+    /// delivered.
+    peek: Option<Box<Peek>>,
+}
+
+/// Frames read ahead of the caller.
+#[derive(Default)]
+struct Peek {
+    frames: std::collections::VecDeque<Frame<Bytes>>,
+    bytes: usize,
+    /// How the upstream ended while peeking: `Ok` for its end, `Err` for
+    /// its error, to be delivered after the frames.
+    end: Option<Result<(), BoxError>>,
+    /// The peeked bytes read as SSE, to tell how a stream starts.
+    scan: SseTracker,
+}
+
+/// How a streamed response starts, as far as it was read ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StreamStart {
+    /// Content (a text or tool delta) arrived first, or the body is not a
+    /// stream: the response is what it looks like.
+    Content,
+    /// An `error` event arrived before any content (e.g. `overloaded_error`
+    /// after HTTP 200): nothing usable reached the caller yet.
+    Error(ErrorClass),
+    /// The stream ended (or failed) before content or an error.
+    Ended,
+    /// The read-ahead limit was reached first.
+    Undecided,
 }
 
 impl fmt::Debug for ResponseBody {
@@ -268,6 +299,7 @@ impl ResponseBody {
             observers: Vec::new(),
             bytes: 0,
             ended: None,
+            peek: None,
         }
     }
 
@@ -374,6 +406,132 @@ impl ResponseBody {
         }
     }
 
+    fn poll_source(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.kind {
+            Kind::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Kind::Replay { chunks, next } => {
+                let chunk = chunks.get(*next).cloned();
+                *next += 1;
+                Poll::Ready(chunk.map(|c| Ok(Frame::data(c))))
+            }
+            Kind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    /// Hands a frame to the caller: observers see it, and the end is
+    /// noticed as soon as nothing follows (hyper stops at `is_end_stream`
+    /// without polling for `None`).
+    fn deliver(&mut self, frame: Frame<Bytes>) -> Frame<Bytes> {
+        if let Some(data) = frame.data_ref() {
+            self.on_data(data);
+        }
+        if self.is_end_stream() {
+            self.finish(Outcome::Complete);
+        }
+        frame
+    }
+
+    /// Reads one more frame from upstream into a read-ahead buffer without
+    /// delivering it: the caller still gets every byte, in order, and
+    /// observers see them only then. `Ready(false)` once upstream has
+    /// ended or failed (its end is delivered after the buffered frames).
+    ///
+    /// The retry layer uses this to look at an error body, or at how a
+    /// stream starts, before deciding whether the response reaches the
+    /// caller at all.
+    pub fn poll_peek(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        if self.ended.is_some() || self.peek.as_ref().is_some_and(|p| p.end.is_some()) {
+            return Poll::Ready(false);
+        }
+        if self.peek.as_ref().is_none_or(|p| p.frames.is_empty()) && self.inner_is_end() {
+            return Poll::Ready(false);
+        }
+        let polled = ready!(self.poll_source(cx));
+        let peek = self.peek.get_or_insert_with(Box::default);
+        match polled {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    peek.bytes += data.len();
+                    peek.scan.feed(data);
+                }
+                peek.frames.push_back(frame);
+                Poll::Ready(true)
+            }
+            Some(Err(e)) => {
+                peek.end = Some(Err(e));
+                Poll::Ready(false)
+            }
+            None => {
+                peek.end = Some(Ok(()));
+                Poll::Ready(false)
+            }
+        }
+    }
+
+    /// Reads ahead until upstream ends or `limit` bytes are buffered.
+    pub fn poll_peek_to_end(&mut self, cx: &mut Context<'_>, limit: usize) -> Poll<()> {
+        while self.peeked_len() < limit {
+            if !ready!(self.poll_peek(cx)) {
+                break;
+            }
+        }
+        Poll::Ready(())
+    }
+
+    /// Reads ahead until it can tell how a stream starts (see
+    /// [`StreamStart`]), at most `limit` bytes. A body not observed as SSE
+    /// is [`Content`](StreamStart::Content) at once.
+    pub fn poll_stream_start(&mut self, cx: &mut Context<'_>, limit: usize) -> Poll<StreamStart> {
+        if !matches!(self.tracker, Tracker::Sse(_)) {
+            return Poll::Ready(StreamStart::Content);
+        }
+        loop {
+            if let Some(peek) = &self.peek {
+                if let Some(error) = peek.scan.error {
+                    return Poll::Ready(StreamStart::Error(error));
+                }
+                if peek.scan.content_started {
+                    return Poll::Ready(StreamStart::Content);
+                }
+                if peek.bytes >= limit {
+                    return Poll::Ready(StreamStart::Undecided);
+                }
+            }
+            if !ready!(self.poll_peek(cx)) {
+                let error = self.peek.as_ref().and_then(|p| p.scan.error);
+                return Poll::Ready(error.map_or(StreamStart::Ended, StreamStart::Error));
+            }
+        }
+    }
+
+    /// The bytes read ahead and not yet delivered.
+    pub fn peeked_len(&self) -> usize {
+        self.peek.as_ref().map_or(0, |p| p.bytes)
+    }
+
+    /// The bytes read ahead, as one buffer (a copy when there are several
+    /// frames).
+    pub fn peeked(&self) -> Bytes {
+        let Some(peek) = &self.peek else {
+            return Bytes::new();
+        };
+        let mut data = peek.frames.iter().filter_map(Frame::data_ref);
+        match (data.next(), data.next()) {
+            (None, _) => Bytes::new(),
+            (Some(one), None) => one.clone(),
+            _ => {
+                let mut all = Vec::with_capacity(peek.bytes);
+                for d in peek.frames.iter().filter_map(Frame::data_ref) {
+                    all.extend_from_slice(d);
+                }
+                Bytes::from(all)
+            }
+        }
+    }
+
     fn on_data(&mut self, data: &Bytes) {
         self.bytes = self.bytes.saturating_add(data.len() as u64);
         self.tracker.feed(data);
@@ -398,41 +556,45 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let polled = match &mut this.kind {
-            Kind::Upstream(body) => Pin::new(body).poll_frame(cx),
-            Kind::Replay { chunks, next } => {
-                let chunk = chunks.get(*next).cloned();
-                *next += 1;
-                Poll::Ready(chunk.map(|c| Ok(Frame::data(c))))
+        if let Some(peek) = this.peek.as_mut() {
+            if let Some(frame) = peek.frames.pop_front() {
+                peek.bytes -= frame.data_ref().map_or(0, Bytes::len);
+                return Poll::Ready(Some(Ok(this.deliver(frame))));
             }
-            Kind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-        };
-        match polled {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(None) => {
+            let end = peek.end.take();
+            this.peek = None;
+            match end {
+                Some(Ok(())) => {
+                    this.finish(Outcome::Complete);
+                    return Poll::Ready(None);
+                }
+                Some(Err(e)) => {
+                    this.finish(Outcome::BodyError);
+                    return Poll::Ready(Some(Err(e)));
+                }
+                None => {}
+            }
+        }
+        match ready!(this.poll_source(cx)) {
+            None => {
                 this.finish(Outcome::Complete);
                 Poll::Ready(None)
             }
-            Poll::Ready(Some(Err(e))) => {
+            Some(Err(e)) => {
                 this.finish(Outcome::BodyError);
                 Poll::Ready(Some(Err(e)))
             }
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    this.on_data(data);
-                }
-                // hyper stops at `is_end_stream` without polling for `None`:
-                // the end must be noticed here too.
-                if this.inner_is_end() {
-                    this.finish(Outcome::Complete);
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
+            Some(Ok(frame)) => Poll::Ready(Some(Ok(this.deliver(frame)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner_is_end()
+        match self.peek.as_deref() {
+            Some(p) if !p.frames.is_empty() => false,
+            // An upstream error still has to be delivered.
+            Some(Peek { end: Some(end), .. }) => end.is_ok(),
+            _ => self.inner_is_end(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -454,7 +616,7 @@ impl Body for ResponseBody {
 impl Drop for ResponseBody {
     fn drop(&mut self) {
         if self.ended.is_none() {
-            let outcome = if self.inner_is_end() {
+            let outcome = if self.is_end_stream() {
                 Outcome::Complete
             } else {
                 Outcome::Dropped
@@ -1061,6 +1223,108 @@ data: [DONE]\n\n";
         assert!(matches!(outer.kind, Kind::Full(_)), "not boxed again");
         assert_eq!(drain(outer).expect("ok"), b"abc");
         assert_eq!(seen.one().outcome, Outcome::Complete);
+    }
+
+    fn cx() -> Context<'static> {
+        Context::from_waker(std::task::Waker::noop())
+    }
+
+    #[test]
+    fn peek_to_end_then_deliver_everything_once() {
+        let json = br#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}"#;
+        let mut body = upstream(&[&json[..20], &json[20..]]).with_format(Format::Json);
+        let seen = Seen::attach(&mut body);
+        assert_eq!(body.poll_peek_to_end(&mut cx(), 1 << 16), Poll::Ready(()));
+        assert_eq!(body.peeked(), Bytes::from_static(json));
+        assert!(seen.data().is_empty(), "peeking delivers nothing");
+        assert!(!body.is_end_stream());
+        assert_eq!(drain(body).expect("ok"), json);
+        assert_eq!(seen.data(), json);
+        assert_eq!(seen.one().outcome, Outcome::Complete);
+    }
+
+    #[test]
+    fn peek_respects_its_limit() {
+        let mut body = upstream(&[b"aaaa", b"bbbb", b"cccc"]);
+        assert_eq!(body.poll_peek_to_end(&mut cx(), 5), Poll::Ready(()));
+        assert_eq!(
+            body.peeked_len(),
+            8,
+            "stops at the first frame past the limit"
+        );
+        assert_eq!(drain(body).expect("ok"), b"aaaabbbbcccc");
+    }
+
+    #[test]
+    fn stream_start_error_before_content() {
+        let early = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n\
+                     event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
+        let (mut body, seen) = sse(&[&early.as_bytes()[..30], &early.as_bytes()[30..]]);
+        match body.poll_stream_start(&mut cx(), 1 << 16) {
+            Poll::Ready(StreamStart::Error(e)) => {
+                assert_eq!(e.kind, crate::provider::ErrorKind::Overloaded)
+            }
+            other => panic!("{other:?}"),
+        }
+        drop(body);
+        assert_eq!(seen.one().outcome, Outcome::Dropped);
+    }
+
+    #[test]
+    fn stream_start_content_keeps_every_byte() {
+        let (mut body, seen) = sse(&ANTHROPIC.as_bytes().chunks(40).collect::<Vec<_>>());
+        assert_eq!(
+            body.poll_stream_start(&mut cx(), 1 << 16),
+            Poll::Ready(StreamStart::Content)
+        );
+        assert!(body.peeked_len() > 0);
+        assert_eq!(drain(body).expect("ok"), ANTHROPIC.as_bytes());
+        let c = seen.one();
+        assert_eq!(c.outcome, Outcome::Complete);
+        assert_eq!(
+            c.usage.map(|u| u.output_tokens),
+            Some(15),
+            "usage observed once, at delivery"
+        );
+    }
+
+    #[test]
+    fn stream_start_ended_and_undecided() {
+        let (mut body, _) = sse(&[b"event: ping\ndata: {}\n\n"]);
+        assert_eq!(
+            body.poll_stream_start(&mut cx(), 1 << 16),
+            Poll::Ready(StreamStart::Ended)
+        );
+        let (mut body, _) = sse(&[b"event: ping\ndata: {}\n\n", b"event: ping\ndata: {}\n\n"]);
+        assert_eq!(
+            body.poll_stream_start(&mut cx(), 10),
+            Poll::Ready(StreamStart::Undecided)
+        );
+        let mut json = ResponseBody::full("{}").with_format(Format::Json);
+        assert_eq!(
+            json.poll_stream_start(&mut cx(), 10),
+            Poll::Ready(StreamStart::Content)
+        );
+    }
+
+    #[test]
+    fn peeked_upstream_error_is_delivered_after_the_frames() {
+        let mut body = ResponseBody::new(Chunks(VecDeque::from([
+            Ok(Bytes::from_static(b"abc")),
+            Err(std::io::Error::other("reset")),
+        ])));
+        let seen = Seen::attach(&mut body);
+        assert_eq!(body.poll_peek_to_end(&mut cx(), 100), Poll::Ready(()));
+        let mut cx = cx();
+        assert!(matches!(
+            Pin::new(&mut body).poll_frame(&mut cx),
+            Poll::Ready(Some(Ok(_)))
+        ));
+        assert!(matches!(
+            Pin::new(&mut body).poll_frame(&mut cx),
+            Poll::Ready(Some(Err(_)))
+        ));
+        assert_eq!(seen.one().outcome, Outcome::BodyError);
     }
 
     proptest::proptest! {
