@@ -90,3 +90,28 @@ impl fmt::Display for InvalidConfig {
 }
 
 impl std::error::Error for InvalidConfig {}
+
+/// A request whose cost in one dimension is larger than that dimension's
+/// burst capacity: it could never be admitted, however long it waited, so
+/// it fails at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestTooLarge {
+    /// The dimension (`requests`, `input_tokens`, `output_tokens`).
+    pub dimension: &'static str,
+    /// What the request would cost in it.
+    pub cost: u64,
+    /// The most the dimension can ever admit at once.
+    pub burst: u64,
+}
+
+impl fmt::Display for RequestTooLarge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "request too large: it costs {} {} but at most {} can ever be admitted at once",
+            self.cost, self.dimension, self.burst
+        )
+    }
+}
+
+impl std::error::Error for RequestTooLarge {}

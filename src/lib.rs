@@ -44,6 +44,7 @@ pub mod queue;
 pub mod rate;
 pub mod request;
 pub mod response;
+pub mod retry;
 #[cfg(feature = "sim")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sim")))]
 pub mod sim;

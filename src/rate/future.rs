@@ -15,7 +15,7 @@ use tower_service::Service;
 
 use super::gcra::{DIMENSIONS, Denied};
 use super::state::{Attempt, Group, Settle, Shared, Ticket};
-use crate::error::{BoxError, QueueTimeout, RateLimited};
+use crate::error::{BoxError, QueueTimeout, RateLimited, RequestTooLarge};
 use crate::queue::{Priority, Waiter};
 use crate::request::Deadline;
 use crate::response::{BodyObserver, Completion, ResponseBody};
@@ -167,7 +167,12 @@ where
                         }
                         Attempt::Never(Denied::CostExceedsBurst(e)) => {
                             this.state.set(State::Done);
-                            return Poll::Ready(Err(e.into()));
+                            return Poll::Ready(Err(RequestTooLarge {
+                                dimension: e.dimension.name(),
+                                cost: e.cost,
+                                burst: e.burst,
+                            }
+                            .into()));
                         }
                         Attempt::Never(e) => {
                             this.state.set(State::Done);

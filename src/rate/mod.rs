@@ -19,7 +19,7 @@
 //! ([`QueueTimeout`](crate::error::QueueTimeout)) and a fail-fast mode
 //! ([`RateLimited`](crate::error::RateLimited)) for requests whose
 //! [`Deadline`](crate::request::Deadline) cannot bear the wait. A cost that
-//! can never fit fails at once ([`CostExceedsBurst`]).
+//! can never fit fails at once ([`RequestTooLarge`](crate::error::RequestTooLarge)).
 //!
 //! Every response teaches the limiter: the provider's `remaining` counts
 //! tighten the local buckets (never loosen them, unless

@@ -1,0 +1,327 @@
+//! The response future of [`Retry`](super::Retry).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep, sleep};
+use tower_service::Service;
+
+use super::RetryInfo;
+use super::layer::{Config, OverCap};
+use super::policy::{Attempted, RetryReason, StopReason};
+use super::service::as_request;
+use crate::error::BoxError;
+use crate::provider::{ErrorClass, QuotaSnapshot, classify_error, retry_after};
+use crate::request::ReplayBody;
+use crate::response::{ResponseBody, StreamStart};
+
+pin_project! {
+    /// Sends the request, and again after each retryable failure, until it
+    /// succeeds or the layer stops; resolves to the last response (or
+    /// error) with [`RetryInfo`] in its extensions.
+    pub struct ResponseFuture<S: Service<Request<B>>, B> {
+        config: Arc<Config>,
+        inner: S,
+        template: Option<Request<ReplayBody>>,
+        deadline: Option<Instant>,
+        info: RetryInfo,
+        prev_delay: Duration,
+        #[pin]
+        state: State<S::Future, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, B> {
+        Ready { req: Option<Request<B>> },
+        Call { #[pin] fut: F },
+        ReadError { res: Option<Response<ResponseBody>> },
+        StreamStart { res: Option<Response<ResponseBody>> },
+        Sleep { #[pin] sleep: Sleep },
+        Done,
+    }
+}
+
+impl<S: Service<Request<B>>, B> fmt::Debug for ResponseFuture<S, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("info", &self.info)
+            .field("replayable", &self.template.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
+    pub(crate) fn new(
+        config: Arc<Config>,
+        inner: S,
+        req: Request<B>,
+        template: Option<Request<ReplayBody>>,
+        deadline: Option<Instant>,
+    ) -> Self {
+        ResponseFuture {
+            config,
+            inner,
+            template,
+            deadline,
+            info: RetryInfo::default(),
+            prev_delay: Duration::ZERO,
+            state: State::Ready { req: Some(req) },
+        }
+    }
+}
+
+enum Decision {
+    Retry(Duration, RetryReason),
+    Stop(StopReason),
+}
+
+/// What the server advises, in the order of precedence after
+/// `x-should-retry`: `retry-after-ms`, `retry-after` (seconds or an
+/// HTTP-date measured from the response's `Date`), then the reset of the
+/// dimension the rate-limit headers say is exhausted.
+fn server_advice(headers: &HeaderMap) -> Option<Duration> {
+    let now = SystemTime::now();
+    retry_after(headers, now).or_else(|| {
+        let q = QuotaSnapshot::from_headers(headers, now);
+        [q.requests, q.tokens, q.input_tokens, q.output_tokens]
+            .into_iter()
+            .flatten()
+            .filter(|d| d.remaining == Some(0))
+            .filter_map(|d| d.reset)
+            .filter(|r| !r.is_zero())
+            .max()
+    })
+}
+
+impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
+    fn decide(
+        config: &Config,
+        info: &RetryInfo,
+        replayable: bool,
+        deadline: Option<Instant>,
+        prev_delay: Duration,
+        attempted: &Attempted<'_>,
+        reason: RetryReason,
+    ) -> Decision {
+        if !config.policy.should_retry(attempted) {
+            return Decision::Stop(StopReason::NotRetryable);
+        }
+        if !replayable {
+            return Decision::Stop(StopReason::NotReplayable);
+        }
+        if info.attempts >= config.max_attempts {
+            return Decision::Stop(StopReason::Exhausted);
+        }
+        let advice = match attempted {
+            Attempted::Response { headers, .. } => server_advice(headers),
+            Attempted::Error(_) => None,
+        };
+        let computed = || {
+            config
+                .backoff
+                .delay(info.attempts.saturating_sub(1), prev_delay, config.unit())
+        };
+        let delay = match advice {
+            Some(advice) if advice <= config.max_server_delay => {
+                // Honoured exactly, never earlier; positive-only jitter.
+                let max_jitter = advice
+                    .mul_f64(config.server_jitter_ratio)
+                    .min(config.server_jitter_max);
+                advice + max_jitter.mul_f64(config.unit())
+            }
+            Some(_) => match config.over_cap {
+                OverCap::GiveUp => return Decision::Stop(StopReason::AdviceTooLong),
+                OverCap::Backoff => computed(),
+            },
+            None => computed(),
+        };
+        if let Some(deadline) = deadline
+            && Instant::now() + delay >= deadline
+        {
+            return Decision::Stop(StopReason::Deadline);
+        }
+        if let Some(budget) = &config.budget
+            && !budget.withdraw()
+        {
+            return Decision::Stop(StopReason::Budget);
+        }
+        Decision::Retry(delay, reason)
+    }
+}
+
+impl<S, B, RB> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    B: 'static,
+    RB: Body<Data = Bytes> + Send + 'static,
+    RB::Error: Into<BoxError>,
+{
+    type Output = Result<Response<ResponseBody>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            // What a finished attempt is, once inspected: a response to
+            // judge (with its classified error), or an error.
+            let judged: Result<(Response<ResponseBody>, Option<ErrorClass>, bool), BoxError> =
+                match this.state.as_mut().project() {
+                    StateProj::Ready { req } => {
+                        if let Err(e) = ready!(this.inner.poll_ready(cx)) {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(e.into()));
+                        }
+                        let Some(req) = req.take() else {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err("retry future polled after completion".into()));
+                        };
+                        this.info.attempts += 1;
+                        let fut = this.inner.call(req);
+                        this.state.set(State::Call { fut });
+                        continue;
+                    }
+                    StateProj::Call { fut } => match ready!(fut.poll(cx)) {
+                        Ok(res) => {
+                            let res = ResponseBody::from_response(res);
+                            let status = res.status();
+                            if status.is_success() {
+                                this.state.set(State::StreamStart { res: Some(res) });
+                                continue;
+                            }
+                            if status == StatusCode::TOO_MANY_REQUESTS {
+                                // A 429 means "wait" or "quota gone for the
+                                // month": only the body tells.
+                                this.state.set(State::ReadError { res: Some(res) });
+                                continue;
+                            }
+                            Ok((res, None, false))
+                        }
+                        Err(e) => Err(e.into()),
+                    },
+                    StateProj::ReadError { res } => {
+                        let Some(r) = res.as_mut() else {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err("retry future polled after completion".into()));
+                        };
+                        ready!(r.body_mut().poll_peek_to_end(cx, this.config.peek_limit));
+                        let class = classify_error(r.status(), &r.body().peeked());
+                        match res.take() {
+                            Some(r) => Ok((r, Some(class), false)),
+                            None => continue,
+                        }
+                    }
+                    StateProj::StreamStart { res } => {
+                        let Some(r) = res.as_mut() else {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err("retry future polled after completion".into()));
+                        };
+                        let start =
+                            ready!(r.body_mut().poll_stream_start(cx, this.config.peek_limit));
+                        let Some(r) = res.take() else { continue };
+                        match start {
+                            StreamStart::Error(class) => Ok((r, Some(class), true)),
+                            _ => {
+                                this.state.set(State::Done);
+                                return Poll::Ready(Ok(finish(r, *this.info)));
+                            }
+                        }
+                    }
+                    StateProj::Sleep { sleep } => {
+                        ready!(sleep.poll(cx));
+                        let next = this
+                            .template
+                            .as_ref()
+                            .map(|t| {
+                                let mut copy = Request::new(t.body().replay());
+                                *copy.method_mut() = t.method().clone();
+                                *copy.uri_mut() = t.uri().clone();
+                                *copy.version_mut() = t.version();
+                                *copy.headers_mut() = t.headers().clone();
+                                *copy.extensions_mut() = t.extensions().clone();
+                                copy
+                            })
+                            .and_then(as_request::<B>);
+                        this.state.set(State::Ready { req: next });
+                        continue;
+                    }
+                    StateProj::Done => {
+                        return Poll::Ready(Err("retry future polled after completion".into()));
+                    }
+                };
+
+            let decision = match &judged {
+                Ok((res, error, stream_error)) => {
+                    let reason = match error {
+                        Some(e) if *stream_error => RetryReason::StreamError(e.kind),
+                        _ => RetryReason::Status(res.status()),
+                    };
+                    let attempted = Attempted::Response {
+                        status: res.status(),
+                        headers: res.headers(),
+                        error: *error,
+                        stream_error: *stream_error,
+                    };
+                    Self::decide(
+                        this.config,
+                        this.info,
+                        this.template.is_some(),
+                        *this.deadline,
+                        *this.prev_delay,
+                        &attempted,
+                        reason,
+                    )
+                }
+                Err(e) => Self::decide(
+                    this.config,
+                    this.info,
+                    this.template.is_some(),
+                    *this.deadline,
+                    *this.prev_delay,
+                    &Attempted::Error(e),
+                    RetryReason::Transport,
+                ),
+            };
+            match decision {
+                Decision::Retry(delay, reason) => {
+                    // The failed attempt's body is dropped now, releasing
+                    // what it holds below (permits, reservations).
+                    drop(judged);
+                    this.info.last_reason = Some(reason);
+                    this.info.total_wait += delay;
+                    *this.prev_delay = delay;
+                    tracing::debug!(attempt = this.info.attempts, ?reason, ?delay, "retrying");
+                    this.state.set(State::Sleep {
+                        sleep: sleep(delay),
+                    });
+                }
+                Decision::Stop(stop) => {
+                    this.state.set(State::Done);
+                    this.info.stopped = Some(stop);
+                    if stop != StopReason::NotRetryable
+                        && stop != StopReason::NotReplayable
+                        && let (Some(hook), Some(t)) =
+                            (&this.config.dead_letter, this.template.take())
+                    {
+                        hook(t, this.info);
+                    }
+                    return Poll::Ready(judged.map(|(res, _, _)| finish(res, *this.info)));
+                }
+            }
+        }
+    }
+}
+
+fn finish(mut res: Response<ResponseBody>, info: RetryInfo) -> Response<ResponseBody> {
+    res.extensions_mut().insert(info);
+    res
+}

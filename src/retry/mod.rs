@@ -1,0 +1,95 @@
+//! Retry-after-aware retry: retries exactly the failures worth retrying,
+//! waits exactly as long as the server asks (never shorter), spreads
+//! clients apart, refuses to amplify an outage, and never waits past the
+//! caller's deadline.
+//!
+//! - **Classification** ([`RetryPolicy`], default [`DefaultPolicy`]):
+//!   408, 409, 429, 5xx (not 501/505), 529, connection errors; a 200 stream
+//!   whose first event is an `error` before any content; never other 4xx,
+//!   never a 429 that means the quota or spend limit is gone;
+//!   `x-should-retry` overrides.
+//! - **Delay precedence**: `x-should-retry` → `retry-after-ms` →
+//!   `retry-after` (seconds, or an HTTP-date measured from the response's
+//!   `Date`) → the reset of the exhausted dimension in the rate-limit
+//!   headers → computed [`Backoff`] (exponential with full jitter by
+//!   default). Server advice is honoured exactly plus positive-only jitter;
+//!   advice longer than [`max_server_delay`](RetryBuilder::max_server_delay)
+//!   gives up at once by default ([`OverCap`]), so a fallback above can
+//!   degrade instead.
+//! - **Deadline**: a [`Deadline`](crate::request::Deadline) extension (or
+//!   the layer's [`timeout`](RetryBuilder::timeout)); no sleep runs past it —
+//!   when the wait would, the last response is returned at once.
+//! - **Budget** ([`RetryBudget`]): retries at most a ratio of requests plus
+//!   a floor per second, over a sliding window.
+//! - **Outcome**: the final response — success or the last failure — is
+//!   `Ok(Response)` with [`RetryInfo`] in its extensions; discarded
+//!   attempts' bodies are dropped at once (releasing what they hold below);
+//!   a [dead-letter hook](RetryBuilder::dead_letter) receives requests that
+//!   ran out of attempts.
+//!
+//! Requests are replayed from their [`ReplayBody`](crate::request::ReplayBody).
+//! A request with any other body type is sent once and never retried
+//! ([`StopReason::NotReplayable`]) — never silently re-sent with a consumed
+//! body. Put [`BufferBodyLayer`](crate::request::BufferBodyLayer) above to
+//! make any body replayable.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::sync::atomic::{AtomicU32, Ordering};
+//! use std::sync::Arc;
+//! use http::{Request, Response};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use tower_llm_resilience::request::ReplayBody;
+//! use tower_llm_resilience::retry::{RetryInfo, RetryLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), tower_llm_resilience::BoxError> {
+//! let calls = Arc::new(AtomicU32::new(0));
+//! let upstream = {
+//!     let calls = calls.clone();
+//!     service_fn(move |_req: Request<ReplayBody>| {
+//!         let n = calls.fetch_add(1, Ordering::SeqCst);
+//!         async move {
+//!             // Overloaded once, then fine.
+//!             let status = if n == 0 { 529 } else { 200 };
+//!             Ok::<_, Infallible>(Response::builder().status(status).body(String::new()).unwrap())
+//!         }
+//!     })
+//! };
+//! let svc = ServiceBuilder::new().layer(RetryLayer::new()).service(upstream);
+//! let res = svc.oneshot(Request::new(ReplayBody::from("{}"))).await?;
+//! assert_eq!(res.status(), 200);
+//! assert_eq!(res.extensions().get::<RetryInfo>().unwrap().attempts, 2);
+//! # Ok(()) }
+//! ```
+
+use std::time::Duration;
+
+mod backoff;
+mod budget;
+pub mod future;
+mod layer;
+mod policy;
+mod service;
+
+pub use backoff::{Backoff, Jitter};
+pub use budget::RetryBudget;
+pub use layer::{OverCap, RetryBuilder, RetryLayer};
+pub use policy::{
+    Attempted, DefaultPolicy, RetryPolicy, RetryReason, StopReason, retryable_status,
+};
+pub use service::Retry;
+
+/// What the retry layer did, in the final response's extensions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RetryInfo {
+    /// Attempts sent, the first included.
+    pub attempts: u32,
+    /// Time spent waiting between attempts.
+    pub total_wait: Duration,
+    /// Why the last retry was made.
+    pub last_reason: Option<RetryReason>,
+    /// Why the layer stopped on a failure (`None` on success).
+    pub stopped: Option<StopReason>,
+}

@@ -1,0 +1,239 @@
+//! Which failures are worth another attempt.
+
+use std::fmt;
+
+use http::{HeaderMap, StatusCode};
+
+use crate::error::{
+    BodyTooLarge, BoxError, InvalidConfig, QueueTimeout, RateLimited, RequestTooLarge,
+};
+use crate::provider::{ErrorClass, ErrorKind, should_retry};
+use crate::queue::QueueFull;
+
+/// One finished attempt, as a [`RetryPolicy`] sees it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Attempted<'a> {
+    /// A response arrived.
+    Response {
+        /// Its status.
+        status: StatusCode,
+        /// Its headers.
+        headers: &'a HeaderMap,
+        /// The classified error body, when the body was read (429s), or the
+        /// classified SSE `error` event a 200 stream started with.
+        error: Option<ErrorClass>,
+        /// Whether `error` came from an SSE `error` event inside a 200
+        /// before any content.
+        stream_error: bool,
+    },
+    /// The inner service failed (a connection error, a timeout, or an error
+    /// a layer below created).
+    Error(&'a BoxError),
+}
+
+/// Decides whether an attempt's failure is worth retrying.
+///
+/// Implemented by [`DefaultPolicy`] and by any
+/// `Fn(&Attempted<'_>) -> bool + Send + Sync + 'static` closure (which can
+/// defer to `DefaultPolicy` for the cases it does not care about).
+pub trait RetryPolicy: Send + Sync + 'static {
+    /// Whether to retry after this attempt.
+    fn should_retry(&self, attempted: &Attempted<'_>) -> bool;
+}
+
+impl<F> RetryPolicy for F
+where
+    F: Fn(&Attempted<'_>) -> bool + Send + Sync + 'static,
+{
+    fn should_retry(&self, attempted: &Attempted<'_>) -> bool {
+        self(attempted)
+    }
+}
+
+/// The default classification, as the official SDKs and the providers'
+/// documentation define it:
+///
+/// - `x-should-retry: true|false` decides when present;
+/// - retried: 408, 409, 429, 500, 502, 503, 504, 529 (and other 5xx but
+///   501 and 505), connection errors and timeouts, and a 200 stream whose
+///   first event is an `overloaded_error` / `api_error` before any content;
+/// - never: 400, 401, 403, 404, 413, 422 and other 4xx; a 429 whose body
+///   says the quota or spend limit is exhausted (`insufficient_quota`,
+///   `enforced_spend_limit_reached`) — waiting cannot help;
+/// - never the errors this crate's own layers create on purpose
+///   ([`RateLimited`], [`QueueFull`], [`QueueTimeout`],
+///   [`RequestTooLarge`], [`BodyTooLarge`], [`InvalidConfig`]): they are
+///   decisions, not accidents, and a layer above (fallback) acts on them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultPolicy;
+
+impl RetryPolicy for DefaultPolicy {
+    fn should_retry(&self, attempted: &Attempted<'_>) -> bool {
+        match attempted {
+            Attempted::Response {
+                status,
+                headers,
+                error,
+                ..
+            } => {
+                if let Some(advice) = should_retry(headers) {
+                    return advice;
+                }
+                if error.is_some_and(|e| e.kind == ErrorKind::QuotaExhausted) {
+                    return false;
+                }
+                if let Some(e) = error
+                    && status.is_success()
+                {
+                    return e.kind.is_retryable_by_default();
+                }
+                retryable_status(*status)
+            }
+            Attempted::Error(e) => !is_deliberate(e),
+        }
+    }
+}
+
+/// Statuses worth retrying by default.
+pub fn retryable_status(status: StatusCode) -> bool {
+    match status.as_u16() {
+        408 | 409 | 429 => true,
+        501 | 505 => false,
+        s => (500..600).contains(&s),
+    }
+}
+
+/// Errors a layer of this crate returns on purpose.
+pub(crate) fn is_deliberate(e: &BoxError) -> bool {
+    e.is::<RateLimited>()
+        || e.is::<QueueFull>()
+        || e.is::<QueueTimeout>()
+        || e.is::<RequestTooLarge>()
+        || e.is::<BodyTooLarge>()
+        || e.is::<InvalidConfig>()
+}
+
+/// Why an attempt was retried (the last one is kept in
+/// [`RetryInfo`](super::RetryInfo)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RetryReason {
+    /// A response with this status.
+    Status(StatusCode),
+    /// A 200 stream that started with an `error` event.
+    StreamError(ErrorKind),
+    /// The inner service failed (connection error, timeout).
+    Transport,
+}
+
+/// Why the layer stopped retrying a failure and returned it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StopReason {
+    /// The policy says this failure is not worth retrying.
+    NotRetryable,
+    /// The attempts allowed are used up.
+    Exhausted,
+    /// The retry budget is empty: an outage is not amplified.
+    Budget,
+    /// The advised or computed wait would pass the request's deadline.
+    Deadline,
+    /// The server asked for a longer wait than the longest honoured.
+    AdviceTooLong,
+    /// The request body cannot be replayed, so it was sent once.
+    NotReplayable,
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StopReason::NotRetryable => "not retryable",
+            StopReason::Exhausted => "attempts exhausted",
+            StopReason::Budget => "retry budget exhausted",
+            StopReason::Deadline => "deadline would pass",
+            StopReason::AdviceTooLong => "server advice longer than honoured",
+            StopReason::NotReplayable => "body not replayable",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16, headers: &HeaderMap, error: Option<ErrorClass>) -> bool {
+        DefaultPolicy.should_retry(&Attempted::Response {
+            status: StatusCode::from_u16(status).expect("status"),
+            headers,
+            error,
+            stream_error: false,
+        })
+    }
+
+    #[test]
+    fn statuses() {
+        let h = HeaderMap::new();
+        for s in [408, 409, 429, 500, 502, 503, 504, 529] {
+            assert!(response(s, &h, None), "{s} retried");
+        }
+        for s in [200, 400, 401, 403, 404, 413, 422, 501, 505] {
+            assert!(!response(s, &h, None), "{s} not retried");
+        }
+    }
+
+    #[test]
+    fn x_should_retry_overrides() {
+        let mut h = HeaderMap::new();
+        h.insert("x-should-retry", "false".parse().expect("hv"));
+        assert!(!response(529, &h, None));
+        h.insert("x-should-retry", "true".parse().expect("hv"));
+        assert!(response(400, &h, None));
+    }
+
+    #[test]
+    fn quota_429s_are_not_retried() {
+        let h = HeaderMap::new();
+        let quota = crate::provider::classify_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            br#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#,
+        );
+        assert_eq!(quota.kind, ErrorKind::QuotaExhausted);
+        assert!(!response(429, &h, Some(quota)));
+        let rate = crate::provider::classify_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            br#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}"#,
+        );
+        assert!(response(429, &h, Some(rate)));
+    }
+
+    #[test]
+    fn stream_error_before_content() {
+        let h = HeaderMap::new();
+        let overloaded = crate::provider::classify_error(
+            StatusCode::OK,
+            br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+        );
+        assert!(response(200, &h, Some(overloaded)));
+        let invalid = ErrorClass::new(ErrorKind::InvalidRequest);
+        assert!(!response(200, &h, Some(invalid)));
+    }
+
+    #[test]
+    fn deliberate_errors_are_not_retried() {
+        let e: BoxError = RateLimited {
+            retry_after: std::time::Duration::from_secs(1),
+        }
+        .into();
+        assert!(!DefaultPolicy.should_retry(&Attempted::Error(&e)));
+        let e: BoxError = std::io::Error::other("connection reset").into();
+        assert!(DefaultPolicy.should_retry(&Attempted::Error(&e)));
+    }
+
+    #[test]
+    fn closures_are_policies() {
+        let never = |_: &Attempted<'_>| false;
+        let e: BoxError = std::io::Error::other("x").into();
+        assert!(!never.should_retry(&Attempted::Error(&e)));
+    }
+}

@@ -1,0 +1,116 @@
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use tower_service::Service;
+
+use super::future::ResponseFuture;
+use super::layer::Config;
+use crate::error::BoxError;
+use crate::request::{Deadline, ReplayBody};
+use crate::response::ResponseBody;
+
+/// Retries failures worth retrying in front of `S` — made by
+/// [`RetryLayer`](super::RetryLayer).
+pub struct Retry<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S: Clone> Clone for Retry<S> {
+    fn clone(&self) -> Self {
+        Retry {
+            inner: self.inner.clone(),
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for Retry<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Retry")
+            .field("inner", &self.inner)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl<S> Retry<S> {
+    pub(crate) fn from_config(inner: S, config: Arc<Config>) -> Self {
+        Retry { inner, config }
+    }
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+    /// Consumes this service, returning the inner one.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// A copy of the request to send again, when its body is a [`ReplayBody`].
+pub(crate) fn replayable<B: 'static>(req: &Request<B>) -> Option<Request<ReplayBody>> {
+    let req = (req as &dyn Any).downcast_ref::<Request<ReplayBody>>()?;
+    let mut copy = Request::new(req.body().replay());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    *copy.extensions_mut() = req.extensions().clone();
+    Some(copy)
+}
+
+/// Turns a `Request<ReplayBody>` back into the service's request type (the
+/// same type, known only at run time).
+pub(crate) fn as_request<B: 'static>(req: Request<ReplayBody>) -> Option<Request<B>> {
+    let mut slot = Some(req);
+    (&mut slot as &mut dyn Any)
+        .downcast_mut::<Option<Request<B>>>()?
+        .take()
+}
+
+impl<S, B, RB> Service<Request<B>> for Retry<S>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone,
+    S::Error: Into<BoxError>,
+    B: 'static,
+    RB: Body<Data = Bytes> + Send + 'static,
+    RB::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, B>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // Each attempt waits for the inner service's readiness itself.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        if let Some(budget) = &self.config.budget {
+            budget.deposit();
+        }
+        let template = if self.config.max_attempts > 1 {
+            replayable(&req)
+        } else {
+            None
+        };
+        let deadline = req
+            .extensions()
+            .get::<Deadline>()
+            .map(|d| d.0)
+            .or_else(|| self.config.timeout.map(|t| tokio::time::Instant::now() + t));
+        let inner = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, inner);
+        ResponseFuture::new(Arc::clone(&self.config), inner, req, template, deadline)
+    }
+}
