@@ -39,6 +39,7 @@
 #[cfg_attr(docsrs, doc(cfg(feature = "hyper-client")))]
 pub mod client;
 pub mod error;
+pub mod fallback;
 pub mod provider;
 pub mod queue;
 pub mod rate;

@@ -391,18 +391,6 @@ impl RequestMeta {
     pub fn anthropic_beta(&self) -> Option<&HeaderValue> {
         self.anthropic_beta.as_ref()
     }
-
-    /// A copy with another model and, optionally, another `max_tokens`: what
-    /// a layer that re-issues the request to another model stores.
-    #[must_use]
-    pub fn with_model(&self, model: &str, max_tokens: Option<u64>) -> Self {
-        let mut m = self.clone();
-        m.model = Some(model.into());
-        if max_tokens.is_some() {
-            m.max_tokens = max_tokens;
-        }
-        m
-    }
 }
 
 fn estimate_tokens(text_bytes: u64, messages: u32) -> u64 {

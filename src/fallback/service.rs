@@ -1,0 +1,81 @@
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use tower_service::Service;
+
+use super::future::ResponseFuture;
+use super::layer::Config;
+use crate::error::BoxError;
+use crate::request::ReplayBody;
+use crate::response::ResponseBody;
+
+/// Model fallback in front of `S` — made by
+/// [`FallbackLayer`](super::FallbackLayer).
+pub struct Fallback<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S: Clone> Clone for Fallback<S> {
+    fn clone(&self) -> Self {
+        Fallback {
+            inner: self.inner.clone(),
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for Fallback<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fallback")
+            .field("inner", &self.inner)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl<S> Fallback<S> {
+    pub(crate) fn from_config(inner: S, config: Arc<Config>) -> Self {
+        Fallback { inner, config }
+    }
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+    /// Consumes this service, returning the inner one.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, RB> Service<Request<ReplayBody>> for Fallback<S>
+where
+    S: Service<Request<ReplayBody>, Response = Response<RB>> + Clone,
+    S::Error: Into<BoxError>,
+    RB: Body<Data = Bytes> + Send + 'static,
+    RB::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // A target that is not ready must never block the others: each
+        // attempt waits for its own service.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<ReplayBody>) -> Self::Future {
+        let inner = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, inner);
+        ResponseFuture::new(Arc::clone(&self.config), inner, req)
+    }
+}
