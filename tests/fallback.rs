@@ -28,12 +28,15 @@ fn request(model: &str, stream: bool) -> Request<ReplayBody> {
         .expect("request")
 }
 
+/// A scripted answer: status, headers, body.
+type Answer = (u16, Vec<(&'static str, String)>, String);
+
 /// A mock upstream answering per model: `(status, headers, body)`; records
 /// the models it was asked for.
 #[derive(Clone)]
 struct Mock {
     seen: Arc<Mutex<Vec<String>>>,
-    answer: Arc<dyn Fn(&str) -> (u16, Vec<(&'static str, String)>, String) + Send + Sync>,
+    answer: Arc<dyn Fn(&str) -> Answer + Send + Sync>,
 }
 
 impl Mock {
@@ -75,7 +78,7 @@ impl Mock {
     }
 }
 
-fn ok_json(model: &str) -> (u16, Vec<(&'static str, String)>, String) {
+fn ok_json(model: &str) -> Answer {
     (
         200,
         vec![("content-type", "application/json".into())],
