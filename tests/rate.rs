@@ -834,7 +834,7 @@ async fn queue_full_fails_on_first_poll() {
     assert!(poll_once(b.as_mut()).is_pending());
     assert_eq!(layer.queue().len(), 2);
     let before = Instant::now();
-    let mut c = Box::pin(svc.call(msg("other-key", "m", 1, 1)));
+    let mut c = Box::pin(svc.call(msg("k", "m", 1, 1)));
     let Poll::Ready(Err(e)) = poll_once(c.as_mut()) else {
         panic!("not refused at once");
     };

@@ -135,8 +135,16 @@ where
                         let Some(at) = *this.give_up_at else {
                             return Poll::Pending;
                         };
-                        if this.sleep.is_none() {
-                            this.sleep.set(Some(sleep_until(at)));
+                        // The timer may still be set for the bucket time of
+                        // a turn this waiter lost to a newcomer: wait for the
+                        // give-up time, not for that.
+                        match this.sleep.as_mut().as_pin_mut() {
+                            Some(sleep) => {
+                                if sleep.deadline() != at {
+                                    sleep.reset(at);
+                                }
+                            }
+                            None => this.sleep.set(Some(sleep_until(at))),
                         }
                         if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
                             ready!(sleep.poll(cx));
