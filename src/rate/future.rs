@@ -159,7 +159,13 @@ where
                         return Poll::Ready(Err(give_up(fail_fast, *this.started, retry_at)));
                     }
                     let now = this.shared.now();
-                    let wake_at = match this.shared.attempt(this.group, *this.cost, now) {
+                    // A newcomer does not overtake the group's waiters.
+                    let behind_others =
+                        this.waiter.is_none() && this.shared.queue.len_of(this.group.id) > 0;
+                    let attempt = this
+                        .shared
+                        .attempt(this.group, *this.cost, now, behind_others);
+                    let wake_at = match attempt {
                         Attempt::Admitted(ticket) => {
                             // Leaving the queue wakes the next in line.
                             *this.waiter = None;

@@ -199,7 +199,19 @@ impl Shared {
     }
 
     /// Tries to reserve `cost` in `group` now.
-    pub(crate) fn attempt(&self, group: &Group, cost: [u64; DIMENSIONS], now: u64) -> Attempt {
+    ///
+    /// `behind_others`: the request has no place in the queue yet and
+    /// others of the group are waiting. It must then queue behind them even
+    /// if its cost would fit now (else a stream of cheap newcomers takes the
+    /// tokens a large head waits for, and starves it): the answer is what it
+    /// would be, but nothing is reserved and a fit is reported as `At(now)`.
+    pub(crate) fn attempt(
+        &self,
+        group: &Group,
+        cost: [u64; DIMENSIONS],
+        now: u64,
+        behind_others: bool,
+    ) -> Attempt {
         let mut s = lock(&group.state);
         s.last_used = now;
         if s.cooldown_until > now {
@@ -210,6 +222,19 @@ impl Shared {
         }
         if s.probing && s.in_flight > 0 {
             return Attempt::Parked;
+        }
+        if behind_others {
+            return match s.gcra.check(cost, now) {
+                Ok(()) => Attempt::At {
+                    at: now,
+                    cooldown: false,
+                },
+                Err(Denied::Until { at, .. }) => Attempt::At {
+                    at,
+                    cooldown: false,
+                },
+                Err(never) => Attempt::Never(never),
+            };
         }
         match s.gcra.reserve(cost, now) {
             Ok(()) => {
