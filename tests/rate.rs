@@ -1156,8 +1156,10 @@ async fn evicting_groups_never_hands_out_a_second_burst() {
         .unwrap();
     let mock = Mock::exact();
     let svc = layer.layer(mock.service());
+    // A is the least recently used group when B, C and D arrive.
     for key in ["A", "A", "B", "C", "D"] {
         send(svc.clone(), with_id(msg(key, "m", 1, 1), 0)).await.unwrap();
+        sleep(Duration::from_millis(100)).await;
     }
     sleep(Duration::from_secs(5)).await;
     // A has used its burst of 2 per minute: a third request waits ~25 s more.

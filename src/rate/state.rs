@@ -180,7 +180,12 @@ impl Shared {
         let mut candidates: Vec<(u64, GroupKey)> = Vec::new();
         groups.retain(|key, group| {
             let s = lock(&group.state);
-            let quiet = s.holds == 0 && self.queue.len_of(group.id) == 0;
+            // A group whose bucket is not full again must stay: a new one
+            // would start full and hand the key a second burst.
+            let refilled = Dimension::ALL
+                .iter()
+                .all(|d| s.gcra.time_until_full(*d, now).is_zero());
+            let quiet = s.holds == 0 && self.queue.len_of(group.id) == 0 && refilled;
             if quiet && now.saturating_sub(s.last_used) >= idle && s.cooldown_until <= now {
                 return false;
             }
