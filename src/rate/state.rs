@@ -185,7 +185,11 @@ impl Shared {
             let refilled = Dimension::ALL
                 .iter()
                 .all(|d| s.gcra.time_until_full(*d, now).is_zero());
-            let quiet = s.holds == 0 && self.queue.len_of(group.id) == 0 && refilled;
+            // Only the map holds it: no request future (waiting, not yet
+            // polled, or holding a reservation) uses it, so none would go on
+            // using a bucket a new group of the same key no longer sees.
+            let unused = Arc::strong_count(group) == 1;
+            let quiet = unused && s.holds == 0 && self.queue.len_of(group.id) == 0 && refilled;
             if quiet && now.saturating_sub(s.last_used) >= idle && s.cooldown_until <= now {
                 return false;
             }
