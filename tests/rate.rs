@@ -268,6 +268,17 @@ fn assert_windows(calls: &[Seen], d: usize, limit: Limit) {
 
 // ------------------------------------------------ 1. sliding-window property
 
+/// Few cases (each runs a whole paused-time scenario), a fixed seed so runs
+/// are reproducible, no regression files.
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: 32,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x7a7e_11b1),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Arrival {
     at_ms: u64,
@@ -299,7 +310,7 @@ fn opt_limit(amounts: std::ops::Range<u64>, min_burst: u64) -> impl Strategy<Val
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+    #![proptest_config(config())]
 
     /// Guards the headline promise: whatever the arrivals and limits, the
     /// units that reach the provider in ANY window of length W stay within
@@ -582,7 +593,7 @@ struct Progress {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+    #![proptest_config(config())]
 
     /// Guards cancellation safety: whatever is dropped while waiting, while
     /// in flight or with its body unread, the queue gives every place back
@@ -668,6 +679,10 @@ proptest! {
                 }
             }
             assert_eq!(layer.queue().len(), 0, "queue places given back");
+            if layer.stats().is_empty() {
+                assert_eq!(used, [0; 3], "no request was made");
+                return;
+            }
             let g = only_group(&layer);
             assert_eq!(g.queued, 0);
             assert_eq!(g.in_flight, 0);

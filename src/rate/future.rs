@@ -32,6 +32,7 @@ pin_project! {
         started: Instant,
         give_up_at: Option<Instant>,
         jitter: Option<Duration>,
+        gate: Option<Instant>,
         waiter: Option<Waiter>,
         hold: Option<Hold>,
         req: Option<Request<B>>,
@@ -88,6 +89,7 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
             started,
             give_up_at,
             jitter: None,
+            gate: None,
             waiter: None,
             hold: None,
             req: Some(req),
@@ -162,9 +164,14 @@ where
                     // A newcomer does not overtake the group's waiters.
                     let behind_others =
                         this.waiter.is_none() && this.shared.queue.len_of(this.group.id) > 0;
-                    let attempt = this
-                        .shared
-                        .attempt(this.group, *this.cost, now, behind_others);
+                    let gate = this.gate.filter(|g| *g > Instant::now());
+                    let attempt = match gate {
+                        // Paused by a cooldown: not before its own gate.
+                        Some(gate) => Attempt::Gated(gate),
+                        None => this
+                            .shared
+                            .attempt(this.group, *this.cost, now, behind_others),
+                    };
                     let wake_at = match attempt {
                         Attempt::Admitted(ticket) => {
                             // Leaving the queue wakes the next in line.
@@ -191,12 +198,16 @@ where
                             let mut at = this.shared.instant(at);
                             if cooldown {
                                 // Positive-only jitter, drawn once per request,
-                                // so a paused herd does not return in lockstep.
+                                // so a paused herd does not return in lockstep:
+                                // the request's own gate, which it keeps even
+                                // once the group's cooldown is over.
                                 let max = this.shared.config.cooldown_jitter;
                                 at += *this.jitter.get_or_insert_with(|| this.shared.jitter(max));
+                                *this.gate = Some(at);
                             }
                             Some(at)
                         }
+                        Attempt::Gated(gate) => Some(gate),
                         Attempt::Parked => None,
                     };
                     if this.waiter.is_none() {
@@ -207,11 +218,17 @@ where
                             this.state.set(State::Done);
                             return Poll::Ready(Err(give_up(true, *this.started, at)));
                         }
-                        match this.shared.queue.try_enqueue(
-                            this.group.id,
-                            *this.priority,
-                            Instant::now(),
-                        ) {
+                        // A request paused by a cooldown takes its place as of
+                        // its gate: the herd is served in the order of the
+                        // gates, so each one's jitter holds (a FIFO place
+                        // would let the first gate release everyone).
+                        let now = Instant::now();
+                        let place_at = this.gate.filter(|g| *g > now).unwrap_or(now);
+                        match this
+                            .shared
+                            .queue
+                            .try_enqueue(this.group.id, *this.priority, place_at)
+                        {
                             Ok(w) => *this.waiter = Some(w),
                             Err(full) => {
                                 this.state.set(State::Done);

@@ -89,6 +89,10 @@ pub(crate) enum Attempt {
     At { at: u64, cooldown: bool },
     /// Wait until woken (auto mode's first request is in flight).
     Parked,
+    /// The request's own cooldown gate (the group's cooldown plus its
+    /// jitter) has not passed: try again then. Made by the future, not by
+    /// [`Shared::attempt`].
+    Gated(Instant),
     /// Can never be admitted.
     Never(Denied),
 }
