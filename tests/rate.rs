@@ -481,6 +481,40 @@ async fn error_response_refunds_tokens_but_keeps_the_request() {
     assert_eq!(g.in_flight, 0);
 }
 
+fn sse(input: u64, output: u64, terminal: bool) -> Response<Full<Bytes>> {
+    let mut body = format!(
+        "event: message_start\ndata: {{\"type\":\"message_start\",\"message\":{{\"usage\":{{\"input_tokens\":{input},\"output_tokens\":1}}}}}}\n\n\
+         event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"hi\"}}}}\n\n\
+         event: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\"}},\"usage\":{{\"output_tokens\":{output}}}}}\n\n"
+    );
+    if terminal {
+        body.push_str("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+    }
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
+}
+
+/// Guards reconciliation of streams: the usage of an SSE response (input
+/// from `message_start`, output from `message_delta`) settles the
+/// reservation; a stream cut before `message_stop` corrects only the input
+/// (its output count may be partial), so the output estimate stands.
+#[tokio::test(start_paused = true)]
+async fn sse_usage_reconciles_and_truncated_streams_keep_the_output_estimate() {
+    start_clock();
+    let layer = tokens_layer();
+    let complete = Mock::new(|_| (Duration::ZERO, sse(40, 100, true)));
+    let status = send(layer.layer(complete.service()), msg("k", "m", 10, 800)).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(only_group(&layer).available[I..], [Some(10_000 - 40), Some(1_000 - 100)]);
+
+    let layer = tokens_layer();
+    let cut = Mock::new(|_| (Duration::ZERO, sse(40, 100, false)));
+    send(layer.layer(cut.service()), msg("k", "m", 10, 800)).await.unwrap();
+    assert_eq!(only_group(&layer).available[I..], [Some(10_000 - 40), Some(1_000 - 800)]);
+}
+
 /// An inner service that is never ready (a request admitted to it is never sent).
 #[derive(Clone)]
 struct NeverReady;
@@ -1084,6 +1118,94 @@ async fn auto_learning_probes_then_admits_by_learned_limits() {
     assert!(times[11] < Duration::from_secs(2), "{times:?}");
     let g = only_group(&layer);
     assert_eq!(g.learned[R], Some(per(5, SEC, 5)));
+}
+
+/// An inner service that becomes ready only at `ready_at` (like a
+/// connection pool or a concurrency limit below the limiter).
+struct ReadyAt<S> {
+    inner: S,
+    ready_at: Instant,
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S: Clone> Clone for ReadyAt<S> {
+    fn clone(&self) -> Self {
+        ReadyAt {
+            inner: self.inner.clone(),
+            ready_at: self.ready_at,
+            sleep: None,
+        }
+    }
+}
+
+impl<S: Service<Request<ReplayBody>>> Service<Request<ReplayBody>> for ReadyAt<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        let at = self.ready_at;
+        let sleep = self.sleep.get_or_insert_with(|| Box::pin(sleep_until(at)));
+        std::task::ready!(sleep.as_mut().poll(cx));
+        self.inner.poll_ready(cx)
+    }
+    fn call(&mut self, req: Request<ReplayBody>) -> S::Future {
+        self.inner.call(req)
+    }
+}
+
+/// Guards the probe of `Learning::Auto`: "one request at a time" counts a
+/// request admitted but not yet sent (its inner service not ready yet), so
+/// a slow inner service cannot let a second probe through.
+#[tokio::test(start_paused = true)]
+async fn auto_learning_probe_is_alone_even_before_it_is_sent() {
+    let t0 = start_clock();
+    let layer = RateLimitLayer::builder()
+        .learning(Learning::Auto)
+        .learn_period(SEC)
+        .build()
+        .unwrap();
+    let mock = Mock::new(|s| {
+        let res = with_headers(usage(s.cost[I], s.cost[O], 0), &anthropic_limits((1, 0)));
+        (Duration::from_millis(100), res)
+    });
+    let svc = ReadyAt {
+        inner: mock.service(),
+        ready_at: t0 + Duration::from_millis(50),
+        sleep: None,
+    };
+    let svc = layer.layer(svc);
+    let tasks: Vec<_> = (0..3)
+        .map(|i| tokio::spawn(send(svc.clone(), with_id(msg("k", "m", 1, 1), i))))
+        .collect();
+    sleep(Duration::from_millis(120)).await;
+    assert_eq!(mock.times(), [Duration::from_millis(50)], "one probe at a time");
+    for t in tasks {
+        t.abort();
+    }
+}
+
+/// Guards fail-fast with `max_wait` (no deadline): a wait longer than the
+/// maximum gives `RateLimited` at once, a shorter one waits.
+#[tokio::test(start_paused = true)]
+async fn fail_fast_with_max_wait() {
+    let t0 = start_clock();
+    let layer = RateLimitLayer::builder()
+        .limits(Limits::unlimited().requests(per(1, SEC, 1)))
+        .max_wait(Duration::from_millis(500))
+        .fail_fast(true)
+        .build()
+        .unwrap();
+    let mock = Mock::exact();
+    let mut svc = layer.layer(mock.service());
+    send(svc.clone(), msg("k", "m", 1, 1)).await.unwrap();
+    let mut fut = Box::pin(svc.call(msg("k", "m", 1, 1)));
+    let Poll::Ready(Err(e)) = poll_once(fut.as_mut()) else {
+        panic!("not refused at once");
+    };
+    assert_eq!(e.downcast_ref::<RateLimited>(), Some(&RateLimited { retry_after: SEC }));
+    sleep(Duration::from_millis(600)).await;
+    send(svc.clone(), msg("k", "m", 1, 1)).await.unwrap();
+    assert_eq!(Instant::now() - t0, SEC);
 }
 
 // ------------------------------------------------------------------ 10. keys

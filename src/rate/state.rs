@@ -233,7 +233,9 @@ impl Shared {
                 cooldown: true,
             };
         }
-        if s.probing && s.in_flight > 0 {
+        // One probe at a time counts a probe admitted but not yet sent
+        // (its inner service not ready): `holds`, not `in_flight`.
+        if s.probing && s.holds > 0 {
             return Attempt::Parked;
         }
         if behind_others {
