@@ -63,7 +63,9 @@ struct Mock {
 }
 
 impl Mock {
-    fn new(reply: impl Fn(&Seen) -> (Duration, Response<Full<Bytes>>) + Send + Sync + 'static) -> Self {
+    fn new(
+        reply: impl Fn(&Seen) -> (Duration, Response<Full<Bytes>>) + Send + Sync + 'static,
+    ) -> Self {
         Mock {
             log: Arc::default(),
             reply: Arc::new(reply),
@@ -122,7 +124,10 @@ impl Mock {
     }
 
     fn times(&self) -> Vec<Duration> {
-        self.calls().iter().map(|s| s.at - T0.with(|t| t.get().unwrap())).collect()
+        self.calls()
+            .iter()
+            .map(|s| s.at - T0.with(|t| t.get().unwrap()))
+            .collect()
     }
 }
 
@@ -155,7 +160,10 @@ fn usage(input: u64, output: u64, cache_read: u64) -> Response<Full<Bytes>> {
     )
 }
 
-fn with_headers(mut res: Response<Full<Bytes>>, headers: &[(&str, String)]) -> Response<Full<Bytes>> {
+fn with_headers(
+    mut res: Response<Full<Bytes>>,
+    headers: &[(&str, String)],
+) -> Response<Full<Bytes>> {
     for (name, value) in headers {
         res.headers_mut().insert(
             http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
@@ -259,7 +267,8 @@ fn assert_windows(calls: &[Seen], d: usize, limit: Limit) {
             units += u128::from(c);
             let w = (at - start).as_nanos();
             assert!(
-                units * per_ns <= u128::from(limit.burst()) * per_ns + u128::from(limit.amount()) * w,
+                units * per_ns
+                    <= u128::from(limit.burst()) * per_ns + u128::from(limit.amount()) * w,
                 "dimension {d}: {units} units in {w} ns exceed {limit:?}"
             );
         }
@@ -300,7 +309,10 @@ fn arrival() -> impl Strategy<Value = Arrival> {
 
 /// An optional limit per second with a burst at least `min_burst` (so every
 /// cost fits).
-fn opt_limit(amounts: std::ops::Range<u64>, min_burst: u64) -> impl Strategy<Value = Option<Limit>> {
+fn opt_limit(
+    amounts: std::ops::Range<u64>,
+    min_burst: u64,
+) -> impl Strategy<Value = Option<Limit>> {
     proptest::option::of((amounts, 0u64..3, 1u64..4)).prop_map(move |o| {
         o.map(|(amount, extra, secs)| {
             let burst = min_burst.max(amount / 2) + extra * min_burst;
@@ -375,7 +387,8 @@ proptest! {
 #[tokio::test(start_paused = true)]
 async fn clones_and_layer_calls_share_one_limiter() {
     start_clock();
-    let layer = RateLimitLayer::new(Limits::unlimited().requests(per(10, Duration::from_secs(60), 10)));
+    let layer =
+        RateLimitLayer::new(Limits::unlimited().requests(per(10, Duration::from_secs(60), 10)));
     let mock = Mock::exact();
     let services: Vec<_> = (0..4).map(|_| layer.layer(mock.service())).collect();
     let layer2 = layer.clone();
@@ -453,7 +466,9 @@ async fn cache_reads_do_not_count_toward_input_tokens() {
             ),
         )
     });
-    send(layer.layer(mock.service()), msg("k", "m", 700, 10)).await.unwrap();
+    send(layer.layer(mock.service()), msg("k", "m", 700, 10))
+        .await
+        .unwrap();
     let g = only_group(&layer);
     assert_eq!(g.available[I], Some(10_000 - 30));
     assert_eq!(g.available[O], Some(1_000 - 5));
@@ -474,7 +489,9 @@ async fn error_response_refunds_tokens_but_keeps_the_request() {
             ),
         )
     });
-    let status = send(layer.layer(mock.service()), msg("k", "m", 700, 500)).await.unwrap();
+    let status = send(layer.layer(mock.service()), msg("k", "m", 700, 500))
+        .await
+        .unwrap();
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     let g = only_group(&layer);
     assert_eq!(g.available, [Some(99), Some(10_000), Some(1_000)]);
@@ -505,14 +522,24 @@ async fn sse_usage_reconciles_and_truncated_streams_keep_the_output_estimate() {
     start_clock();
     let layer = tokens_layer();
     let complete = Mock::new(|_| (Duration::ZERO, sse(40, 100, true)));
-    let status = send(layer.layer(complete.service()), msg("k", "m", 10, 800)).await.unwrap();
+    let status = send(layer.layer(complete.service()), msg("k", "m", 10, 800))
+        .await
+        .unwrap();
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(only_group(&layer).available[I..], [Some(10_000 - 40), Some(1_000 - 100)]);
+    assert_eq!(
+        only_group(&layer).available[I..],
+        [Some(10_000 - 40), Some(1_000 - 100)]
+    );
 
     let layer = tokens_layer();
     let cut = Mock::new(|_| (Duration::ZERO, sse(40, 100, false)));
-    send(layer.layer(cut.service()), msg("k", "m", 10, 800)).await.unwrap();
-    assert_eq!(only_group(&layer).available[I..], [Some(10_000 - 40), Some(1_000 - 800)]);
+    send(layer.layer(cut.service()), msg("k", "m", 10, 800))
+        .await
+        .unwrap();
+    assert_eq!(
+        only_group(&layer).available[I..],
+        [Some(10_000 - 40), Some(1_000 - 800)]
+    );
 }
 
 /// An inner service that is never ready (a request admitted to it is never sent).
@@ -573,7 +600,10 @@ async fn dropped_after_sending_keeps_the_estimate() {
     }
     let g = only_group(&layer);
     assert_eq!(g.in_flight, 0);
-    assert_eq!(g.available, [Some(99), Some(10_000 - cost[I]), Some(1_000 - cost[O])]);
+    assert_eq!(
+        g.available,
+        [Some(99), Some(10_000 - cost[I]), Some(1_000 - cost[O])]
+    );
 
     // A response whose body is dropped unread: its usage is unknown.
     let quick = Mock::new(|_| (Duration::ZERO, usage(1, 1, 0)));
@@ -584,7 +614,11 @@ async fn dropped_after_sending_keeps_the_estimate() {
     let g = only_group(&layer);
     assert_eq!(
         g.available,
-        [Some(98), Some(10_000 - cost[I] - cost2[I]), Some(1_000 - cost[O] - cost2[O])]
+        [
+            Some(98),
+            Some(10_000 - cost[I] - cost2[I]),
+            Some(1_000 - cost[O] - cost2[O])
+        ]
     );
 }
 
@@ -610,14 +644,16 @@ fn plan() -> impl Strategy<Value = Plan> {
         0u8..3,
         proptest::option::of(0u64..3_000),
     )
-        .prop_map(|(at_ms, prompt, max_tokens, delay_ms, reply, abort_ms)| Plan {
-            at_ms,
-            prompt,
-            max_tokens,
-            delay_ms,
-            reply,
-            abort_ms,
-        })
+        .prop_map(
+            |(at_ms, prompt, max_tokens, delay_ms, reply, abort_ms)| Plan {
+                at_ms,
+                prompt,
+                max_tokens,
+                delay_ms,
+                reply,
+                abort_ms,
+            },
+        )
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -742,7 +778,9 @@ async fn waiters_are_admitted_by_priority_then_arrival() {
     let layer = RateLimitLayer::new(one_per_second());
     let mock = Mock::exact();
     let svc = layer.layer(mock.service());
-    send(svc.clone(), with_id(msg("k", "m", 1, 1), 0)).await.unwrap();
+    send(svc.clone(), with_id(msg("k", "m", 1, 1), 0))
+        .await
+        .unwrap();
     let order: [(u64, Option<Priority>, Option<&str>); 6] = [
         (1, Some(Priority::LOW), None),
         (2, None, None),
@@ -758,7 +796,8 @@ async fn waiters_are_admitted_by_priority_then_arrival() {
             req.extensions_mut().insert(p);
         }
         if let Some(h) = header {
-            req.headers_mut().insert("x-llm-priority", h.parse().unwrap());
+            req.headers_mut()
+                .insert("x-llm-priority", h.parse().unwrap());
         }
         tasks.push(tokio::spawn(send(svc.clone(), req)));
         tokio::task::yield_now().await;
@@ -786,7 +825,9 @@ async fn aging_lets_low_priority_overtake_later_high_priority() {
         .unwrap();
     let mock = Mock::exact();
     let svc = layer.layer(mock.service());
-    send(svc.clone(), with_id(msg("k", "m", 1, 1), 0)).await.unwrap();
+    send(svc.clone(), with_id(msg("k", "m", 1, 1), 0))
+        .await
+        .unwrap();
     let mut low = msg("k", "m", 1, 1);
     low.extensions_mut().insert(Priority::LOW);
     let low = tokio::spawn(send(svc.clone(), with_id(low, 1000)));
@@ -851,7 +892,9 @@ async fn overtaken_head_does_not_time_out_early() {
         .unwrap();
     let mock = Mock::exact();
     let svc = layer.layer(mock.service());
-    send(svc.clone(), with_id(msg("k", "m", 1, 1), 0)).await.unwrap();
+    send(svc.clone(), with_id(msg("k", "m", 1, 1), 0))
+        .await
+        .unwrap();
     let first = tokio::spawn(send(svc.clone(), with_id(msg("k", "m", 1, 1), 1)));
     sleep(Duration::from_millis(100)).await;
     let mut high = with_id(msg("k", "m", 1, 1), 2);
@@ -887,7 +930,10 @@ async fn queue_full_fails_on_first_poll() {
     let Poll::Ready(Err(e)) = poll_once(c.as_mut()) else {
         panic!("not refused at once");
     };
-    assert_eq!(e.downcast_ref::<QueueFull>(), Some(&QueueFull { max_len: 2 }));
+    assert_eq!(
+        e.downcast_ref::<QueueFull>(),
+        Some(&QueueFull { max_len: 2 })
+    );
     assert_eq!(Instant::now(), before);
     drop((a, b));
     assert_eq!(layer.queue().len(), 0);
@@ -907,7 +953,10 @@ async fn cost_above_burst_fails_at_once() {
     };
     assert!(e.is::<CostExceedsBurst>(), "{e}");
     let e = e.downcast_ref::<CostExceedsBurst>().unwrap();
-    assert_eq!((e.dimension, e.cost, e.burst), (Dimension::OutputTokens, 1_001, 1_000));
+    assert_eq!(
+        (e.dimension, e.cost, e.burst),
+        (Dimension::OutputTokens, 1_001, 1_000)
+    );
     assert!(mock.calls().is_empty());
     // Also when others are already waiting in the group.
     send(svc.clone(), msg("k", "m", 10, 1_000)).await.unwrap();
@@ -947,13 +996,45 @@ async fn max_wait_gives_queue_timeout_to_the_millisecond() {
     let e = r.unwrap_err();
     assert_eq!(
         e.downcast_ref::<QueueTimeout>(),
-        Some(&QueueTimeout { waited: Duration::from_millis(1_500) })
+        Some(&QueueTimeout {
+            waited: Duration::from_millis(1_500)
+        })
     );
     let (at, r) = behind.await.unwrap();
     assert_eq!(at - t0, Duration::from_millis(1_600));
     assert!(r.unwrap_err().is::<QueueTimeout>());
     assert_eq!(mock.calls().len(), 1);
     assert_eq!(layer.queue().len(), 0);
+}
+
+/// Guards the release of a queue place on completion: a request that gave
+/// up (`QueueTimeout`) leaves the queue when it completes, not only when its
+/// future is dropped, so it neither counts toward the bound nor blocks the
+/// waiters behind it.
+#[tokio::test(start_paused = true)]
+async fn a_request_that_gave_up_leaves_the_queue_at_once() {
+    let t0 = start_clock();
+    let layer = RateLimitLayer::builder()
+        .limits(Limits::unlimited().requests(per(1, SEC, 1)))
+        .build()
+        .unwrap();
+    let mock = Mock::exact();
+    let mut svc = layer.layer(mock.service());
+    send(svc.clone(), msg("k", "m", 1, 1)).await.unwrap();
+    let mut req = msg("k", "m", 1, 1);
+    req.extensions_mut().insert(Priority::HIGH);
+    req.extensions_mut()
+        .insert(Deadline::after(Duration::from_millis(300)));
+    let mut impatient = Box::pin(svc.call(req));
+    assert!(poll_once(impatient.as_mut()).is_pending());
+    let behind = tokio::spawn(send(svc.clone(), msg("k", "m", 1, 1)));
+    let r = std::future::poll_fn(|cx| impatient.as_mut().poll(cx)).await;
+    assert!(r.unwrap_err().is::<QueueTimeout>());
+    assert_eq!(Instant::now() - t0, Duration::from_millis(300));
+    assert_eq!(layer.queue().len(), 1, "only the one behind still waits");
+    behind.await.unwrap().unwrap();
+    assert_eq!(mock.times(), [Duration::ZERO, SEC]);
+    drop(impatient);
 }
 
 /// Guards fail-fast: a request whose wait would pass its `Deadline` gets
@@ -973,19 +1054,23 @@ async fn fail_fast_with_deadline() {
     sleep(Duration::from_secs(1)).await;
 
     let mut req = msg("k", "m", 1, 1);
-    req.extensions_mut().insert(Deadline::after(Duration::from_secs(2)));
+    req.extensions_mut()
+        .insert(Deadline::after(Duration::from_secs(2)));
     let mut fut = Box::pin(svc.call(req));
     let Poll::Ready(Err(e)) = poll_once(fut.as_mut()) else {
         panic!("not refused at once");
     };
     assert_eq!(
         e.downcast_ref::<RateLimited>(),
-        Some(&RateLimited { retry_after: Duration::from_secs(9) })
+        Some(&RateLimited {
+            retry_after: Duration::from_secs(9)
+        })
     );
     assert_eq!(layer.queue().len(), 0);
 
     let mut req = msg("k", "m", 1, 1);
-    req.extensions_mut().insert(Deadline::after(Duration::from_secs(9)));
+    req.extensions_mut()
+        .insert(Deadline::after(Duration::from_secs(9)));
     assert_eq!(send(svc.clone(), req).await.unwrap(), StatusCode::OK);
     assert_eq!(Instant::now() - t0, Duration::from_secs(10));
     assert_eq!(mock.times(), [Duration::ZERO, Duration::from_secs(10)]);
@@ -1015,15 +1100,24 @@ async fn retry_after_429_pauses_only_its_group_with_jitter() {
         (Duration::ZERO, res)
     });
     let svc = layer.layer(mock.service());
-    let status = send(svc.clone(), with_id(msg("A", "m1", 1, 1), 0)).await.unwrap();
+    let status = send(svc.clone(), with_id(msg("A", "m1", 1, 1), 0))
+        .await
+        .unwrap();
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     assert!(group(&layer, "A", "m1").cooldown.is_some());
     let mut tasks = Vec::new();
     for i in 1..=100 {
-        tasks.push(tokio::spawn(send(svc.clone(), with_id(msg("A", "m1", 1, 1), i))));
+        tasks.push(tokio::spawn(send(
+            svc.clone(),
+            with_id(msg("A", "m1", 1, 1), i),
+        )));
     }
-    send(svc.clone(), with_id(msg("B", "m1", 1, 1), 200)).await.unwrap();
-    send(svc.clone(), with_id(msg("A", "m2", 1, 1), 201)).await.unwrap();
+    send(svc.clone(), with_id(msg("B", "m1", 1, 1), 200))
+        .await
+        .unwrap();
+    send(svc.clone(), with_id(msg("A", "m2", 1, 1), 201))
+        .await
+        .unwrap();
     for t in tasks {
         t.await.unwrap().unwrap();
     }
@@ -1042,7 +1136,11 @@ async fn retry_after_429_pauses_only_its_group_with_jitter() {
     assert_eq!(herd.len(), 100);
     herd.sort();
     herd.dedup();
-    assert!(herd.len() >= 20, "the herd came back at {} instants: {herd:?}", herd.len());
+    assert!(
+        herd.len() >= 20,
+        "the herd came back at {} instants: {herd:?}",
+        herd.len()
+    );
 }
 
 // --------------------------------------------------------------- 9. learning
@@ -1050,7 +1148,10 @@ async fn retry_after_429_pauses_only_its_group_with_jitter() {
 fn anthropic_limits(requests: (u64, u64)) -> Vec<(&'static str, String)> {
     vec![
         ("anthropic-ratelimit-requests-limit", requests.0.to_string()),
-        ("anthropic-ratelimit-requests-remaining", requests.1.to_string()),
+        (
+            "anthropic-ratelimit-requests-remaining",
+            requests.1.to_string(),
+        ),
     ]
 }
 
@@ -1067,21 +1168,40 @@ async fn remaining_headers_tighten_but_never_loosen() {
         Mock::new(move |s| {
             let (limit, remaining) = answers.lock().unwrap().remove(0);
             let res = usage(s.cost[I], s.cost[O], 0);
-            (Duration::ZERO, with_headers(res, &anthropic_limits((limit, remaining))))
+            (
+                Duration::ZERO,
+                with_headers(res, &anthropic_limits((limit, remaining))),
+            )
         })
     };
     let svc = layer.layer(mock.service());
     send(svc.clone(), msg("k", "m", 1, 1)).await.unwrap();
     let g = only_group(&layer);
-    assert_eq!(g.available[R], Some(10), "lowered to what the server has left");
+    assert_eq!(
+        g.available[R],
+        Some(10),
+        "lowered to what the server has left"
+    );
     assert_eq!(g.server_remaining[R], Some(10));
     send(svc.clone(), msg("k", "m", 1, 1)).await.unwrap();
     let g = only_group(&layer);
-    assert_eq!(g.available[R], Some(9), "95 left on the server does not raise it");
-    assert_eq!(g.effective[R], Some(Limit::per_minute(100).unwrap()), "1,000 announced: kept 100");
+    assert_eq!(
+        g.available[R],
+        Some(9),
+        "95 left on the server does not raise it"
+    );
+    assert_eq!(
+        g.effective[R],
+        Some(Limit::per_minute(100).unwrap()),
+        "1,000 announced: kept 100"
+    );
     send(svc.clone(), msg("k", "m", 1, 1)).await.unwrap();
     let g = only_group(&layer);
-    assert_eq!(g.effective[R].unwrap().amount(), 50, "a lower announced limit is taken");
+    assert_eq!(
+        g.effective[R].unwrap().amount(),
+        50,
+        "a lower announced limit is taken"
+    );
     assert!(g.available[R].unwrap() <= 8);
 }
 
@@ -1111,7 +1231,11 @@ async fn auto_learning_probes_then_admits_by_learned_limits() {
     }
     let times = mock.times();
     assert_eq!(times[0], Duration::ZERO);
-    assert_eq!(&times[1..5], [Duration::from_millis(100); 4], "remaining 4 taught");
+    assert_eq!(
+        &times[1..5],
+        [Duration::from_millis(100); 4],
+        "remaining 4 taught"
+    );
     let calls = mock.calls();
     assert_windows(&calls, R, per(5, SEC, 5));
     // Then one per 200 ms (5 per learn_period), not one per 12 s.
@@ -1178,7 +1302,11 @@ async fn auto_learning_probe_is_alone_even_before_it_is_sent() {
         .map(|i| tokio::spawn(send(svc.clone(), with_id(msg("k", "m", 1, 1), i))))
         .collect();
     sleep(Duration::from_millis(120)).await;
-    assert_eq!(mock.times(), [Duration::from_millis(50)], "one probe at a time");
+    assert_eq!(
+        mock.times(),
+        [Duration::from_millis(50)],
+        "one probe at a time"
+    );
     for t in tasks {
         t.abort();
     }
@@ -1202,7 +1330,10 @@ async fn fail_fast_with_max_wait() {
     let Poll::Ready(Err(e)) = poll_once(fut.as_mut()) else {
         panic!("not refused at once");
     };
-    assert_eq!(e.downcast_ref::<RateLimited>(), Some(&RateLimited { retry_after: SEC }));
+    assert_eq!(
+        e.downcast_ref::<RateLimited>(),
+        Some(&RateLimited { retry_after: SEC })
+    );
     sleep(Duration::from_millis(600)).await;
     send(svc.clone(), msg("k", "m", 1, 1)).await.unwrap();
     assert_eq!(Instant::now() - t0, SEC);
@@ -1215,14 +1346,19 @@ async fn fail_fast_with_max_wait() {
 #[tokio::test(start_paused = true)]
 async fn groups_are_per_key_and_model() {
     start_clock();
-    let layer = RateLimitLayer::new(Limits::unlimited().requests(per(1, Duration::from_secs(60), 1)));
+    let layer =
+        RateLimitLayer::new(Limits::unlimited().requests(per(1, Duration::from_secs(60), 1)));
     let mock = Mock::exact();
     let svc = layer.layer(mock.service());
     for (key, model) in [("A", "m1"), ("A", "m2"), ("B", "m1")] {
         send(svc.clone(), msg(key, model, 1, 1)).await.unwrap();
     }
     assert_eq!(mock.times(), [Duration::ZERO; 3]);
-    let seen: Vec<_> = mock.calls().into_iter().map(|s| (s.key.unwrap(), s.model.unwrap())).collect();
+    let seen: Vec<_> = mock
+        .calls()
+        .into_iter()
+        .map(|s| (s.key.unwrap(), s.model.unwrap()))
+        .collect();
     assert_eq!(seen.len(), 3);
     assert_eq!(layer.stats().len(), 3);
     for (key, model) in [("A", "m1"), ("A", "m2"), ("B", "m1")] {
@@ -1240,8 +1376,14 @@ async fn model_limits_match_the_longest_prefix() {
     start_clock();
     let layer = RateLimitLayer::builder()
         .limits(Limits::per_minute(10, 1_000, 1_000).unwrap())
-        .model_limits("claude-haiku", Limits::per_minute(100, 1_000, 1_000).unwrap())
-        .model_limits("claude-haiku-4", Limits::per_minute(1_000, 1_000, 1_000).unwrap())
+        .model_limits(
+            "claude-haiku",
+            Limits::per_minute(100, 1_000, 1_000).unwrap(),
+        )
+        .model_limits(
+            "claude-haiku-4",
+            Limits::per_minute(1_000, 1_000, 1_000).unwrap(),
+        )
         .build()
         .unwrap();
     let mock = Mock::exact();
@@ -1269,7 +1411,9 @@ async fn idle_groups_are_evicted_with_ten_thousand_keys() {
     let mock = Mock::exact();
     let svc = layer.layer(mock.service());
     for i in 0..10_000 {
-        send(svc.clone(), msg(&format!("key-{i}"), "m", 1, 1)).await.unwrap();
+        send(svc.clone(), msg(&format!("key-{i}"), "m", 1, 1))
+            .await
+            .unwrap();
         sleep(MS).await;
         if i % 1_000 == 0 {
             assert!(layer.stats().len() <= 100);
@@ -1295,7 +1439,9 @@ async fn evicting_groups_never_hands_out_a_second_burst() {
     let svc = layer.layer(mock.service());
     // A is the least recently used group when B, C and D arrive.
     for key in ["A", "A", "B", "C", "D"] {
-        send(svc.clone(), with_id(msg(key, "m", 1, 1), 0)).await.unwrap();
+        send(svc.clone(), with_id(msg(key, "m", 1, 1), 0))
+            .await
+            .unwrap();
         sleep(Duration::from_millis(100)).await;
     }
     sleep(Duration::from_secs(5)).await;
@@ -1331,7 +1477,10 @@ async fn groups_held_by_pending_requests_are_not_evicted() {
     let mock = Mock::exact();
     let mut svc = layer.layer(mock.service());
     let first = svc.call(msg("A", "m", 1, 1));
-    let others: Vec<_> = ["B", "C", "D"].iter().map(|k| svc.call(msg(k, "m", 1, 1))).collect();
+    let others: Vec<_> = ["B", "C", "D"]
+        .iter()
+        .map(|k| svc.call(msg(k, "m", 1, 1)))
+        .collect();
     let second = svc.call(msg("A", "m", 1, 1));
     let first = tokio::spawn(first);
     let second = tokio::spawn(second);
@@ -1339,7 +1488,11 @@ async fn groups_held_by_pending_requests_are_not_evicted() {
         drop(o.await.unwrap());
     }
     sleep(Duration::from_secs(10)).await;
-    let a = mock.calls().iter().filter(|s| s.key.as_deref() == Some("A")).count();
+    let a = mock
+        .calls()
+        .iter()
+        .filter(|s| s.key.as_deref() == Some("A"))
+        .count();
     assert_eq!(a, 1, "two requests of a 1-per-minute key within 10 s");
     second.abort();
     let _ = first.await;

@@ -152,6 +152,7 @@ where
                             ready!(sleep.poll(cx));
                         }
                         this.state.set(State::Done);
+                        *this.waiter = None;
                         let fail_fast = this.shared.config.fail_fast;
                         let retry_at = this.shared.instant(this.shared.earliest(
                             this.group,
@@ -188,10 +189,12 @@ where
                         }
                         Attempt::Never(Denied::CostExceedsBurst(e)) => {
                             this.state.set(State::Done);
+                            *this.waiter = None;
                             return Poll::Ready(Err(e.into()));
                         }
                         Attempt::Never(e) => {
                             this.state.set(State::Done);
+                            *this.waiter = None;
                             return Poll::Ready(Err(e.into()));
                         }
                         Attempt::At { at, cooldown } => {
@@ -216,6 +219,7 @@ where
                             && this.shared.config.fail_fast
                         {
                             this.state.set(State::Done);
+                            *this.waiter = None;
                             return Poll::Ready(Err(give_up(true, *this.started, at)));
                         }
                         // A request paused by a cooldown takes its place as of
@@ -232,6 +236,7 @@ where
                             Ok(w) => *this.waiter = Some(w),
                             Err(full) => {
                                 this.state.set(State::Done);
+                                *this.waiter = None;
                                 return Poll::Ready(Err(full.into()));
                             }
                         }
@@ -245,6 +250,7 @@ where
                         && this.shared.config.fail_fast
                     {
                         this.state.set(State::Done);
+                        *this.waiter = None;
                         return Poll::Ready(Err(give_up(true, *this.started, at)));
                     }
                     let target = match (wake_at, *this.give_up_at) {
@@ -271,6 +277,7 @@ where
                         && wake_at.is_none_or(|at| at > limit)
                     {
                         this.state.set(State::Done);
+                        *this.waiter = None;
                         let retry_at = wake_at.unwrap_or(limit);
                         return Poll::Ready(Err(give_up(
                             this.shared.config.fail_fast,
@@ -282,6 +289,8 @@ where
                 StateProj::Ready => {
                     if let Err(e) = ready!(this.inner.poll_ready(cx)) {
                         this.state.set(State::Done);
+                        // Not sent: everything back now.
+                        drop(this.hold.take());
                         return Poll::Ready(Err(e.into()));
                     }
                     let Some(req) = this.req.take() else {
@@ -302,9 +311,12 @@ where
                     this.state.set(State::Done);
                     let res = match result {
                         Ok(res) => res,
-                        // The hold settles as "unknown" when dropped: the
-                        // request may have reached the provider.
-                        Err(e) => return Poll::Ready(Err(e.into())),
+                        // The hold settles as "unknown": the request may
+                        // have reached the provider.
+                        Err(e) => {
+                            drop(this.hold.take());
+                            return Poll::Ready(Err(e.into()));
+                        }
                     };
                     let Some(hold) = this.hold.take() else {
                         return Poll::Ready(Ok(ResponseBody::from_response(res)));
