@@ -666,7 +666,7 @@ proptest! {
     #![proptest_config(config())]
 
     /// Guards cancellation safety: whatever is dropped while waiting, while
-    /// in flight or with its body unread, the queue gives every place back
+    /// admitted but not yet sent, while in flight or with its body unread, the queue gives every place back
     /// and the buckets hold exactly what the provider may have counted.
     ///
     /// The buckets refill over ~10⁶ s, so within the test's few seconds
@@ -675,6 +675,7 @@ proptest! {
     fn cancellation_restores_capacity_and_queue_slots(
         plans in proptest::collection::vec(plan(), 1..24),
         bursts in (3u64..12, 500u64..3_000, 400u64..2_000),
+        ready_ms in 0u64..1_500,
     ) {
         paused_runtime().block_on(async move {
             let t0 = start_clock();
@@ -697,7 +698,13 @@ proptest! {
                     (Duration::from_millis(p.delay_ms), res)
                 })
             };
-            let svc = layer.layer(mock.service());
+            // The inner service is not ready before `ready_ms`: requests
+            // admitted before then hold a reservation without being sent.
+            let svc = layer.layer(ReadyAt {
+                inner: mock.service(),
+                ready_at: t0 + Duration::from_millis(ready_ms),
+                sleep: None,
+            });
             let progress = Arc::new(Mutex::new(vec![Progress::default(); plans.len()]));
             let mut tasks = Vec::new();
             for (i, p) in plans.iter().enumerate() {
