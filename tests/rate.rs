@@ -294,17 +294,32 @@ struct Arrival {
     prompt: usize,
     max_tokens: u64,
     report_usage: bool,
+    /// Which of three (key, model) groups.
+    group: usize,
+    priority: u8,
 }
 
+const GROUPS: [(&str, &str); 3] = [("k0", "m"), ("k1", "m"), ("k0", "m2")];
+
 fn arrival() -> impl Strategy<Value = Arrival> {
-    (0u64..3_000, 0usize..700, 1u64..400, any::<bool>()).prop_map(
-        |(at_ms, prompt, max_tokens, report_usage)| Arrival {
-            at_ms,
-            prompt,
-            max_tokens,
-            report_usage,
-        },
+    (
+        0u64..3_000,
+        0usize..700,
+        1u64..400,
+        any::<bool>(),
+        0usize..3,
+        any::<u8>(),
     )
+        .prop_map(
+            |(at_ms, prompt, max_tokens, report_usage, group, priority)| Arrival {
+                at_ms,
+                prompt,
+                max_tokens,
+                report_usage,
+                group,
+                priority,
+            },
+        )
 }
 
 /// An optional limit per second with a burst at least `min_burst` (so every
@@ -324,9 +339,9 @@ fn opt_limit(
 proptest! {
     #![proptest_config(config())]
 
-    /// Guards the headline promise: whatever the arrivals and limits, the
-    /// units that reach the provider in ANY window of length W stay within
-    /// rate × W + burst, in every dimension.
+    /// Guards the headline promise: whatever the arrivals, priorities and
+    /// limits, the units that reach the provider in ANY window of length W
+    /// stay within rate × W + burst, in every dimension of every group.
     #[test]
     fn admitted_units_never_exceed_rate_times_window_plus_burst(
         arrivals in proptest::collection::vec(arrival(), 1..40),
@@ -357,7 +372,9 @@ proptest! {
                 .iter()
                 .map(|a| {
                     let svc = svc.clone();
-                    let req = with_id(msg("k", "m", a.prompt, a.max_tokens), u64::from(a.report_usage));
+                    let (key, model) = GROUPS[a.group];
+                    let mut req = with_id(msg(key, model, a.prompt, a.max_tokens), u64::from(a.report_usage));
+                    req.headers_mut().insert("x-llm-priority", u16::from(a.priority).into());
                     let at = t0 + Duration::from_millis(a.at_ms);
                     tokio::spawn(async move {
                         sleep_until(at).await;
@@ -370,9 +387,16 @@ proptest! {
             }
             let calls = mock.calls();
             assert_eq!(calls.len(), arrivals.len());
-            for (d, lim) in limits.iter().enumerate() {
-                if let Some(lim) = lim {
-                    assert_windows(&calls, d, *lim);
+            for (key, model) in GROUPS {
+                let calls: Vec<Seen> = calls
+                    .iter()
+                    .filter(|s| s.key.as_deref() == Some(key) && s.model.as_deref() == Some(model))
+                    .cloned()
+                    .collect();
+                for (d, lim) in limits.iter().enumerate() {
+                    if let Some(lim) = lim {
+                        assert_windows(&calls, d, *lim);
+                    }
                 }
             }
         });
