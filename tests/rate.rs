@@ -1236,6 +1236,43 @@ async fn remaining_headers_tighten_but_never_loosen() {
     assert!(g.available[R].unwrap() <= 8);
 }
 
+/// Guards the other learning modes: `Off` ignores the rate-limit headers,
+/// `Auto` takes an announced limit up as well as down.
+#[tokio::test(start_paused = true)]
+async fn learning_off_ignores_headers_and_auto_also_raises() {
+    start_clock();
+    let configured = Limits::unlimited().requests(Limit::per_minute(100).unwrap());
+    let mock = Mock::new(|s| {
+        let res = usage(s.cost[I], s.cost[O], 0);
+        (
+            Duration::ZERO,
+            with_headers(res, &anthropic_limits((1_000, 3))),
+        )
+    });
+    for (learning, amount, available) in [
+        (Learning::Off, 100, 99),
+        (Learning::Tighten, 100, 3),
+        (Learning::Auto, 1_000, 3),
+    ] {
+        let layer = RateLimitLayer::builder()
+            .limits(configured)
+            .learning(learning)
+            .build()
+            .unwrap();
+        send(layer.layer(mock.service()), msg("k", "m", 1, 1))
+            .await
+            .unwrap();
+        let g = only_group(&layer);
+        assert_eq!(g.effective[R].unwrap().amount(), amount, "{learning:?}");
+        assert_eq!(g.available[R], Some(available), "{learning:?}");
+        assert_eq!(
+            g.learned[R].map(|l| l.amount()),
+            Some(1_000),
+            "{learning:?}"
+        );
+    }
+}
+
 /// Guards `Learning::Auto` without configured limits: one request at a time
 /// until the first response teaches the limits (`…-limit` per
 /// `learn_period`), then admission by the learned limits.

@@ -87,7 +87,7 @@ pub(crate) enum Attempt {
     /// Try again at `at` (ns since base); `cooldown` when a 429 gate, not
     /// the bucket, holds it.
     At { at: u64, cooldown: bool },
-    /// Wait until woken (auto mode's first request is in flight).
+    /// Wait until woken (auto mode's first request holds its reservation).
     Parked,
     /// The request's own cooldown gate (the group's cooldown plus its
     /// jitter) has not passed: try again then. Made by the future, not by
