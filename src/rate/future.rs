@@ -219,7 +219,6 @@ where
                             && this.shared.config.fail_fast
                         {
                             this.state.set(State::Done);
-                            *this.waiter = None;
                             return Poll::Ready(Err(give_up(true, *this.started, at)));
                         }
                         // A request paused by a cooldown takes its place as of
@@ -236,7 +235,6 @@ where
                             Ok(w) => *this.waiter = Some(w),
                             Err(full) => {
                                 this.state.set(State::Done);
-                                *this.waiter = None;
                                 return Poll::Ready(Err(full.into()));
                             }
                         }
