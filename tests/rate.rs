@@ -1550,17 +1550,15 @@ async fn groups_held_by_pending_requests_are_not_evicted() {
         .unwrap();
     let mock = Mock::exact();
     let mut svc = layer.layer(mock.service());
+    // A's group is taken (the least recently used one), not yet polled.
     let first = svc.call(msg("A", "m", 1, 1));
-    let others: Vec<_> = ["B", "C", "D"]
-        .iter()
-        .map(|k| svc.call(msg(k, "m", 1, 1)))
-        .collect();
+    for key in ["B", "C", "D"] {
+        sleep(MS).await;
+        send(svc.clone(), msg(key, "m", 1, 1)).await.unwrap();
+    }
     let second = svc.call(msg("A", "m", 1, 1));
     let first = tokio::spawn(first);
     let second = tokio::spawn(second);
-    for o in others {
-        drop(o.await.unwrap());
-    }
     sleep(Duration::from_secs(10)).await;
     let a = mock
         .calls()
