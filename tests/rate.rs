@@ -1180,6 +1180,56 @@ async fn retry_after_429_pauses_only_its_group_with_jitter() {
     );
 }
 
+/// Guards the cooldown bounds: a 429 without advice pauses the group for
+/// the default cooldown; a `retry-after` beyond the maximum is capped.
+#[tokio::test(start_paused = true)]
+async fn cooldown_defaults_and_cap() {
+    start_clock();
+    let layer = RateLimitLayer::builder()
+        .cooldown(Duration::from_millis(700), Duration::from_secs(5))
+        .cooldown_jitter(Duration::ZERO)
+        .build()
+        .unwrap();
+    let mock = Mock::new(|s| {
+        let res = match s.id {
+            Some(0) => json(StatusCode::TOO_MANY_REQUESTS, "{}".into()),
+            Some(1) => too_many("3600"),
+            _ => usage(s.cost[I], s.cost[O], 0),
+        };
+        (Duration::ZERO, res)
+    });
+    let svc = layer.layer(mock.service());
+    send(svc.clone(), with_id(msg("A", "m", 1, 1), 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        group(&layer, "A", "m").cooldown,
+        Some(Duration::from_millis(700))
+    );
+    send(svc.clone(), with_id(msg("B", "m", 1, 1), 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        group(&layer, "B", "m").cooldown,
+        Some(Duration::from_secs(5))
+    );
+    send(svc.clone(), with_id(msg("A", "m", 1, 1), 2))
+        .await
+        .unwrap();
+    send(svc.clone(), with_id(msg("B", "m", 1, 1), 3))
+        .await
+        .unwrap();
+    assert_eq!(
+        mock.times(),
+        [
+            Duration::ZERO,
+            Duration::ZERO,
+            Duration::from_millis(700),
+            Duration::from_secs(5)
+        ]
+    );
+}
+
 // --------------------------------------------------------------- 9. learning
 
 fn anthropic_limits(requests: (u64, u64)) -> Vec<(&'static str, String)> {
@@ -1585,6 +1635,24 @@ async fn requests_without_metadata_count_as_requests_only() {
     let g = only_group(&layer);
     assert_eq!(g.model, None);
     assert_eq!(g.available, [Some(99), Some(10_000), Some(1_000)]);
+
+    // A body the layer cannot read (not a ReplayBody, no metadata attached).
+    let layer = tokens_layer();
+    let plain =
+        service_fn(|_req: Request<String>| async { Ok::<_, Infallible>(usage(1_000, 1_000, 0)) });
+    let req = Request::post("https://api.anthropic.com/v1/messages")
+        .header("x-api-key", "k")
+        .body(String::from(
+            r#"{"model":"m","max_tokens":900,"messages":[]}"#,
+        ))
+        .unwrap();
+    let res = layer.layer(plain).oneshot(req).await.unwrap();
+    res.into_body().collect().await.unwrap();
+    let g = only_group(&layer);
+    assert_eq!(g.model, None);
+    // Admitted on its request count alone; the usage it reported is still
+    // what it used, so it is charged for the requests that follow.
+    assert_eq!(g.available, [Some(99), Some(9_000), Some(0)]);
 }
 
 // ------------------------------------------------------------ 11. thresholds
