@@ -1691,6 +1691,49 @@ async fn threshold_fires_once_per_upward_crossing() {
     assert_eq!(count(), 2, "second crossing");
 }
 
+/// Guards threshold crossings that do not come from an admission: a charge
+/// for under-estimated input tokens, or the server's `remaining` tightening
+/// the bucket, is reported when it happens, not at the next admission.
+#[tokio::test(start_paused = true)]
+async fn threshold_fires_on_charges_and_learned_remaining() {
+    start_clock();
+    let events: Arc<Mutex<Vec<ThresholdEvent>>> = Arc::default();
+    let layer = {
+        let events = Arc::clone(&events);
+        RateLimitLayer::builder()
+            .limits(Limits::per_minute(100, 10_000, 10_000).unwrap())
+            .on_threshold(0.75, move |e| events.lock().unwrap().push(e.clone()))
+            .build()
+            .unwrap()
+    };
+    let mock = Mock::new(|s| {
+        let res = match s.id {
+            // Used 8,000 input tokens: far above the estimate.
+            Some(0) => usage(8_000, 1, 0),
+            // The server has 10 requests left.
+            _ => with_headers(usage(s.cost[I], s.cost[O], 0), &anthropic_limits((100, 10))),
+        };
+        (Duration::ZERO, res)
+    });
+    let svc = layer.layer(mock.service());
+    send(svc.clone(), with_id(msg("k", "m", 1, 1), 0))
+        .await
+        .unwrap();
+    let dims = |events: &Arc<Mutex<Vec<ThresholdEvent>>>| {
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.dimension)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(dims(&events), [Dimension::InputTokens]);
+    send(svc.clone(), with_id(msg("k", "m", 1, 1), 1))
+        .await
+        .unwrap();
+    assert_eq!(dims(&events), [Dimension::InputTokens, Dimension::Requests]);
+}
+
 // ---------------------------------------------------------- 12. bad config
 
 /// Guards configuration validation: zero and absurd limits and settings fail

@@ -310,7 +310,7 @@ impl Shared {
     pub(crate) fn settle(&self, group: &Group, ticket: &Ticket, outcome: Settle) {
         let now = self.now();
         let mut refunded = false;
-        {
+        let events = {
             let mut s = lock(&group.state);
             s.in_flight = s.in_flight.saturating_sub(1);
             s.holds = s.holds.saturating_sub(1);
@@ -336,7 +336,10 @@ impl Shared {
                 }
                 Settle::Unknown => {}
             }
-        }
+            // A charge can cross a threshold as well as an admission can.
+            self.check_thresholds(group, &mut s, now)
+        };
+        self.fire(events);
         // A refund or a finished probe may let the head of the queue in.
         if refunded || lock(&group.state).probing {
             self.queue.wake_head(group.id);
@@ -385,7 +388,10 @@ impl Shared {
             let until = now.saturating_add(nanos(wait));
             s.cooldown_until = s.cooldown_until.max(until);
         }
+        // The server's `remaining` or a lower limit can cross a threshold.
+        let events = self.check_thresholds(group, &mut s, now);
         drop(s);
+        self.fire(events);
         // The end of a probe, a lower limit or a cooldown: the head of the
         // queue re-decides.
         self.queue.wake_head(group.id);
