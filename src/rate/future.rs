@@ -32,6 +32,7 @@ pin_project! {
         started: Instant,
         give_up_at: Option<Instant>,
         jitter: Option<Duration>,
+        gate: Option<Instant>,
         waiter: Option<Waiter>,
         hold: Option<Hold>,
         req: Option<Request<B>>,
@@ -88,6 +89,7 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
             started,
             give_up_at,
             jitter: None,
+            gate: None,
             waiter: None,
             hold: None,
             req: Some(req),
@@ -135,13 +137,22 @@ where
                         let Some(at) = *this.give_up_at else {
                             return Poll::Pending;
                         };
-                        if this.sleep.is_none() {
-                            this.sleep.set(Some(sleep_until(at)));
+                        // The timer may still be set for the bucket time of
+                        // a turn this waiter lost to a newcomer: wait for the
+                        // give-up time, not for that.
+                        match this.sleep.as_mut().as_pin_mut() {
+                            Some(sleep) => {
+                                if sleep.deadline() != at {
+                                    sleep.reset(at);
+                                }
+                            }
+                            None => this.sleep.set(Some(sleep_until(at))),
                         }
                         if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
                             ready!(sleep.poll(cx));
                         }
                         this.state.set(State::Done);
+                        *this.waiter = None;
                         let fail_fast = this.shared.config.fail_fast;
                         let retry_at = this.shared.instant(this.shared.earliest(
                             this.group,
@@ -151,7 +162,18 @@ where
                         return Poll::Ready(Err(give_up(fail_fast, *this.started, retry_at)));
                     }
                     let now = this.shared.now();
-                    let wake_at = match this.shared.attempt(this.group, *this.cost, now) {
+                    // A newcomer does not overtake the group's waiters.
+                    let behind_others =
+                        this.waiter.is_none() && this.shared.queue.len_of(this.group.id) > 0;
+                    let gate = this.gate.filter(|g| *g > Instant::now());
+                    let attempt = match gate {
+                        // Paused by a cooldown: not before its own gate.
+                        Some(gate) => Attempt::Gated(gate),
+                        None => this
+                            .shared
+                            .attempt(this.group, *this.cost, now, behind_others),
+                    };
+                    let wake_at = match attempt {
                         Attempt::Admitted(ticket) => {
                             // Leaving the queue wakes the next in line.
                             *this.waiter = None;
@@ -167,6 +189,7 @@ where
                         }
                         Attempt::Never(Denied::CostExceedsBurst(e)) => {
                             this.state.set(State::Done);
+                            *this.waiter = None;
                             return Poll::Ready(Err(RequestTooLarge {
                                 dimension: e.dimension.name(),
                                 cost: e.cost,
@@ -176,18 +199,23 @@ where
                         }
                         Attempt::Never(e) => {
                             this.state.set(State::Done);
+                            *this.waiter = None;
                             return Poll::Ready(Err(e.into()));
                         }
                         Attempt::At { at, cooldown } => {
                             let mut at = this.shared.instant(at);
                             if cooldown {
                                 // Positive-only jitter, drawn once per request,
-                                // so a paused herd does not return in lockstep.
+                                // so a paused herd does not return in lockstep:
+                                // the request's own gate, which it keeps even
+                                // once the group's cooldown is over.
                                 let max = this.shared.config.cooldown_jitter;
                                 at += *this.jitter.get_or_insert_with(|| this.shared.jitter(max));
+                                *this.gate = Some(at);
                             }
                             Some(at)
                         }
+                        Attempt::Gated(gate) => Some(gate),
                         Attempt::Parked => None,
                     };
                     if this.waiter.is_none() {
@@ -198,11 +226,17 @@ where
                             this.state.set(State::Done);
                             return Poll::Ready(Err(give_up(true, *this.started, at)));
                         }
-                        match this.shared.queue.try_enqueue(
-                            this.group.id,
-                            *this.priority,
-                            Instant::now(),
-                        ) {
+                        // A request paused by a cooldown takes its place as of
+                        // its gate: the herd is served in the order of the
+                        // gates, so each one's jitter holds (a FIFO place
+                        // would let the first gate release everyone).
+                        let now = Instant::now();
+                        let place_at = this.gate.filter(|g| *g > now).unwrap_or(now);
+                        match this
+                            .shared
+                            .queue
+                            .try_enqueue(this.group.id, *this.priority, place_at)
+                        {
                             Ok(w) => *this.waiter = Some(w),
                             Err(full) => {
                                 this.state.set(State::Done);
@@ -219,6 +253,7 @@ where
                         && this.shared.config.fail_fast
                     {
                         this.state.set(State::Done);
+                        *this.waiter = None;
                         return Poll::Ready(Err(give_up(true, *this.started, at)));
                     }
                     let target = match (wake_at, *this.give_up_at) {
@@ -245,6 +280,7 @@ where
                         && wake_at.is_none_or(|at| at > limit)
                     {
                         this.state.set(State::Done);
+                        *this.waiter = None;
                         let retry_at = wake_at.unwrap_or(limit);
                         return Poll::Ready(Err(give_up(
                             this.shared.config.fail_fast,
@@ -256,6 +292,8 @@ where
                 StateProj::Ready => {
                     if let Err(e) = ready!(this.inner.poll_ready(cx)) {
                         this.state.set(State::Done);
+                        // Not sent: everything back now.
+                        drop(this.hold.take());
                         return Poll::Ready(Err(e.into()));
                     }
                     let Some(req) = this.req.take() else {
@@ -276,9 +314,12 @@ where
                     this.state.set(State::Done);
                     let res = match result {
                         Ok(res) => res,
-                        // The hold settles as "unknown" when dropped: the
-                        // request may have reached the provider.
-                        Err(e) => return Poll::Ready(Err(e.into())),
+                        // The hold settles as "unknown": the request may
+                        // have reached the provider.
+                        Err(e) => {
+                            drop(this.hold.take());
+                            return Poll::Ready(Err(e.into()));
+                        }
                     };
                     let Some(hold) = this.hold.take() else {
                         return Poll::Ready(Ok(ResponseBody::from_response(res)));

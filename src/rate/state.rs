@@ -87,8 +87,12 @@ pub(crate) enum Attempt {
     /// Try again at `at` (ns since base); `cooldown` when a 429 gate, not
     /// the bucket, holds it.
     At { at: u64, cooldown: bool },
-    /// Wait until woken (auto mode's first request is in flight).
+    /// Wait until woken (auto mode's first request holds its reservation).
     Parked,
+    /// The request's own cooldown gate (the group's cooldown plus its
+    /// jitter) has not passed: try again then. Made by the future, not by
+    /// [`Shared::attempt`].
+    Gated(Instant),
     /// Can never be admitted.
     Never(Denied),
 }
@@ -180,7 +184,16 @@ impl Shared {
         let mut candidates: Vec<(u64, GroupKey)> = Vec::new();
         groups.retain(|key, group| {
             let s = lock(&group.state);
-            let quiet = s.holds == 0 && self.queue.len_of(group.id) == 0;
+            // A group whose bucket is not full again must stay: a new one
+            // would start full and hand the key a second burst.
+            let refilled = Dimension::ALL
+                .iter()
+                .all(|d| s.gcra.time_until_full(*d, now).is_zero());
+            // Only the map holds it: no request future (waiting, not yet
+            // polled, or holding a reservation) uses it, so none would go on
+            // using a bucket a new group of the same key no longer sees.
+            let unused = Arc::strong_count(group) == 1;
+            let quiet = unused && s.holds == 0 && self.queue.len_of(group.id) == 0 && refilled;
             if quiet && now.saturating_sub(s.last_used) >= idle && s.cooldown_until <= now {
                 return false;
             }
@@ -199,7 +212,19 @@ impl Shared {
     }
 
     /// Tries to reserve `cost` in `group` now.
-    pub(crate) fn attempt(&self, group: &Group, cost: [u64; DIMENSIONS], now: u64) -> Attempt {
+    ///
+    /// `behind_others`: the request has no place in the queue yet and
+    /// others of the group are waiting. It must then queue behind them even
+    /// if its cost would fit now (else a stream of cheap newcomers takes the
+    /// tokens a large head waits for, and starves it): the answer is what it
+    /// would be, but nothing is reserved and a fit is reported as `At(now)`.
+    pub(crate) fn attempt(
+        &self,
+        group: &Group,
+        cost: [u64; DIMENSIONS],
+        now: u64,
+        behind_others: bool,
+    ) -> Attempt {
         let mut s = lock(&group.state);
         s.last_used = now;
         if s.cooldown_until > now {
@@ -208,8 +233,23 @@ impl Shared {
                 cooldown: true,
             };
         }
-        if s.probing && s.in_flight > 0 {
+        // One probe at a time counts a probe admitted but not yet sent
+        // (its inner service not ready): `holds`, not `in_flight`.
+        if s.probing && s.holds > 0 {
             return Attempt::Parked;
+        }
+        if behind_others {
+            return match s.gcra.check(cost, now) {
+                Ok(()) => Attempt::At {
+                    at: now,
+                    cooldown: false,
+                },
+                Err(Denied::Until { at, .. }) => Attempt::At {
+                    at,
+                    cooldown: false,
+                },
+                Err(never) => Attempt::Never(never),
+            };
         }
         match s.gcra.reserve(cost, now) {
             Ok(()) => {
@@ -270,7 +310,7 @@ impl Shared {
     pub(crate) fn settle(&self, group: &Group, ticket: &Ticket, outcome: Settle) {
         let now = self.now();
         let mut refunded = false;
-        {
+        let events = {
             let mut s = lock(&group.state);
             s.in_flight = s.in_flight.saturating_sub(1);
             s.holds = s.holds.saturating_sub(1);
@@ -296,7 +336,10 @@ impl Shared {
                 }
                 Settle::Unknown => {}
             }
-        }
+            // A charge can cross a threshold as well as an admission can.
+            self.check_thresholds(group, &mut s, now)
+        };
+        self.fire(events);
         // A refund or a finished probe may let the head of the queue in.
         if refunded || lock(&group.state).probing {
             self.queue.wake_head(group.id);
@@ -345,7 +388,10 @@ impl Shared {
             let until = now.saturating_add(nanos(wait));
             s.cooldown_until = s.cooldown_until.max(until);
         }
+        // The server's `remaining` or a lower limit can cross a threshold.
+        let events = self.check_thresholds(group, &mut s, now);
         drop(s);
+        self.fire(events);
         // The end of a probe, a lower limit or a cooldown: the head of the
         // queue re-decides.
         self.queue.wake_head(group.id);
