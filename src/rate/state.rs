@@ -317,12 +317,17 @@ impl Shared {
             let [_, input, output] = ticket.cost;
             match outcome {
                 Settle::Usage { usage, complete } => {
-                    refunded |= s.correct(
-                        Dimension::InputTokens,
-                        input,
-                        usage.rate_limited_input_tokens(),
-                        now,
-                    );
+                    // Every real request reads some input: a zero means the
+                    // usage named only output tokens, and the estimate stands.
+                    let actual = usage.total_input_tokens();
+                    if actual > 0 {
+                        refunded |= s.correct(
+                            Dimension::InputTokens,
+                            input,
+                            usage.rate_limited_input_tokens(),
+                            now,
+                        );
+                    }
                     if complete {
                         refunded |=
                             s.correct(Dimension::OutputTokens, output, usage.output_tokens, now);
