@@ -39,12 +39,18 @@
 #[cfg_attr(docsrs, doc(cfg(feature = "hyper-client")))]
 pub mod client;
 pub mod error;
+#[cfg(feature = "fallback")]
+#[cfg_attr(docsrs, doc(cfg(feature = "fallback")))]
 pub mod fallback;
 pub mod provider;
 pub mod queue;
+#[cfg(feature = "rate")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rate")))]
 pub mod rate;
 pub mod request;
 pub mod response;
+#[cfg(feature = "retry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
 pub mod retry;
 #[cfg(feature = "sim")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sim")))]
