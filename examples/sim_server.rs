@@ -26,6 +26,7 @@ OPTIONS:
   --model-limits M=R,I,O   per-model limits (repeatable)
   --time-scale F           60 = a provider minute lasts one real second (default 1)
   --seed N                 PRNG seed (default 0)
+  --fault-429 P            injected 429 rate (retry-after one provider second)
   --fault-529 P            overloaded rate (Anthropic 529, OpenAI 503)
   --fault-500 P            500 rate
   --fault-503 P            503 rate
@@ -75,6 +76,7 @@ fn config_from_args() -> Result<Option<SimConfig>, String> {
             }
             "--time-scale" => config = config.with_time_scale(parse(&flag, args.next())?),
             "--seed" => config = config.with_seed(parse(&flag, args.next())?),
+            "--fault-429" => faults.rate_limited = parse(&flag, args.next())?,
             "--fault-529" => faults.overloaded = parse(&flag, args.next())?,
             "--fault-500" => faults.server_error = parse(&flag, args.next())?,
             "--fault-503" => faults.service_unavailable = parse(&flag, args.next())?,

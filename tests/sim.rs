@@ -965,3 +965,33 @@ async fn client_abandoning_a_stream_refunds_the_unused_reservation() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn injected_rate_limits_carry_retry_after_and_consume_no_quota() {
+    let sim = Simulator::start(
+        SimConfig::new()
+            .with_limits(Limits::new(100, 1_000_000, 1_000_000))
+            .with_time_scale(60.0)
+            .with_faults(Faults::none().with_rate_limited(1.0))
+            .with_seed(4),
+    )
+    .await
+    .unwrap();
+    let c = client();
+    for path in [ANTHROPIC, OPENAI] {
+        let body = if path == ANTHROPIC {
+            anthropic_req("m", 10, "hi")
+        } else {
+            openai_req("m", 10, "hi")
+        };
+        let r = post(&c, &sim, path, &body).await;
+        assert_eq!(r.status, 429, "{}", r.text());
+        // One provider second at scale 60: about 17 ms.
+        let ms: f64 = r.header("retry-after-ms").parse().unwrap();
+        assert!((10.0..=20.0).contains(&ms), "{ms}");
+        assert_eq!(r.header("retry-after"), "1");
+    }
+    let counters = sim.counters();
+    assert_eq!(counters.injected_rate_limits, 2);
+    assert_eq!(counters.admitted_totals().0, 0, "no quota consumed");
+}

@@ -64,14 +64,17 @@ impl Default for Limits {
 /// from the seeded PRNG (so a given seed and request order always injects the
 /// same faults).
 ///
-/// Request-level faults (`overloaded`, `server_error`, `service_unavailable`,
-/// `drop_connection`) are mutually exclusive and must sum to at most 1; they
+/// Request-level faults (`rate_limited`, `overloaded`, `server_error`,
+/// `service_unavailable`, `drop_connection`) are mutually exclusive and must sum to at most 1; they
 /// are decided after authentication and validation and before the rate
 /// limiter, and consume no quota. Stream faults (`mid_stream_error`,
 /// `truncate_stream`) apply to admitted streaming requests and must also sum
 /// to at most 1.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Faults {
+    /// A 429 `rate_limit_error` with `retry-after` of one provider second
+    /// (scaled), as if another client had used the quota; consumes none.
+    pub rate_limited: f64,
     /// Anthropic: 529 `overloaded_error`; OpenAI: 503 "The server is overloaded".
     pub overloaded: f64,
     /// 500 `api_error` / OpenAI `server_error`.
@@ -96,6 +99,7 @@ impl Faults {
     #[must_use]
     pub const fn none() -> Self {
         Self {
+            rate_limited: 0.0,
             overloaded: 0.0,
             server_error: 0.0,
             service_unavailable: 0.0,
@@ -103,6 +107,13 @@ impl Faults {
             mid_stream_error: 0.0,
             truncate_stream: 0.0,
         }
+    }
+
+    /// Sets the injected 429 rate.
+    #[must_use]
+    pub const fn with_rate_limited(mut self, rate: f64) -> Self {
+        self.rate_limited = rate;
+        self
     }
 
     /// Sets the overloaded (529 / OpenAI 503) rate.
@@ -149,6 +160,7 @@ impl Faults {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let all = [
+            ("rate_limited", self.rate_limited),
             ("overloaded", self.overloaded),
             ("server_error", self.server_error),
             ("service_unavailable", self.service_unavailable),
@@ -161,8 +173,11 @@ impl Faults {
                 return Err(ConfigError::InvalidRate { name, value });
             }
         }
-        let request =
-            self.overloaded + self.server_error + self.service_unavailable + self.drop_connection;
+        let request = self.rate_limited
+            + self.overloaded
+            + self.server_error
+            + self.service_unavailable
+            + self.drop_connection;
         if request > 1.0 + 1e-9 {
             return Err(ConfigError::InvalidRate {
                 name: "request faults (sum)",

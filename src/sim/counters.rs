@@ -43,6 +43,8 @@ pub struct CountersSnapshot {
     pub statuses: BTreeMap<u16, u64>,
     /// Connections closed without a response (drop fault).
     pub dropped: u64,
+    /// 429s injected by the `rate_limited` fault (included in `statuses`).
+    pub injected_rate_limits: u64,
     /// Streams that ended in a mid-stream error event.
     pub mid_stream_errors: u64,
     /// Streams ended without their terminal event.
@@ -147,6 +149,7 @@ impl Windows {
 pub(crate) struct Counters {
     received: AtomicU64,
     dropped: AtomicU64,
+    injected_rate_limits: AtomicU64,
     mid_stream_errors: AtomicU64,
     truncated_streams: AtomicU64,
     in_flight: AtomicU64,
@@ -164,6 +167,7 @@ impl Counters {
         Self {
             received: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            injected_rate_limits: AtomicU64::new(0),
             mid_stream_errors: AtomicU64::new(0),
             truncated_streams: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
@@ -194,6 +198,10 @@ impl Counters {
 
     pub(crate) fn dropped(&self) {
         self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn injected_rate_limit(&self) {
+        self.injected_rate_limits.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn mid_stream_error(&self) {
@@ -230,6 +238,7 @@ impl Counters {
             received: self.received.load(Ordering::Relaxed),
             statuses: lock(&self.statuses).clone(),
             dropped: self.dropped.load(Ordering::Relaxed),
+            injected_rate_limits: self.injected_rate_limits.load(Ordering::Relaxed),
             mid_stream_errors: self.mid_stream_errors.load(Ordering::Relaxed),
             truncated_streams: self.truncated_streams.load(Ordering::Relaxed),
             in_flight: self.in_flight.load(Ordering::SeqCst),

@@ -300,7 +300,29 @@ async fn process(
         (f.service_unavailable, Some(SimError::Unavailable)),
         (f.drop_connection, None),
     ];
-    let mut edge = 0.0;
+    if u < f.rate_limited {
+        sleep(config.request_latency).await;
+        let snap = shared
+            .buckets()
+            .snapshot(key, &parsed.model, limits, Instant::now());
+        let cost = Cost {
+            input: parsed.input_tokens,
+            output: parsed.max_tokens.min(limits.output_tokens_per_minute),
+        };
+        let wait = Duration::from_secs_f64(1.0 / config.time_scale());
+        let err = limited_error(
+            api,
+            &parsed,
+            limits,
+            &snap,
+            cost,
+            Dimension::Requests,
+            Some(wait),
+        );
+        shared.counters.injected_rate_limit();
+        return error_response(api, config, request_id, &err, Some(&snap));
+    }
+    let mut edge = f.rate_limited;
     let mut fault = None;
     for (rate, err) in table {
         edge += rate;
