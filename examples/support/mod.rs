@@ -144,3 +144,35 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[idx.min(sorted.len() - 1)]
 }
+
+/// The physical limit of a quota for a workload: no client can finish
+/// sooner than the slowest dimension takes to admit the whole workload
+/// beyond the initial burst. Requests and input tokens are known in advance
+/// (the simulator's counting rule); output tokens are what the simulator
+/// generated, scaled to every request when a client finished fewer.
+pub fn lower_bound(
+    quota: tower_llm_resilience::sim::Limits,
+    scale: f64,
+    bodies: &[Bytes],
+    admitted: (u64, u64, u64),
+) -> f64 {
+    let n = bodies.len() as f64;
+    let input: u64 = bodies
+        .iter()
+        .filter_map(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+        .map(|v| tower_llm_resilience::sim::count_input_tokens(&v))
+        .sum();
+    let output = if admitted.0 == 0 {
+        0.0
+    } else {
+        admitted.2 as f64 * n / admitted.0 as f64
+    };
+    let rate = |per_minute: u64| per_minute as f64 * scale / 60.0;
+    [
+        (n - quota.requests_per_minute as f64) / rate(quota.requests_per_minute),
+        (input as f64 - quota.input_tokens_per_minute as f64) / rate(quota.input_tokens_per_minute),
+        (output - quota.output_tokens_per_minute as f64) / rate(quota.output_tokens_per_minute),
+    ]
+    .into_iter()
+    .fold(0.0f64, f64::max)
+}
