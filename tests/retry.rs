@@ -1056,15 +1056,17 @@ async fn simulator_received_equals_attempts_accounted() {
 
     let sim = Simulator::start(
         SimConfig::new()
-            // 120 RPM at scale 60: a burst of 120, then 2 per real ms… per
-            // second scaled: 120 per real second.
-            .with_limits(Limits::new(120, 10_000_000, 10_000_000))
+            // At time scale 60 a provider minute is a real second: a burst
+            // of 130 requests, then 130 per real second — tight enough that
+            // about a third of all attempts are 429s.
+            .with_limits(Limits::new(130, 10_000_000, 10_000_000))
             .with_time_scale(60.0)
             .with_output_tokens(5, 20)
             .with_faults(
                 Faults::none()
                     .with_overloaded(0.05)
-                    .with_service_unavailable(0.05),
+                    .with_service_unavailable(0.05)
+                    .with_mid_stream_error(0.05),
             )
             .with_seed(7),
     )
@@ -1088,7 +1090,8 @@ async fn simulator_received_equals_attempts_accounted() {
                 .header("anthropic-version", "2023-06-01")
                 .header("content-type", "application/json")
                 .body(ReplayBody::from(format!(
-                    r#"{{"model":"claude-sonnet-4-5","max_tokens":32,"messages":[{{"role":"user","content":"request {i}"}}]}}"#
+                    r#"{{"model":"claude-sonnet-4-5","max_tokens":32,"stream":{},"messages":[{{"role":"user","content":"request {i}"}}]}}"#,
+                    i % 2 == 0
                 )))
                 .expect("request");
             let res = svc.oneshot(r).await.expect("a response, not an error");
@@ -1118,10 +1121,11 @@ async fn simulator_received_equals_attempts_accounted() {
     );
     assert!(c.rate_limited() > 0, "the RPM limit produced 429s: {:?}", c.statuses);
     assert!(retried > 0);
+    assert!(c.overloaded() > 0 && c.status(503) > 0, "{:?}", c.statuses);
     let share_429 = c.rate_limited() as f64 / c.received as f64;
     eprintln!(
-        "sim: received {}, statuses {:?}, 429 share {share_429:.2}; final statuses {statuses:?}",
-        c.received, c.statuses
+        "sim: received {}, statuses {:?}, 429 share {share_429:.2}, mid-stream errors {}; final statuses {statuses:?}",
+        c.received, c.statuses, c.mid_stream_errors
     );
     sim.shutdown().await;
 }
