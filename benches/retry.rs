@@ -115,13 +115,18 @@ fn bench(c: &mut Criterion) {
 
     // Where our cost goes: without the shared budget (no lock, no clock
     // read), and with one attempt (no replay template to copy).
-    let mut no_budget = RetryLayer::builder().no_budget().build().expect("valid").layer(noop);
+    let mut no_budget = RetryLayer::builder()
+        .no_budget()
+        .build()
+        .expect("valid")
+        .layer(noop);
     g.bench_function("ours_noop_no_budget", |b| {
         b.iter(|| black_box(one(&mut no_budget)))
     });
     let mut single = RetryLayer::builder()
         .max_attempts(1)
-        .build().expect("valid")
+        .build()
+        .expect("valid")
         .layer(noop);
     g.bench_function("ours_noop_single_attempt", |b| {
         b.iter(|| black_box(one(&mut single)))

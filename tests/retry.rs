@@ -85,7 +85,11 @@ fn resp(status: u16, headers: &[(&str, &str)], chunks: &[&str]) -> Response<Resp
 }
 
 fn ok() -> Response<ResponseBody> {
-    resp(200, &[("content-type", "application/json")], &[r#"{"ok":true}"#])
+    resp(
+        200,
+        &[("content-type", "application/json")],
+        &[r#"{"ok":true}"#],
+    )
 }
 
 fn json_error(status: u16, headers: &[(&str, &str)], body: &str) -> Response<ResponseBody> {
@@ -123,12 +127,8 @@ type Upstream = dyn Fn(usize) -> Result<Response<ResponseBody>, BoxError> + Send
 fn upstream(
     answer: impl Fn(usize) -> Result<Response<ResponseBody>, BoxError> + Send + Sync + 'static,
 ) -> (
-    impl Service<
-        Request<ReplayBody>,
-        Response = Response<ResponseBody>,
-        Error = BoxError,
-        Future: Send,
-    > + Clone
+    impl Service<Request<ReplayBody>, Response = Response<ResponseBody>, Error = BoxError, Future: Send>
+    + Clone
     + Send
     + 'static,
     Log,
@@ -150,12 +150,8 @@ fn upstream(
 fn once_then_ok(
     first: impl Fn() -> Response<ResponseBody> + Send + Sync + 'static,
 ) -> (
-    impl Service<
-        Request<ReplayBody>,
-        Response = Response<ResponseBody>,
-        Error = BoxError,
-        Future: Send,
-    > + Clone
+    impl Service<Request<ReplayBody>, Response = Response<ResponseBody>, Error = BoxError, Future: Send>
+    + Clone
     + Send
     + 'static,
     Log,
@@ -209,12 +205,14 @@ fn secs(n: u64) -> Duration {
 /// and jitter only ever adds, at most `min(ratio · advice, max)`.
 #[tokio::test(start_paused = true)]
 async fn retry_after_seconds_is_waited_exactly_plus_positive_jitter() {
-    let layer = builder().server_jitter(0.1, secs(1)).build().expect("valid");
+    let layer = builder()
+        .server_jitter(0.1, secs(1))
+        .build()
+        .expect("valid");
     let mut gaps = BTreeSet::new();
     for _ in 0..50 {
-        let (svc, log) = once_then_ok(|| {
-            json_error(429, &[("retry-after", "7")], ANTHROPIC_RATE_LIMIT)
-        });
+        let (svc, log) =
+            once_then_ok(|| json_error(429, &[("retry-after", "7")], ANTHROPIC_RATE_LIMIT));
         let res = send(&layer, svc, req()).await;
         assert_eq!(res.status(), 200);
         let gap = log.gaps()[0];
@@ -234,9 +232,8 @@ async fn retry_after_seconds_is_waited_exactly_plus_positive_jitter() {
         .build()
         .expect("valid");
     for _ in 0..5 {
-        let (svc, log) = once_then_ok(|| {
-            json_error(429, &[("retry-after", "7")], ANTHROPIC_RATE_LIMIT)
-        });
+        let (svc, log) =
+            once_then_ok(|| json_error(429, &[("retry-after", "7")], ANTHROPIC_RATE_LIMIT));
         send(&exact, svc, req()).await;
         assert_eq!(log.gaps(), [secs(7)]);
     }
@@ -247,12 +244,14 @@ async fn retry_after_seconds_is_waited_exactly_plus_positive_jitter() {
 #[tokio::test(start_paused = true)]
 async fn retry_after_ms_is_waited_exactly_plus_positive_jitter() {
     // ratio 0.5 of 1.5 s would be 750 ms; max caps it at 100 ms.
-    let layer = builder().server_jitter(0.5, ms(100)).build().expect("valid");
+    let layer = builder()
+        .server_jitter(0.5, ms(100))
+        .build()
+        .expect("valid");
     let mut gaps = BTreeSet::new();
     for _ in 0..50 {
-        let (svc, log) = once_then_ok(|| {
-            resp(529, &[("retry-after-ms", "1500")], &[ANTHROPIC_OVERLOADED])
-        });
+        let (svc, log) =
+            once_then_ok(|| resp(529, &[("retry-after-ms", "1500")], &[ANTHROPIC_OVERLOADED]));
         send(&layer, svc, req()).await;
         let gap = log.gaps()[0];
         assert!(gap >= ms(1_500), "{gap:?}");
@@ -261,7 +260,10 @@ async fn retry_after_ms_is_waited_exactly_plus_positive_jitter() {
     }
     assert!(gaps.len() > 10, "{gaps:?}");
 
-    let exact = builder().server_jitter(0.0, secs(1)).build().expect("valid");
+    let exact = builder()
+        .server_jitter(0.0, secs(1))
+        .build()
+        .expect("valid");
     let (svc, log) = once_then_ok(|| resp(503, &[("retry-after-ms", "1500")], &[]));
     send(&exact, svc, req()).await;
     assert_eq!(log.gaps(), [ms(1_500)]);
@@ -284,13 +286,19 @@ async fn retry_after_http_date_is_measured_from_the_date_header() {
             )
         };
 
-        let exact = builder().server_jitter(0.0, secs(1)).build().expect("valid");
+        let exact = builder()
+            .server_jitter(0.0, secs(1))
+            .build()
+            .expect("valid");
         let (svc, log) = once_then_ok(headers.clone());
         let res = send(&exact, svc, req()).await;
         assert_eq!(res.status(), 200);
         assert_eq!(log.gaps(), [secs(7)], "server clock {skew} s behind");
 
-        let jittered = builder().server_jitter(0.1, secs(1)).build().expect("valid");
+        let jittered = builder()
+            .server_jitter(0.1, secs(1))
+            .build()
+            .expect("valid");
         for _ in 0..10 {
             let (svc, log) = once_then_ok(headers.clone());
             send(&jittered, svc, req()).await;
@@ -307,7 +315,10 @@ async fn retry_after_http_date_is_measured_from_the_date_header() {
 /// early or past advice + max jitter.
 #[tokio::test(start_paused = true)]
 async fn thousand_callers_spread_over_the_jitter_range() {
-    let layer = builder().server_jitter(0.1, secs(1)).build().expect("valid");
+    let layer = builder()
+        .server_jitter(0.1, secs(1))
+        .build()
+        .expect("valid");
     let start = Instant::now();
     // Everything before t = 1 ms is told to come back in 10 s.
     let (svc, log) = upstream(move |_| {
@@ -338,7 +349,10 @@ async fn thousand_callers_spread_over_the_jitter_range() {
     let lo = *retries.iter().min().expect("some");
     let hi = *retries.iter().max().expect("some");
     assert!(lo >= secs(10), "a retry came early: {lo:?}");
-    assert!(hi <= secs(11), "a retry came past advice + max jitter: {hi:?}");
+    assert!(
+        hi <= secs(11),
+        "a retry came past advice + max jitter: {hi:?}"
+    );
     assert!(hi - lo >= ms(900), "retries bunched in {:?}", hi - lo);
     let distinct: BTreeSet<_> = retries.iter().collect();
     assert!(
@@ -352,7 +366,10 @@ async fn thousand_callers_spread_over_the_jitter_range() {
         let i = ((*r - secs(10)).as_millis() / 100).min(9) as usize;
         deciles[i] += 1;
     }
-    assert!(deciles.iter().all(|&n| (50..=150).contains(&n)), "{deciles:?}");
+    assert!(
+        deciles.iter().all(|&n| (50..=150).contains(&n)),
+        "{deciles:?}"
+    );
 }
 
 // ------------------------------------------------------------ 3. precedence
@@ -388,7 +405,10 @@ async fn x_should_retry_true_retries_a_400() {
     assert_eq!(res.status(), 200);
     assert_eq!(log.count(), 2);
     let i = info(&res);
-    assert_eq!(i.last_reason, Some(RetryReason::Status(StatusCode::BAD_REQUEST)));
+    assert_eq!(
+        i.last_reason,
+        Some(RetryReason::Status(StatusCode::BAD_REQUEST))
+    );
     assert_eq!(i.stopped, None);
 }
 
@@ -396,7 +416,10 @@ async fn x_should_retry_true_retries_a_400() {
 /// rate-limit reset headers).
 #[tokio::test(start_paused = true)]
 async fn retry_after_ms_wins_over_retry_after() {
-    let layer = builder().server_jitter(0.0, secs(1)).build().expect("valid");
+    let layer = builder()
+        .server_jitter(0.0, secs(1))
+        .build()
+        .expect("valid");
     let (svc, log) = once_then_ok(|| {
         json_error(
             429,
@@ -414,7 +437,10 @@ async fn retry_after_ms_wins_over_retry_after() {
 /// ignored.
 #[tokio::test(start_paused = true)]
 async fn exhausted_reset_is_waited_without_retry_after() {
-    let layer = builder().server_jitter(0.0, secs(1)).build().expect("valid");
+    let layer = builder()
+        .server_jitter(0.0, secs(1))
+        .build()
+        .expect("valid");
     // The server's clock is 50 s behind ours: Date must be the reference.
     // Whole seconds, as both headers carry whole seconds.
     let unix = SystemTime::now()
@@ -474,7 +500,11 @@ async fn no_advice_uses_computed_backoff_within_cap() {
         all.extend(gaps);
     }
     let distinct: BTreeSet<_> = all.iter().collect();
-    assert!(distinct.len() > 50, "full jitter spreads: {}", distinct.len());
+    assert!(
+        distinct.len() > 50,
+        "full jitter spreads: {}",
+        distinct.len()
+    );
 }
 
 // ------------------------------------------------------------ 4. the cap
@@ -494,7 +524,10 @@ async fn advice_over_the_cap() {
     assert_eq!(res.status(), 429);
     assert_eq!(log.count(), 1);
     let i = info(&res);
-    assert_eq!((i.attempts, i.stopped), (1, Some(StopReason::AdviceTooLong)));
+    assert_eq!(
+        (i.attempts, i.stopped),
+        (1, Some(StopReason::AdviceTooLong))
+    );
     assert_eq!(
         body_bytes(res).await,
         ANTHROPIC_RATE_LIMIT.as_bytes(),
@@ -701,7 +734,10 @@ async fn sse_error_before_content_is_retried() {
         let res = send(&RetryLayer::new(), svc, req()).await;
         assert_eq!(log.count(), 2);
         let i = info(&res);
-        assert_eq!(i.last_reason, Some(RetryReason::StreamError(ErrorKind::Overloaded)));
+        assert_eq!(
+            i.last_reason,
+            Some(RetryReason::StreamError(ErrorKind::Overloaded))
+        );
         assert_eq!(i.stopped, None);
         assert_eq!(body_bytes(res).await, expected.as_bytes());
     }
@@ -736,7 +772,8 @@ async fn sse_error_after_content_is_not_retried_and_bytes_are_intact() {
         assert_eq!(log.count(), 1, "{n_frames} frames: retried after content");
         assert_eq!(info(&res).stopped, None);
         let (tx, rx) = std::sync::mpsc::channel();
-        res.body_mut().on_complete(move |c| tx.send(c.clone()).expect("send"));
+        res.body_mut()
+            .on_complete(move |c| tx.send(c.clone()).expect("send"));
         assert_eq!(body_bytes(res).await, whole.as_bytes(), "{n_frames} frames");
         let c = rx.recv().expect("completion");
         assert_eq!(c.outcome, Outcome::ErrorEvent);
@@ -760,7 +797,11 @@ async fn read_ahead_loses_no_bytes() {
             Ok(sse(&f))
         });
         let res = send(&RetryLayer::new(), svc, req()).await;
-        assert_eq!(body_bytes(res).await, whole.as_bytes(), "{size}-byte frames");
+        assert_eq!(
+            body_bytes(res).await,
+            whole.as_bytes(),
+            "{size}-byte frames"
+        );
     }
 }
 
@@ -789,7 +830,10 @@ async fn outcome_and_prompt_release_of_discarded_bodies() {
             };
             let released = released.clone();
             r.body_mut().on_complete(move |c| {
-                released.lock().expect("lock").push((n, c.outcome, t0.elapsed()));
+                released
+                    .lock()
+                    .expect("lock")
+                    .push((n, c.outcome, t0.elapsed()));
             });
             Ok(r)
         })
@@ -813,7 +857,10 @@ async fn outcome_and_prompt_release_of_discarded_bodies() {
         assert_eq!((r[0].0, r[0].2), (0, secs(0)));
         assert_eq!((r[1].0, r[1].2), (1, secs(2)));
         for (_, outcome, _) in r.iter() {
-            assert!(matches!(outcome, Outcome::Dropped | Outcome::Complete), "{outcome:?}");
+            assert!(
+                matches!(outcome, Outcome::Dropped | Outcome::Complete),
+                "{outcome:?}"
+            );
         }
     }
     assert_eq!(body_bytes(res).await, "unavailable");
@@ -858,7 +905,10 @@ async fn dead_letters_get_exhausted_requests_only() {
     {
         let l = letters.lock().expect("lock");
         assert_eq!(l.len(), 1);
-        assert_eq!(l[0].0, String::from_utf8(req().body().as_bytes().to_vec()).expect("utf8"));
+        assert_eq!(
+            l[0].0,
+            String::from_utf8(req().body().as_bytes().to_vec()).expect("utf8")
+        );
         assert_eq!(l[0].1, i);
         assert_eq!((i.attempts, i.stopped), (2, Some(StopReason::Exhausted)));
     }
@@ -921,7 +971,10 @@ async fn non_replayable_body_is_sent_once() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(res.status(), 503);
     let i = info(&res);
-    assert_eq!((i.attempts, i.stopped), (1, Some(StopReason::NotReplayable)));
+    assert_eq!(
+        (i.attempts, i.stopped),
+        (1, Some(StopReason::NotReplayable))
+    );
 }
 
 // ------------------------------------------------------------ 11. errors
@@ -954,7 +1007,12 @@ async fn transport_errors_retried_deliberate_errors_not() {
 
     type Make = fn() -> BoxError;
     let deliberate: [(&str, Make); 4] = [
-        ("RateLimited", || RateLimited { retry_after: secs(3) }.into()),
+        ("RateLimited", || {
+            RateLimited {
+                retry_after: secs(3),
+            }
+            .into()
+        }),
         ("QueueTimeout", || QueueTimeout { waited: secs(3) }.into()),
         ("RequestTooLarge", || {
             RequestTooLarge {
@@ -1119,7 +1177,11 @@ async fn simulator_received_equals_attempts_accounted() {
         "simulator received {} but the layer accounted {attempts} (statuses {statuses:?}, sim {:?})",
         c.received, c.statuses
     );
-    assert!(c.rate_limited() > 0, "the RPM limit produced 429s: {:?}", c.statuses);
+    assert!(
+        c.rate_limited() > 0,
+        "the RPM limit produced 429s: {:?}",
+        c.statuses
+    );
     assert!(retried > 0);
     assert!(c.overloaded() > 0 && c.status(503) > 0, "{:?}", c.statuses);
     let share_429 = c.rate_limited() as f64 / c.received as f64;

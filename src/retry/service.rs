@@ -102,13 +102,12 @@ where
         // Whether the body can be replayed at all, and a copy to replay only
         // when there may be a retry or a dead letter to hand over.
         let can_replay = (&req as &dyn Any).is::<Request<ReplayBody>>();
-        let template = if can_replay
-            && (self.config.max_attempts > 1 || self.config.dead_letter.is_some())
-        {
-            replayable(&req)
-        } else {
-            None
-        };
+        let template =
+            if can_replay && (self.config.max_attempts > 1 || self.config.dead_letter.is_some()) {
+                replayable(&req)
+            } else {
+                None
+            };
         let deadline = req
             .extensions()
             .get::<Deadline>()
