@@ -651,6 +651,9 @@ async fn budget_bounds_amplification_during_an_outage() {
         attempts += i.attempts as usize;
         budget_stops += usize::from(i.stopped == Some(StopReason::Budget));
     }
+    eprintln!(
+        "budget: {requests} requests, {attempts} attempts, {budget_stops} stopped by the budget"
+    );
     assert!(t0.elapsed() <= secs(60));
     assert_eq!(attempts, log.count());
     let bound = (1.0 + RATIO) * requests as f64 + f64::from(FLOOR) * 60.0;
