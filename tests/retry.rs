@@ -784,8 +784,8 @@ async fn sse_error_after_content_is_not_retried_and_bytes_are_intact() {
     }
 }
 
-/// Guards: a successful stream read ahead in small frames reaches the
-/// caller byte-identical, and a JSON 200 is not read ahead at all.
+/// Guards: a successful stream read ahead in frames of any size (1 byte
+/// up) reaches the caller byte-identical.
 #[tokio::test(start_paused = true)]
 async fn read_ahead_loses_no_bytes() {
     let whole = [SSE_START, SSE_PING, SSE_BLOCK_START, SSE_DELTA, SSE_END].concat();
