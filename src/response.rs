@@ -489,20 +489,27 @@ impl ResponseBody {
             return Poll::Ready(StreamStart::Content);
         }
         loop {
+            // Content first: one frame may carry content *and* a later
+            // error event; the stream then started with content, however
+            // the bytes were split into frames.
             if let Some(peek) = &self.peek {
-                if let Some(error) = peek.scan.error {
-                    return Poll::Ready(StreamStart::Error(error));
-                }
                 if peek.scan.content_started {
                     return Poll::Ready(StreamStart::Content);
+                }
+                if let Some(error) = peek.scan.error {
+                    return Poll::Ready(StreamStart::Error(error));
                 }
                 if peek.bytes >= limit {
                     return Poll::Ready(StreamStart::Undecided);
                 }
             }
             if !ready!(self.poll_peek(cx)) {
-                let error = self.peek.as_ref().and_then(|p| p.scan.error);
-                return Poll::Ready(error.map_or(StreamStart::Ended, StreamStart::Error));
+                let scan = self.peek.as_ref().map(|p| &p.scan);
+                return Poll::Ready(match scan {
+                    Some(s) if s.content_started => StreamStart::Content,
+                    Some(s) => s.error.map_or(StreamStart::Ended, StreamStart::Error),
+                    None => StreamStart::Ended,
+                });
             }
         }
     }

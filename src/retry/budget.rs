@@ -38,8 +38,11 @@ impl fmt::Debug for RetryBudget {
 
 struct Window {
     start: Instant,
-    /// Index of the slot `start` falls in (monotonic).
+    /// Index of the current slot, counted from `start` (monotonic).
     epoch: u64,
+    /// When the current slot ends: until then `advance` has nothing to do
+    /// (no clock division on every request).
+    slot_end: Instant,
     deposits: [u64; SLOTS],
     withdrawals: [u64; SLOTS],
 }
@@ -62,13 +65,15 @@ impl RetryBudget {
                 what: "retry budget ratio must be between 0 and 1000",
             });
         }
+        let start = Instant::now();
         Ok(RetryBudget {
             ttl,
             ratio,
             reserve: f64::from(min_per_sec) * ttl.as_secs_f64(),
             state: Mutex::new(Window {
-                start: Instant::now(),
+                start,
                 epoch: 0,
+                slot_end: start + ttl / SLOTS as u32,
                 deposits: [0; SLOTS],
                 withdrawals: [0; SLOTS],
             }),
@@ -81,10 +86,19 @@ impl RetryBudget {
 
     /// Moves the window to now, clearing expired slots.
     fn advance(&self, w: &mut Window) -> usize {
+        let now = Instant::now();
+        if now < w.slot_end {
+            return (w.epoch % SLOTS as u64) as usize;
+        }
         let slot = self.slot_len().as_nanos().max(1);
-        let epoch =
-            u64::try_from(Instant::now().saturating_duration_since(w.start).as_nanos() / slot)
-                .unwrap_or(u64::MAX);
+        let epoch = u64::try_from(now.saturating_duration_since(w.start).as_nanos() / slot)
+            .unwrap_or(u64::MAX);
+        // The end of this slot; on overflow, `now` (recompute every time).
+        w.slot_end = epoch
+            .checked_add(1)
+            .and_then(|n| u64::try_from(slot).ok()?.checked_mul(n))
+            .and_then(|nanos| w.start.checked_add(Duration::from_nanos(nanos)))
+            .unwrap_or(now);
         if epoch > w.epoch {
             let stale = (epoch - w.epoch).min(SLOTS as u64);
             for k in 1..=stale {
@@ -148,6 +162,24 @@ mod tests {
         // After the ttl everything expired: the floor again.
         tokio::time::advance(Duration::from_secs(11)).await;
         assert_eq!((0..100).filter(|_| b.withdraw()).count(), 10);
+    }
+
+    /// Guards the cached slot end: a withdrawal expires exactly one ttl
+    /// after the slot it was made in began — not a nanosecond earlier,
+    /// not a slot later.
+    #[tokio::test(start_paused = true)]
+    async fn withdrawals_expire_at_the_slot_boundary() {
+        let b = RetryBudget::new(Duration::from_secs(10), 1, 0.0).expect("valid");
+        assert_eq!((0..100).filter(|_| b.withdraw()).count(), 10);
+        tokio::time::advance(Duration::from_millis(9_999)).await;
+        assert!(!b.withdraw(), "still spent just before the ttl");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!((0..100).filter(|_| b.withdraw()).count(), 10);
+        // Slot by slot: spent at 10 s, expired at 20 s.
+        tokio::time::advance(Duration::from_millis(9_999)).await;
+        assert!(!b.withdraw());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(b.withdraw());
     }
 
     #[test]

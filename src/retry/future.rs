@@ -30,6 +30,8 @@ pin_project! {
     pub struct ResponseFuture<S: Service<Request<B>>, B> {
         config: Arc<Config>,
         inner: S,
+        // Whether the request's body is a `ReplayBody`.
+        replayable: bool,
         template: Option<Request<ReplayBody>>,
         deadline: Option<Instant>,
         info: RetryInfo,
@@ -55,7 +57,7 @@ impl<S: Service<Request<B>>, B> fmt::Debug for ResponseFuture<S, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
             .field("info", &self.info)
-            .field("replayable", &self.template.is_some())
+            .field("replayable", &self.replayable)
             .finish_non_exhaustive()
     }
 }
@@ -65,12 +67,14 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
         config: Arc<Config>,
         inner: S,
         req: Request<B>,
+        replayable: bool,
         template: Option<Request<ReplayBody>>,
         deadline: Option<Instant>,
     ) -> Self {
         ResponseFuture {
             config,
             inner,
+            replayable,
             template,
             deadline,
             info: RetryInfo::default(),
@@ -274,7 +278,7 @@ where
                     Self::decide(
                         this.config,
                         this.info,
-                        this.template.is_some(),
+                        *this.replayable,
                         *this.deadline,
                         *this.prev_delay,
                         &attempted,
@@ -284,7 +288,7 @@ where
                 Err(e) => Self::decide(
                     this.config,
                     this.info,
-                    this.template.is_some(),
+                    *this.replayable,
                     *this.deadline,
                     *this.prev_delay,
                     &Attempted::Error(e),

@@ -99,11 +99,15 @@ where
         if let Some(budget) = &self.config.budget {
             budget.deposit();
         }
-        let template = if self.config.max_attempts > 1 {
-            replayable(&req)
-        } else {
-            None
-        };
+        // Whether the body can be replayed at all, and a copy to replay only
+        // when there may be a retry or a dead letter to hand over.
+        let can_replay = (&req as &dyn Any).is::<Request<ReplayBody>>();
+        let template =
+            if can_replay && (self.config.max_attempts > 1 || self.config.dead_letter.is_some()) {
+                replayable(&req)
+            } else {
+                None
+            };
         let deadline = req
             .extensions()
             .get::<Deadline>()
@@ -111,6 +115,13 @@ where
             .or_else(|| self.config.timeout.map(|t| tokio::time::Instant::now() + t));
         let inner = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, inner);
-        ResponseFuture::new(Arc::clone(&self.config), inner, req, template, deadline)
+        ResponseFuture::new(
+            Arc::clone(&self.config),
+            inner,
+            req,
+            can_replay,
+            template,
+            deadline,
+        )
     }
 }
