@@ -801,7 +801,8 @@ impl SseTracker {
                 }
             }
             b"message_stop" => self.terminal = true,
-            b"content_block_start" | b"content_block_delta" | b"response.output_text.delta" => {
+            // A block start carries no text yet: only deltas are content.
+            b"content_block_delta" | b"response.output_text.delta" => {
                 self.content_started = true;
             }
             b"response.completed" => {
