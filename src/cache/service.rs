@@ -1,0 +1,154 @@
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body::Body;
+use tower_service::Service;
+
+use super::future::ResponseFuture;
+use super::layer::Shared;
+use super::store::{CacheStore, MemoryStore};
+use crate::error::BoxError;
+use crate::request::ReplayBody;
+use crate::response::ResponseBody;
+
+/// Caches complete responses of `S` — made by
+/// [`CacheLayer`](super::CacheLayer).
+pub struct Cache<S, St = MemoryStore> {
+    inner: S,
+    shared: Arc<Shared<St>>,
+}
+
+impl<S: Clone, St> Clone for Cache<S, St> {
+    fn clone(&self) -> Self {
+        Cache {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S: fmt::Debug, St: fmt::Debug> fmt::Debug for Cache<S, St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field("inner", &self.inner)
+            .field("config", &self.shared)
+            .finish()
+    }
+}
+
+impl<S, St> Cache<S, St> {
+    pub(crate) fn from_shared(inner: S, shared: Arc<Shared<St>>) -> Self {
+        Cache { inner, shared }
+    }
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+    /// Consumes this service, returning the inner one.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// The request's `cache-control` directives the layer honours.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Directives {
+    /// `no-store`: neither read nor write.
+    pub(crate) no_store: bool,
+    /// `no-cache`: do not answer from the cache (a fresh answer may be
+    /// stored).
+    pub(crate) no_cache: bool,
+}
+
+impl Directives {
+    pub(crate) fn of(headers: &HeaderMap) -> Self {
+        let mut d = Directives::default();
+        for value in headers.get_all(http::header::CACHE_CONTROL) {
+            let Ok(value) = value.to_str() else { continue };
+            for directive in value.split(',') {
+                let name = directive.split('=').next().unwrap_or("").trim();
+                if name.eq_ignore_ascii_case("no-store") {
+                    d.no_store = true;
+                } else if name.eq_ignore_ascii_case("no-cache") {
+                    d.no_cache = true;
+                }
+            }
+        }
+        d
+    }
+}
+
+/// What the layer does with one request.
+pub(crate) struct Plan {
+    pub(crate) key: Option<super::CacheKey>,
+    /// Whether a stored answer may be served (fresh, coalesced or stale).
+    pub(crate) read: bool,
+}
+
+impl<S, St> Cache<S, St>
+where
+    St: CacheStore,
+{
+    fn plan<B: 'static>(&self, req: &Request<B>) -> Plan {
+        let pass = Plan {
+            key: None,
+            read: false,
+        };
+        let Some(req) = (req as &dyn Any).downcast_ref::<Request<ReplayBody>>() else {
+            return pass;
+        };
+        let directives = if req.headers().contains_key(http::header::CACHE_CONTROL) {
+            Directives::of(req.headers())
+        } else {
+            Directives::default()
+        };
+        if directives.no_store {
+            return pass;
+        }
+        let Some(key) = self.shared.policy.key(req) else {
+            return pass;
+        };
+        if !key.is_deterministic() && !self.shared.nondeterministic {
+            return pass;
+        }
+        Plan {
+            key: Some(key),
+            read: !directives.no_cache,
+        }
+    }
+}
+
+impl<S, St, B, RB> Service<Request<B>> for Cache<S, St>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone,
+    S::Error: Into<BoxError>,
+    St: CacheStore,
+    B: 'static,
+    RB: Body<Data = Bytes> + Send + 'static,
+    RB::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, B, St>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // A hit never touches the inner service; a miss waits for its
+        // readiness in the response future.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let plan = self.plan(&req);
+        let inner = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, inner);
+        ResponseFuture::new(Arc::clone(&self.shared), inner, req, plan)
+    }
+}
