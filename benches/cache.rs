@@ -13,7 +13,9 @@ use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use tower_layer::Layer;
-use tower_llm_resilience::cache::{CacheKey, CacheLayer, CachedResponse, TenantId};
+use tower_llm_resilience::cache::{
+    CacheKey, CacheLayer, CachedResponse, DefaultKeyPolicy, KeyPolicy, TenantId, canonical_hash,
+};
 use tower_llm_resilience::request::{KeyId, ReplayBody};
 use tower_service::Service;
 
@@ -149,6 +151,14 @@ fn hit(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("cache");
     group.throughput(Throughput::Bytes(body.len() as u64));
+    let policy = DefaultKeyPolicy::new();
+    let one = request();
+    assert!(policy.key(&one).is_some());
+    group.bench_function("key_alias_4k", |b| b.iter(|| policy.key(black_box(&one))));
+    group.bench_function("canonical_4k", |b| b.iter(|| canonical_hash(black_box(&body))));
+    group.bench_function("xxh3_4k", |b| {
+        b.iter(|| xxhash_rust::xxh3::xxh3_128(black_box(&body)))
+    });
     group.bench_function("hit_4k_body", |b| {
         b.iter_batched(
             request,

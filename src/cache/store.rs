@@ -140,6 +140,7 @@ struct Stored {
 #[derive(Clone)]
 pub struct MemoryStore {
     cache: Arc<quick_cache::sync::Cache<CacheKey, Stored, Weigh>>,
+    /// The configured capacity in bytes.
     capacity: u64,
 }
 
@@ -153,6 +154,10 @@ impl fmt::Debug for MemoryStore {
     }
 }
 
+/// The least capacity of one shard of the in-memory store (the largest
+/// default entry, 4 MiB, fits in any shard).
+const SHARD_MIN_BYTES: u64 = 8 * 1024 * 1024;
+
 /// The default capacity of the in-memory store: 64 MiB.
 pub const DEFAULT_CAPACITY: u64 = 64 * 1024 * 1024;
 
@@ -165,17 +170,35 @@ impl Default for MemoryStore {
 impl MemoryStore {
     /// A store holding at most about `capacity_bytes` of entries.
     pub fn new(capacity_bytes: u64) -> Self {
+        let capacity = capacity_bytes.max(1);
         // An estimate of the item count for the table's initial size:
         // assume 8 KiB responses.
-        let items = usize::try_from(capacity_bytes / 8192)
+        let items = usize::try_from(capacity / 8192)
             .unwrap_or(usize::MAX)
             .clamp(16, 1 << 20);
-        MemoryStore {
-            cache: Arc::new(quick_cache::sync::Cache::with_weighter(
-                items,
-                capacity_bytes.max(1),
+        // quick_cache splits the capacity between shards, and an entry
+        // heavier than a shard's part is never stored: keep every shard
+        // able to hold the largest default entry.
+        let parallel = std::thread::available_parallelism().map_or(4, |n| n.get());
+        let shards = usize::try_from(capacity / SHARD_MIN_BYTES)
+            .unwrap_or(usize::MAX)
+            .clamp(1, parallel * 4);
+        let options = quick_cache::OptionsBuilder::new()
+            .estimated_items_capacity(items)
+            .weight_capacity(capacity)
+            .shards(shards)
+            .build();
+        let cache = match options {
+            Ok(options) => quick_cache::sync::Cache::with_options(
+                options,
                 Weigh,
-            )),
+                quick_cache::DefaultHashBuilder::default(),
+                quick_cache::sync::DefaultLifecycle::default(),
+            ),
+            Err(_) => quick_cache::sync::Cache::with_weighter(items, capacity, Weigh),
+        };
+        MemoryStore {
+            cache: Arc::new(cache),
             capacity: capacity_bytes,
         }
     }
