@@ -126,7 +126,9 @@ fn hit(c: &mut Criterion) {
     let request = || {
         let mut req = Request::new(ReplayBody::new(body.clone()));
         *req.method_mut() = Method::POST;
-        *req.uri_mut() = "https://api.anthropic.com/v1/messages".parse().expect("uri");
+        *req.uri_mut() = "https://api.anthropic.com/v1/messages"
+            .parse()
+            .expect("uri");
         *req.headers_mut() = headers.clone();
         req
     };
@@ -155,7 +157,9 @@ fn hit(c: &mut Criterion) {
     let one = request();
     assert!(policy.key(&one).is_some());
     group.bench_function("key_alias_4k", |b| b.iter(|| policy.key(black_box(&one))));
-    group.bench_function("canonical_4k", |b| b.iter(|| canonical_hash(black_box(&body))));
+    group.bench_function("canonical_4k", |b| {
+        b.iter(|| canonical_hash(black_box(&body)))
+    });
     group.bench_function("xxh3_4k", |b| {
         b.iter(|| xxhash_rust::xxh3::xxh3_128(black_box(&body)))
     });

@@ -109,10 +109,7 @@ impl Flights {
     fn remove_if_idle(&self, key: &CacheKey, flight: &Arc<Flight>) {
         let mut map = lock(&self.map);
         let st = lock(&flight.state);
-        if !st.leader
-            && st.waiters == 0
-            && map.get(key).is_some_and(|f| Arc::ptr_eq(f, flight))
-        {
+        if !st.leader && st.waiters == 0 && map.get(key).is_some_and(|f| Arc::ptr_eq(f, flight)) {
             drop(st);
             map.remove(key);
         }
@@ -133,7 +130,10 @@ impl Leader {
     pub(crate) fn finish(mut self, served: Served) {
         {
             let mut map = lock(&self.flights.map);
-            if map.get(&self.key).is_some_and(|f| Arc::ptr_eq(f, &self.flight)) {
+            if map
+                .get(&self.key)
+                .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
+            {
                 map.remove(&self.key);
             }
             let mut st = lock(&self.flight.state);

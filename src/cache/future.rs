@@ -95,7 +95,13 @@ fn serve(entry: &CachedResponse, status: Status, now: Instant) -> Response<Respo
     let mut res = Response::new(ResponseBody::replay(Arc::clone(entry.chunks())));
     *res.status_mut() = entry.status();
     *res.headers_mut() = entry.headers().clone();
-    mark(&mut res, status, entry.age(now));
+    let age = entry.age(now);
+    if status == Status::Hit {
+        // The stored headers already say HIT.
+        res.extensions_mut().insert(CacheStatus { status, age });
+    } else {
+        mark(&mut res, status, age);
+    }
     res
 }
 
@@ -128,8 +134,7 @@ where
                             this.state.set(State::Done);
                             return Poll::Ready(Ok(serve(&entry, Status::Hit, now)));
                         }
-                        if entry.age(now) < entry.ttl().saturating_add(this.shared.stale_if_error)
-                        {
+                        if entry.age(now) < entry.ttl().saturating_add(this.shared.stale_if_error) {
                             *this.stale = Some(entry);
                         }
                     }

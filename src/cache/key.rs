@@ -575,7 +575,12 @@ mod tests {
             br#"{"a":[[1,2]]}"#,
             br#"{"a":{"1":2}}"#,
         ] {
-            assert_ne!(base, canonical_hash(other), "{}", String::from_utf8_lossy(other));
+            assert_ne!(
+                base,
+                canonical_hash(other),
+                "{}",
+                String::from_utf8_lossy(other)
+            );
         }
         // Duplicate entries do not cancel out.
         assert_ne!(
@@ -586,8 +591,8 @@ mod tests {
 
     #[test]
     fn facts_and_rejects() {
-        let c = canonical(br#"{"stream":true,"temperature":0,"x":{"stream":false}}"#)
-            .expect("object");
+        let c =
+            canonical(br#"{"stream":true,"temperature":0,"x":{"stream":false}}"#).expect("object");
         assert!(c.stream);
         assert_eq!(c.temperature, Some(0.0));
         for bad in [&b""[..], b"[]", b"{", b"{\"a\":1} x", b"\xff", b"null"] {

@@ -37,13 +37,21 @@ impl fmt::Debug for CachedResponse {
 
 impl CachedResponse {
     /// A response stored at `stored_at`, fresh for `ttl`.
+    ///
+    /// The headers are kept as a hit replays them: with
+    /// [`x-llm-cache: HIT`](super::CACHE_HEADER) already set, so a hit
+    /// only clones them.
     pub fn new(
         status: StatusCode,
-        headers: HeaderMap,
+        mut headers: HeaderMap,
         chunks: Arc<[Bytes]>,
         stored_at: Instant,
         ttl: Duration,
     ) -> Self {
+        headers.insert(
+            super::CACHE_HEADER,
+            http::HeaderValue::from_static(super::Status::Hit.as_str()),
+        );
         let size = chunks.iter().map(Bytes::len).sum::<usize>()
             + headers
                 .iter()
@@ -62,7 +70,7 @@ impl CachedResponse {
     pub fn status(&self) -> StatusCode {
         self.status
     }
-    /// The headers.
+    /// The headers, as a hit replays them.
     pub fn headers(&self) -> &HeaderMap {
         &self.headers
     }
