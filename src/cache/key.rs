@@ -6,7 +6,7 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use http::{HeaderValue, Method, Request};
+use http::{HeaderName, HeaderValue, Method, Request};
 use serde::Deserializer;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use xxhash_rust::xxh3::{Xxh3, xxh3_128};
@@ -148,6 +148,10 @@ where
         self(req)
     }
 }
+
+// Looked up as names, not strings: a string is parsed on every lookup.
+const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
 
 type TenantFn = dyn Fn(&Request<ReplayBody>) -> Option<Arc<str>> + Send + Sync;
 
@@ -295,8 +299,8 @@ impl KeyPolicy for DefaultKeyPolicy {
             tenant: &tenant,
             method: req.method(),
             path,
-            anthropic_version: headers.get("anthropic-version"),
-            anthropic_beta: headers.get("anthropic-beta"),
+            anthropic_version: headers.get(&ANTHROPIC_VERSION),
+            anthropic_beta: headers.get(&ANTHROPIC_BETA),
             raw: xxh3_128(body),
         };
         if let Some(key) = self.aliases.get(&alias) {
