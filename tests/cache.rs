@@ -861,6 +861,38 @@ mod cache {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn waiters_of_a_leader_that_fell_back_to_stale_get_it_too() {
+        let up = Upstream::new(|n, _| match n {
+            0 => Ok(json(200, JSON_ANSWER)),
+            _ => Ok(json(
+                529,
+                r#"{"type":"error","error":{"type":"overloaded_error"}}"#,
+            )),
+        })
+        .delayed(Duration::from_millis(10));
+        let svc = CacheLayer::builder()
+            .ttl(Duration::from_secs(60))
+            .stale_if_error(Duration::from_secs(60))
+            .build()
+            .expect("config")
+            .layer(up.clone());
+        send(&mut svc.clone(), req(PROMPT)).await;
+        tokio::time::advance(Duration::from_secs(90)).await;
+        let tasks: Vec<_> = (0..10)
+            .map(|_| {
+                let mut svc = svc.clone();
+                tokio::spawn(async move { send(&mut svc, req(PROMPT)).await })
+            })
+            .collect();
+        for t in tasks {
+            let (status, code, _, body) = t.await.expect("task");
+            assert_eq!((status, code), (Status::Stale, StatusCode::OK));
+            assert_eq!(&body[..], JSON_ANSWER.as_bytes());
+        }
+        assert_eq!(up.calls(), 2, "one upstream attempt for all ten");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn stale_is_not_served_for_a_success_or_a_client_error() {
         let up = Upstream::new(|n, _| match n {
             0 => Ok(json(200, JSON_ANSWER)),

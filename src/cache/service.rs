@@ -152,3 +152,32 @@ where
         ResponseFuture::new(Arc::clone(&self.shared), inner, req, plan)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_control_directives() {
+        let mut h = HeaderMap::new();
+        assert_eq!(Directives::of(&h), Directives::default());
+        h.append("cache-control", "max-age=0, No-Cache".parse().expect("hv"));
+        assert_eq!(
+            Directives::of(&h),
+            Directives {
+                no_store: false,
+                no_cache: true
+            }
+        );
+        h.append("cache-control", "no-store".parse().expect("hv"));
+        assert!(Directives::of(&h).no_store);
+        let mut h = HeaderMap::new();
+        h.insert(
+            "cache-control",
+            "no-cache=\"set-cookie\"".parse().expect("hv"),
+        );
+        assert!(Directives::of(&h).no_cache);
+        h.insert("cache-control", "no-storex, private".parse().expect("hv"));
+        assert_eq!(Directives::of(&h), Directives::default());
+    }
+}
