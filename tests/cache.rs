@@ -291,6 +291,9 @@ mod cache {
             .with_writer(move || sink.clone())
             .finish();
         let _guard = tracing::subscriber::set_default(subscriber);
+        // Other tests' threads may have cached "nobody listens" for the
+        // layer's call sites before this subscriber existed.
+        tracing::callsite::rebuild_interest_cache();
 
         let up = Upstream::ok_json().delayed(Duration::from_millis(5));
         let svc = cached(&up);
