@@ -19,7 +19,8 @@ use tower::{Service, ServiceExt};
 use tower_layer::Layer;
 use tower_llm_resilience::BoxError;
 use tower_llm_resilience::cache::{
-    CacheLayer, CacheStatus, DefaultKeyPolicy, KeyPolicy, Status, Tenant,
+    CacheKey, CacheLayer, CacheStatus, CacheStore, CachedResponse, DefaultKeyPolicy, KeyPolicy,
+    MemoryStore, Status, Tenant,
 };
 use tower_llm_resilience::request::ReplayBody;
 use tower_llm_resilience::response::ResponseBody;
@@ -1002,6 +1003,57 @@ mod cache {
         let mut b = layer.clone().layer(up.clone());
         send(&mut a, req(PROMPT)).await;
         assert_eq!(send(&mut b, req(PROMPT)).await.0, Status::Hit);
+        assert_eq!(up.calls(), 1);
+    }
+
+    /// A store that answers only through futures that wait once, as a
+    /// networked store would.
+    #[derive(Clone, Debug, Default)]
+    struct SlowStore(MemoryStore);
+
+    type BoxFut<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+    impl CacheStore for SlowStore {
+        type Get = BoxFut<Option<Arc<CachedResponse>>>;
+        type Put = BoxFut<()>;
+        fn get(&self, key: &CacheKey) -> Self::Get {
+            let (store, key) = (self.0.clone(), key.clone());
+            Box::pin(async move {
+                tokio::task::yield_now().await;
+                store.get_now(&key)
+            })
+        }
+        fn put(&self, key: CacheKey, entry: Arc<CachedResponse>, retain: Duration) -> Self::Put {
+            let store = self.0.clone();
+            Box::pin(async move {
+                tokio::task::yield_now().await;
+                store.put(key, entry, retain).await;
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_asynchronous_store_works_the_same() {
+        let up = Upstream::ok_json().delayed(Duration::from_millis(5));
+        let layer = CacheLayer::builder()
+            .store(SlowStore::default())
+            .build()
+            .expect("config");
+        let svc = layer.clone().layer(up.clone());
+        let tasks: Vec<_> = (0..10)
+            .map(|_| {
+                let mut svc = svc.clone();
+                tokio::spawn(async move { send(&mut svc, req(PROMPT)).await })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(&t.await.expect("task").3[..], JSON_ANSWER.as_bytes());
+        }
+        assert_eq!(up.calls(), 1);
+        // The write was spawned; once it ran, a later request hits.
+        tokio::task::yield_now().await;
+        assert_eq!(layer.store().0.len(), 1);
+        assert_eq!(send(&mut svc.clone(), req(PROMPT)).await.0, Status::Hit);
         assert_eq!(up.calls(), 1);
     }
 

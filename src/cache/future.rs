@@ -32,7 +32,7 @@ pin_project! {
     /// response completes).
     pub struct ResponseFuture<S: Service<Request<B>>, B, St: CacheStore> {
         shared: Arc<Shared<St>>,
-        inner: S,
+        inner: Option<S>,
         req: Option<Request<B>>,
         key: Option<CacheKey>,
         read: bool,
@@ -46,7 +46,9 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<G, F> {
+        Hit { res: Option<Response<ResponseBody>> },
         Lookup { #[pin] get: G },
+        Join,
         Wait { wait: WaitFuture },
         Ready,
         Call { #[pin] fut: F },
@@ -65,24 +67,65 @@ impl<S: Service<Request<B>>, B, St: CacheStore> fmt::Debug for ResponseFuture<S,
 }
 
 impl<S: Service<Request<B>>, B, St: CacheStore> ResponseFuture<S, B, St> {
-    pub(crate) fn new(shared: Arc<Shared<St>>, inner: S, req: Request<B>, plan: Plan) -> Self {
+    /// `inner` is called only on a miss: `None` when the request is
+    /// answered at once.
+    pub(crate) fn new(
+        shared: Arc<Shared<St>>,
+        inner: impl FnOnce() -> S,
+        req: Request<B>,
+        plan: Plan,
+    ) -> Self {
+        let mut stale = None;
         let state = match &plan.key {
-            Some(key) if plan.read => State::Lookup {
-                get: shared.store.get(key),
+            Some(key) if plan.read => match shared.store.try_get(key) {
+                // The store answered without waiting (in memory): a hit is
+                // served before the inner service is even cloned.
+                Some(found) => {
+                    let now = Instant::now();
+                    match found {
+                        Some(entry) if entry.is_fresh(now) => {
+                            tracing::trace!(key = ?plan.key, "cache hit");
+                            return ResponseFuture {
+                                shared,
+                                inner: None,
+                                req: None,
+                                key: None,
+                                read: true,
+                                stale: None,
+                                lead: None,
+                                state: State::Hit {
+                                    res: Some(serve(&entry, Status::Hit, now)),
+                                },
+                            };
+                        }
+                        Some(entry) if usable_stale(&shared, &entry, now) => {
+                            stale = Some(entry);
+                        }
+                        _ => {}
+                    }
+                    State::Join
+                }
+                None => State::Lookup {
+                    get: shared.store.get(key),
+                },
             },
             _ => State::Ready,
         };
         ResponseFuture {
             shared,
-            inner,
+            inner: Some(inner()),
             req: Some(req),
             key: plan.key,
             read: plan.read,
-            stale: None,
+            stale,
             lead: None,
             state,
         }
     }
+}
+
+fn usable_stale<St>(shared: &Shared<St>, entry: &CachedResponse, now: Instant) -> bool {
+    entry.age(now) < entry.ttl().saturating_add(shared.stale_if_error)
 }
 
 /// Upstream answers that a stale entry may stand in for.
@@ -125,6 +168,13 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
+                StateProj::Hit { res } => {
+                    let res = res.take();
+                    this.state.set(State::Done);
+                    return Poll::Ready(
+                        res.ok_or_else(|| "cache future polled after completion".into()),
+                    );
+                }
                 StateProj::Lookup { get } => {
                     let found = ready!(get.poll(cx));
                     let now = Instant::now();
@@ -134,10 +184,13 @@ where
                             this.state.set(State::Done);
                             return Poll::Ready(Ok(serve(&entry, Status::Hit, now)));
                         }
-                        if entry.age(now) < entry.ttl().saturating_add(this.shared.stale_if_error) {
+                        if usable_stale(this.shared, &entry, now) {
                             *this.stale = Some(entry);
                         }
                     }
+                    this.state.set(State::Join);
+                }
+                StateProj::Join => {
                     let Some(key) = this.key.as_ref() else {
                         this.state.set(State::Ready);
                         continue;
@@ -169,7 +222,11 @@ where
                     }
                 },
                 StateProj::Ready => {
-                    if let Err(e) = ready!(this.inner.poll_ready(cx)) {
+                    let Some(inner) = this.inner.as_mut() else {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Err("cache future polled after completion".into()));
+                    };
+                    if let Err(e) = ready!(inner.poll_ready(cx)) {
                         this.state.set(State::Done);
                         return Poll::Ready(failed(this.stale, this.lead, e.into()));
                     }
@@ -177,7 +234,7 @@ where
                         this.state.set(State::Done);
                         return Poll::Ready(Err("cache future polled after completion".into()));
                     };
-                    let fut = this.inner.call(req);
+                    let fut = inner.call(req);
                     this.state.set(State::Call { fut });
                 }
                 StateProj::Call { fut } => {

@@ -147,9 +147,19 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let plan = self.plan(&req);
-        let inner = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, inner);
-        ResponseFuture::new(Arc::clone(&self.shared), inner, req, plan)
+        // The inner service is cloned only when it will be called (not for
+        // a hit), and the clone stays here: the ready one goes with the
+        // request.
+        let this = &mut self.inner;
+        ResponseFuture::new(
+            Arc::clone(&self.shared),
+            || {
+                let clone = this.clone();
+                std::mem::replace(this, clone)
+            },
+            req,
+            plan,
+        )
     }
 }
 

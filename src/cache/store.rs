@@ -119,6 +119,14 @@ pub trait CacheStore: Send + Sync + 'static {
     /// The entry stored under `key`, if any (fresh or not: the layer
     /// decides what an old entry is good for).
     fn get(&self, key: &CacheKey) -> Self::Get;
+    /// The entry under `key` when the store can tell without waiting
+    /// (`Some(answer)`), or `None` to be asked through [`get`](Self::get).
+    ///
+    /// An in-memory store answers here, so a hit is served inside `call`
+    /// without a future to drive. The default defers to `get`.
+    fn try_get(&self, _key: &CacheKey) -> Option<Option<Arc<CachedResponse>>> {
+        None
+    }
     /// Stores `entry` under `key`, to be kept for `retain`.
     fn put(&self, key: CacheKey, entry: Arc<CachedResponse>, retain: Duration) -> Self::Put;
 }
@@ -243,6 +251,10 @@ impl CacheStore for MemoryStore {
 
     fn get(&self, key: &CacheKey) -> Self::Get {
         ready(self.get_now(key))
+    }
+
+    fn try_get(&self, key: &CacheKey) -> Option<Option<Arc<CachedResponse>>> {
+        Some(self.get_now(key))
     }
 
     fn put(&self, key: CacheKey, entry: Arc<CachedResponse>, retain: Duration) -> Self::Put {
