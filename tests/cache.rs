@@ -270,6 +270,50 @@ mod cache {
         assert_eq!(up.calls(), 2);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn key_policy_is_replaceable_by_a_closure() {
+        use http::Method;
+        use tower_llm_resilience::cache::TenantId;
+        // Key on a conversation id header alone (tenant still apart).
+        let policy = |r: &Request<ReplayBody>| {
+            let id = r.headers().get("x-conversation")?.to_str().ok()?;
+            Some(CacheKey::new(
+                TenantId::Named(Arc::from("app")),
+                Method::POST,
+                "/conversation",
+                None,
+                None,
+                false,
+                true,
+                u128::from(id.len() as u64) << 64 | u128::from(id.as_bytes()[0]),
+            ))
+        };
+        let up = Upstream::ok_json();
+        let mut svc = CacheLayer::builder()
+            .key_policy(policy)
+            .build()
+            .expect("config")
+            .layer(up.clone());
+        let with = |id: &'static str, body: &str| {
+            let mut r = req(body);
+            r.headers_mut()
+                .insert("x-conversation", HeaderValue::from_static(id));
+            r
+        };
+        send(&mut svc, with("a1", PROMPT)).await;
+        assert_eq!(
+            send(&mut svc, with("a1", "not even json")).await.0,
+            Status::Hit
+        );
+        assert_eq!(send(&mut svc, with("b22", PROMPT)).await.0, Status::Miss);
+        assert_eq!(
+            send(&mut svc, req(PROMPT)).await.0,
+            Status::Miss,
+            "no key: bypass"
+        );
+        assert_eq!(up.calls(), 3);
+    }
+
     #[derive(Clone, Default)]
     struct Captured(Arc<Mutex<Vec<u8>>>);
     impl std::io::Write for Captured {
@@ -372,7 +416,8 @@ mod cache {
     #[tokio::test(start_paused = true)]
     async fn five_hundred_identical_misses_make_one_call() {
         let up = Upstream::ok_json().delayed(Duration::from_millis(50));
-        let svc = cached(&up);
+        let layer = CacheLayer::new();
+        let svc = layer.layer(up.clone());
         let tasks: Vec<_> = (0..500)
             .map(|_| {
                 let mut svc = svc.clone();
@@ -389,6 +434,7 @@ mod cache {
         assert_eq!(up.calls(), 1, "exactly one upstream call");
         assert_eq!(statuses.get(&Status::Miss), Some(&1));
         assert_eq!(statuses.get(&Status::Hit), Some(&499));
+        assert_eq!(layer.in_flight(), 0, "the flight table empties");
     }
 
     #[tokio::test(start_paused = true)]
@@ -397,7 +443,8 @@ mod cache {
         let hang = Upstream::ok_json()
             .delayed(Duration::from_millis(10))
             .first_delayed(Duration::from_secs(3600));
-        let svc = cached(&hang);
+        let layer = CacheLayer::new();
+        let svc = layer.layer(hang.clone());
         let leader = tokio::spawn({
             let mut svc = svc.clone();
             async move { send(&mut svc, req(PROMPT)).await }
@@ -418,6 +465,7 @@ mod cache {
             assert_eq!((code, &body[..]), (StatusCode::OK, JSON_ANSWER.as_bytes()));
         }
         assert_eq!(hang.calls(), 2, "at most one replacement call");
+        assert_eq!(layer.in_flight(), 0);
     }
 
     #[tokio::test(start_paused = true)]
