@@ -521,6 +521,33 @@ mod cache {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn waiters_of_a_leader_whose_body_is_never_read_give_up_waiting() {
+        let up = Upstream::ok_json();
+        let mut svc = CacheLayer::builder()
+            .coalesce_timeout(Duration::from_secs(1))
+            .build()
+            .expect("config")
+            .layer(up.clone());
+        // The leader's caller holds its body without reading it.
+        let held = svc.ready().await.expect("ready").call(req(PROMPT)).await;
+        let waiter = tokio::spawn({
+            let mut svc = svc.clone();
+            async move { send(&mut svc, req(PROMPT)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        assert_eq!(up.calls(), 1, "still waiting");
+        let (status, _, _, body) = waiter.await.expect("waiter");
+        assert_eq!((status, &body[..]), (Status::Miss, JSON_ANSWER.as_bytes()));
+        assert_eq!(up.calls(), 2, "went alone after the timeout");
+        drop(held);
+        assert_eq!(
+            send(&mut svc, req(PROMPT)).await.0,
+            Status::Hit,
+            "the lone call stored"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn failed_leader_hands_over_one_waiter_at_a_time() {
         let up = Upstream::new(|_, _| Ok(json(400, r#"{"type":"error"}"#)))
             .delayed(Duration::from_millis(10));

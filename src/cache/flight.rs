@@ -58,6 +58,9 @@ pub(crate) enum Waited {
     Served(Served),
     /// The leader gave up: this request leads now.
     Lead(Leader),
+    /// Waited longer than the coalescing timeout: this request goes
+    /// upstream on its own (without leading anyone).
+    TimedOut,
 }
 
 impl Flights {

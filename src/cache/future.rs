@@ -203,8 +203,13 @@ where
                         }
                         Joined::Wait(waiter) => {
                             tracing::trace!(key = ?key, "cache miss: waiting for the leader");
+                            let limit = this.shared.coalesce_timeout;
                             this.state.set(State::Wait {
-                                wait: Box::pin(waiter.wait()),
+                                wait: Box::pin(async move {
+                                    tokio::time::timeout(limit, waiter.wait())
+                                        .await
+                                        .unwrap_or(Waited::TimedOut)
+                                }),
                             });
                         }
                     }
@@ -218,6 +223,10 @@ where
                     Waited::Lead(leader) => {
                         tracing::trace!(key = ?this.key, "taking over as leader");
                         *this.lead = Some(leader);
+                        this.state.set(State::Ready);
+                    }
+                    Waited::TimedOut => {
+                        tracing::debug!(key = ?this.key, "waited too long for the leader: going alone");
                         this.state.set(State::Ready);
                     }
                 },

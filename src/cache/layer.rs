@@ -18,6 +18,7 @@ pub(crate) struct Shared<St> {
     pub(crate) stale_if_error: Duration,
     pub(crate) max_entry: usize,
     pub(crate) nondeterministic: bool,
+    pub(crate) coalesce_timeout: Duration,
     pub(crate) flights: Arc<Flights>,
 }
 
@@ -29,6 +30,7 @@ impl<St: fmt::Debug> fmt::Debug for Shared<St> {
             .field("stale_if_error", &self.stale_if_error)
             .field("max_entry", &self.max_entry)
             .field("nondeterministic", &self.nondeterministic)
+            .field("coalesce_timeout", &self.coalesce_timeout)
             .field("in_flight", &self.flights.len())
             .finish_non_exhaustive()
     }
@@ -106,6 +108,7 @@ pub struct CacheBuilder<St = MemoryStore> {
     stale_if_error: Duration,
     max_entry: usize,
     nondeterministic: bool,
+    coalesce_timeout: Duration,
 }
 
 impl<St: fmt::Debug> fmt::Debug for CacheBuilder<St> {
@@ -124,6 +127,8 @@ impl<St: fmt::Debug> fmt::Debug for CacheBuilder<St> {
 pub const DEFAULT_TTL: Duration = Duration::from_secs(600);
 /// The default stale-if-error window past the TTL: 5 minutes.
 pub const DEFAULT_STALE_IF_ERROR: Duration = Duration::from_secs(300);
+/// The default longest wait for an identical request in flight: 5 minutes.
+pub const DEFAULT_COALESCE_TIMEOUT: Duration = Duration::from_secs(300);
 /// The default largest cached response: 4 MiB.
 pub const DEFAULT_MAX_ENTRY: usize = 4 * 1024 * 1024;
 
@@ -136,6 +141,7 @@ impl CacheBuilder<MemoryStore> {
             stale_if_error: DEFAULT_STALE_IF_ERROR,
             max_entry: DEFAULT_MAX_ENTRY,
             nondeterministic: false,
+            coalesce_timeout: DEFAULT_COALESCE_TIMEOUT,
         }
     }
 
@@ -157,6 +163,7 @@ impl<St: CacheStore> CacheBuilder<St> {
             stale_if_error: self.stale_if_error,
             max_entry: self.max_entry,
             nondeterministic: self.nondeterministic,
+            coalesce_timeout: self.coalesce_timeout,
         }
     }
 
@@ -196,19 +203,27 @@ impl<St: CacheStore> CacheBuilder<St> {
         self
     }
 
+    /// How long a request waits for an identical one in flight — whose
+    /// entry is committed only when its caller has read the whole body —
+    /// before going upstream on its own (default 5 minutes).
+    pub fn coalesce_timeout(mut self, timeout: Duration) -> Self {
+        self.coalesce_timeout = timeout;
+        self
+    }
+
     /// Validates the configuration.
     ///
     /// # Errors
     ///
-    /// [`InvalidConfig`] for a zero TTL, a TTL or stale window over 30
-    /// days, or a zero maximum entry size.
+    /// [`InvalidConfig`] for a zero TTL, a TTL, stale window or coalescing
+    /// timeout over 30 days, or a zero maximum entry size.
     pub fn build(self) -> Result<CacheLayer<St>, InvalidConfig> {
         let invalid = |what| Err(InvalidConfig { what });
         let month = Duration::from_secs(30 * 86_400);
         if self.ttl.is_zero() {
             return invalid("cache ttl must be positive");
         }
-        if self.ttl > month || self.stale_if_error > month {
+        if self.ttl > month || self.stale_if_error > month || self.coalesce_timeout > month {
             return invalid("cache ttl and stale window must be at most 30 days");
         }
         if self.max_entry == 0 {
@@ -226,6 +241,7 @@ impl<St: CacheStore> CacheBuilder<St> {
                 stale_if_error: self.stale_if_error,
                 max_entry: self.max_entry,
                 nondeterministic: self.nondeterministic,
+                coalesce_timeout: self.coalesce_timeout,
                 flights: Arc::default(),
             }),
         }

@@ -25,7 +25,9 @@
 //!   byte with the original status and headers (less hop-by-hop ones).
 //! - **Coalescing**: concurrent identical misses make one upstream call;
 //!   the others wait for its entry. If the leader fails, is cancelled, or
-//!   gets an answer that cannot be cached, exactly one waiter takes over.
+//!   gets an answer that cannot be cached, exactly one waiter takes over. A
+//!   waiter gives up waiting after the
+//!   [`coalesce_timeout`](CacheBuilder::coalesce_timeout) and goes alone.
 //! - **Expiry**: entries are fresh for the [`ttl`](CacheBuilder::ttl) and
 //!   then kept for a [stale-if-error](CacheBuilder::stale_if_error) window,
 //!   in which they answer — marked `STALE` — when upstream fails with 429,
