@@ -95,7 +95,10 @@ pub use key::{
     CacheKey, DEFAULT_ALIASES, DEFAULT_MAX_KEY_BODY, DefaultKeyPolicy, KeyPolicy, Tenant, TenantId,
     canonical_hash,
 };
-pub use layer::{CacheBuilder, CacheLayer, DEFAULT_MAX_ENTRY, DEFAULT_STALE_IF_ERROR, DEFAULT_TTL};
+pub use layer::{
+    CacheBuilder, CacheLayer, DEFAULT_COALESCE_TIMEOUT, DEFAULT_MAX_ENTRY, DEFAULT_STALE_IF_ERROR,
+    DEFAULT_TTL,
+};
 pub use service::Cache;
 pub use store::{CacheStore, CachedResponse, DEFAULT_CAPACITY, MemoryStore};
 
