@@ -19,8 +19,8 @@ use tower::{Service, ServiceExt};
 use tower_layer::Layer;
 use tower_llm_resilience::BoxError;
 use tower_llm_resilience::cache::{
-    CacheKey, CacheLayer, CacheStatus, CacheStore, CachedResponse, DefaultKeyPolicy, KeyPolicy,
-    MemoryStore, Status, Tenant,
+    CacheKey, CacheLayer, CacheStatus, CacheStore, CacheTtl, CachedResponse, DefaultKeyPolicy,
+    KeyPolicy, MemoryStore, Status, Tenant,
 };
 use tower_llm_resilience::request::ReplayBody;
 use tower_llm_resilience::response::ResponseBody;
@@ -867,6 +867,28 @@ mod cache {
         tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(send(&mut svc, req(PROMPT)).await.0, Status::Miss);
         assert_eq!(up.calls(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_can_set_its_entry_ttl() {
+        let up = Upstream::ok_json();
+        let mut svc = CacheLayer::builder()
+            .ttl(Duration::from_secs(600))
+            .build()
+            .expect("config")
+            .layer(up.clone());
+        let mut short = req(PROMPT);
+        short
+            .extensions_mut()
+            .insert(CacheTtl(Duration::from_secs(5)));
+        send(&mut svc, short).await;
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert_eq!(send(&mut svc, req(PROMPT)).await.0, Status::Hit);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(send(&mut svc, req(PROMPT)).await.0, Status::Miss);
+        // That answer has the layer's TTL.
+        tokio::time::advance(Duration::from_secs(500)).await;
+        assert_eq!(send(&mut svc, req(PROMPT)).await.0, Status::Hit);
     }
 
     #[tokio::test(start_paused = true)]

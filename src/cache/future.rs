@@ -36,6 +36,7 @@ pin_project! {
         req: Option<Request<B>>,
         key: Option<CacheKey>,
         read: bool,
+        ttl: Duration,
         stale: Option<Arc<CachedResponse>>,
         lead: Option<Leader>,
         #[pin]
@@ -91,6 +92,7 @@ impl<S: Service<Request<B>>, B, St: CacheStore> ResponseFuture<S, B, St> {
                                 req: None,
                                 key: None,
                                 read: true,
+                                ttl: plan.ttl,
                                 stale: None,
                                 lead: None,
                                 state: State::Hit {
@@ -117,6 +119,7 @@ impl<S: Service<Request<B>>, B, St: CacheStore> ResponseFuture<S, B, St> {
             req: Some(req),
             key: plan.key,
             read: plan.read,
+            ttl: plan.ttl,
             stale,
             lead: None,
             state,
@@ -250,7 +253,14 @@ where
                     let result = ready!(fut.poll(cx));
                     this.state.set(State::Done);
                     return Poll::Ready(match result {
-                        Ok(res) => Ok(respond(this.shared, this.key, this.stale, this.lead, res)),
+                        Ok(res) => Ok(respond(
+                            this.shared,
+                            this.key,
+                            *this.ttl,
+                            this.stale,
+                            this.lead,
+                            res,
+                        )),
                         Err(e) => failed(this.stale, this.lead, e.into()),
                     });
                 }
@@ -287,6 +297,7 @@ fn failed(
 fn respond<St: CacheStore, RB>(
     shared: &Arc<Shared<St>>,
     key: &mut Option<CacheKey>,
+    ttl: Duration,
     stale: &mut Option<Arc<CachedResponse>>,
     lead: &mut Option<Leader>,
     res: Response<RB>,
@@ -319,6 +330,7 @@ where
             let filler = Filler {
                 shared: Arc::clone(shared),
                 key: Some(key),
+                ttl,
                 lead: lead.take(),
                 status,
                 headers: storable(res.headers()),
@@ -374,6 +386,7 @@ fn storable(headers: &HeaderMap) -> HeaderMap {
 struct Filler<St> {
     shared: Arc<Shared<St>>,
     key: Option<CacheKey>,
+    ttl: Duration,
     lead: Option<Leader>,
     status: StatusCode,
     headers: HeaderMap,
@@ -410,13 +423,13 @@ impl<St: CacheStore> BodyObserver for Filler<St> {
             std::mem::take(&mut self.headers),
             std::mem::take(&mut self.chunks).into(),
             Instant::now(),
-            self.shared.ttl,
+            self.ttl,
         ));
         if entry.size() > self.shared.max_entry {
             return;
         }
         tracing::trace!(key = ?key, size = entry.size(), "cached");
-        let retain = self.shared.ttl.saturating_add(self.shared.stale_if_error);
+        let retain = self.ttl.saturating_add(self.shared.stale_if_error);
         drive(self.shared.store.put(key, Arc::clone(&entry), retain));
         if let Some(leader) = self.lead.take() {
             leader.finish((entry, Status::Hit));

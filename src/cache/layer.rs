@@ -123,6 +123,9 @@ impl<St: fmt::Debug> fmt::Debug for CacheBuilder<St> {
     }
 }
 
+/// The longest TTL, stale window or coalescing timeout: 30 days.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(30 * 86_400);
+
 /// The default time an entry is fresh: 10 minutes.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(600);
 /// The default stale-if-error window past the TTL: 5 minutes.
@@ -219,7 +222,7 @@ impl<St: CacheStore> CacheBuilder<St> {
     /// timeout over 30 days, or a zero maximum entry size.
     pub fn build(self) -> Result<CacheLayer<St>, InvalidConfig> {
         let invalid = |what| Err(InvalidConfig { what });
-        let month = Duration::from_secs(30 * 86_400);
+        let month = MAX_DURATION;
         if self.ttl.is_zero() {
             return invalid("cache ttl must be positive");
         }

@@ -28,7 +28,8 @@
 //!   gets an answer that cannot be cached, exactly one waiter takes over. A
 //!   waiter gives up waiting after the
 //!   [`coalesce_timeout`](CacheBuilder::coalesce_timeout) and goes alone.
-//! - **Expiry**: entries are fresh for the [`ttl`](CacheBuilder::ttl) and
+//! - **Expiry**: entries are fresh for the [`ttl`](CacheBuilder::ttl) (or a
+//!   request's [`CacheTtl`]) and
 //!   then kept for a [stale-if-error](CacheBuilder::stale_if_error) window,
 //!   in which they answer — marked `STALE` — when upstream fails with 429,
 //!   529, another 5xx or an error. The store is bounded by bytes.
@@ -130,6 +131,12 @@ impl Status {
         }
     }
 }
+
+/// A request extension: how long this request's answer stays fresh,
+/// instead of the layer's [`ttl`](CacheBuilder::ttl) (at most 30 days; zero
+/// means the layer's TTL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheTtl(pub Duration);
 
 /// What the cache did, in every response's extensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

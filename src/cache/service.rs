@@ -91,6 +91,8 @@ pub(crate) struct Plan {
     pub(crate) key: Option<super::CacheKey>,
     /// Whether a stored answer may be served (fresh, coalesced or stale).
     pub(crate) read: bool,
+    /// How long the answer, once stored, is fresh.
+    pub(crate) ttl: std::time::Duration,
 }
 
 impl<S, St> Cache<S, St>
@@ -101,6 +103,7 @@ where
         let pass = Plan {
             key: None,
             read: false,
+            ttl: self.shared.ttl,
         };
         let Some(req) = (req as &dyn Any).downcast_ref::<Request<ReplayBody>>() else {
             return pass;
@@ -119,9 +122,14 @@ where
         if !key.is_deterministic() && !self.shared.nondeterministic {
             return pass;
         }
+        let ttl = match req.extensions().get::<super::CacheTtl>() {
+            Some(t) if !t.0.is_zero() => t.0.min(super::layer::MAX_DURATION),
+            _ => self.shared.ttl,
+        };
         Plan {
             key: Some(key),
             read: !directives.no_cache,
+            ttl,
         }
     }
 }
