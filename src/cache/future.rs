@@ -35,7 +35,6 @@ pin_project! {
         inner: Option<S>,
         req: Option<Request<B>>,
         key: Option<CacheKey>,
-        read: bool,
         ttl: Duration,
         stale: Option<Arc<CachedResponse>>,
         lead: Option<Leader>,
@@ -68,8 +67,8 @@ impl<S: Service<Request<B>>, B, St: CacheStore> fmt::Debug for ResponseFuture<S,
 }
 
 impl<S: Service<Request<B>>, B, St: CacheStore> ResponseFuture<S, B, St> {
-    /// `inner` is called only on a miss: `None` when the request is
-    /// answered at once.
+    /// `inner` gives the service to call; it is not asked for when the
+    /// request is answered at once.
     pub(crate) fn new(
         shared: Arc<Shared<St>>,
         inner: impl FnOnce() -> S,
@@ -91,7 +90,6 @@ impl<S: Service<Request<B>>, B, St: CacheStore> ResponseFuture<S, B, St> {
                                 inner: None,
                                 req: None,
                                 key: None,
-                                read: true,
                                 ttl: plan.ttl,
                                 stale: None,
                                 lead: None,
@@ -118,7 +116,6 @@ impl<S: Service<Request<B>>, B, St: CacheStore> ResponseFuture<S, B, St> {
             inner: Some(inner()),
             req: Some(req),
             key: plan.key,
-            read: plan.read,
             ttl: plan.ttl,
             stale,
             lead: None,
