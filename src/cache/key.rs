@@ -604,6 +604,39 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any order of an object's entries, nested or not, and any
+        /// insignificant whitespace give the same hash.
+        #[test]
+        fn entry_order_and_whitespace_never_matter(
+            entries in proptest::collection::btree_map("[a-z]{1,6}", 0u32..1000, 0..8),
+            rotate in 0usize..8,
+            spaces in proptest::collection::vec(0usize..3, 32),
+        ) {
+            let pairs: Vec<(String, u32)> = entries.into_iter().collect();
+            let mut rotated = pairs.clone();
+            if !rotated.is_empty() {
+                let n = rotate % rotated.len();
+                rotated.rotate_left(n);
+            }
+            let ws = |i: usize| " ".repeat(spaces[i % spaces.len()]);
+            let render = |pairs: &[(String, u32)], pad: bool| {
+                let inner: Vec<String> = pairs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (k, v))| {
+                        let (a, b) = if pad { (ws(i), ws(i + 1)) } else { (String::new(), String::new()) };
+                        format!("{a}\"{k}\"{b}:{a}{{\"v\":{v},\"w\":[{v},\"{k}\"]}}{b}")
+                    })
+                    .collect();
+                format!("{{\"o\":{{{}}},\"x\":1}}", inner.join(","))
+            };
+            let plain = canonical_hash(render(&pairs, false).as_bytes());
+            proptest::prop_assert!(plain.is_some());
+            proptest::prop_assert_eq!(plain, canonical_hash(render(&rotated, true).as_bytes()));
+        }
+    }
+
     #[test]
     fn alias_ref_hashes_like_alias_key() {
         use std::hash::BuildHasher;
