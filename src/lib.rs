@@ -30,11 +30,17 @@
 //! - `sim` (feature `sim`): a simulated provider to test and benchmark
 //!   against; `client` (feature `hyper-client`): a ready HTTP client.
 //!
+//! The layers: `cache` (feature `cache`, outermost: hits never touch
+//! quota), [`retry`], [`rate`].
+//!
 //! Errors the stack creates are small typed structs in [`error`], returned
 //! as [`BoxError`]; an HTTP error response from upstream stays the
 //! `Ok(Response)` it is.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "cache")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
+pub mod cache;
 #[cfg(feature = "hyper-client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "hyper-client")))]
 pub mod client;
