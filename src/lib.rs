@@ -38,6 +38,7 @@
 #[cfg(feature = "hyper-client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "hyper-client")))]
 pub mod client;
+pub mod concurrency;
 pub mod error;
 pub mod provider;
 pub mod queue;
