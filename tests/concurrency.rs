@@ -43,7 +43,17 @@ struct TestBody {
     sleep: Option<Pin<Box<Sleep>>>,
     delay: Duration,
     data: Option<Bytes>,
-    live: Arc<AtomicUsize>,
+    _live: LiveGuard,
+}
+
+/// One request alive upstream: counted out when dropped (with the body, or
+/// with the call's future if the caller gives up first).
+struct LiveGuard(Arc<AtomicUsize>);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Body for TestBody {
@@ -69,12 +79,6 @@ impl Body for TestBody {
     }
 }
 
-impl Drop for TestBody {
-    fn drop(&mut self) {
-        self.live.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 fn header_u64(req: &Request<String>, name: &str) -> u64 {
     req.headers()
         .get(name)
@@ -96,7 +100,7 @@ impl Service<Request<String>> for Mock {
         let now = self.live.fetch_add(1, Ordering::SeqCst) + 1;
         self.peak.fetch_max(now, Ordering::SeqCst);
         self.calls.lock().unwrap().push(req.body().clone());
-        let live = Arc::clone(&self.live);
+        let live = LiveGuard(Arc::clone(&self.live));
         let latency = Duration::from_millis(header_u64(&req, "x-latency-ms"));
         let body_delay = Duration::from_millis(header_u64(&req, "x-body-ms"));
         let status = match header_u64(&req, "x-status") {
@@ -108,7 +112,7 @@ impl Service<Request<String>> for Mock {
         Box::pin(async move {
             sleep(latency).await;
             if fail {
-                live.fetch_sub(1, Ordering::SeqCst);
+                drop(live);
                 return Err("connection refused".into());
             }
             let mut builder = Response::builder().status(status);
@@ -125,7 +129,7 @@ impl Service<Request<String>> for Mock {
                     sleep: None,
                     delay: body_delay,
                     data: Some(data),
-                    live,
+                    _live: live,
                 })
                 .unwrap())
         })
@@ -140,9 +144,11 @@ fn req(id: &str, latency_ms: u64, body_ms: u64) -> Request<String> {
         .unwrap()
 }
 
+/// A response with `status` after 10 ms.
 fn with_status(status: u16) -> Request<String> {
     Request::builder()
         .header("x-status", status)
+        .header("x-latency-ms", 10)
         .body(String::new())
         .unwrap()
 }
@@ -724,6 +730,7 @@ mod sim {
         });
         tokio::time::sleep(Duration::from_millis(30)).await;
         assert_eq!(layer.stats().queued, 1);
+        assert_eq!(sim.counters().in_flight, 3, "three streams, still streaming");
         // Read one frame of the first, then drop it mid-stream.
         let mut first = bodies.remove(0);
         first.frame().await.unwrap().unwrap();
@@ -742,7 +749,10 @@ mod sim {
         }
         let counters = sim.counters();
         assert_eq!(counters.in_flight, 0);
-        assert!(counters.peak_in_flight <= 3, "{}", counters.peak_in_flight);
+        // The permit is back the moment the body is dropped; the simulator
+        // notices the hang-up only at its next write (one token later), so
+        // the fourth stream may briefly overlap the dropped one there.
+        assert!(counters.peak_in_flight <= 4, "{}", counters.peak_in_flight);
         sim.shutdown().await;
     }
 }
