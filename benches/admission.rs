@@ -21,9 +21,11 @@ use governor::{Quota, RateLimiter};
 use http::{HeaderMap, Request, Response};
 use tower::{Layer, Service, ServiceExt};
 use tower_llm_resilience::concurrency::ConcurrencyLimitLayer;
+use tower_llm_resilience::provider::QuotaSnapshot;
+use tower_llm_resilience::queue::WaitQueue;
 use tower_llm_resilience::rate::gcra::{Gcra, nanos};
 use tower_llm_resilience::rate::{Limit, Limits, RateLimitLayer};
-use tower_llm_resilience::request::{ReplayBody, RequestMeta};
+use tower_llm_resilience::request::{KeyId, ReplayBody, RequestMeta};
 use tower_llm_resilience::response::ResponseBody;
 
 /// The inner service: answers at once with an empty body.
@@ -227,6 +229,47 @@ fn bench(c: &mut Criterion) {
     });
     g.finish();
     assert_eq!(ours.stats().in_flight, 0);
+
+    // Pieces of the paths above, to see where the time goes.
+    let mut g = c.benchmark_group("breakdown");
+    g.bench_function("instant_now", |b| b.iter(tokio::time::Instant::now));
+    g.bench_function("system_time_now", |b| b.iter(std::time::SystemTime::now));
+    g.bench_function("body_drop_no_observer", |b| {
+        b.iter(|| drop(black_box(ResponseBody::empty())))
+    });
+    g.bench_function("body_observer_attach_drop", |b| {
+        let token = Arc::new(());
+        b.iter(|| {
+            let mut body = ResponseBody::empty();
+            let held = Arc::clone(&token);
+            body.on_complete(move |c| drop(black_box((held, c.outcome))));
+            drop(body)
+        })
+    });
+    let mut with_key = HeaderMap::new();
+    with_key.insert("x-api-key", key.clone());
+    g.bench_function("key_id_from_headers", |b| {
+        b.iter(|| KeyId::from_headers(black_box(&with_key)))
+    });
+    let empty = HeaderMap::new();
+    g.bench_function("quota_snapshot_no_headers", |b| {
+        b.iter(|| QuotaSnapshot::from_headers(black_box(&empty), std::time::SystemTime::now()))
+    });
+    let queue = WaitQueue::default();
+    g.bench_function("wait_queue_wake_head_empty", |b| {
+        b.iter(|| queue.wake_head(black_box(1)))
+    });
+    g.bench_function("extensions_insert_arc_meta", |b| {
+        b.iter_batched(
+            || Request::new(()),
+            |mut req| {
+                req.extensions_mut().insert(Arc::clone(&meta));
+                req
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
 }
 
 criterion_group!(benches, bench);

@@ -28,7 +28,8 @@ pin_project! {
     /// Dropping the future gives back its place in the queue, or its permit,
     /// at once.
     pub struct ResponseFuture<S: Service<Request<B>>, B> {
-        shared: Arc<Shared>,
+        // Moved into the permit once admitted (saves a reference count).
+        shared: Option<Arc<Shared>>,
         req: Option<Request<B>>,
         inner: S,
         waiter: Option<Queued>,
@@ -65,7 +66,7 @@ impl<S: Service<Request<B>>, B> fmt::Debug for ResponseFuture<S, B> {
 impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
     pub(crate) fn new(shared: Arc<Shared>, req: Request<B>, inner: S) -> Self {
         ResponseFuture {
-            shared,
+            shared: Some(shared),
             req: Some(req),
             inner,
             waiter: None,
@@ -110,13 +111,23 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Admit => {
+                    let Some(shared) = this.shared.as_ref() else {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Err(after_completion()));
+                    };
                     let Some(waiter) = this.waiter.as_mut() else {
                         // Fast path: a free permit and no one waiting (a
                         // newcomer never jumps the queue).
-                        if !this.shared.has_waiters()
-                            && let Some(permit) = this.shared.try_acquire()
-                        {
-                            *this.permit = Some(permit);
+                        let fast = if shared.has_waiters() {
+                            None
+                        } else {
+                            shared.try_acquire()
+                        };
+                        if let Some(epoch) = fast {
+                            // `shared` is there: it was just borrowed.
+                            if let Some(shared) = this.shared.take() {
+                                *this.permit = Some(Permit { shared, epoch });
+                            }
                             this.state.set(State::Ready);
                             continue;
                         }
@@ -125,15 +136,15 @@ where
                             return Poll::Ready(Err(after_completion()));
                         };
                         let now = Instant::now();
-                        let priority = priority_of(this.shared, req);
-                        let by_max_wait = this.shared.max_wait.map(|w| now + w);
+                        let priority = priority_of(shared, req);
+                        let by_max_wait = shared.max_wait.map(|w| now + w);
                         let deadline = req.extensions().get::<Deadline>().map(|d| d.0);
                         *this.started = Some(now);
                         *this.give_up_at = match (deadline, by_max_wait) {
                             (Some(a), Some(b)) => Some(a.min(b)),
                             (a, b) => a.or(b),
                         };
-                        match this.shared.enqueue(priority, now) {
+                        match shared.enqueue(priority, now) {
                             Ok(w) => *this.waiter = Some(w),
                             Err(full) => {
                                 this.state.set(State::Done);
@@ -144,12 +155,17 @@ where
                         continue;
                     };
                     // Register first, then try: a release in between wakes us.
-                    if waiter.poll_turn(cx).is_ready()
-                        && let Some(permit) = this.shared.try_acquire()
-                    {
+                    let turn = if waiter.poll_turn(cx).is_ready() {
+                        shared.try_acquire()
+                    } else {
+                        None
+                    };
+                    if let Some(epoch) = turn {
                         // Leaving the queue wakes the next in line.
                         *this.waiter = None;
-                        *this.permit = Some(permit);
+                        if let Some(shared) = this.shared.take() {
+                            *this.permit = Some(Permit { shared, epoch });
+                        }
                         this.state.set(State::Ready);
                         continue;
                     }
@@ -197,10 +213,10 @@ where
                     };
                     let mut signalled = false;
                     let mut success = false;
-                    if this.shared.is_adaptive() {
+                    if permit.shared.is_adaptive() {
                         let status = res.status();
                         if is_overload_status(status) {
-                            this.shared.overload(permit.epoch);
+                            permit.shared.overload(permit.epoch);
                             signalled = true;
                         }
                         success = status.is_success();

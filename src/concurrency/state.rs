@@ -103,8 +103,9 @@ impl Shared {
         self.queued.load(Ordering::SeqCst) > 0
     }
 
-    /// Takes a permit if one is free.
-    pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
+    /// Takes a permit if one is free; returns the adaptive epoch it was
+    /// taken in. The caller wraps it in a [`Permit`] at once.
+    pub(crate) fn try_acquire(&self) -> Option<u64> {
         // SeqCst on `in_flight` and `queued` on both sides: a waiter bumps
         // `queued` before its last try here, a release lowers `in_flight`
         // before reading `queued`, so either the waiter sees the freed
@@ -128,14 +129,10 @@ impl Shared {
         if current + 1 > self.peak.load(Ordering::Relaxed) {
             self.peak.fetch_max(current + 1, Ordering::Relaxed);
         }
-        let epoch = if self.aimd.is_some() {
+        Some(if self.aimd.is_some() {
             self.epoch.load(Ordering::SeqCst)
         } else {
             0
-        };
-        Some(Permit {
-            shared: Arc::clone(self),
-            epoch,
         })
     }
 
