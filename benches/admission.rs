@@ -113,8 +113,10 @@ fn bench(c: &mut Criterion) {
     assert_eq!(denied.get(), 0, "governor denied during the bench");
 
     // tower: RateLimit's ready + call on the no-op service.
-    let mut tower_rate =
-        tower::limit::RateLimit::new(Noop, tower::limit::rate::Rate::new(u64::MAX, Duration::from_secs(1)));
+    let mut tower_rate = tower::limit::RateLimit::new(
+        Noop,
+        tower::limit::rate::Rate::new(u64::MAX, Duration::from_secs(1)),
+    );
     g.bench_function("tower_rate_limit", |b| {
         b.iter_batched(
             || request(&meta, &key),
@@ -187,10 +189,9 @@ fn bench(c: &mut Criterion) {
     // The algorithm alone, as the in-memory store runs it: lock, clock,
     // reserve — the peer of governor's bare `check_n`.
     let base = tokio::time::Instant::now();
-    let gcra1 = Mutex::new(Gcra::default().with_limit(
-        tower_llm_resilience::rate::Dimension::Requests,
-        huge(),
-    ));
+    let gcra1 = Mutex::new(
+        Gcra::default().with_limit(tower_llm_resilience::rate::Dimension::Requests, huge()),
+    );
     g.bench_function("ours_gcra_1dim", |b| {
         b.iter(|| {
             let t = nanos(tokio::time::Instant::now().saturating_duration_since(base));

@@ -66,9 +66,7 @@ impl Body for TestBody {
         let this = &mut *self;
         if !this.delay.is_zero() {
             let delay = this.delay;
-            let s = this
-                .sleep
-                .get_or_insert_with(|| Box::pin(sleep(delay)));
+            let s = this.sleep.get_or_insert_with(|| Box::pin(sleep(delay)));
             ready!(s.as_mut().poll(cx));
             this.delay = Duration::ZERO;
         }
@@ -182,9 +180,8 @@ async fn settle() {
 
 #[test]
 fn invalid_configuration_is_refused() {
-    let err = |b: tower_llm_resilience::concurrency::ConcurrencyLimitBuilder| {
-        b.build().unwrap_err()
-    };
+    let err =
+        |b: tower_llm_resilience::concurrency::ConcurrencyLimitBuilder| b.build().unwrap_err();
     let e: InvalidConfig = err(ConcurrencyLimitLayer::builder(0));
     assert!(e.to_string().contains("at least 1"), "{e}");
     err(ConcurrencyLimitLayer::builder(4).max_wait(Duration::ZERO));
@@ -284,7 +281,11 @@ async fn permit_held_until_the_body_ends() {
     let layer = ConcurrencyLimitLayer::new(1);
     let svc = layer.layer(mock.clone());
     let res = svc.clone().oneshot(req("a", 0, 100)).await.unwrap();
-    assert_eq!(layer.stats().in_flight, 1, "the response head is not the end");
+    assert_eq!(
+        layer.stats().in_flight,
+        1,
+        "the response head is not the end"
+    );
 
     let second = tokio::spawn(send(svc.clone(), req("b", 0, 0)));
     settle().await;
@@ -385,7 +386,14 @@ async fn waiters_are_served_by_priority_then_arrival() {
     }
     assert_eq!(
         *mock.calls.lock().unwrap(),
-        ["held", "highest", "high-header", "normal-1", "normal-2", "low"]
+        [
+            "held",
+            "highest",
+            "high-header",
+            "normal-1",
+            "normal-2",
+            "low"
+        ]
     );
 }
 
@@ -401,8 +409,13 @@ async fn queue_full_is_returned_at_once() {
     let mut w2 = Box::pin(svc.clone().oneshot(req("c", 0, 0)));
     assert!(poll_once(&mut w1).is_none() && poll_once(&mut w2).is_none());
     let mut third = Box::pin(svc.clone().oneshot(req("d", 0, 0)));
-    let err = poll_once(&mut third).expect("answered on the first poll").unwrap_err();
-    assert_eq!(err.downcast_ref::<QueueFull>(), Some(&QueueFull { max_len: 2 }));
+    let err = poll_once(&mut third)
+        .expect("answered on the first poll")
+        .unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<QueueFull>(),
+        Some(&QueueFull { max_len: 2 })
+    );
     assert_eq!(layer.stats().queued, 2);
 }
 
@@ -425,7 +438,8 @@ async fn queue_timeout_at_max_wait_to_the_millisecond() {
     );
     // A request deadline shorter than the max wait wins.
     let mut r = req("c", 0, 0);
-    r.extensions_mut().insert(Deadline::after(Duration::from_millis(40)));
+    r.extensions_mut()
+        .insert(Deadline::after(Duration::from_millis(40)));
     let t0 = Instant::now();
     let err = svc.clone().oneshot(r).await.unwrap_err();
     assert!(err.is::<QueueTimeout>());
@@ -630,7 +644,12 @@ async fn lowering_the_cap_revokes_no_permit() {
     let svc = layer.layer(Mock::default());
     let mut held = Vec::new();
     for i in 0..3 {
-        held.push(svc.clone().oneshot(req(&i.to_string(), 0, 0)).await.unwrap());
+        held.push(
+            svc.clone()
+                .oneshot(req(&i.to_string(), 0, 0))
+                .await
+                .unwrap(),
+        );
     }
     send(svc.clone(), with_status(429)).await.unwrap();
     let stats = layer.stats();
@@ -638,7 +657,10 @@ async fn lowering_the_cap_revokes_no_permit() {
     let mut next = Box::pin(send(svc.clone(), req("next", 0, 0)));
     assert!(poll_once(&mut next).is_none());
     held.pop();
-    assert!(poll_once(&mut next).is_none(), "2 in flight is not below a cap of 2");
+    assert!(
+        poll_once(&mut next).is_none(),
+        "2 in flight is not below a cap of 2"
+    );
     held.pop();
     next.await.unwrap();
     assert_eq!(layer.stats().in_flight, 1);
@@ -692,7 +714,8 @@ mod sim {
                     let (tx, rx) = std::sync::mpsc::channel::<Completion>();
                     let mut res = svc.oneshot(req).await.unwrap();
                     assert_eq!(res.status(), StatusCode::OK);
-                    res.body_mut().on_complete(move |c| tx.send(c.clone()).unwrap());
+                    res.body_mut()
+                        .on_complete(move |c| tx.send(c.clone()).unwrap());
                     res.into_body().collect().await.unwrap();
                     rx.recv().unwrap().outcome
                 })
@@ -718,7 +741,11 @@ mod sim {
         let svc = layer.layer(HyperClient::new());
         let mut bodies = Vec::new();
         for _ in 0..3 {
-            let res = svc.clone().oneshot(stream_request(&sim.url())).await.unwrap();
+            let res = svc
+                .clone()
+                .oneshot(stream_request(&sim.url()))
+                .await
+                .unwrap();
             bodies.push(res.into_body());
         }
         assert_eq!(layer.stats().in_flight, 3);
@@ -726,11 +753,23 @@ mod sim {
         let fourth = tokio::spawn({
             let svc = svc.clone();
             let req = stream_request(&sim.url());
-            async move { svc.oneshot(req).await.unwrap().into_body().collect().await.unwrap() }
+            async move {
+                svc.oneshot(req)
+                    .await
+                    .unwrap()
+                    .into_body()
+                    .collect()
+                    .await
+                    .unwrap()
+            }
         });
         tokio::time::sleep(Duration::from_millis(30)).await;
         assert_eq!(layer.stats().queued, 1);
-        assert_eq!(sim.counters().in_flight, 3, "three streams, still streaming");
+        assert_eq!(
+            sim.counters().in_flight,
+            3,
+            "three streams, still streaming"
+        );
         // Read one frame of the first, then drop it mid-stream.
         let mut first = bodies.remove(0);
         first.frame().await.unwrap().unwrap();

@@ -156,8 +156,18 @@ mod tests {
     fn validation() {
         assert!(Adaptive::new(0, 4).validate(2).is_err());
         assert!(Adaptive::new(5, 4).validate(4).is_err());
-        assert!(Adaptive::new(1, 4).decrease_factor(1.0).validate(2).is_err());
-        assert!(Adaptive::new(1, 4).decrease_factor(0.0).validate(2).is_err());
+        assert!(
+            Adaptive::new(1, 4)
+                .decrease_factor(1.0)
+                .validate(2)
+                .is_err()
+        );
+        assert!(
+            Adaptive::new(1, 4)
+                .decrease_factor(0.0)
+                .validate(2)
+                .is_err()
+        );
         assert!(
             Adaptive::new(1, 4)
                 .decrease_factor(f64::NAN)

@@ -144,7 +144,7 @@ where
                             (Some(a), Some(b)) => Some(a.min(b)),
                             (a, b) => a.or(b),
                         };
-                        match shared.enqueue(priority, now) {
+                        match Shared::enqueue(shared, priority, now) {
                             Ok(w) => *this.waiter = Some(w),
                             Err(full) => {
                                 this.state.set(State::Done);
@@ -181,9 +181,9 @@ where
                     *this.waiter = None;
                     this.state.set(State::Done);
                     let now = Instant::now();
-                    let waited = this
-                        .started
-                        .map_or(std::time::Duration::ZERO, |s| now.saturating_duration_since(s));
+                    let waited = this.started.map_or(std::time::Duration::ZERO, |s| {
+                        now.saturating_duration_since(s)
+                    });
                     return Poll::Ready(Err(QueueTimeout { waited }.into()));
                 }
                 StateProj::Ready => {

@@ -144,19 +144,21 @@ impl Shared {
     }
 
     /// Takes a place in the queue, counted in `queued` first.
+    /// (An associated function, not a method: loom's `Arc` cannot be a
+    /// receiver.)
     pub(crate) fn enqueue(
-        self: &Arc<Self>,
+        this: &Arc<Self>,
         priority: Priority,
         now: tokio::time::Instant,
     ) -> Result<Queued, QueueFull> {
-        self.queued.fetch_add(1, Ordering::SeqCst);
-        match self.queue.try_enqueue(self.key, priority, now) {
+        this.queued.fetch_add(1, Ordering::SeqCst);
+        match this.queue.try_enqueue(this.key, priority, now) {
             Ok(waiter) => Ok(Queued {
-                shared: Arc::clone(self),
+                shared: Arc::clone(this),
                 waiter: Some(waiter),
             }),
             Err(full) => {
-                self.queued.fetch_sub(1, Ordering::SeqCst);
+                this.queued.fetch_sub(1, Ordering::SeqCst);
                 Err(full)
             }
         }
