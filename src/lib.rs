@@ -15,6 +15,13 @@
 //!   ▼  transport    hyper-util / reqwest / tonic / anything
 //! ```
 //!
+//! The layers:
+//!
+//! - [`concurrency`]: [`ConcurrencyLimitLayer`](concurrency::ConcurrencyLimitLayer),
+//!   a shared in-flight cap whose permit lives until the response body ends.
+//! - [`rate`]: [`RateLimitLayer`](rate::RateLimitLayer), token-bucket
+//!   admission per API key and model.
+//!
 //! The foundation every layer stands on:
 //!
 //! - [`request`]: [`RequestMeta`](request::RequestMeta), parsed once from the

@@ -2,7 +2,7 @@
 //! flight, and the queue key it waits under.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -10,12 +10,13 @@ use http::HeaderName;
 
 use super::adaptive::Aimd;
 use crate::queue::{Priority, QueueFull, WaitQueue, Waiter};
-use crate::sync::{Arc, Mutex, lock};
+use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, lock};
 
 /// Queue keys of concurrency limiters: unique per limiter and without the
 /// top bit, which the rate limiter's group keys all carry, so the two can
 /// share one queue.
-static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
+/// (std's atomic even under loom: a `static` needs a `const` constructor.)
+static NEXT_KEY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 fn next_key() -> u64 {
     NEXT_KEY.fetch_add(1, Ordering::Relaxed) & !(1 << 63)
