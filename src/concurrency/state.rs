@@ -10,7 +10,7 @@ use http::HeaderName;
 
 use super::adaptive::Aimd;
 use crate::queue::{Priority, QueueFull, WaitQueue, Waiter};
-use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, lock};
+use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, fence, lock};
 
 /// Queue keys of concurrency limiters: unique per limiter and without the
 /// top bit, which the rate limiter's group keys all carry, so the two can
@@ -107,10 +107,13 @@ impl Shared {
     /// Takes a permit if one is free; returns the adaptive epoch it was
     /// taken in. The caller wraps it in a [`Permit`] at once.
     pub(crate) fn try_acquire(&self) -> Option<u64> {
-        // SeqCst on `in_flight` and `queued` on both sides: a waiter bumps
-        // `queued` before its last try here, a release lowers `in_flight`
-        // before reading `queued`, so either the waiter sees the freed
-        // permit or the release sees the waiter and wakes the head.
+        // A waiter bumps `queued` and then (after a SeqCst fence) tries
+        // here; a release lowers `in_flight` and then (after a SeqCst
+        // fence) reads `queued`. The fences order the two pairs, so either
+        // the waiter sees the freed permit or the release sees the waiter
+        // and wakes the head. (SeqCst accesses alone would do in the C++
+        // model, but loom models them as AcqRel and finds the lost wake-up;
+        // fences it models exactly.)
         let cap = self.cap.load(Ordering::SeqCst);
         let mut current = self.in_flight.load(Ordering::SeqCst);
         loop {
@@ -139,6 +142,7 @@ impl Shared {
 
     fn release(&self) {
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
         if self.has_waiters() {
             self.queue.wake_head(self.key);
         }
@@ -153,6 +157,8 @@ impl Shared {
         now: tokio::time::Instant,
     ) -> Result<Queued, QueueFull> {
         this.queued.fetch_add(1, Ordering::SeqCst);
+        // Pairs with the fence in `release` (see `try_acquire`).
+        fence(Ordering::SeqCst);
         match this.queue.try_enqueue(this.key, priority, now) {
             Ok(waiter) => Ok(Queued {
                 shared: Arc::clone(this),
@@ -187,6 +193,8 @@ impl Shared {
             }
             raised
         };
+        // Same pairing as in `release`: a raised cap is a freed permit.
+        fence(Ordering::SeqCst);
         if raised && self.has_waiters() {
             self.queue.wake_head(self.key);
         }
