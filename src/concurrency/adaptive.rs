@@ -108,7 +108,11 @@ impl fmt::Debug for Aimd {
 }
 
 impl Aimd {
-    pub(crate) fn new(config: Adaptive, initial: usize) -> Self {
+    pub(crate) fn new(mut config: Adaptive, initial: usize) -> Self {
+        // The limiter counts permits in 32 bits.
+        let ceiling = u32::MAX as usize;
+        config.max = config.max.min(ceiling);
+        config.min = config.min.min(config.max);
         Aimd {
             config,
             cap: initial.clamp(config.min, config.max),

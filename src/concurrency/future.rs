@@ -118,12 +118,7 @@ where
                     let Some(waiter) = this.waiter.as_mut() else {
                         // Fast path: a free permit and no one waiting (a
                         // newcomer never jumps the queue).
-                        let fast = if shared.has_waiters() {
-                            None
-                        } else {
-                            shared.try_acquire()
-                        };
-                        if let Some(epoch) = fast {
+                        if let Some(epoch) = shared.try_acquire(true) {
                             // `shared` is there: it was just borrowed.
                             if let Some(shared) = this.shared.take() {
                                 *this.permit = Some(Permit { shared, epoch });
@@ -156,7 +151,7 @@ where
                     };
                     // Register first, then try: a release in between wakes us.
                     let turn = if waiter.poll_turn(cx).is_ready() {
-                        shared.try_acquire()
+                        shared.try_acquire(false)
                     } else {
                         None
                     };

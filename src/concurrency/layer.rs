@@ -44,7 +44,7 @@ impl ConcurrencyLimitLayer {
     }
 
     /// A builder for every setting, with `max` requests in flight (the
-    /// starting cap in adaptive mode).
+    /// starting cap in adaptive mode). Caps above 2³² − 1 count as 2³² − 1.
     pub fn builder(max: usize) -> ConcurrencyLimitBuilder {
         ConcurrencyLimitBuilder::new(max)
     }

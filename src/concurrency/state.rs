@@ -22,6 +22,19 @@ fn next_key() -> u64 {
     NEXT_KEY.fetch_add(1, Ordering::Relaxed) & !(1 << 63)
 }
 
+/// The most permits one limiter counts (the cap is clamped to it).
+const MAX_CAP: usize = u32::MAX as usize;
+const HELD_MASK: u64 = (1 << 32) - 1;
+const ONE_WAITER: u64 = 1 << 32;
+
+fn held(word: u64) -> usize {
+    (word & HELD_MASK) as usize
+}
+
+fn waiting(word: u64) -> usize {
+    (word >> 32) as usize
+}
+
 /// A snapshot of a concurrency limiter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -42,12 +55,14 @@ pub(crate) struct Shared {
     pub(crate) max_wait: Option<Duration>,
     pub(crate) priority_header: Option<HeaderName>,
     cap: AtomicUsize,
-    in_flight: AtomicUsize,
+    /// Permits held (low 32 bits) and this limiter's waiters in the queue
+    /// (high 32 bits: exactly `queue.len_of(key)`, as only this limiter
+    /// uses its key, but read without the queue's lock). One word, so the
+    /// fast path checks both in one CAS, and a release learns from its own
+    /// `fetch_sub` whether anyone waits: every read that matters is an RMW
+    /// or follows one on the same word, so no fence is needed.
+    word: AtomicU64,
     peak: AtomicUsize,
-    /// Our waiters in the queue — exactly `queue.len_of(key)`, as only this
-    /// limiter uses its key, but read without the queue's lock: the fast
-    /// path and every release look at it.
-    queued: AtomicUsize,
     aimd: Option<Mutex<Aimd>>,
     /// `aimd.epoch`, readable without the lock when a permit is taken.
     epoch: AtomicU64,
@@ -76,21 +91,21 @@ impl Shared {
             queue,
             max_wait,
             priority_header,
-            cap: AtomicUsize::new(aimd.as_ref().map_or(cap, |a| a.cap)),
-            in_flight: AtomicUsize::new(0),
+            cap: AtomicUsize::new(aimd.as_ref().map_or(cap, |a| a.cap).min(MAX_CAP)),
+            word: AtomicU64::new(0),
             peak: AtomicUsize::new(0),
-            queued: AtomicUsize::new(0),
             aimd: aimd.map(Mutex::new),
             epoch: AtomicU64::new(0),
         }
     }
 
     pub(crate) fn stats(&self) -> ConcurrencyStats {
+        let word = self.word.load(Ordering::SeqCst);
         ConcurrencyStats {
             cap: self.cap.load(Ordering::SeqCst),
-            in_flight: self.in_flight.load(Ordering::SeqCst),
+            in_flight: held(word),
             peak: self.peak.load(Ordering::SeqCst),
-            queued: self.queued.load(Ordering::SeqCst),
+            queued: waiting(word),
         }
     }
 
@@ -98,29 +113,27 @@ impl Shared {
         self.aimd.is_some()
     }
 
-    /// Whether anyone of this limiter is waiting (the fast path may only
-    /// take a permit when no one is, so it never jumps the queue).
-    pub(crate) fn has_waiters(&self) -> bool {
-        self.queued.load(Ordering::SeqCst) > 0
-    }
-
     /// Takes a permit if one is free; returns the adaptive epoch it was
     /// taken in. The caller wraps it in a [`Permit`] at once.
-    pub(crate) fn try_acquire(&self) -> Option<u64> {
-        // A waiter bumps `queued` and then (after a SeqCst fence) tries
-        // here; a release lowers `in_flight` and then (after a SeqCst
-        // fence) reads `queued`. The fences order the two pairs, so either
-        // the waiter sees the freed permit or the release sees the waiter
-        // and wakes the head. (SeqCst accesses alone would do in the C++
-        // model, but loom models them as AcqRel and finds the lost wake-up;
-        // fences it models exactly.)
-        let cap = self.cap.load(Ordering::SeqCst);
-        let mut current = self.in_flight.load(Ordering::SeqCst);
+    ///
+    /// `fast`: for a newcomer, which may only take a permit when no one of
+    /// this limiter waits (it never jumps the queue). The head of the queue
+    /// passes `false` (it is one of the waiters).
+    pub(crate) fn try_acquire(&self, fast: bool) -> Option<u64> {
+        // Why no wake-up is lost: a waiter counts itself in (an RMW on
+        // `word`) before it registers its waker and tries here; a release
+        // is an RMW on `word` too. If the release comes first in the word's
+        // order, the waiter's own RMW, and so this load, sees the freed
+        // permit; if it comes after, the release sees the waiter and wakes
+        // the head (under the queue's lock, which orders it after or before
+        // the registration — either way the head tries again).
+        let cap = self.cap.load(Ordering::SeqCst) as u64;
+        let mut current = self.word.load(Ordering::SeqCst);
         loop {
-            if current >= cap {
+            if (fast && waiting(current) > 0) || current & HELD_MASK >= cap {
                 return None;
             }
-            match self.in_flight.compare_exchange_weak(
+            match self.word.compare_exchange_weak(
                 current,
                 current + 1,
                 Ordering::SeqCst,
@@ -130,8 +143,9 @@ impl Shared {
                 Err(actual) => current = actual,
             }
         }
-        if current + 1 > self.peak.load(Ordering::Relaxed) {
-            self.peak.fetch_max(current + 1, Ordering::Relaxed);
+        let now_held = held(current) + 1;
+        if now_held > self.peak.load(Ordering::Relaxed) {
+            self.peak.fetch_max(now_held, Ordering::Relaxed);
         }
         Some(if self.aimd.is_some() {
             self.epoch.load(Ordering::SeqCst)
@@ -141,14 +155,13 @@ impl Shared {
     }
 
     fn release(&self) {
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-        if self.has_waiters() {
+        let before = self.word.fetch_sub(1, Ordering::SeqCst);
+        if waiting(before) > 0 {
             self.queue.wake_head(self.key);
         }
     }
 
-    /// Takes a place in the queue, counted in `queued` first.
+    /// Takes a place in the queue, counted in first.
     /// (An associated function, not a method: loom's `Arc` cannot be a
     /// receiver.)
     pub(crate) fn enqueue(
@@ -156,16 +169,14 @@ impl Shared {
         priority: Priority,
         now: tokio::time::Instant,
     ) -> Result<Queued, QueueFull> {
-        this.queued.fetch_add(1, Ordering::SeqCst);
-        // Pairs with the fence in `release` (see `try_acquire`).
-        fence(Ordering::SeqCst);
+        this.word.fetch_add(ONE_WAITER, Ordering::SeqCst);
         match this.queue.try_enqueue(this.key, priority, now) {
             Ok(waiter) => Ok(Queued {
                 shared: Arc::clone(this),
                 waiter: Some(waiter),
             }),
             Err(full) => {
-                this.queued.fetch_sub(1, Ordering::SeqCst);
+                this.word.fetch_sub(ONE_WAITER, Ordering::SeqCst);
                 Err(full)
             }
         }
@@ -193,9 +204,11 @@ impl Shared {
             }
             raised
         };
-        // Same pairing as in `release`: a raised cap is a freed permit.
+        // A raised cap is a freed permit. The fence pairs the `cap` store
+        // with a waiter's count-in; if a waiter still misses it, the next
+        // release wakes it (a raise only matters while permits are held).
         fence(Ordering::SeqCst);
-        if raised && self.has_waiters() {
+        if raised && waiting(self.word.load(Ordering::SeqCst)) > 0 {
             self.queue.wake_head(self.key);
         }
     }
@@ -223,7 +236,7 @@ impl Drop for Permit {
     }
 }
 
-/// A place in the queue that keeps `queued` exact: it is lowered before the
+/// A place in the queue that keeps the waiter count exact: it is lowered before the
 /// place is given back (which wakes the next head).
 pub(crate) struct Queued {
     shared: Arc<Shared>,
@@ -249,7 +262,7 @@ impl Queued {
 
 impl Drop for Queued {
     fn drop(&mut self) {
-        self.shared.queued.fetch_sub(1, Ordering::SeqCst);
+        self.shared.word.fetch_sub(ONE_WAITER, Ordering::SeqCst);
         drop(self.waiter.take());
     }
 }
