@@ -17,9 +17,9 @@
 //!
 //! The layers:
 //!
-//! - [`concurrency`]: [`ConcurrencyLimitLayer`](concurrency::ConcurrencyLimitLayer),
+//! - [`concurrency`] — [`ConcurrencyLimitLayer`](concurrency::ConcurrencyLimitLayer),
 //!   a shared in-flight cap whose permit lives until the response body ends.
-//! - [`rate`]: [`RateLimitLayer`](rate::RateLimitLayer), token-bucket
+//! - [`rate`] — [`RateLimitLayer`](rate::RateLimitLayer), token-bucket
 //!   admission per API key and model.
 //!
 //! The foundation every layer stands on:
