@@ -36,8 +36,9 @@ pin_project! {
         permit: Option<Permit>,
         started: Option<Instant>,
         give_up_at: Option<Instant>,
-        #[pin]
-        sleep: Option<Sleep>,
+        // Boxed: only a request that waits with a time limit needs it, and
+        // inline it would make every future (the fast path's too) larger.
+        sleep: Option<Pin<Box<Sleep>>>,
         #[pin]
         state: State<S::Future>,
     }
@@ -167,12 +168,8 @@ where
                     let Some(at) = *this.give_up_at else {
                         return Poll::Pending;
                     };
-                    if this.sleep.is_none() {
-                        this.sleep.set(Some(sleep_until(at)));
-                    }
-                    if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
-                        ready!(sleep.poll(cx));
-                    }
+                    let sleep = this.sleep.get_or_insert_with(|| Box::pin(sleep_until(at)));
+                    ready!(sleep.as_mut().poll(cx));
                     *this.waiter = None;
                     this.state.set(State::Done);
                     let now = Instant::now();
