@@ -15,6 +15,20 @@
 //!   ▼  transport    hyper-util / reqwest / tonic / anything
 //! ```
 //!
+//! The layers, one feature each (all in `default`), each usable alone in a
+//! `tower::ServiceBuilder` or together through `stack::Stack`:
+//!
+//! - `cache` — `CacheLayer`: tenant-safe keys, coalescing, stale-if-error;
+//!   streamed responses replayed byte for byte.
+//! - `fallback` — `FallbackLayer`: re-issue to the next model or provider,
+//!   marked in the response.
+//! - `retry` — `RetryLayer`: server advice honoured exactly, jitter, budget,
+//!   deadline.
+//! - `rate` — `RateLimitLayer`: requests, input and output tokens per API
+//!   key and model, reserved together and corrected from real usage.
+//! - `concurrency` — `ConcurrencyLimitLayer`: an in-flight cap whose permit
+//!   lives until the response body ends.
+//!
 //! The foundation every layer stands on:
 //!
 //! - [`request`]: [`RequestMeta`](request::RequestMeta), parsed once from the
@@ -30,9 +44,6 @@
 //! - `sim` (feature `sim`): a simulated provider to test and benchmark
 //!   against; `client` (feature `hyper-client`): a ready HTTP client.
 //!
-//! The layers: `cache` (feature `cache`, outermost: hits never touch
-//! quota), [`retry`], [`rate`].
-//!
 //! Errors the stack creates are small typed structs in [`error`], returned
 //! as [`BoxError`]; an HTTP error response from upstream stays the
 //! `Ok(Response)` it is.
@@ -44,6 +55,9 @@ pub mod cache;
 #[cfg(feature = "hyper-client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "hyper-client")))]
 pub mod client;
+#[cfg(feature = "concurrency")]
+#[cfg_attr(docsrs, doc(cfg(feature = "concurrency")))]
+pub mod concurrency;
 pub mod error;
 #[cfg(feature = "fallback")]
 #[cfg_attr(docsrs, doc(cfg(feature = "fallback")))]

@@ -5,7 +5,11 @@
 //! versions and `tests/loom.rs` can explore every interleaving.
 
 #[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize, fence};
+#[cfg(loom)]
 pub(crate) use loom::sync::{Arc, Mutex, MutexGuard};
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, fence};
 #[cfg(not(loom))]
 pub(crate) use std::sync::{Arc, Mutex, MutexGuard};
 

@@ -162,3 +162,46 @@ fn weighted_reserve_and_refund_through_the_queue() {
         assert_eq!(gcra.available(Dimension::InputTokens, NOW), CAPACITY);
     });
 }
+
+/// A no-op inner service for the concurrency limit.
+#[derive(Clone, Copy)]
+struct Noop;
+
+impl tower::Service<http::Request<()>> for Noop {
+    type Response = http::Response<tower_llm_resilience::response::ResponseBody>;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, _req: http::Request<()>) -> Self::Future {
+        std::future::ready(Ok(http::Response::new(
+            tower_llm_resilience::response::ResponseBody::empty(),
+        )))
+    }
+}
+
+/// Guards the concurrency limit's lock-free accounting: the fast path, the
+/// queue, and a release racing a waiter's registration. A lost wake-up is
+/// a loom deadlock; a leaked permit or place fails the final assertions.
+#[test]
+fn concurrency_permits_and_wakeups_are_never_lost() {
+    use tower::{Layer, ServiceExt};
+    use tower_llm_resilience::concurrency::ConcurrencyLimitLayer;
+    model(|| {
+        let layer = ConcurrencyLimitLayer::new(1);
+        let svc = layer.layer(Noop);
+        let other = svc.clone();
+        let t = thread::spawn(move || {
+            let res = block_on(other.oneshot(http::Request::new(()))).unwrap();
+            drop(res);
+        });
+        let res = block_on(svc.oneshot(http::Request::new(()))).unwrap();
+        drop(res);
+        t.join().unwrap();
+        let stats = layer.stats();
+        assert_eq!((stats.in_flight, stats.queued), (0, 0));
+        assert!(layer.queue().is_empty());
+        assert_eq!(stats.peak, 1);
+    });
+}

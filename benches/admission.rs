@@ -1,0 +1,277 @@
+//! Per-request admission costs, ours beside governor's and tower's.
+//! `cargo bench --bench admission` (all IDs in one run; see BENCHMARKS.md).
+//!
+//! Every future here completes on its first poll (no limit is ever reached),
+//! so all of them are driven the same way: polled once with a no-op waker
+//! inside an entered tokio current-thread runtime (tower's `RateLimit` needs
+//! a timer to build its `Sleep`). Requests are built outside the timing
+//! (`iter_batched`) and are the same for tower and us.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use governor::{Quota, RateLimiter};
+use http::{HeaderMap, Request, Response};
+use tower::{Layer, Service, ServiceExt};
+use tower_llm_resilience::concurrency::ConcurrencyLimitLayer;
+use tower_llm_resilience::provider::QuotaSnapshot;
+use tower_llm_resilience::queue::WaitQueue;
+use tower_llm_resilience::rate::gcra::{Gcra, nanos};
+use tower_llm_resilience::rate::{Limit, Limits, RateLimitLayer};
+use tower_llm_resilience::request::{KeyId, ReplayBody, RequestMeta};
+use tower_llm_resilience::response::ResponseBody;
+
+/// The inner service: answers at once with an empty body.
+#[derive(Clone, Copy, Debug)]
+struct Noop;
+
+impl<B> Service<Request<B>> for Noop {
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response<ResponseBody>, Infallible>>;
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, _req: Request<B>) -> Self::Future {
+        std::future::ready(Ok(Response::new(ResponseBody::empty())))
+    }
+}
+
+/// Polls once; every future benchmarked here is ready at once.
+fn now<F: Future>(fut: F) -> F::Output {
+    let fut = pin!(fut);
+    match fut.poll(&mut Context::from_waker(std::task::Waker::noop())) {
+        Poll::Ready(out) => out,
+        Poll::Pending => panic!("the benchmark reached a limit: raise it"),
+    }
+}
+
+const BODY: &str = r#"{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"Summarise the token bucket algorithm in one line."}]}"#;
+
+/// A request that already carries its metadata (no JSON parse measured).
+fn request(meta: &Arc<RequestMeta>, key: &http::HeaderValue) -> Request<ReplayBody> {
+    let mut req = Request::post("https://api.anthropic.com/v1/messages")
+        .header("x-api-key", key.clone())
+        .body(ReplayBody::from(BODY))
+        .expect("request");
+    req.extensions_mut().insert(Arc::clone(meta));
+    req
+}
+
+/// Far above anything one core can send: never denies during a run.
+fn huge() -> Limit {
+    Limit::new(1_000_000_000, Duration::from_secs(1), 1_000_000_000).expect("limit")
+}
+
+fn rate_layer(limits: Limits) -> RateLimitLayer {
+    RateLimitLayer::builder()
+        .limits(limits)
+        .build()
+        .expect("rate limit config")
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let _entered = rt.enter();
+
+    let meta = Arc::new(RequestMeta::parse(
+        "/v1/messages",
+        &HeaderMap::new(),
+        BODY.as_bytes(),
+    ));
+    let key = http::HeaderValue::from_static("sk-ant-bench");
+    let keys: Vec<http::HeaderValue> = (0..1_000)
+        .map(|i| http::HeaderValue::try_from(format!("sk-ant-bench-{i:04}")).expect("key"))
+        .collect();
+
+    let mut g = c.benchmark_group("admission");
+
+    // governor: a direct (not keyed) limiter; 10^9 cells/s, burst 2^32 − 1.
+    let quota = Quota::with_period(Duration::from_nanos(1))
+        .expect("quota")
+        .allow_burst(NonZeroU32::MAX);
+    let governor = RateLimiter::direct(quota);
+    let cost = NonZeroU32::new(4).expect("non-zero");
+    let denied = std::cell::Cell::new(0u64);
+    g.bench_function("governor_check_n", |b| {
+        b.iter(|| {
+            if !matches!(governor.check_n(black_box(cost)), Ok(Ok(()))) {
+                denied.set(denied.get() + 1);
+            }
+        })
+    });
+    assert_eq!(denied.get(), 0, "governor denied during the bench");
+
+    // tower: RateLimit's ready + call on the no-op service.
+    let mut tower_rate = tower::limit::RateLimit::new(
+        Noop,
+        tower::limit::rate::Rate::new(u64::MAX, Duration::from_secs(1)),
+    );
+    g.bench_function("tower_rate_limit", |b| {
+        b.iter_batched(
+            || request(&meta, &key),
+            |req| {
+                now(ServiceExt::<Request<ReplayBody>>::ready(&mut tower_rate)).expect("ready");
+                drop(now(tower_rate.call(req)).expect("response"));
+            },
+            BatchSize::SmallInput,
+        )
+    });
+
+    // Ours, through the layer: admission, the inner call, and dropping the
+    // response (which settles the reservation).
+    let one = rate_layer(Limits::unlimited().requests(huge())).layer(Noop);
+    g.bench_function("ours_1dim", |b| {
+        let mut svc = one.clone();
+        b.iter_batched(
+            || request(&meta, &key),
+            |req| {
+                now(ServiceExt::<Request<ReplayBody>>::ready(&mut svc)).expect("ready");
+                // Dropping the response settles the reservation: timed too.
+                drop(now(svc.call(req)).expect("response"));
+            },
+            BatchSize::SmallInput,
+        )
+    });
+
+    let three = rate_layer(
+        Limits::unlimited()
+            .requests(huge())
+            .input_tokens(huge())
+            .output_tokens(huge()),
+    )
+    .layer(Noop);
+    g.bench_function("ours_3dim", |b| {
+        let mut svc = three.clone();
+        b.iter_batched(
+            || request(&meta, &key),
+            |req| {
+                now(ServiceExt::<Request<ReplayBody>>::ready(&mut svc)).expect("ready");
+                // Dropping the response settles the reservation: timed too.
+                drop(now(svc.call(req)).expect("response"));
+            },
+            BatchSize::SmallInput,
+        )
+    });
+
+    let keyed = rate_layer(Limits::unlimited().requests(huge())).layer(Noop);
+    // Warm every group, so the bench measures lookups, not creation.
+    for k in &keys {
+        drop(now(keyed.clone().oneshot(request(&meta, k))).expect("response"));
+    }
+    g.bench_function("ours_keyed_1k", |b| {
+        let mut svc = keyed.clone();
+        let mut i = 0usize;
+        b.iter_batched(
+            || {
+                i = (i + 1) % keys.len();
+                request(&meta, &keys[i])
+            },
+            |req| {
+                now(ServiceExt::<Request<ReplayBody>>::ready(&mut svc)).expect("ready");
+                // Dropping the response settles the reservation: timed too.
+                drop(now(svc.call(req)).expect("response"));
+            },
+            BatchSize::SmallInput,
+        )
+    });
+
+    // The algorithm alone, as the in-memory store runs it: lock, clock,
+    // reserve — the peer of governor's bare `check_n`.
+    let base = tokio::time::Instant::now();
+    let gcra1 = Mutex::new(
+        Gcra::default().with_limit(tower_llm_resilience::rate::Dimension::Requests, huge()),
+    );
+    g.bench_function("ours_gcra_1dim", |b| {
+        b.iter(|| {
+            let t = nanos(tokio::time::Instant::now().saturating_duration_since(base));
+            let mut s = gcra1.lock().expect("lock");
+            black_box(s.reserve(black_box([1, 0, 0]), t)).expect("admitted");
+        })
+    });
+    let gcra3 = Mutex::new(Gcra::new([Some(huge()); 3]));
+    g.bench_function("ours_gcra_3dim", |b| {
+        b.iter(|| {
+            let t = nanos(tokio::time::Instant::now().saturating_duration_since(base));
+            let mut s = gcra3.lock().expect("lock");
+            black_box(s.reserve(black_box([1, 20, 4]), t)).expect("admitted");
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("concurrency");
+    let mut tower_conc = tower::limit::ConcurrencyLimit::new(Noop, 1024);
+    g.bench_function("tower", |b| {
+        b.iter(|| {
+            now(ServiceExt::<Request<()>>::ready(&mut tower_conc)).expect("ready");
+            let fut = tower_conc.call(Request::new(()));
+            // The permit is released when the future is dropped.
+            drop(now(fut).expect("response"));
+        })
+    });
+    let mut ours = ConcurrencyLimitLayer::new(1024).layer(Noop);
+    g.bench_function("ours", |b| {
+        b.iter(|| {
+            now(ServiceExt::<Request<()>>::ready(&mut ours)).expect("ready");
+            let fut = ours.call(Request::new(()));
+            // The permit is released when the response body is dropped.
+            drop(now(fut).expect("response"));
+        })
+    });
+    g.finish();
+    assert_eq!(ours.stats().in_flight, 0);
+
+    // Pieces of the paths above, to see where the time goes.
+    let mut g = c.benchmark_group("breakdown");
+    g.bench_function("instant_now", |b| b.iter(tokio::time::Instant::now));
+    g.bench_function("system_time_now", |b| b.iter(std::time::SystemTime::now));
+    g.bench_function("body_drop_no_observer", |b| {
+        b.iter(|| drop(black_box(ResponseBody::empty())))
+    });
+    g.bench_function("body_observer_attach_drop", |b| {
+        let token = Arc::new(());
+        b.iter(|| {
+            let mut body = ResponseBody::empty();
+            let held = Arc::clone(&token);
+            body.on_complete(move |c| drop(black_box((held, c.outcome))));
+            drop(body)
+        })
+    });
+    let mut with_key = HeaderMap::new();
+    with_key.insert("x-api-key", key.clone());
+    g.bench_function("key_id_from_headers", |b| {
+        b.iter(|| KeyId::from_headers(black_box(&with_key)))
+    });
+    let empty = HeaderMap::new();
+    g.bench_function("quota_snapshot_no_headers", |b| {
+        b.iter(|| QuotaSnapshot::from_headers(black_box(&empty), std::time::SystemTime::now()))
+    });
+    let queue = WaitQueue::default();
+    g.bench_function("wait_queue_wake_head_empty", |b| {
+        b.iter(|| queue.wake_head(black_box(1)))
+    });
+    g.bench_function("extensions_insert_arc_meta", |b| {
+        b.iter_batched(
+            || Request::new(()),
+            |mut req| {
+                req.extensions_mut().insert(Arc::clone(&meta));
+                req
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,88 @@
+use std::fmt;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use tower_service::Service;
+
+use super::future::ResponseFuture;
+use super::state::{ConcurrencyStats, Shared};
+use crate::error::BoxError;
+use crate::response::ResponseBody;
+use crate::sync::Arc;
+
+/// An in-flight cap in front of `S` — made by
+/// [`ConcurrencyLimitLayer`](super::ConcurrencyLimitLayer).
+///
+/// `poll_ready` is always ready: the permit is taken in the response future
+/// (where the request's priority is known), which then drives a clone of
+/// `S` (`poll_ready` → `call`). The permit is held until the response body
+/// ends or is dropped.
+pub struct ConcurrencyLimit<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S: Clone> Clone for ConcurrencyLimit<S> {
+    fn clone(&self) -> Self {
+        ConcurrencyLimit {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for ConcurrencyLimit<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConcurrencyLimit")
+            .field("inner", &self.inner)
+            .field("state", &self.shared)
+            .finish()
+    }
+}
+
+impl<S> ConcurrencyLimit<S> {
+    pub(crate) fn from_shared(inner: S, shared: Arc<Shared>) -> Self {
+        ConcurrencyLimit { inner, shared }
+    }
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+    /// Consumes this service, returning the inner one.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+    /// A snapshot of the shared limiter: cap, in flight, peak, queued.
+    pub fn stats(&self) -> ConcurrencyStats {
+        self.shared.stats()
+    }
+}
+
+impl<S, B, RB> Service<Request<B>> for ConcurrencyLimit<S>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone,
+    S::Error: Into<BoxError>,
+    RB: Body<Data = Bytes> + Send + 'static,
+    RB::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, B>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // The future drives its own copy to readiness and calls it.
+        let inner = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, inner);
+        ResponseFuture::new(Arc::clone(&self.shared), req, inner)
+    }
+}
