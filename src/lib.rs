@@ -75,6 +75,24 @@ pub mod retry;
 #[cfg(feature = "sim")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sim")))]
 pub mod sim;
+#[cfg(all(
+    feature = "rate",
+    feature = "concurrency",
+    feature = "retry",
+    feature = "fallback",
+    feature = "cache"
+))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(all(
+        feature = "rate",
+        feature = "concurrency",
+        feature = "retry",
+        feature = "fallback",
+        feature = "cache"
+    )))
+)]
+pub mod stack;
 mod sync;
 
 pub use error::BoxError;
