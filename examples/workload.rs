@@ -36,8 +36,8 @@ use tower_llm_resilience::rate::{Limit, Limits, RateLimitLayer};
 use tower_llm_resilience::request::{ReplayBody, RequestMeta};
 use tower_llm_resilience::response::ResponseBody;
 use tower_llm_resilience::retry::RetryLayer;
-use tower_llm_resilience::stack::Stack;
 use tower_llm_resilience::sim::{self, Faults, SimConfig, SimHandle, Simulator};
+use tower_llm_resilience::stack::Stack;
 
 struct Args {
     clients: Vec<String>,
@@ -52,7 +52,9 @@ struct Args {
 
 fn args() -> Result<Args, String> {
     let mut a = Args {
-        clients: ["naive", "tower", "governor", "ours", "ours-nocache"].map(String::from).to_vec(),
+        clients: ["naive", "tower", "governor", "ours", "ours-nocache"]
+            .map(String::from)
+            .to_vec(),
         requests: 400,
         concurrency: 64,
         json: None,
@@ -66,13 +68,21 @@ fn args() -> Result<Args, String> {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
             "--clients" => a.clients = value()?.split(',').map(str::to_owned).collect(),
-            "--requests" => a.requests = value()?.parse().map_err(|e| format!("--requests: {e}"))?,
-            "--concurrency" => a.concurrency = value()?.parse().map_err(|e| format!("--concurrency: {e}"))?,
+            "--requests" => {
+                a.requests = value()?.parse().map_err(|e| format!("--requests: {e}"))?
+            }
+            "--concurrency" => {
+                a.concurrency = value()?
+                    .parse()
+                    .map_err(|e| format!("--concurrency: {e}"))?
+            }
             "--json" => a.json = Some(value()?.into()),
             "--plot" => a.plot = Some(value()?.into()),
             "--faults" => a.faults = true,
             "--seed" => a.seed = value()?.parse().map_err(|e| format!("--seed: {e}"))?,
-            "--time-scale" => a.scale = value()?.parse().map_err(|e| format!("--time-scale: {e}"))?,
+            "--time-scale" => {
+                a.scale = value()?.parse().map_err(|e| format!("--time-scale: {e}"))?
+            }
             "--help" | "-h" => {
                 println!(
                     "workload [--clients naive,tower,governor,ours,ours-nocache] [--requests N] \
@@ -84,7 +94,9 @@ fn args() -> Result<Args, String> {
         }
     }
     if a.requests == 0 || a.concurrency == 0 || a.scale.is_nan() || a.scale < 1.0 {
-        return Err("--requests and --concurrency must be positive, --time-scale at least 1".into());
+        return Err(
+            "--requests and --concurrency must be positive, --time-scale at least 1".into(),
+        );
     }
     Ok(a)
 }
@@ -116,7 +128,9 @@ fn jobs(n: usize, seed: u64) -> Vec<Job> {
         let body = format!(
             r#"{{"model":"claude-sonnet-4-5","max_tokens":{max},"temperature":0,"stream":{stream},"messages":[{{"role":"user","content":"job {i}: {prompt}"}}]}}"#
         );
-        out.push(Job { body: Bytes::from(body) });
+        out.push(Job {
+            body: Bytes::from(body),
+        });
     }
     out
 }
@@ -159,7 +173,11 @@ struct PeerRetry {
 
 impl tower::retry::Policy<Request<ReplayBody>, Response<ResponseBody>, BoxError> for PeerRetry {
     type Future = tokio::time::Sleep;
-    fn retry(&mut self, _req: &mut Request<ReplayBody>, result: &mut Result<Response<ResponseBody>, BoxError>) -> Option<Self::Future> {
+    fn retry(
+        &mut self,
+        _req: &mut Request<ReplayBody>,
+        result: &mut Result<Response<ResponseBody>, BoxError>,
+    ) -> Option<Self::Future> {
         let retryable = match result {
             Ok(r) => r.status().as_u16() == 429 || r.status().is_server_error(),
             Err(_) => true,
@@ -170,7 +188,9 @@ impl tower::retry::Policy<Request<ReplayBody>, Response<ResponseBody>, BoxError>
         self.left -= 1;
         self.n += 1;
         let jitter = 0.75 + 0.5 * ((self.n as f64 * 0.618_033_988_75).fract());
-        Some(tokio::time::sleep(Duration::from_secs_f64((0.5 * 2f64.powi(self.n as i32 - 1)).min(8.0) * jitter)))
+        Some(tokio::time::sleep(Duration::from_secs_f64(
+            (0.5 * 2f64.powi(self.n as i32 - 1)).min(8.0) * jitter,
+        )))
     }
     fn clone_request(&mut self, req: &Request<ReplayBody>) -> Option<Request<ReplayBody>> {
         let mut c = Request::new(req.body().replay());
@@ -182,11 +202,21 @@ impl tower::retry::Policy<Request<ReplayBody>, Response<ResponseBody>, BoxError>
 }
 
 fn per_second(per_minute: u64, scale: f64) -> Limit {
-    Limit::new(per_minute, Duration::from_secs_f64(60.0 / scale), per_minute).expect("valid limit")
+    Limit::new(
+        per_minute,
+        Duration::from_secs_f64(60.0 / scale),
+        per_minute,
+    )
+    .expect("valid limit")
 }
 
 /// Runs every job through `send`, `concurrency` at a time.
-async fn drive<F, Fut>(jobs: &[Job], concurrency: usize, progress: Arc<AtomicUsize>, send: F) -> Vec<Outcome>
+async fn drive<F, Fut>(
+    jobs: &[Job],
+    concurrency: usize,
+    progress: Arc<AtomicUsize>,
+    send: F,
+) -> Vec<Outcome>
 where
     F: Fn(usize, Job) -> Fut,
     Fut: std::future::Future<Output = bool> + Send + 'static,
@@ -203,7 +233,10 @@ where
             let ok = tokio::time::timeout(Duration::from_secs(300), fut).await;
             drop(permit);
             progress.fetch_add(1, Ordering::Relaxed);
-            ok.map(|ok| Outcome { ok, latency: start.elapsed() })
+            ok.map(|ok| Outcome {
+                ok,
+                latency: start.elapsed(),
+            })
         }));
     }
     let mut out = Vec::with_capacity(tasks.len());
@@ -258,7 +291,11 @@ async fn run(client: &str, a: &Args, jobs: &[Job]) -> Result<Report, BoxError> {
             loop {
                 let done = progress.load(Ordering::Relaxed);
                 let filled = done * 30 / total.max(1);
-                eprint!("\r{name:>12} [{}{}] {done}/{total}", "#".repeat(filled), " ".repeat(30 - filled));
+                eprint!(
+                    "\r{name:>12} [{}{}] {done}/{total}",
+                    "#".repeat(filled),
+                    " ".repeat(30 - filled)
+                );
                 let _ = std::io::stderr().flush();
                 if done >= total {
                     eprintln!();
@@ -282,14 +319,22 @@ async fn run(client: &str, a: &Args, jobs: &[Job]) -> Result<Report, BoxError> {
                 let (http, url) = (http.clone(), url.clone());
                 async move {
                     let mut rng = support::Rng::new(i as u64);
-                    let job = support::Job { body: job.body, max_tokens: 0 };
-                    support::naive(http, &url, "sk-ant-workload", &job, &mut rng).await.ok
+                    let job = support::Job {
+                        body: job.body,
+                        max_tokens: 0,
+                    };
+                    support::naive(http, &url, "sk-ant-workload", &job, &mut rng)
+                        .await
+                        .ok
                 }
             })
             .await
         }
         "tower" => {
-            let rate = tower::limit::RateLimitLayer::new(QUOTA.requests_per_minute, Duration::from_secs_f64(60.0 / scale));
+            let rate = tower::limit::RateLimitLayer::new(
+                QUOTA.requests_per_minute,
+                Duration::from_secs_f64(60.0 / scale),
+            );
             let svc = ServiceBuilder::new()
                 .retry(PeerRetry { left: 2, n: 0 })
                 .buffer(4096)
@@ -330,11 +375,22 @@ async fn run(client: &str, a: &Args, jobs: &[Job]) -> Result<Report, BoxError> {
                 let (svc, limiters) = (svc.clone(), Arc::clone(&limiters));
                 let req = request(&url, &job);
                 async move {
-                    let meta = RequestMeta::parse("/v1/messages", req.headers(), req.body().as_bytes());
-                    let n = |v: u64| NonZeroU32::new(v.clamp(1, u32::MAX as u64) as u32).expect("positive");
+                    let meta =
+                        RequestMeta::parse("/v1/messages", req.headers(), req.body().as_bytes());
+                    let n = |v: u64| {
+                        NonZeroU32::new(v.clamp(1, u32::MAX as u64) as u32).expect("positive")
+                    };
                     limiters.0.until_ready().await;
-                    if limiters.1.until_n_ready(n(meta.input_tokens())).await.is_err()
-                        || limiters.2.until_n_ready(n(meta.max_tokens().unwrap_or(1))).await.is_err()
+                    if limiters
+                        .1
+                        .until_n_ready(n(meta.input_tokens()))
+                        .await
+                        .is_err()
+                        || limiters
+                            .2
+                            .until_n_ready(n(meta.max_tokens().unwrap_or(1)))
+                            .await
+                            .is_err()
                     {
                         return false;
                     }
@@ -393,7 +449,8 @@ async fn run(client: &str, a: &Args, jobs: &[Job]) -> Result<Report, BoxError> {
     let lower_bound = support::lower_bound(QUOTA, scale, &bodies, (requests, input, output));
     let rate = |per_minute: u64| per_minute as f64 * scale / 60.0;
     let secs = elapsed.as_secs_f64();
-    let util = |used: u64, per_minute: u64| used as f64 / (rate(per_minute) * secs + per_minute as f64);
+    let util =
+        |used: u64, per_minute: u64| used as f64 / (rate(per_minute) * secs + per_minute as f64);
     let mut lat: Vec<Duration> = outcomes.iter().map(|o| o.latency).collect();
     lat.sort_unstable();
     let succeeded = outcomes.iter().filter(|o| o.ok).count();
@@ -455,7 +512,10 @@ fn json(reports: &[Report]) -> String {
 fn svg(reports: &[Report], scale: f64) -> String {
     let (w, h, pad) = (800.0, 400.0, 50.0);
     let quota = QUOTA.input_tokens_per_minute as f64 * scale / 60.0;
-    let t_max = reports.iter().map(|r| r.elapsed.as_secs_f64()).fold(1.0, f64::max);
+    let t_max = reports
+        .iter()
+        .map(|r| r.elapsed.as_secs_f64())
+        .fold(1.0, f64::max);
     let series: Vec<Vec<(f64, f64)>> = reports
         .iter()
         .map(|r| {
@@ -463,7 +523,10 @@ fn svg(reports: &[Report], scale: f64) -> String {
                 .iter()
                 .map(|s| {
                     let len = 60.0 / scale;
-                    (s.start.as_secs_f64() + len / 2.0, s.input_tokens as f64 / len)
+                    (
+                        s.start.as_secs_f64() + len / 2.0,
+                        s.input_tokens as f64 / len,
+                    )
                 })
                 .collect()
         })
@@ -493,7 +556,10 @@ fn svg(reports: &[Report], scale: f64) -> String {
     );
     for (i, (r, pts)) in reports.iter().zip(&series).enumerate() {
         let color = colors[i % colors.len()];
-        let path: Vec<String> = pts.iter().map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v))).collect();
+        let path: Vec<String> = pts
+            .iter()
+            .map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v)))
+            .collect();
         out.push_str(&format!(
             r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>
 <text x="{}" y="{}" fill="{color}">{}</text>
@@ -528,7 +594,19 @@ async fn main() -> Result<(), BoxError> {
     }
     println!(
         "{:<13} {:>8} {:>9} {:>6} {:>5} {:>9} {:>6} {:>5} {:>9} {:>9} {:>7} {:>8} {:>8}  util req/in/out",
-        "client", "requests", "succeeded", "failed", "lost", "upstream", "429s", "dups", "elapsed", "minimum", "ratio", "p50", "p99"
+        "client",
+        "requests",
+        "succeeded",
+        "failed",
+        "lost",
+        "upstream",
+        "429s",
+        "dups",
+        "elapsed",
+        "minimum",
+        "ratio",
+        "p50",
+        "p99"
     );
     for r in &reports {
         println!(
