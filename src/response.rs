@@ -261,14 +261,33 @@ impl ResponseBody {
     }
 
     /// Converts a response, observing its body in the format its
-    /// `content-type` announces.
+    /// `content-type` announces. A `ResponseBody` that a layer below
+    /// already observes (as JSON or SSE) is returned as it is.
     pub fn from_response<B>(res: Response<B>) -> Response<ResponseBody>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let format = Format::from_headers(res.headers());
-        res.map(|b| ResponseBody::new(b).with_format(format))
+        let (parts, body) = res.into_parts();
+        // A body that already is a `ResponseBody` keeps the observation a
+        // layer below chose (each layer of the stack converts its inner
+        // response; only the first one reads the `content-type`).
+        let mut slot = Some(body);
+        if let Some(done) = (&mut slot as &mut dyn Any).downcast_mut::<Option<ResponseBody>>()
+            && let Some(done) = done.take()
+        {
+            if !matches!(done.tracker, Tracker::Opaque) {
+                return Response::from_parts(parts, done);
+            }
+            let format = Format::from_headers(&parts.headers);
+            return Response::from_parts(parts, done.with_format(format));
+        }
+        let format = Format::from_headers(&parts.headers);
+        let body = match slot {
+            Some(b) => ResponseBody::new(b).with_format(format),
+            None => ResponseBody::empty(),
+        };
+        Response::from_parts(parts, body)
     }
 
     /// A body that replays stored chunks, byte for byte (a cache hit).
