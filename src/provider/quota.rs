@@ -202,6 +202,12 @@ impl QuotaSnapshot {
     ///
     /// Never fails: what does not parse is left out. Never panics.
     pub fn from_headers(headers: &HeaderMap, now: SystemTime) -> Self {
+        // One pass over the names first: most responses of most gateways
+        // carry none of these headers, and the readers below look up some
+        // twenty names each.
+        if !headers.keys().any(|name| is_quota_header(name.as_str())) {
+            return Self::default();
+        }
         let reference = parse::date_header(headers).unwrap_or_else(|| parse::unix_nanos(now));
         let mut snapshot = Self::default();
         anthropic::read_quotas(headers, reference, &mut snapshot);
@@ -215,6 +221,13 @@ impl QuotaSnapshot {
     pub fn is_empty(&self) -> bool {
         !self.families.any()
     }
+}
+
+/// Whether a (lowercase) header name belongs to a family the snapshot reads.
+fn is_quota_header(name: &str) -> bool {
+    name.starts_with("anthropic-ratelimit-")
+        || name.starts_with("x-ratelimit-")
+        || name.starts_with("ratelimit")
 }
 
 /// Same as [`QuotaSnapshot::from_headers`].
