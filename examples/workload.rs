@@ -43,6 +43,7 @@ struct Args {
     clients: Vec<String>,
     requests: usize,
     concurrency: usize,
+    oversubscription: Option<f64>,
     json: Option<PathBuf>,
     plot: Option<PathBuf>,
     faults: bool,
@@ -57,6 +58,7 @@ fn args() -> Result<Args, String> {
             .to_vec(),
         requests: 400,
         concurrency: 64,
+        oversubscription: None,
         json: None,
         plot: None,
         faults: false,
@@ -76,6 +78,15 @@ fn args() -> Result<Args, String> {
                     .parse()
                     .map_err(|e| format!("--concurrency: {e}"))?
             }
+            "--oversubscription" => {
+                let x: f64 = value()?
+                    .parse()
+                    .map_err(|e| format!("--oversubscription: {e}"))?;
+                if x.is_nan() || x < 1.0 {
+                    return Err("--oversubscription must be at least 1".into());
+                }
+                a.oversubscription = Some(x);
+            }
             "--json" => a.json = Some(value()?.into()),
             "--plot" => a.plot = Some(value()?.into()),
             "--faults" => a.faults = true,
@@ -86,7 +97,7 @@ fn args() -> Result<Args, String> {
             "--help" | "-h" => {
                 println!(
                     "workload [--clients naive,tower,governor,ours,ours-nocache] [--requests N] \
-                     [--concurrency C] [--json PATH] [--plot PATH] [--faults] [--seed S] [--time-scale X]"
+                     [--concurrency C] [--oversubscription X] [--json PATH] [--plot PATH] [--faults] [--seed S] [--time-scale X]"
                 );
                 std::process::exit(0);
             }
@@ -210,10 +221,19 @@ fn per_second(per_minute: u64, scale: f64) -> Limit {
     .expect("valid limit")
 }
 
-/// Runs every job through `send`, `concurrency` at a time.
+/// How requests are offered: `concurrency` at a time, or all of them
+/// spread evenly over `window` (the workload's minimum time ÷ the
+/// oversubscription factor) with no producer limit.
+#[derive(Clone, Copy)]
+enum Offer {
+    Concurrency(usize),
+    Paced { window: Duration },
+}
+
+/// Runs every job through `send` as `offer` says.
 async fn drive<F, Fut>(
     jobs: &[Job],
-    concurrency: usize,
+    offer: Offer,
     progress: Arc<AtomicUsize>,
     send: F,
 ) -> Vec<Outcome>
@@ -221,9 +241,17 @@ where
     F: Fn(usize, Job) -> Fut,
     Fut: std::future::Future<Output = bool> + Send + 'static,
 {
-    let gate = Arc::new(Semaphore::new(concurrency));
+    let (limit, gap) = match offer {
+        Offer::Concurrency(c) => (c, Duration::ZERO),
+        Offer::Paced { window } => (jobs.len().max(1), window / jobs.len().max(1) as u32),
+    };
+    let gate = Arc::new(Semaphore::new(limit));
+    let start = tokio::time::Instant::now();
     let mut tasks = Vec::with_capacity(jobs.len());
     for (i, job) in jobs.iter().enumerate() {
+        if !gap.is_zero() {
+            tokio::time::sleep_until(start + gap * i as u32).await;
+        }
         let permit = Arc::clone(&gate).acquire_owned().await.expect("open");
         let fut = send(i, job.clone());
         let progress = Arc::clone(&progress);
@@ -310,12 +338,23 @@ async fn run(client: &str, a: &Args, jobs: &[Job]) -> Result<Report, BoxError> {
         .requests(per_second(QUOTA.requests_per_minute, scale))
         .input_tokens(per_second(QUOTA.input_tokens_per_minute, scale))
         .output_tokens(per_second(QUOTA.output_tokens_per_minute, scale));
+    let bodies: Vec<Bytes> = jobs.iter().map(|j| j.body.clone()).collect();
+    let offer = match a.oversubscription {
+        // Requests and input tokens are known before sending: the window
+        // the whole workload is offered in is their minimum ÷ X.
+        Some(x) => Offer::Paced {
+            window: Duration::from_secs_f64(
+                support::lower_bound(QUOTA, scale, &bodies, (0, 0, 0)) / x,
+            ),
+        },
+        None => Offer::Concurrency(a.concurrency),
+    };
     let start = Instant::now();
     let outcomes = match client {
         "naive" => {
             let http = HyperClient::new();
             let url = url.clone();
-            drive(jobs, a.concurrency, Arc::clone(&progress), move |i, job| {
+            drive(jobs, offer, Arc::clone(&progress), move |i, job| {
                 let (http, url) = (http.clone(), url.clone());
                 async move {
                     let mut rng = support::Rng::new(i as u64);
@@ -342,7 +381,7 @@ async fn run(client: &str, a: &Args, jobs: &[Job]) -> Result<Report, BoxError> {
                 .concurrency_limit(a.concurrency)
                 .service(HyperClient::new());
             let url = url.clone();
-            drive(jobs, a.concurrency, Arc::clone(&progress), move |_, job| {
+            drive(jobs, offer, Arc::clone(&progress), move |_, job| {
                 let svc = svc.clone();
                 let req = request(&url, &job);
                 async move {
@@ -371,7 +410,7 @@ async fn run(client: &str, a: &Args, jobs: &[Job]) -> Result<Report, BoxError> {
                 .retry(PeerRetry { left: 2, n: 0 })
                 .service(HyperClient::new());
             let url = url.clone();
-            drive(jobs, a.concurrency, Arc::clone(&progress), move |_, job| {
+            drive(jobs, offer, Arc::clone(&progress), move |_, job| {
                 let (svc, limiters) = (svc.clone(), Arc::clone(&limiters));
                 let req = request(&url, &job);
                 async move {
@@ -408,7 +447,7 @@ async fn run(client: &str, a: &Args, jobs: &[Job]) -> Result<Report, BoxError> {
                 .concurrency(a.concurrency)
                 .service(HyperClient::new());
             let url = url.clone();
-            drive(jobs, a.concurrency, Arc::clone(&progress), move |_, job| {
+            drive(jobs, offer, Arc::clone(&progress), move |_, job| {
                 let svc = svc.clone();
                 let req = request(&url, &job);
                 async move {
@@ -427,7 +466,7 @@ async fn run(client: &str, a: &Args, jobs: &[Job]) -> Result<Report, BoxError> {
                 .layer(ConcurrencyLimitLayer::new(a.concurrency))
                 .service(HyperClient::new());
             let url = url.clone();
-            drive(jobs, a.concurrency, Arc::clone(&progress), move |_, job| {
+            drive(jobs, offer, Arc::clone(&progress), move |_, job| {
                 let svc = svc.clone();
                 let req = request(&url, &job);
                 async move {
@@ -445,7 +484,6 @@ async fn run(client: &str, a: &Args, jobs: &[Job]) -> Result<Report, BoxError> {
     let _ = ticker.await;
     let c = sim.counters();
     let (requests, input, output) = c.admitted_totals();
-    let bodies: Vec<Bytes> = jobs.iter().map(|j| j.body.clone()).collect();
     let lower_bound = support::lower_bound(QUOTA, scale, &bodies, (requests, input, output));
     let rate = |per_minute: u64| per_minute as f64 * scale / 60.0;
     let secs = elapsed.as_secs_f64();
@@ -588,6 +626,11 @@ async fn main() -> Result<(), BoxError> {
         a.concurrency,
         if a.faults { "; faults on" } else { "" }
     );
+    if let Some(x) = a.oversubscription {
+        eprintln!(
+            "offered at {x}× the quota (evenly over the minimum time ÷ {x}, no producer limit)"
+        );
+    }
     let mut reports = Vec::new();
     for client in &a.clients {
         reports.push(run(client, &a, &jobs).await?);
