@@ -500,9 +500,13 @@ async fn run(client: &str, a: &Args, jobs: &[Job]) -> Result<Report, BoxError> {
         lost: jobs.len() - outcomes.len(),
         upstream_attempts: c.received,
         status_429: c.rate_limited(),
-        // Generations the provider completed beyond one per succeeded
-        // request: work done twice (or for nothing).
-        duplicates: c.ok().saturating_sub(succeeded as u64),
+        // Requests the provider answered 200 more than once: its 200s,
+        // less one per success, less the streams it cut or errored itself
+        // (answered once, then failed by the fault — not a second send).
+        duplicates: c
+            .ok()
+            .saturating_sub(succeeded as u64)
+            .saturating_sub(c.truncated_streams + c.mid_stream_errors),
         elapsed,
         lower_bound,
         p50: support::percentile(&lat, 0.5),
