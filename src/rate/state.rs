@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::config::{Config, Learning};
 use super::gcra::{DIMENSIONS, Denied, Dimension, Gcra, Limit, nanos};
 use super::stats::{GroupStats, ThresholdEvent};
-use crate::provider::{Quota, QuotaSnapshot, Usage, retry_after};
+use crate::provider::{Quota, QuotaSnapshot, Usage, may_carry_quota, retry_after};
 use crate::queue::WaitQueue;
 use crate::request::KeyId;
 use crate::sync::{Arc, Mutex, lock};
@@ -360,7 +360,13 @@ impl Shared {
         headers: &HeaderMap,
     ) {
         let now = self.now();
-        let snapshot = QuotaSnapshot::from_headers(headers, SystemTime::now());
+        // Most responses carry no rate-limit header: then skip the snapshot
+        // (and its wall-clock read) — it would be empty.
+        let snapshot = if may_carry_quota(headers) {
+            QuotaSnapshot::from_headers(headers, SystemTime::now())
+        } else {
+            QuotaSnapshot::default()
+        };
         let mut s = lock(&group.state);
         let quotas = [
             snapshot.requests,
