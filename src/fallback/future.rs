@@ -172,9 +172,15 @@ where
                     }
                     *this.current = i;
                     if i == 0 {
-                        this.state.set(State::Ready {
-                            req: Some(copy(this.original)),
-                        });
+                        // With no targets nothing else will be sent: the
+                        // original goes as it is, not copied (a copy clones
+                        // the headers and the extensions).
+                        let req = if targets.is_empty() {
+                            std::mem::replace(this.original, Request::new(ReplayBody::empty()))
+                        } else {
+                            copy(this.original)
+                        };
+                        this.state.set(State::Ready { req: Some(req) });
                         continue;
                     }
                     match &targets[i - 1].route {
