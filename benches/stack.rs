@@ -78,7 +78,9 @@ fn request(body: &Bytes) -> Request<ReplayBody> {
 }
 
 /// The transport: answers at once, 200 with an empty JSON object.
-fn transport(_req: Request<ReplayBody>) -> std::future::Ready<Result<Response<String>, Infallible>> {
+fn transport(
+    _req: Request<ReplayBody>,
+) -> std::future::Ready<Result<Response<String>, Infallible>> {
     let mut res = Response::new(String::from("{}"));
     res.headers_mut().insert(
         http::header::CONTENT_TYPE,

@@ -258,7 +258,10 @@ mod tests {
     fn may_carry_quota_sees_every_family() {
         let mut h = HeaderMap::new();
         h.insert("content-type", HeaderValue::from_static("application/json"));
-        h.insert("date", HeaderValue::from_static("Thu, 21 Aug 2025 12:40:00 GMT"));
+        h.insert(
+            "date",
+            HeaderValue::from_static("Thu, 21 Aug 2025 12:40:00 GMT"),
+        );
         h.insert("retry-after", HeaderValue::from_static("5"));
         assert!(!may_carry_quota(&h));
         assert!(QuotaSnapshot::from_headers(&h, SystemTime::now()).is_empty());
