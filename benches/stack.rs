@@ -42,7 +42,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use tower::{Layer, Service, service_fn};
@@ -259,5 +259,87 @@ where
     svc
 }
 
+/// With `STACK_BENCH_AB=1`: an interleaved run instead of criterion —
+/// 31 rounds of 5,000 requests through each variant in turn (rotating which
+/// goes first; requests built before each round's timing), reporting the
+/// median time per request, the median per-round overhead over `bare` and
+/// the median of the per-round overhead ratios ours / tower-resilience:
+/// on a machine shared with other work the per-round ratio compares the
+/// variants under the same load.
+fn ab() {
+    const ROUNDS: usize = 31;
+    const N: usize = 5_000;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let _entered = rt.enter();
+    let body = body_4k();
+    let mut bare = service_fn(transport);
+    let rate = RateLimitLayer::builder()
+        .limits(
+            Limits::unlimited()
+                .requests(huge())
+                .input_tokens(huge())
+                .output_tokens(huge()),
+        )
+        .build()
+        .expect("rate limit config");
+    let mut ours = Stack::builder()
+        .rate_limit(rate)
+        .service(service_fn(transport));
+    let mut theirs = tower_resilience(service_fn(transport));
+    let names = [
+        "stack/bare",
+        "stack/ours_passthrough",
+        "stack/tower_resilience_equiv",
+    ];
+    let mut ns: [Vec<f64>; 3] = Default::default();
+    for round in 0..ROUNDS {
+        for k in 0..3 {
+            let i = (round + k) % 3;
+            let reqs: Vec<_> = (0..N).map(|_| request(&body)).collect();
+            let t = std::time::Instant::now();
+            for req in reqs {
+                std::hint::black_box(match i {
+                    0 => one(&mut bare, req),
+                    1 => one(&mut ours, req),
+                    _ => one(&mut theirs, req),
+                });
+            }
+            ns[i].push(t.elapsed().as_nanos() as f64 / N as f64);
+        }
+    }
+    let over = |i: usize| -> Vec<f64> { ns[i].iter().zip(&ns[0]).map(|(x, b)| x - b).collect() };
+    let (o_ours, o_theirs) = (over(1), over(2));
+    let mut ratios: Vec<f64> = o_ours.iter().zip(&o_theirs).map(|(a, b)| a / b).collect();
+    for (i, name) in names.iter().enumerate() {
+        println!(
+            "{name:30} median {:8.1} ns/request, overhead over bare {:8.1} ns",
+            median(&mut ns[i].clone()),
+            median(&mut over(i))
+        );
+    }
+    println!(
+        "overhead ratio ours / tower-resilience: {:.2} (median of per-round ratios)",
+        median(&mut ratios)
+    );
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    if std::env::var_os("STACK_BENCH_AB").is_some() {
+        ab();
+        return;
+    }
+    benches();
+    criterion::Criterion::default()
+        .configure_from_args()
+        .final_summary();
+}
