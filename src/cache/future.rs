@@ -148,9 +148,13 @@ fn serve(entry: &CachedResponse, status: Status, now: Instant) -> Response<Respo
     res
 }
 
+/// [`CACHE_HEADER`] as a `HeaderName`, built at compile time (inserting by
+/// `&str` parses the name on every response).
+const CACHE_HEADER_NAME: http::HeaderName = http::HeaderName::from_static(CACHE_HEADER);
+
 fn mark(res: &mut Response<ResponseBody>, status: Status, age: Duration) {
     res.headers_mut()
-        .insert(CACHE_HEADER, HeaderValue::from_static(status.as_str()));
+        .insert(CACHE_HEADER_NAME, HeaderValue::from_static(status.as_str()));
     res.extensions_mut().insert(CacheStatus { status, age });
 }
 

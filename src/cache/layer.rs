@@ -18,6 +18,10 @@ pub(crate) struct Shared<St> {
     pub(crate) stale_if_error: Duration,
     pub(crate) max_entry: usize,
     pub(crate) nondeterministic: bool,
+    /// The key policy is a [`DefaultKeyPolicy`], whose `deterministic` is
+    /// the body's top-level `temperature` ≤ 0 — which the request's parsed
+    /// metadata already tells, before any key is built.
+    pub(crate) default_policy: bool,
     pub(crate) coalesce_timeout: Duration,
     pub(crate) flights: Arc<Flights>,
 }
@@ -108,6 +112,7 @@ pub struct CacheBuilder<St = MemoryStore> {
     stale_if_error: Duration,
     max_entry: usize,
     nondeterministic: bool,
+    default_policy: bool,
     coalesce_timeout: Duration,
 }
 
@@ -144,6 +149,7 @@ impl CacheBuilder<MemoryStore> {
             stale_if_error: DEFAULT_STALE_IF_ERROR,
             max_entry: DEFAULT_MAX_ENTRY,
             nondeterministic: false,
+            default_policy: true,
             coalesce_timeout: DEFAULT_COALESCE_TIMEOUT,
         }
     }
@@ -166,6 +172,7 @@ impl<St: CacheStore> CacheBuilder<St> {
             stale_if_error: self.stale_if_error,
             max_entry: self.max_entry,
             nondeterministic: self.nondeterministic,
+            default_policy: self.default_policy,
             coalesce_timeout: self.coalesce_timeout,
         }
     }
@@ -173,6 +180,7 @@ impl<St: CacheStore> CacheBuilder<St> {
     /// How cache keys are made (default [`DefaultKeyPolicy`]); any
     /// `Fn(&Request<ReplayBody>) -> Option<CacheKey>` closure works.
     pub fn key_policy(mut self, policy: impl KeyPolicy) -> Self {
+        self.default_policy = (&policy as &dyn std::any::Any).is::<DefaultKeyPolicy>();
         self.policy = Box::new(policy);
         self
     }
@@ -244,6 +252,7 @@ impl<St: CacheStore> CacheBuilder<St> {
                 stale_if_error: self.stale_if_error,
                 max_entry: self.max_entry,
                 nondeterministic: self.nondeterministic,
+                default_policy: self.default_policy,
                 coalesce_timeout: self.coalesce_timeout,
                 flights: Arc::default(),
             }),

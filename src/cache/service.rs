@@ -12,7 +12,7 @@ use super::future::ResponseFuture;
 use super::layer::Shared;
 use super::store::{CacheStore, MemoryStore};
 use crate::error::BoxError;
-use crate::request::ReplayBody;
+use crate::request::{ReplayBody, RequestMeta};
 use crate::response::ResponseBody;
 
 /// Caches complete responses of `S` — made by
@@ -116,6 +116,20 @@ where
         if directives.no_store {
             return pass;
         }
+        // A request the default policy would key as non-deterministic is
+        // not cached (unless asked): its parsed metadata says so at once,
+        // without hashing the body and looking up the alias index. Only
+        // with a successful parse — the same top-level, finite
+        // `temperature` the canonical walk reads; anything else takes the
+        // full path.
+        if self.shared.default_policy
+            && !self.shared.nondeterministic
+            && let Some(meta) = RequestMeta::of(req)
+            && meta.is_parsed()
+            && !meta.temperature().is_some_and(|t| t <= 0.0)
+        {
+            return pass;
+        }
         let Some(key) = self.shared.policy.key(req) else {
             return pass;
         };
@@ -174,6 +188,57 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use tower_layer::Layer;
+
+    fn req(body: &'static str, meta: bool) -> Request<ReplayBody> {
+        let mut r = Request::post("/v1/messages")
+            .header("x-api-key", "sk-test")
+            .body(ReplayBody::from(body))
+            .expect("request");
+        if meta {
+            RequestMeta::for_request(&mut r);
+        }
+        r
+    }
+
+    /// Guards the metadata shortcut of `plan`: the same plan as the full
+    /// key path for the default policy, and never used for another policy.
+    #[test]
+    fn plan_shortcut_matches_the_default_policy() {
+        let cache = super::super::CacheLayer::new().layer(());
+        for meta in [false, true] {
+            let hot = req(r#"{"model":"m","max_tokens":8,"temperature":0.7}"#, meta);
+            assert!(cache.plan(&hot).key.is_none());
+            let none = req(r#"{"model":"m","max_tokens":8}"#, meta);
+            assert!(cache.plan(&none).key.is_none());
+            let cold = req(r#"{"model":"m","max_tokens":8,"temperature":0}"#, meta);
+            assert!(cache.plan(&cold).key.is_some());
+        }
+        // A policy of its own decides determinism itself.
+        let always = super::super::CacheLayer::builder()
+            .key_policy(|r: &Request<ReplayBody>| {
+                Some(super::super::CacheKey::new(
+                    super::super::TenantId::Anonymous,
+                    r.method().clone(),
+                    "/v1/messages",
+                    None,
+                    None,
+                    false,
+                    true,
+                    1,
+                ))
+            })
+            .build()
+            .expect("config")
+            .layer(());
+        assert!(
+            always
+                .plan(&req(r#"{"model":"m","max_tokens":8}"#, true))
+                .key
+                .is_some()
+        );
+    }
 
     #[test]
     fn cache_control_directives() {

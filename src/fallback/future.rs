@@ -8,7 +8,7 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response};
+use http::{HeaderName, HeaderValue, Request, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
@@ -172,9 +172,15 @@ where
                     }
                     *this.current = i;
                     if i == 0 {
-                        this.state.set(State::Ready {
-                            req: Some(copy(this.original)),
-                        });
+                        // With no targets nothing else will be sent: the
+                        // original goes as it is, not copied (a copy clones
+                        // the headers and the extensions).
+                        let req = if targets.is_empty() {
+                            std::mem::replace(this.original, Request::new(ReplayBody::empty()))
+                        } else {
+                            copy(this.original)
+                        };
+                        this.state.set(State::Ready { req: Some(req) });
                         continue;
                     }
                     match &targets[i - 1].route {
@@ -362,6 +368,13 @@ fn give_up(
     }
 }
 
+// The names as `HeaderName`s, built at compile time: inserting by `&str`
+// parses and validates the name on every response.
+const MODEL_USED_NAME: HeaderName = HeaderName::from_static(MODEL_USED);
+const ORIGINAL_MODEL_NAME: HeaderName = HeaderName::from_static(ORIGINAL_MODEL);
+const HOPS_NAME: HeaderName = HeaderName::from_static(HOPS);
+const DEGRADED_NAME: HeaderName = HeaderName::from_static("x-llm-degraded");
+
 fn mark(mut res: Response<ResponseBody>, info: &FallbackInfo) -> Response<ResponseBody> {
     let h = res.headers_mut();
     if let Some(used) = info
@@ -369,7 +382,7 @@ fn mark(mut res: Response<ResponseBody>, info: &FallbackInfo) -> Response<Respon
         .as_deref()
         .and_then(|m| HeaderValue::from_str(m).ok())
     {
-        h.insert(MODEL_USED, used);
+        h.insert(MODEL_USED_NAME, used);
     }
     if info.model_used != info.original_model
         && let Some(orig) = info
@@ -377,11 +390,11 @@ fn mark(mut res: Response<ResponseBody>, info: &FallbackInfo) -> Response<Respon
             .as_deref()
             .and_then(|m| HeaderValue::from_str(m).ok())
     {
-        h.insert(ORIGINAL_MODEL, orig);
+        h.insert(ORIGINAL_MODEL_NAME, orig);
     }
-    h.insert(HOPS, HeaderValue::from(info.hops.len()));
+    h.insert(HOPS_NAME, HeaderValue::from(info.hops.len()));
     if info.degraded {
-        h.insert("x-llm-degraded", HeaderValue::from_static("true"));
+        h.insert(DEGRADED_NAME, HeaderValue::from_static("true"));
     }
     res.extensions_mut().insert(info.clone());
     res

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::config::{Config, Learning};
 use super::gcra::{DIMENSIONS, Denied, Dimension, Gcra, Limit, nanos};
 use super::stats::{GroupStats, ThresholdEvent};
-use crate::provider::{Quota, QuotaSnapshot, Usage, retry_after};
+use crate::provider::{Quota, QuotaSnapshot, Usage, may_carry_quota, retry_after};
 use crate::queue::WaitQueue;
 use crate::request::KeyId;
 use crate::sync::{Arc, Mutex, lock};
@@ -310,7 +310,7 @@ impl Shared {
     pub(crate) fn settle(&self, group: &Group, ticket: &Ticket, outcome: Settle) {
         let now = self.now();
         let mut refunded = false;
-        let events = {
+        let (events, probing) = {
             let mut s = lock(&group.state);
             s.in_flight = s.in_flight.saturating_sub(1);
             s.holds = s.holds.saturating_sub(1);
@@ -342,11 +342,15 @@ impl Shared {
                 Settle::Unknown => {}
             }
             // A charge can cross a threshold as well as an admission can.
-            self.check_thresholds(group, &mut s, now)
+            // `probing` is read under this lock, not a second one: it only
+            // ever goes from true to false, so this can only add a spurious
+            // wake in a race with the probe's end (whose `learn` wakes the
+            // head anyway), never lose one.
+            (self.check_thresholds(group, &mut s, now), s.probing)
         };
         self.fire(events);
         // A refund or a finished probe may let the head of the queue in.
-        if refunded || lock(&group.state).probing {
+        if refunded || probing {
             self.queue.wake_head(group.id);
         }
     }
@@ -360,7 +364,13 @@ impl Shared {
         headers: &HeaderMap,
     ) {
         let now = self.now();
-        let snapshot = QuotaSnapshot::from_headers(headers, SystemTime::now());
+        // Most responses carry no rate-limit header: then skip the snapshot
+        // (and its wall-clock read) — it would be empty.
+        let snapshot = if may_carry_quota(headers) {
+            QuotaSnapshot::from_headers(headers, SystemTime::now())
+        } else {
+            QuotaSnapshot::default()
+        };
         let mut s = lock(&group.state);
         let quotas = [
             snapshot.requests,

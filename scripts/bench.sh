@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Regenerates the figures of BENCHMARKS.md: runs every criterion bench and
+# the workload harness, then fills the tables between the
+# `<!-- table:NAME -->` … `<!-- /table -->` markers from their
+# machine-readable output (scripts/bench_tables.py; python3 stdlib only).
+#
+# Usage (from anywhere in the repository):
+#
+#   scripts/bench.sh                 # everything (tens of minutes)
+#   scripts/bench.sh stack parse     # only these benches / steps
+#   QUICK=1 scripts/bench.sh stack   # shorter criterion runs (1 s warm-up, 3 s measurement)
+#
+# Steps: parse, admission, retry, cache, stack (criterion benches),
+# workload, workload-faults (the harness on the embedded simulator), and
+# always the table generation at the end. Honours CARGO_TARGET_DIR.
+# Criterion options can be passed through CRITERION_ARGS.
+#
+# The machine should be otherwise idle: criterion's figures move with the
+# load (BENCHMARKS.md says what load each run had).
+set -euo pipefail
+
+cd "$(git -C "$(dirname "$0")" rev-parse --show-toplevel)"
+target="${CARGO_TARGET_DIR:-target}"
+mkdir -p "$target"
+
+all=(parse admission retry cache stack workload workload-faults)
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=("${all[@]}")
+
+crit_args=(${CRITERION_ARGS:-})
+if [ -n "${QUICK:-}" ]; then
+    crit_args+=(--warm-up-time 1 --measurement-time 3)
+fi
+
+echo "bench.sh: $(date -u '+%Y-%m-%d %H:%M UTC'), load average $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')" >&2
+
+for step in "${steps[@]}"; do
+    case "$step" in
+        parse | admission | retry | cache | stack)
+            echo "bench.sh: cargo bench --bench $step" >&2
+            # `--` only when there are criterion arguments to pass.
+            if [ ${#crit_args[@]} -gt 0 ]; then
+                cargo bench --bench "$step" -- "${crit_args[@]}"
+            else
+                cargo bench --bench "$step"
+            fi
+            ;;
+        workload)
+            echo "bench.sh: workload" >&2
+            cargo run --release --example workload -- \
+                --requests 400 --json "$target/workload.json" --plot BENCHMARKS-workload.svg
+            ;;
+        workload-faults)
+            echo "bench.sh: workload --faults" >&2
+            cargo run --release --example workload -- \
+                --faults --requests 400 --json "$target/workload-faults.json"
+            ;;
+        *)
+            echo "bench.sh: unknown step '$step' (known: ${all[*]})" >&2
+            exit 2
+            ;;
+    esac
+done
+
+python3 scripts/bench_tables.py --target "$target" BENCHMARKS.md
