@@ -11,7 +11,7 @@
 #   QUICK=1 scripts/bench.sh stack   # shorter criterion runs (1 s warm-up, 3 s measurement)
 #
 # Steps: parse, admission, retry, cache, stack (criterion benches),
-# workload, workload-faults (the harness on the embedded simulator), and
+# workload (8x), workload-32, workload-faults (the harness on the embedded simulator), and
 # always the table generation at the end. Honours CARGO_TARGET_DIR.
 # Criterion options can be passed through CRITERION_ARGS.
 #
@@ -23,7 +23,7 @@ cd "$(git -C "$(dirname "$0")" rev-parse --show-toplevel)"
 target="${CARGO_TARGET_DIR:-target}"
 mkdir -p "$target"
 
-all=(parse admission retry cache stack workload workload-faults)
+all=(parse admission retry cache stack workload workload-32 workload-faults)
 steps=("$@")
 [ ${#steps[@]} -eq 0 ] && steps=("${all[@]}")
 
@@ -46,14 +46,19 @@ for step in "${steps[@]}"; do
             fi
             ;;
         workload)
-            echo "bench.sh: workload" >&2
-            cargo run --release --example workload -- \
-                --requests 400 --json "$target/workload.json" --plot BENCHMARKS-workload.svg
+            echo "bench.sh: workload, 8x oversubscribed" >&2
+            cargo run --release --example workload -- --requests 400 --oversubscription 8 \
+                --json "$target/workload.json" --plot BENCHMARKS-workload.svg
+            ;;
+        workload-32)
+            echo "bench.sh: workload, 32x oversubscribed" >&2
+            cargo run --release --example workload -- --requests 400 --oversubscription 32 \
+                --json "$target/workload-32.json"
             ;;
         workload-faults)
-            echo "bench.sh: workload --faults" >&2
-            cargo run --release --example workload -- \
-                --faults --requests 400 --json "$target/workload-faults.json"
+            echo "bench.sh: workload --faults, 8x oversubscribed" >&2
+            cargo run --release --example workload -- --faults --requests 400 --oversubscription 8 \
+                --json "$target/workload-faults.json"
             ;;
         *)
             echo "bench.sh: unknown step '$step' (known: ${all[*]})" >&2

@@ -270,6 +270,7 @@ def main():
         "breakdown": lambda: t_breakdown(crit),
         "stack": lambda: t_stack(crit),
         "workload": lambda: workload_table(os.path.join(a.target, "workload.json")),
+        "workload-32": lambda: workload_table(os.path.join(a.target, "workload-32.json")),
         "workload-faults": lambda: workload_table(os.path.join(a.target, "workload-faults.json")),
     }
     only = {n for n in a.only.split(",") if n}
