@@ -528,6 +528,20 @@ impl ReplayBody {
     }
 }
 
+/// A copy of a request to send again: the same method, URI, version,
+/// headers and extensions, and a fresh [`ReplayBody`] of the same bytes (a
+/// reference count, not a copy). What retry, fallback and cache send when
+/// they re-issue a request.
+pub fn replay_request(req: &Request<ReplayBody>) -> Request<ReplayBody> {
+    let mut copy = Request::new(req.body().replay());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    *copy.extensions_mut() = req.extensions().clone();
+    copy
+}
+
 macro_rules! replay_from {
     ($($t:ty),*) => {$(
         impl From<$t> for ReplayBody {

@@ -19,7 +19,7 @@ use super::layer::Config;
 use super::{FallbackInfo, Hop};
 use crate::error::BoxError;
 use crate::provider::{ErrorKind, classify_error, retry_after};
-use crate::request::{Deadline, ReplayBody, RequestMeta};
+use crate::request::{Deadline, ReplayBody, RequestMeta, replay_request};
 use crate::response::{Format, ResponseBody, StreamStart};
 
 /// Header naming the model that answered.
@@ -94,16 +94,6 @@ impl<S: Service<Request<ReplayBody>>> ResponseFuture<S> {
     }
 }
 
-fn copy(req: &Request<ReplayBody>) -> Request<ReplayBody> {
-    let mut c = Request::new(req.body().replay());
-    *c.method_mut() = req.method().clone();
-    *c.uri_mut() = req.uri().clone();
-    *c.version_mut() = req.version();
-    *c.headers_mut() = req.headers().clone();
-    *c.extensions_mut() = req.extensions().clone();
-    c
-}
-
 /// How long a target is skipped after a trigger.
 fn cooldown_for(
     config: &Config,
@@ -133,146 +123,149 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
-            let outcome: Result<Response<ResponseBody>, BoxError> = match this
-                .state
-                .as_mut()
-                .project()
-            {
-                StateProj::Pick => {
-                    let targets = &this.config.targets;
-                    let deadline_passed = this.deadline.is_some_and(|d| Instant::now() >= d);
-                    if *this.next > targets.len() || (deadline_passed && *this.next > 0) {
-                        this.state.set(State::Done);
-                        return Poll::Ready(give_up(
-                            this.config,
-                            this.info,
-                            this.last.take(),
-                            this.meta.as_deref(),
-                        ));
-                    }
-                    let i = *this.next;
-                    *this.next += 1;
-                    let name = if i == 0 {
-                        this.info.original_model.clone()
-                    } else {
-                        Some(Arc::clone(&targets[i - 1].name))
-                    };
-                    // A target known to be exhausted is skipped without
-                    // sending — unless it is the last hope.
-                    let others_left = *this.next <= targets.len();
-                    if let Some(name) = &name
-                        && others_left
-                        && this.config.is_cooling(name)
-                    {
-                        this.info.hops.push(Hop {
-                            target: Arc::clone(name),
-                            trigger: Trigger::CoolingDown,
-                        });
-                        continue;
-                    }
-                    *this.current = i;
-                    if i == 0 {
-                        // With no targets nothing else will be sent: the
-                        // original goes as it is, not copied (a copy clones
-                        // the headers and the extensions).
-                        let req = if targets.is_empty() {
-                            std::mem::replace(this.original, Request::new(ReplayBody::empty()))
+            let outcome: Result<Response<ResponseBody>, BoxError> =
+                match this.state.as_mut().project() {
+                    StateProj::Pick => {
+                        let targets = &this.config.targets;
+                        let deadline_passed = this.deadline.is_some_and(|d| Instant::now() >= d);
+                        if *this.next > targets.len() || (deadline_passed && *this.next > 0) {
+                            this.state.set(State::Done);
+                            return Poll::Ready(give_up(
+                                this.config,
+                                this.info,
+                                this.last.take(),
+                                this.meta.as_deref(),
+                            ));
+                        }
+                        let i = *this.next;
+                        *this.next += 1;
+                        let name = if i == 0 {
+                            this.info.original_model.clone()
                         } else {
-                            copy(this.original)
+                            Some(Arc::clone(&targets[i - 1].name))
                         };
-                        this.state.set(State::Ready { req: Some(req) });
-                        continue;
-                    }
-                    match &targets[i - 1].route {
-                        Route::Model {
-                            model,
-                            max_tokens,
-                            overrides,
-                        } => {
-                            match rewrite_model(copy(this.original), model, *max_tokens, overrides)
-                            {
-                                Ok(req) => this.state.set(State::Ready { req: Some(req) }),
-                                Err(_) => continue,
-                            }
-                        }
-                        Route::Service {
-                            svc, map_request, ..
-                        } => match map_request(copy(this.original)) {
-                            Ok(req) => this.state.set(State::CallBoxed { fut: svc.call(req) }),
-                            Err(_) => continue,
-                        },
-                    }
-                    continue;
-                }
-                StateProj::Ready { req } => {
-                    if let Err(e) = ready!(this.inner.poll_ready(cx)) {
-                        Err(e.into())
-                    } else if let Some(req) = req.take() {
-                        let fut = this.inner.call(req);
-                        this.state.set(State::CallInner { fut });
-                        continue;
-                    } else {
-                        Err("fallback future polled after completion".into())
-                    }
-                }
-                StateProj::CallInner { fut } => match ready!(fut.poll(cx)) {
-                    Ok(res) => {
-                        this.state.set(State::Inspect {
-                            res: Some(ResponseBody::from_response(res)),
-                        });
-                        continue;
-                    }
-                    Err(e) => Err(e.into()),
-                },
-                StateProj::CallBoxed { fut } => match ready!(fut.as_mut().poll(cx)) {
-                    Ok(res) => {
-                        this.state.set(State::Inspect { res: Some(res) });
-                        continue;
-                    }
-                    Err(e) => Err(e),
-                },
-                StateProj::Inspect { res } => {
-                    let Some(r) = res.as_mut() else {
-                        this.state.set(State::Done);
-                        return Poll::Ready(Err("fallback future polled after completion".into()));
-                    };
-                    let limit = this.config.peek_limit;
-                    let error = if r.status().is_success() {
-                        match ready!(r.body_mut().poll_stream_start(cx, limit)) {
-                            StreamStart::Error(class) => Some(class),
-                            _ => None,
-                        }
-                    } else {
-                        // Error bodies are small: read them to classify
-                        // (and to keep the last failure without holding
-                        // what its body holds below).
-                        ready!(r.body_mut().poll_peek_to_end(cx, limit));
-                        Some(classify_error(r.status(), &r.body().peeked()))
-                    };
-                    let Some(r) = res.take() else { continue };
-                    let trigger = this.config.policy.trigger(&Failure::Response {
-                        status: r.status(),
-                        error,
-                    });
-                    match trigger {
-                        None => Ok(r),
-                        Some(trigger) => {
-                            hop(this.config, this.info, *this.current, trigger, Some(&r));
-                            *this.last = Some(Ok(detach(r)));
-                            this.state.set(State::Pick);
+                        // A target known to be exhausted is skipped without
+                        // sending — unless it is the last hope.
+                        let others_left = *this.next <= targets.len();
+                        if let Some(name) = &name
+                            && others_left
+                            && this.config.is_cooling(name)
+                        {
+                            this.info.hops.push(Hop {
+                                target: Arc::clone(name),
+                                trigger: Trigger::CoolingDown,
+                            });
                             continue;
                         }
+                        *this.current = i;
+                        if i == 0 {
+                            // With no targets nothing else will be sent: the
+                            // original goes as it is, not copied (a copy clones
+                            // the headers and the extensions).
+                            let req = if targets.is_empty() {
+                                std::mem::replace(this.original, Request::new(ReplayBody::empty()))
+                            } else {
+                                replay_request(this.original)
+                            };
+                            this.state.set(State::Ready { req: Some(req) });
+                            continue;
+                        }
+                        match &targets[i - 1].route {
+                            Route::Model {
+                                model,
+                                max_tokens,
+                                overrides,
+                            } => {
+                                match rewrite_model(
+                                    replay_request(this.original),
+                                    model,
+                                    *max_tokens,
+                                    overrides,
+                                ) {
+                                    Ok(req) => this.state.set(State::Ready { req: Some(req) }),
+                                    Err(_) => continue,
+                                }
+                            }
+                            Route::Service {
+                                svc, map_request, ..
+                            } => match map_request(replay_request(this.original)) {
+                                Ok(req) => this.state.set(State::CallBoxed { fut: svc.call(req) }),
+                                Err(_) => continue,
+                            },
+                        }
+                        continue;
                     }
-                }
-                StateProj::Map { fut } => {
-                    let res = ready!(fut.as_mut().poll(cx));
-                    this.state.set(State::Done);
-                    return Poll::Ready(res.map(|r| mark(r, this.info)));
-                }
-                StateProj::Done => {
-                    return Poll::Ready(Err("fallback future polled after completion".into()));
-                }
-            };
+                    StateProj::Ready { req } => {
+                        if let Err(e) = ready!(this.inner.poll_ready(cx)) {
+                            Err(e.into())
+                        } else if let Some(req) = req.take() {
+                            let fut = this.inner.call(req);
+                            this.state.set(State::CallInner { fut });
+                            continue;
+                        } else {
+                            Err("fallback future polled after completion".into())
+                        }
+                    }
+                    StateProj::CallInner { fut } => match ready!(fut.poll(cx)) {
+                        Ok(res) => {
+                            this.state.set(State::Inspect {
+                                res: Some(ResponseBody::from_response(res)),
+                            });
+                            continue;
+                        }
+                        Err(e) => Err(e.into()),
+                    },
+                    StateProj::CallBoxed { fut } => match ready!(fut.as_mut().poll(cx)) {
+                        Ok(res) => {
+                            this.state.set(State::Inspect { res: Some(res) });
+                            continue;
+                        }
+                        Err(e) => Err(e),
+                    },
+                    StateProj::Inspect { res } => {
+                        let Some(r) = res.as_mut() else {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(
+                                "fallback future polled after completion".into()
+                            ));
+                        };
+                        let limit = this.config.peek_limit;
+                        let error = if r.status().is_success() {
+                            match ready!(r.body_mut().poll_stream_start(cx, limit)) {
+                                StreamStart::Error(class) => Some(class),
+                                _ => None,
+                            }
+                        } else {
+                            // Error bodies are small: read them to classify
+                            // (and to keep the last failure without holding
+                            // what its body holds below).
+                            ready!(r.body_mut().poll_peek_to_end(cx, limit));
+                            Some(classify_error(r.status(), &r.body().peeked()))
+                        };
+                        let Some(r) = res.take() else { continue };
+                        let trigger = this.config.policy.trigger(&Failure::Response {
+                            status: r.status(),
+                            error,
+                        });
+                        match trigger {
+                            None => Ok(r),
+                            Some(trigger) => {
+                                hop(this.config, this.info, *this.current, trigger, Some(&r));
+                                *this.last = Some(Ok(detach(r)));
+                                this.state.set(State::Pick);
+                                continue;
+                            }
+                        }
+                    }
+                    StateProj::Map { fut } => {
+                        let res = ready!(fut.as_mut().poll(cx));
+                        this.state.set(State::Done);
+                        return Poll::Ready(res.map(|r| mark(r, this.info)));
+                    }
+                    StateProj::Done => {
+                        return Poll::Ready(Err("fallback future polled after completion".into()));
+                    }
+                };
 
             // An answer from the current target: an error may still move on.
             match outcome {

@@ -20,7 +20,7 @@ use super::policy::{Attempted, RetryReason, StopReason};
 use super::service::as_request;
 use crate::error::BoxError;
 use crate::provider::{ErrorClass, QuotaSnapshot, classify_error, retry_after};
-use crate::request::ReplayBody;
+use crate::request::{ReplayBody, replay_request};
 use crate::response::{ResponseBody, StreamStart};
 
 pin_project! {
@@ -245,15 +245,7 @@ where
                         let next = this
                             .template
                             .as_ref()
-                            .map(|t| {
-                                let mut copy = Request::new(t.body().replay());
-                                *copy.method_mut() = t.method().clone();
-                                *copy.uri_mut() = t.uri().clone();
-                                *copy.version_mut() = t.version();
-                                *copy.headers_mut() = t.headers().clone();
-                                *copy.extensions_mut() = t.extensions().clone();
-                                copy
-                            })
+                            .map(replay_request)
                             .and_then(as_request::<B>);
                         this.state.set(State::Ready { req: next });
                         continue;

@@ -11,7 +11,7 @@ use tower_service::Service;
 use super::future::ResponseFuture;
 use super::layer::Config;
 use crate::error::BoxError;
-use crate::request::{Deadline, ReplayBody};
+use crate::request::{Deadline, ReplayBody, replay_request};
 use crate::response::ResponseBody;
 
 /// Retries failures worth retrying in front of `S` — made by
@@ -60,13 +60,7 @@ impl<S> Retry<S> {
 /// A copy of the request to send again, when its body is a [`ReplayBody`].
 pub(crate) fn replayable<B: 'static>(req: &Request<B>) -> Option<Request<ReplayBody>> {
     let req = (req as &dyn Any).downcast_ref::<Request<ReplayBody>>()?;
-    let mut copy = Request::new(req.body().replay());
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    *copy.extensions_mut() = req.extensions().clone();
-    Some(copy)
+    Some(replay_request(req))
 }
 
 /// Turns a `Request<ReplayBody>` back into the service's request type (the
