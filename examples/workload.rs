@@ -276,6 +276,36 @@ where
     out
 }
 
+/// Drives the workload through a tower service (the peers' stacks and ours).
+async fn through<S>(
+    svc: S,
+    jobs: &[Job],
+    offer: Offer,
+    progress: &Arc<AtomicUsize>,
+    url: &str,
+) -> Vec<Outcome>
+where
+    S: tower::Service<Request<ReplayBody>, Response = Response<ResponseBody>>
+        + Clone
+        + Send
+        + 'static,
+    S::Error: Send,
+    S::Future: Send,
+{
+    let url = url.to_owned();
+    drive(jobs, offer, Arc::clone(progress), move |_, job| {
+        let svc = svc.clone();
+        let req = request(&url, &job);
+        async move {
+            match svc.oneshot(req).await {
+                Ok(res) => finish(res).await,
+                Err(_) => false,
+            }
+        }
+    })
+    .await
+}
+
 struct Report {
     client: String,
     requests: usize,
@@ -380,18 +410,7 @@ async fn run(client: &str, a: &Args, jobs: &[Job]) -> Result<Report, BoxError> {
                 .layer(rate)
                 .concurrency_limit(a.concurrency)
                 .service(HyperClient::new());
-            let url = url.clone();
-            drive(jobs, offer, Arc::clone(&progress), move |_, job| {
-                let svc = svc.clone();
-                let req = request(&url, &job);
-                async move {
-                    match svc.oneshot(req).await {
-                        Ok(res) => finish(res).await,
-                        Err(_) => false,
-                    }
-                }
-            })
-            .await
+            through(svc, jobs, offer, &progress, &url).await
         }
         "governor" => {
             use governor::{Quota, RateLimiter};
@@ -446,18 +465,7 @@ async fn run(client: &str, a: &Args, jobs: &[Job]) -> Result<Report, BoxError> {
                 .rate_limit(RateLimitLayer::builder().limits(limits).build()?)
                 .concurrency(a.concurrency)
                 .service(HyperClient::new());
-            let url = url.clone();
-            drive(jobs, offer, Arc::clone(&progress), move |_, job| {
-                let svc = svc.clone();
-                let req = request(&url, &job);
-                async move {
-                    match svc.oneshot(req).await {
-                        Ok(res) => finish(res).await,
-                        Err(_) => false,
-                    }
-                }
-            })
-            .await
+            through(svc, jobs, offer, &progress, &url).await
         }
         "ours-nocache" => {
             let svc = ServiceBuilder::new()
@@ -465,18 +473,7 @@ async fn run(client: &str, a: &Args, jobs: &[Job]) -> Result<Report, BoxError> {
                 .layer(RateLimitLayer::builder().limits(limits).build()?)
                 .layer(ConcurrencyLimitLayer::new(a.concurrency))
                 .service(HyperClient::new());
-            let url = url.clone();
-            drive(jobs, offer, Arc::clone(&progress), move |_, job| {
-                let svc = svc.clone();
-                let req = request(&url, &job);
-                async move {
-                    match svc.oneshot(req).await {
-                        Ok(res) => finish(res).await,
-                        Err(_) => false,
-                    }
-                }
-            })
-            .await
+            through(svc, jobs, offer, &progress, &url).await
         }
         other => return Err(format!("unknown client {other}").into()),
     };
