@@ -469,3 +469,69 @@ async fn simulator_openai_mapped_fallback_returns_a_valid_anthropic_response() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulator_deadline_bound_request_degrades_at_once() {
+    let sim = Simulator::start(
+        SimConfig::new()
+            .with_limits(sim::Limits::TIER_4)
+            .with_time_scale(1.0)
+            .with_seed(12),
+    )
+    .await
+    .expect("sim");
+    let url = sim.url();
+    // The limiter allows one request a minute of the primary model: the
+    // second would wait about a minute.
+    let limiter = RateLimitLayer::builder()
+        .model_limits(
+            "claude-opus-4-1",
+            Limits::unlimited().requests(Limit::per_minute(1).expect("limit")),
+        )
+        .fail_fast(true)
+        .build()
+        .expect("limiter");
+    let svc = FallbackLayer::new([Target::model("claude-haiku-4-5")])
+        .layer(limiter.layer(HyperClient::new()));
+    let req = |deadline: Option<Duration>| {
+        let mut r = Request::post(format!("{url}/v1/messages"))
+            .header("x-api-key", "sk-ant-deadline")
+            .header("content-type", "application/json")
+            .body(ReplayBody::from(
+                r#"{"model":"claude-opus-4-1","max_tokens":32,"messages":[{"role":"user","content":"Hello"}]}"#,
+            ))
+            .expect("request");
+        if let Some(d) = deadline {
+            r.extensions_mut().insert(Deadline::after(d));
+        }
+        r
+    };
+    let first = svc.clone().oneshot(req(None)).await.expect("response");
+    assert_eq!(first.headers()["x-llm-model-used"], "claude-opus-4-1");
+    text(first).await;
+
+    let start = std::time::Instant::now();
+    let res = svc
+        .oneshot(req(Some(Duration::from_secs(5))))
+        .await
+        .expect("response");
+    let took = start.elapsed();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-llm-model-used"], "claude-haiku-4-5");
+    let info = res
+        .extensions()
+        .get::<FallbackInfo>()
+        .expect("info")
+        .clone();
+    assert!(matches!(info.hops[0].trigger, Trigger::RateLimited(_)));
+    text(res).await;
+    assert!(
+        took < Duration::from_secs(2),
+        "no queueing toward the deadline: took {took:?}"
+    );
+    assert_eq!(
+        sim.counters().received,
+        2,
+        "the primary was never sent the second request"
+    );
+}
