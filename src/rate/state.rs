@@ -363,10 +363,18 @@ impl Shared {
         status: StatusCode,
         headers: &HeaderMap,
     ) {
+        // Most responses carry no rate-limit header and are no 429: then
+        // there is nothing to learn — unless a probe (auto mode) just ended.
+        let carries = may_carry_quota(headers);
+        if !carries
+            && status != StatusCode::TOO_MANY_REQUESTS
+            && self.config.learning != Learning::Auto
+        {
+            return;
+        }
         let now = self.now();
-        // Most responses carry no rate-limit header: then skip the snapshot
-        // (and its wall-clock read) — it would be empty.
-        let snapshot = if may_carry_quota(headers) {
+        // Skip the snapshot (and its wall-clock read) when it would be empty.
+        let snapshot = if carries {
             QuotaSnapshot::from_headers(headers, SystemTime::now())
         } else {
             QuotaSnapshot::default()
