@@ -96,7 +96,7 @@ pub fn format_go_duration(d: Duration) -> String {
 /// Whole milliseconds in `d`, rounded up.
 pub(crate) fn ceil_millis(d: Duration) -> u64 {
     let ms = d.as_millis();
-    let extra = u128::from(d.as_nanos() % 1_000_000 != 0);
+    let extra = u128::from(!d.as_nanos().is_multiple_of(1_000_000));
     u64::try_from(ms + extra).unwrap_or(u64::MAX)
 }
 
