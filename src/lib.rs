@@ -94,5 +94,6 @@ pub mod sim;
 )]
 pub mod stack;
 mod sync;
+mod util;
 
 pub use error::BoxError;

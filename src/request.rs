@@ -666,18 +666,6 @@ where
     }
 }
 
-/// Moves `body` into a `ReplayBody` when it already is one (no copy).
-fn try_into_replay<B: 'static>(body: B) -> Result<ReplayBody, B> {
-    let mut slot = Some(body);
-    if let Some(replay) = (&mut slot as &mut dyn Any).downcast_mut::<Option<ReplayBody>>() {
-        return Ok(replay.take().unwrap_or_default());
-    }
-    match slot {
-        Some(b) => Err(b),
-        None => Ok(ReplayBody::empty()),
-    }
-}
-
 /// Futures of [`BufferBody`].
 pub mod future {
     use super::*;
@@ -726,7 +714,7 @@ pub mod future {
     impl<S: Service<Request<ReplayBody>>, B: Body + 'static> ResponseFuture<S, B> {
         pub(super) fn new(req: Request<B>, inner: S, limit: usize) -> Self {
             let (parts, body) = req.into_parts();
-            let state = match try_into_replay(body) {
+            let state = match crate::util::downcast::<ReplayBody, B>(body) {
                 Ok(replay) if replay.len() > limit => State::Failed {
                     err: Some(BodyTooLarge { limit }.into()),
                 },

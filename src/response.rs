@@ -42,7 +42,6 @@
 //! # }
 //! ```
 
-use std::any::Any;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -248,15 +247,9 @@ impl ResponseBody {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let mut slot = Some(body);
-        if let Some(this) = (&mut slot as &mut dyn Any).downcast_mut::<Option<ResponseBody>>()
-            && let Some(this) = this.take()
-        {
-            return this;
-        }
-        match slot {
-            Some(body) => Self::from_kind(Kind::Upstream(body.map_err(Into::into).boxed_unsync())),
-            None => Self::empty(),
+        match crate::util::downcast::<ResponseBody, B>(body) {
+            Ok(this) => this,
+            Err(body) => Self::from_kind(Kind::Upstream(body.map_err(Into::into).boxed_unsync())),
         }
     }
 
@@ -272,20 +265,10 @@ impl ResponseBody {
         // A body that already is a `ResponseBody` keeps the observation a
         // layer below chose (each layer of the stack converts its inner
         // response; only the first one reads the `content-type`).
-        let mut slot = Some(body);
-        if let Some(done) = (&mut slot as &mut dyn Any).downcast_mut::<Option<ResponseBody>>()
-            && let Some(done) = done.take()
-        {
-            if !matches!(done.tracker, Tracker::Opaque) {
-                return Response::from_parts(parts, done);
-            }
-            let format = Format::from_headers(&parts.headers);
-            return Response::from_parts(parts, done.with_format(format));
-        }
-        let format = Format::from_headers(&parts.headers);
-        let body = match slot {
-            Some(b) => ResponseBody::new(b).with_format(format),
-            None => ResponseBody::empty(),
+        let body = match crate::util::downcast::<ResponseBody, B>(body) {
+            Ok(done) if !matches!(done.tracker, Tracker::Opaque) => done,
+            Ok(done) => done.with_format(Format::from_headers(&parts.headers)),
+            Err(b) => ResponseBody::new(b).with_format(Format::from_headers(&parts.headers)),
         };
         Response::from_parts(parts, body)
     }

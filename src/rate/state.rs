@@ -16,6 +16,7 @@ use crate::provider::{Quota, QuotaSnapshot, Usage, may_carry_quota, retry_after}
 use crate::queue::WaitQueue;
 use crate::request::KeyId;
 use crate::sync::{Arc, Mutex, lock};
+use crate::util::SharedRng;
 
 /// What a limit group is keyed by: the API key's identity and the model.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -30,7 +31,7 @@ pub(crate) struct Shared {
     base: Instant,
     groups: Mutex<HashMap<GroupKey, Arc<Group>>>,
     next_id: AtomicU64,
-    jitter_seed: AtomicU64,
+    jitter: SharedRng,
 }
 
 impl fmt::Debug for Shared {
@@ -115,7 +116,7 @@ impl Shared {
             base: Instant::now(),
             groups: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-            jitter_seed: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
+            jitter: SharedRng::new(crate::util::GOLDEN_GAMMA),
         }
     }
 
@@ -135,13 +136,7 @@ impl Shared {
         if max == 0 {
             return Duration::ZERO;
         }
-        let mut z = self
-            .jitter_seed
-            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        Duration::from_nanos(z % (max + 1))
+        Duration::from_nanos(self.jitter.next_u64() % (max + 1))
     }
 
     /// The group of `key`, created with the configured limits if new.

@@ -41,7 +41,7 @@ pub(crate) struct Config {
     pub(crate) timeout: Option<Duration>,
     pub(crate) peek_limit: usize,
     pub(crate) dead_letter: Option<Box<DeadLetter>>,
-    pub(crate) seed: std::sync::atomic::AtomicU64,
+    pub(crate) seed: crate::util::SharedRng,
 }
 
 impl fmt::Debug for Config {
@@ -60,13 +60,7 @@ impl fmt::Debug for Config {
 impl Config {
     /// A uniform number in `[0, 1)` (SplitMix64 over a shared counter).
     pub(crate) fn unit(&self) -> f64 {
-        let mut z = self
-            .seed
-            .fetch_add(0x9E37_79B9_7F4A_7C15, std::sync::atomic::Ordering::Relaxed);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
+        self.seed.unit()
     }
 }
 
@@ -274,7 +268,7 @@ impl RetryBuilder {
                 timeout: self.timeout,
                 peek_limit: self.peek_limit,
                 dead_letter: self.dead_letter,
-                seed: std::sync::atomic::AtomicU64::new(0x2545_F491_4F6C_DD1D),
+                seed: crate::util::SharedRng::new(0x2545_F491_4F6C_DD1D),
             }),
         }
     }

@@ -66,10 +66,7 @@ pub(crate) fn replayable<B: 'static>(req: &Request<B>) -> Option<Request<ReplayB
 /// Turns a `Request<ReplayBody>` back into the service's request type (the
 /// same type, known only at run time).
 pub(crate) fn as_request<B: 'static>(req: Request<ReplayBody>) -> Option<Request<B>> {
-    let mut slot = Some(req);
-    (&mut slot as &mut dyn Any)
-        .downcast_mut::<Option<Request<B>>>()?
-        .take()
+    crate::util::downcast(req).ok()
 }
 
 impl<S, B, RB> Service<Request<B>> for Retry<S>
