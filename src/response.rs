@@ -130,6 +130,73 @@ pub trait BodyObserver: Send + 'static {
 
 struct OnComplete<F>(F);
 
+/// An observer a body holds: boxed, or a concurrency permit held inline
+/// (no allocation for the commonest observer of the stack).
+enum Watcher {
+    Boxed(Box<dyn BodyObserver>),
+    #[cfg(feature = "concurrency")]
+    Permit(crate::concurrency::Release),
+}
+
+impl Watcher {
+    fn on_data(&mut self, data: &Bytes) {
+        if let Watcher::Boxed(observer) = self {
+            observer.on_data(data);
+        }
+    }
+
+    fn on_complete(self, completion: &Completion) {
+        match self {
+            Watcher::Boxed(observer) => observer.on_complete(completion),
+            #[cfg(feature = "concurrency")]
+            Watcher::Permit(release) => release.on_complete(completion),
+        }
+    }
+}
+
+/// The observers of a body, the first one inline (most bodies have one or
+/// two: a `Vec` would allocate for the first).
+#[derive(Default)]
+struct Watchers {
+    first: Option<Watcher>,
+    rest: Vec<Watcher>,
+}
+
+impl Watchers {
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    fn push(&mut self, watcher: Watcher) {
+        if self.first.is_none() {
+            self.first = Some(watcher);
+        } else {
+            self.rest.push(watcher);
+        }
+    }
+
+    fn for_each_mut(&mut self, mut f: impl FnMut(&mut Watcher)) {
+        if let Some(first) = self.first.as_mut() {
+            f(first);
+            self.rest.iter_mut().for_each(f);
+        }
+    }
+
+    /// Tells each, in the order they were added, and forgets them.
+    fn complete(&mut self, completion: &Completion) {
+        if let Some(first) = self.first.take() {
+            first.on_complete(completion);
+            for watcher in std::mem::take(&mut self.rest) {
+                watcher.on_complete(completion);
+            }
+        }
+    }
+}
+
 impl<F: FnOnce(&Completion) + Send + 'static> BodyObserver for OnComplete<F> {
     fn on_complete(self: Box<Self>, completion: &Completion) {
         (self.0)(completion)
@@ -152,7 +219,10 @@ enum Kind {
 pub struct ResponseBody {
     kind: Kind,
     tracker: Tracker,
-    observers: Vec<Box<dyn BodyObserver>>,
+    observers: Watchers,
+    /// Whether [`ResponseBody::from_response`] already chose the format
+    /// (so the layers above do not read the `content-type` again).
+    format_chosen: bool,
     bytes: u64,
     /// Set once the body ended: what every observer was told.
     ended: Option<Box<Completion>>,
@@ -261,16 +331,21 @@ impl ResponseBody {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let (parts, body) = res.into_parts();
-        // A body that already is a `ResponseBody` keeps the observation a
-        // layer below chose (each layer of the stack converts its inner
-        // response; only the first one reads the `content-type`).
-        let body = match crate::util::downcast::<ResponseBody, B>(body) {
-            Ok(done) if !matches!(done.tracker, Tracker::Opaque) => done,
-            Ok(done) => done.with_format(Format::from_headers(&parts.headers)),
-            Err(b) => ResponseBody::new(b).with_format(Format::from_headers(&parts.headers)),
+        // A response whose body already is a `ResponseBody` keeps the
+        // observation a layer below chose: each layer of the stack converts
+        // its inner response, and only the first reads the `content-type`
+        // (the whole response is moved once, not taken apart).
+        let mut res = match crate::util::downcast::<Response<ResponseBody>, Response<B>>(res) {
+            Ok(res) => res,
+            Err(res) => res.map(ResponseBody::new),
         };
-        Response::from_parts(parts, body)
+        if !res.body().format_chosen && matches!(res.body().tracker, Tracker::Opaque) {
+            let format = Format::from_headers(res.headers());
+            let body = res.body_mut();
+            body.set_format(format);
+            body.format_chosen = true;
+        }
+        res
     }
 
     /// A body that replays stored chunks, byte for byte (a cache hit).
@@ -298,7 +373,8 @@ impl ResponseBody {
         ResponseBody {
             kind,
             tracker: Tracker::Opaque,
-            observers: Vec::new(),
+            observers: Watchers::default(),
+            format_chosen: false,
             bytes: 0,
             ended: None,
             peek: None,
@@ -308,6 +384,13 @@ impl ResponseBody {
     /// Observes the body as `format` from now on (usage and completeness).
     #[must_use]
     pub fn with_format(mut self, format: Format) -> Self {
+        self.set_format(format);
+        self
+    }
+
+    /// Observes the body as `format` from now on, in place; ignored once
+    /// data has passed (the observation would start mid-body).
+    pub fn set_format(&mut self, format: Format) {
         if self.bytes == 0 {
             self.tracker = match format {
                 Format::Json => Tracker::Json(JsonTracker::default()),
@@ -315,17 +398,26 @@ impl ResponseBody {
                 Format::Opaque => Tracker::Opaque,
             };
         }
-        self
     }
 
     /// Adds an observer. Observers see frames and the completion in the
     /// order they were added. An observer added after the body ended is
     /// told at once how it ended.
     pub fn observe(&mut self, observer: Box<dyn BodyObserver>) {
+        self.watch(Watcher::Boxed(observer));
+    }
+
+    /// Holds a concurrency permit until the body ends (no allocation).
+    #[cfg(feature = "concurrency")]
+    pub(crate) fn hold_permit(&mut self, release: crate::concurrency::Release) {
+        self.watch(Watcher::Permit(release));
+    }
+
+    fn watch(&mut self, watcher: Watcher) {
         if let Some(completion) = &self.ended {
-            observer.on_complete(completion);
+            watcher.on_complete(completion);
         } else {
-            self.observers.push(observer);
+            self.observers.push(watcher);
         }
     }
 
@@ -394,9 +486,7 @@ impl ResponseBody {
         let completion = self.completion(outcome);
         // Buffered bytes are no longer needed.
         self.tracker = Tracker::Opaque;
-        for observer in self.observers.drain(..) {
-            observer.on_complete(&completion);
-        }
+        self.observers.complete(&completion);
         self.ended = Some(Box::new(completion));
     }
 
@@ -544,9 +634,7 @@ impl ResponseBody {
     fn on_data(&mut self, data: &Bytes) {
         self.bytes = self.bytes.saturating_add(data.len() as u64);
         self.tracker.feed(data);
-        for observer in &mut self.observers {
-            observer.on_data(data);
-        }
+        self.observers.for_each_mut(|w| w.on_data(data));
     }
 }
 
@@ -624,13 +712,16 @@ impl Body for ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
-        if self.ended.is_none() {
+        // Nobody can ask how it ended any more: observers are told, and the
+        // completion is not kept.
+        if self.ended.is_none() && !self.observers.is_empty() {
             let outcome = if self.is_end_stream() {
                 Outcome::Complete
             } else {
                 Outcome::Dropped
             };
-            self.finish(outcome);
+            let completion = self.completion(outcome);
+            self.observers.complete(&completion);
         }
     }
 }

@@ -17,17 +17,120 @@ use crate::error::{BoxError, QueueTimeout};
 use crate::provider::ErrorKind;
 use crate::queue::Priority;
 use crate::request::Deadline;
-use crate::response::{BodyObserver, Completion, Outcome, ResponseBody};
+use crate::response::{Completion, Outcome, ResponseBody};
 use crate::sync::Arc;
 
 pin_project! {
-    /// Waits for a permit, then calls the inner service; the permit moves
-    /// into the response body and is released when the body ends or is
-    /// dropped.
+    /// The inner service's response future, with the permit that moves into
+    /// the response body and is released when the body ends or is dropped;
+    /// or, when no permit was free at the call, a boxed future that waits
+    /// for one in the shared queue first.
     ///
     /// Dropping the future gives back its place in the queue, or its permit,
     /// at once.
     pub struct ResponseFuture<S: Service<Request<B>>, B> {
+        #[pin]
+        kind: Kind<S::Future, Waiting<S, B>>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F, W> {
+        // Admitted at the call: the common case, kept small (no request, no
+        // inner service, no queue state).
+        Called { #[pin] fut: F, permit: Option<Permit> },
+        Waiting { fut: Pin<Box<W>> },
+    }
+}
+
+impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
+    pub(crate) fn called(fut: S::Future, permit: Permit) -> Self {
+        ResponseFuture {
+            kind: Kind::Called {
+                fut,
+                permit: Some(permit),
+            },
+        }
+    }
+
+    pub(crate) fn waiting(shared: Arc<Shared>, req: Request<B>, inner: S) -> Self {
+        ResponseFuture {
+            kind: Kind::Waiting {
+                fut: Box::pin(Waiting::new(shared, req, inner)),
+            },
+        }
+    }
+}
+
+impl<S: Service<Request<B>>, B> fmt::Debug for ResponseFuture<S, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Called { permit, .. } => f
+                .debug_struct("ResponseFuture")
+                .field("admitted", &permit.is_some())
+                .finish_non_exhaustive(),
+            Kind::Waiting { fut } => fmt::Debug::fmt(&**fut, f),
+        }
+    }
+}
+
+impl<S, B, RB> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    RB: Body<Data = Bytes> + Send + 'static,
+    RB::Error: Into<BoxError>,
+{
+    type Output = Result<Response<ResponseBody>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Called { fut, permit } => {
+                let result = ready!(fut.poll(cx));
+                Poll::Ready(respond(result, permit.take()))
+            }
+            KindProj::Waiting { fut } => fut.as_mut().poll(cx),
+        }
+    }
+}
+
+/// The inner response, its body holding the permit (when there is one).
+fn respond<RB, E>(
+    result: Result<Response<RB>, E>,
+    permit: Option<Permit>,
+) -> Result<Response<ResponseBody>, BoxError>
+where
+    E: Into<BoxError>,
+    RB: Body<Data = Bytes> + Send + 'static,
+    RB::Error: Into<BoxError>,
+{
+    let res = result.map_err(Into::into)?;
+    let Some(permit) = permit else {
+        return Ok(ResponseBody::from_response(res));
+    };
+    let mut signalled = false;
+    let mut success = false;
+    if permit.shared.is_adaptive() {
+        let status = res.status();
+        if is_overload_status(status) {
+            permit.shared.overload(permit.epoch);
+            signalled = true;
+        }
+        success = status.is_success();
+    }
+    let mut res = ResponseBody::from_response(res);
+    res.body_mut().hold_permit(Release {
+        permit,
+        signalled,
+        success,
+    });
+    Ok(res)
+}
+
+pin_project! {
+    /// Waits for a permit in the queue, then calls the inner service.
+    pub(crate) struct Waiting<S: Service<Request<B>>, B> {
         // Moved into the permit once admitted (saves a reference count).
         shared: Option<Arc<Shared>>,
         req: Option<Request<B>>,
@@ -54,7 +157,7 @@ pin_project! {
     }
 }
 
-impl<S: Service<Request<B>>, B> fmt::Debug for ResponseFuture<S, B> {
+impl<S: Service<Request<B>>, B> fmt::Debug for Waiting<S, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
             .field("queued", &self.waiter.is_some())
@@ -64,9 +167,9 @@ impl<S: Service<Request<B>>, B> fmt::Debug for ResponseFuture<S, B> {
     }
 }
 
-impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
-    pub(crate) fn new(shared: Arc<Shared>, req: Request<B>, inner: S) -> Self {
-        ResponseFuture {
+impl<S: Service<Request<B>>, B> Waiting<S, B> {
+    fn new(shared: Arc<Shared>, req: Request<B>, inner: S) -> Self {
+        Waiting {
             shared: Some(shared),
             req: Some(req),
             inner,
@@ -98,7 +201,7 @@ fn after_completion() -> BoxError {
     "concurrency limit future polled after completion".into()
 }
 
-impl<S, B, RB> Future for ResponseFuture<S, B>
+impl<S, B, RB> Future for Waiting<S, B>
 where
     S: Service<Request<B>, Response = Response<RB>>,
     S::Error: Into<BoxError>,
@@ -194,32 +297,7 @@ where
                 StateProj::Call { fut } => {
                     let result = ready!(fut.poll(cx));
                     this.state.set(State::Done);
-                    let permit = this.permit.take();
-                    let res = match result {
-                        Ok(res) => res,
-                        // The permit is released here, at once.
-                        Err(e) => return Poll::Ready(Err(e.into())),
-                    };
-                    let Some(permit) = permit else {
-                        return Poll::Ready(Ok(ResponseBody::from_response(res)));
-                    };
-                    let mut signalled = false;
-                    let mut success = false;
-                    if permit.shared.is_adaptive() {
-                        let status = res.status();
-                        if is_overload_status(status) {
-                            permit.shared.overload(permit.epoch);
-                            signalled = true;
-                        }
-                        success = status.is_success();
-                    }
-                    let mut res = ResponseBody::from_response(res);
-                    res.body_mut().observe(Box::new(Release {
-                        permit,
-                        signalled,
-                        success,
-                    }));
-                    return Poll::Ready(Ok(res));
+                    return Poll::Ready(respond(result, this.permit.take()));
                 }
                 StateProj::Done => return Poll::Ready(Err(after_completion())),
             }
@@ -235,28 +313,27 @@ fn is_overload_status(status: StatusCode) -> bool {
 
 /// Holds the permit in the response body; releases it when the body ends
 /// (and, in adaptive mode, reports how it ended).
-struct Release {
+/// A permit held by a response body, with what adaptive mode needs to
+/// learn from how the body ends.
+pub(crate) struct Release {
     permit: Permit,
-    /// The status already counted as an overload signal.
     signalled: bool,
-    /// A 2xx status (adaptive mode only).
     success: bool,
 }
 
-impl BodyObserver for Release {
-    fn on_complete(self: Box<Self>, completion: &Completion) {
+impl Release {
+    /// Gives the permit back (and, in adaptive mode, tells how it went).
+    pub(crate) fn on_complete(self, completion: &Completion) {
         let Release {
             permit,
             signalled,
             success,
-        } = *self;
+        } = self;
         if signalled || !permit.shared.is_adaptive() {
             return;
         }
         let shared = Arc::clone(&permit.shared);
         let epoch = permit.epoch;
-        // Released first: the cap may change below, and the next waiter
-        // must see this permit free either way.
         drop(permit);
         let overloaded = completion.outcome == Outcome::ErrorEvent
             && completion

@@ -81,3 +81,5 @@ pub use adaptive::Adaptive;
 pub use layer::{ConcurrencyLimitBuilder, ConcurrencyLimitLayer};
 pub use service::ConcurrencyLimit;
 pub use state::ConcurrencyStats;
+
+pub(crate) use future::Release;

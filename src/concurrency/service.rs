@@ -7,7 +7,7 @@ use http_body::Body;
 use tower_service::Service;
 
 use super::future::ResponseFuture;
-use super::state::{ConcurrencyStats, Shared};
+use super::state::{ConcurrencyStats, Permit, Shared};
 use crate::error::BoxError;
 use crate::response::ResponseBody;
 use crate::sync::Arc;
@@ -15,9 +15,11 @@ use crate::sync::Arc;
 /// An in-flight cap in front of `S` — made by
 /// [`ConcurrencyLimitLayer`](super::ConcurrencyLimitLayer).
 ///
-/// `poll_ready` is always ready: the permit is taken in the response future
-/// (where the request's priority is known), which then drives a clone of
-/// `S` (`poll_ready` → `call`). The permit is held until the response body
+/// `poll_ready` is the inner service's readiness, not a permit's. `call`
+/// takes a free permit when nobody waits and calls `S` at once; otherwise
+/// the response future waits in the shared queue (where the request's
+/// priority counts), then drives the ready `S` it was given
+/// (`poll_ready` → `call`). The permit is held until the response body
 /// ends or is dropped.
 pub struct ConcurrencyLimit<S> {
     inner: S,
@@ -75,14 +77,26 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S, B>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // The inner service's readiness, not a permit: a request waits for
+        // its permit in the queue, by priority (which only the request
+        // carries).
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        // The future drives its own copy to readiness and calls it.
+        // A free permit and nobody waiting: call the (ready) inner service
+        // now.
+        if let Some(epoch) = self.shared.try_acquire(true) {
+            let permit = Permit {
+                shared: Arc::clone(&self.shared),
+                epoch,
+            };
+            return ResponseFuture::called(self.inner.call(req), permit);
+        }
+        // Else the ready service goes with the request to wait its turn.
         let inner = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, inner);
-        ResponseFuture::new(Arc::clone(&self.shared), req, inner)
+        ResponseFuture::waiting(Arc::clone(&self.shared), req, inner)
     }
 }
