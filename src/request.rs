@@ -443,12 +443,15 @@ impl Deadline {
 /// A non-reversible identity of the API key a request carries, for keying
 /// limiter state and cache entries without holding the secret.
 ///
-/// A 64-bit SipHash of the `x-api-key` header value, or else of the
-/// `Authorization` header value. Sixty-four bits cannot be turned back into
-/// a key (keys carry far more entropy), and the value shows nothing of the
-/// key in logs or `Debug` output.
+/// A 64-bit XXH3 hash of the `x-api-key` header value, or else of the
+/// `Authorization` header value (seeded apart). Sixty-four bits cannot be
+/// turned back into a key (keys carry far more entropy), and the value shows
+/// nothing of the key in logs or `Debug` output.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct KeyId(u64);
+
+/// `x-api-key`, parsed once.
+const X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
 
 impl fmt::Debug for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -459,16 +462,15 @@ impl fmt::Debug for KeyId {
 impl KeyId {
     /// The identity of the key in these headers, if any.
     pub fn from_headers(headers: &HeaderMap) -> Option<Self> {
-        use std::hash::{Hash, Hasher};
-        let (name, value) = if let Some(v) = headers.get("x-api-key") {
-            (0u8, v)
+        let (domain, value) = if let Some(v) = headers.get(X_API_KEY) {
+            (0u64, v)
         } else {
-            (1u8, headers.get(http::header::AUTHORIZATION)?)
+            (1u64, headers.get(http::header::AUTHORIZATION)?)
         };
-        let mut h = std::hash::DefaultHasher::new();
-        name.hash(&mut h);
-        value.as_bytes().hash(&mut h);
-        Some(KeyId(h.finish()))
+        Some(KeyId(xxhash_rust::xxh3::xxh3_64_with_seed(
+            value.as_bytes(),
+            domain,
+        )))
     }
 
     /// The identity as a number (stable within one build of the crate).

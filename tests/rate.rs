@@ -565,44 +565,70 @@ async fn sse_usage_reconciles_and_truncated_streams_keep_the_output_estimate() {
     );
 }
 
-/// An inner service that is never ready (a request admitted to it is never sent).
+/// Ready for the first `n` readiness checks (over all clones), then never.
 #[derive(Clone)]
-struct NeverReady;
+struct ReadyTimes(Arc<std::sync::atomic::AtomicUsize>);
 
-impl Service<Request<ReplayBody>> for NeverReady {
+impl ReadyTimes {
+    fn new(n: usize) -> Self {
+        ReadyTimes(Arc::new(std::sync::atomic::AtomicUsize::new(n)))
+    }
+}
+
+impl Service<Request<ReplayBody>> for ReadyTimes {
     type Response = Response<Full<Bytes>>;
     type Error = Infallible;
     type Future = std::future::Ready<Result<Response<Full<Bytes>>, Infallible>>;
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Pending
+        use std::sync::atomic::Ordering::SeqCst;
+        match self.0.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)) {
+            Ok(_) => Poll::Ready(Ok(())),
+            Err(_) => Poll::Pending,
+        }
     }
     fn call(&mut self, _: Request<ReplayBody>) -> Self::Future {
-        unreachable!("never ready")
+        std::future::ready(Ok(Response::new(Full::new(Bytes::new()))))
     }
 }
 
 /// Guards `Hold::drop` before sending: a reservation whose request never
-/// left is given back in full, request included.
+/// left (admitted after waiting, then its inner service never ready) is
+/// given back in full, request included.
 #[tokio::test(start_paused = true)]
 async fn dropped_before_sending_refunds_everything() {
     start_clock();
     let layer = tokens_layer();
-    let mut svc = layer.layer(NeverReady);
+    // Ready for the two calls below, never again.
+    let mut svc = layer.layer(ReadyTimes::new(2));
+    // The first takes 900 of the 1,000 output tokens (its body dropped
+    // unread: the estimate stands), so the second must wait.
+    svc.ready().await.unwrap();
+    drop(svc.call(msg("k", "m", 30, 900)).await.unwrap());
     let req = msg("k", "m", 700, 500);
     let cost = cost_of(&req);
+    svc.ready().await.unwrap();
+    let before;
     {
         let mut fut = pin!(svc.call(req));
         assert!(poll_once(fut.as_mut()).is_pending());
+        let waiting = only_group(&layer);
+        assert_eq!(waiting.queued, 1);
+        // Admitted once 400 output tokens have come back (24 s), then stuck
+        // behind the inner service's readiness.
+        sleep(Duration::from_secs(25)).await;
+        assert!(poll_once(fut.as_mut()).is_pending());
         let g = only_group(&layer);
-        assert_eq!(
-            g.available,
-            [Some(100 - 1), Some(10_000 - cost[I]), Some(1_000 - cost[O])],
-            "reserved while waiting for the inner service"
-        );
+        assert_eq!(g.queued, 0);
+        assert_eq!(g.in_flight, 0, "reserved, not sent");
+        before = g.available;
     }
-    let g = only_group(&layer);
-    assert_eq!(g.available, [Some(100), Some(10_000), Some(1_000)]);
-    assert_eq!(g.in_flight, 0);
+    // The future is dropped: everything it reserved comes back.
+    let after = only_group(&layer).available;
+    let back: Vec<u64> = (0..3)
+        .map(|d| after[d].unwrap() - before[d].unwrap())
+        .collect();
+    assert_eq!(back, cost, "everything reserved comes back");
+    assert_eq!(only_group(&layer).in_flight, 0);
 }
 
 /// Guards `Hold::drop` after sending: the provider may have counted it, so

@@ -8,11 +8,12 @@
 //! releases its permit when the response *head* arrives, which is when an
 //! LLM stream has only begun.
 //!
-//! - **Admission in the response future.** `poll_ready` is always ready;
-//!   the future takes a permit (waiting if none is free) and then drives a
-//!   clone of the inner service (`poll_ready` → `call`), as the rate limiter
-//!   does. A free permit with no one waiting is taken at once, without
-//!   touching the queue.
+//! - **Admission at the call.** `poll_ready` is the inner service's
+//!   readiness. A free permit with no one waiting is taken in `call`, which
+//!   sends at once without touching the queue (the future is then only the
+//!   inner one and the permit); otherwise the response future waits for a
+//!   permit with the ready inner service and then drives it
+//!   (`poll_ready` → `call`), as the rate limiter does.
 //! - **Waiting** goes through a [`WaitQueue`](crate::queue::WaitQueue) under
 //!   a key of this limiter's own — its own queue, or the rate limiter's
 //!   ([`shared_queue`](ConcurrencyLimitBuilder::shared_queue)) so one bound
@@ -22,8 +23,8 @@
 //!   [`QueueFull`](crate::queue::QueueFull) at once; the maximum wait or
 //!   the request's [`Deadline`](crate::request::Deadline) ends a wait with
 //!   [`QueueTimeout`](crate::error::QueueTimeout).
-//! - **Release.** The permit moves into the [`ResponseBody`] as a
-//!   [`BodyObserver`](crate::response::BodyObserver): released when the body
+//! - **Release.** The permit moves into the [`ResponseBody`] (held inline,
+//!   without an allocation, like a [`BodyObserver`](crate::response::BodyObserver)): released when the body
 //!   ends, fails or is dropped; at once if the inner service fails or the
 //!   response future is dropped. Each release wakes the head of the queue.
 //! - **Adaptive mode** ([`Adaptive`]): AIMD on the provider's overload

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -22,9 +23,132 @@ use crate::response::{BodyObserver, Completion, ResponseBody};
 use crate::sync::Arc;
 
 pin_project! {
-    /// Waits for admission, then calls the inner service; the response's
-    /// body settles the reservation when it ends.
+    /// The inner service's response future, with the reservation that the
+    /// response's body settles when it ends; or, when the request could not
+    /// be admitted at the call, a boxed future that waits for admission
+    /// first.
     pub struct ResponseFuture<S: Service<Request<B>>, B> {
+        #[pin]
+        kind: Kind<S::Future, Waiting<S, B>>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F, W> {
+        // Admitted and sent at the call: the common case, kept small (no
+        // request, no inner service, no timer).
+        Called { #[pin] fut: F, hold: Option<Hold> },
+        Waiting { fut: Pin<Box<W>> },
+    }
+}
+
+impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
+    pub(crate) fn called(fut: S::Future, hold: Hold) -> Self {
+        ResponseFuture {
+            kind: Kind::Called {
+                fut,
+                hold: Some(hold),
+            },
+        }
+    }
+
+    pub(crate) fn waiting(
+        shared: Arc<Shared>,
+        group: Arc<Group>,
+        cost: [u64; DIMENSIONS],
+        priority: Priority,
+        deadline: Option<Deadline>,
+        req: Request<B>,
+        inner: S,
+    ) -> Self {
+        ResponseFuture {
+            kind: Kind::Waiting {
+                fut: Box::pin(Waiting::new(
+                    shared, group, cost, priority, deadline, req, inner,
+                )),
+            },
+        }
+    }
+}
+
+impl<S: Service<Request<B>>, B> fmt::Debug for ResponseFuture<S, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Called { hold, .. } => f
+                .debug_struct("ResponseFuture")
+                .field("admitted", &hold.is_some())
+                .finish_non_exhaustive(),
+            Kind::Waiting { fut } => fmt::Debug::fmt(&**fut, f),
+        }
+    }
+}
+
+impl<S, B, RB> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    RB: Body<Data = Bytes> + Send + 'static,
+    RB::Error: Into<BoxError>,
+{
+    type Output = Result<Response<ResponseBody>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Called { fut, hold } => {
+                let result = ready!(fut.poll(cx));
+                Poll::Ready(respond(result, hold.take()))
+            }
+            KindProj::Waiting { fut } => fut.as_mut().poll(cx),
+        }
+    }
+}
+
+/// The inner response: learned from, its body settling the reservation.
+fn respond<RB, E>(
+    result: Result<Response<RB>, E>,
+    hold: Option<Hold>,
+) -> Result<Response<ResponseBody>, BoxError>
+where
+    E: Into<BoxError>,
+    RB: Body<Data = Bytes> + Send + 'static,
+    RB::Error: Into<BoxError>,
+{
+    // An error drops the hold: settled as unknown (sent) or cancelled.
+    let res = result.map_err(Into::into)?;
+    let Some(hold) = hold else {
+        return Ok(ResponseBody::from_response(res));
+    };
+    hold.shared
+        .learn(&hold.group, &hold.ticket, res.status(), res.headers());
+    let success = res.status().is_success();
+    let mut res = ResponseBody::from_response(res);
+    res.body_mut()
+        .observe(Box::new(Reconcile { hold, success }));
+    Ok(res)
+}
+
+/// A place in the queue, counted in its group while it lasts.
+struct Queued {
+    waiter: Waiter,
+    group: Arc<Group>,
+}
+
+impl Queued {
+    fn poll_turn(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.waiter.poll_turn(cx)
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.group.queued.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+pin_project! {
+    /// Waits for admission in the queue, then calls the inner service.
+    pub(crate) struct Waiting<S: Service<Request<B>>, B> {
         shared: Arc<Shared>,
         group: Arc<Group>,
         cost: [u64; DIMENSIONS],
@@ -33,7 +157,7 @@ pin_project! {
         give_up_at: Option<Instant>,
         jitter: Option<Duration>,
         gate: Option<Instant>,
-        waiter: Option<Waiter>,
+        waiter: Option<Queued>,
         hold: Option<Hold>,
         req: Option<Request<B>>,
         inner: S,
@@ -54,7 +178,7 @@ pin_project! {
     }
 }
 
-impl<S: Service<Request<B>>, B> fmt::Debug for ResponseFuture<S, B> {
+impl<S: Service<Request<B>>, B> fmt::Debug for Waiting<S, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
             .field("cost", &self.cost)
@@ -65,8 +189,8 @@ impl<S: Service<Request<B>>, B> fmt::Debug for ResponseFuture<S, B> {
     }
 }
 
-impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
-    pub(crate) fn new(
+impl<S: Service<Request<B>>, B> Waiting<S, B> {
+    fn new(
         shared: Arc<Shared>,
         group: Arc<Group>,
         cost: [u64; DIMENSIONS],
@@ -81,7 +205,7 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        ResponseFuture {
+        Waiting {
             shared,
             group,
             cost,
@@ -116,7 +240,7 @@ fn give_up(fail_fast: bool, started: Instant, at: Instant) -> BoxError {
     }
 }
 
-impl<S, B, RB> Future for ResponseFuture<S, B>
+impl<S, B, RB> Future for Waiting<S, B>
 where
     S: Service<Request<B>, Response = Response<RB>>,
     S::Error: Into<BoxError>,
@@ -164,14 +288,15 @@ where
                     let now = this.shared.now();
                     // A newcomer does not overtake the group's waiters.
                     let behind_others =
-                        this.waiter.is_none() && this.shared.queue.len_of(this.group.id) > 0;
+                        this.waiter.is_none() && this.group.queued.load(Ordering::SeqCst) > 0;
                     let gate = this.gate.filter(|g| *g > Instant::now());
                     let attempt = match gate {
                         // Paused by a cooldown: not before its own gate.
                         Some(gate) => Attempt::Gated(gate),
-                        None => this
-                            .shared
-                            .attempt(this.group, *this.cost, now, behind_others),
+                        None => {
+                            this.shared
+                                .attempt(this.group, *this.cost, now, behind_others, false)
+                        }
                     };
                     let wake_at = match attempt {
                         Attempt::Admitted(ticket) => {
@@ -232,13 +357,22 @@ where
                         // would let the first gate release everyone).
                         let now = Instant::now();
                         let place_at = this.gate.filter(|g| *g > now).unwrap_or(now);
+                        // Counted in before the place is taken, so a newcomer
+                        // never sees an empty queue that is not.
+                        this.group.queued.fetch_add(1, Ordering::SeqCst);
                         match this
                             .shared
                             .queue
                             .try_enqueue(this.group.id, *this.priority, place_at)
                         {
-                            Ok(w) => *this.waiter = Some(w),
+                            Ok(waiter) => {
+                                *this.waiter = Some(Queued {
+                                    waiter,
+                                    group: Arc::clone(this.group),
+                                });
+                            }
                             Err(full) => {
+                                this.group.queued.fetch_sub(1, Ordering::SeqCst);
                                 this.state.set(State::Done);
                                 return Poll::Ready(Err(full.into()));
                             }
@@ -312,25 +446,7 @@ where
                 StateProj::Call { fut } => {
                     let result = ready!(fut.poll(cx));
                     this.state.set(State::Done);
-                    let res = match result {
-                        Ok(res) => res,
-                        // The hold settles as "unknown": the request may
-                        // have reached the provider.
-                        Err(e) => {
-                            drop(this.hold.take());
-                            return Poll::Ready(Err(e.into()));
-                        }
-                    };
-                    let Some(hold) = this.hold.take() else {
-                        return Poll::Ready(Ok(ResponseBody::from_response(res)));
-                    };
-                    this.shared
-                        .learn(this.group, &hold.ticket, res.status(), res.headers());
-                    let success = res.status().is_success();
-                    let mut res = ResponseBody::from_response(res);
-                    res.body_mut()
-                        .observe(Box::new(Reconcile { hold, success }));
-                    return Poll::Ready(Ok(res));
+                    return Poll::Ready(respond(result, this.hold.take()));
                 }
                 StateProj::Done => {
                     return Poll::Ready(Err("rate limit future polled after completion".into()));
@@ -342,12 +458,14 @@ where
 
 /// A reservation held by a request: refunded in full if the request is
 /// dropped before it is sent; settled when its response ends.
-struct Hold {
-    shared: Arc<Shared>,
-    group: Arc<Group>,
-    ticket: Ticket,
-    sent: bool,
-    done: bool,
+/// A reservation held by a request: settled from its response's usage, or
+/// given back (cancelled) when the request is dropped before it was sent.
+pub(crate) struct Hold {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) group: Arc<Group>,
+    pub(crate) ticket: Ticket,
+    pub(crate) sent: bool,
+    pub(crate) done: bool,
 }
 
 impl Hold {

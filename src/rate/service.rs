@@ -6,8 +6,10 @@ use http::{Request, Response};
 use http_body::Body;
 use tower_service::Service;
 
-use super::future::ResponseFuture;
-use super::state::{GroupKey, Shared};
+use std::sync::atomic::Ordering;
+
+use super::future::{Hold, ResponseFuture};
+use super::state::{Attempt, GroupKey, Shared};
 use super::stats::GroupStats;
 use crate::error::BoxError;
 use crate::queue::Priority;
@@ -18,9 +20,12 @@ use crate::sync::Arc;
 /// Token-bucket admission in front of `S` — made by
 /// [`RateLimitLayer`](super::RateLimitLayer).
 ///
-/// `poll_ready` is always ready: admission depends on the request (its
-/// cost, group and priority), so it happens in the response future, which
-/// then drives a clone of `S` (`poll_ready` → `call`).
+/// `poll_ready` is the inner service's readiness: admission depends on the
+/// request (its cost, group and priority), so `call` decides it. When no
+/// request of the group is waiting and the cost fits now, `call` reserves
+/// and sends on the ready `S` at once; otherwise the response future waits
+/// its turn in the queue with that ready `S`, then drives it
+/// (`poll_ready` → `call`).
 pub struct RateLimit<S> {
     inner: S,
     shared: Arc<Shared>,
@@ -78,14 +83,15 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S, B>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // The inner service's readiness: admission is decided per request
+        // (its cost, group and priority are in the request).
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let config = &self.shared.config;
         let meta = RequestMeta::for_request(&mut req);
-        // Requests without readable metadata still count as requests.
         let cost = match &meta {
             Some(m) if m.is_parsed() => [
                 1,
@@ -94,10 +100,28 @@ where
             ],
             _ => [1, 0, 0],
         };
-        let key = GroupKey {
-            key: KeyId::from_headers(req.headers()),
-            model: meta.as_ref().and_then(|m| m.model_arc().cloned()),
-        };
+        let key = GroupKey::new(
+            KeyId::from_headers(req.headers()),
+            meta.as_ref().and_then(|m| m.model_arc().cloned()),
+        );
+        let group = self.shared.group(key);
+        // Nobody of the group waiting, and the cost fits now: reserve, and
+        // send on the (ready) inner service at once.
+        if group.queued.load(Ordering::SeqCst) == 0
+            && let Attempt::Admitted(ticket) =
+                self.shared
+                    .attempt(&group, cost, self.shared.now(), false, true)
+        {
+            let hold = Hold {
+                shared: Arc::clone(&self.shared),
+                group,
+                ticket,
+                sent: true,
+                done: false,
+            };
+            return ResponseFuture::called(self.inner.call(req), hold);
+        }
+        // Else it waits its turn, by priority, with the ready service.
         let priority = req
             .extensions()
             .get::<Priority>()
@@ -109,10 +133,9 @@ where
             })
             .unwrap_or_default();
         let deadline = req.extensions().get::<Deadline>().copied();
-        let group = self.shared.group(key);
         let inner = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, inner);
-        ResponseFuture::new(
+        ResponseFuture::waiting(
             Arc::clone(&self.shared),
             group,
             cost,

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, StatusCode};
@@ -19,17 +19,68 @@ use crate::sync::{Arc, Mutex, lock};
 use crate::util::SharedRng;
 
 /// What a limit group is keyed by: the API key's identity and the model.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone)]
 pub(crate) struct GroupKey {
     pub(crate) key: Option<KeyId>,
     pub(crate) model: Option<std::sync::Arc<str>>,
+    /// Both, hashed once (the map hashes this word, not the model's bytes).
+    hash: u64,
 }
+
+impl GroupKey {
+    pub(crate) fn new(key: Option<KeyId>, model: Option<std::sync::Arc<str>>) -> Self {
+        let model_hash = model
+            .as_deref()
+            .map_or(0, |m| xxhash_rust::xxh3::xxh3_64(m.as_bytes()));
+        let key_word = key.map_or(0, |k| k.as_u64() ^ crate::util::GOLDEN_GAMMA);
+        GroupKey {
+            hash: crate::util::splitmix64(key_word ^ model_hash.rotate_left(32)),
+            key,
+            model,
+        }
+    }
+}
+
+impl PartialEq for GroupKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.key == other.key && self.model == other.model
+    }
+}
+
+impl Eq for GroupKey {}
+
+impl std::hash::Hash for GroupKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// The groups map's hasher: the key is already a well-mixed hash.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct PreHashed(u64);
+
+impl std::hash::Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used by `GroupKey`; anything else is mixed in.
+        for b in bytes {
+            self.0 = crate::util::splitmix64(self.0 ^ u64::from(*b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
+}
+
+type Groups = HashMap<GroupKey, Arc<Group>, std::hash::BuildHasherDefault<PreHashed>>;
 
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) queue: WaitQueue,
     base: Instant,
-    groups: Mutex<HashMap<GroupKey, Arc<Group>>>,
+    groups: Mutex<Groups>,
     next_id: AtomicU64,
     jitter: SharedRng,
 }
@@ -51,6 +102,9 @@ pub(crate) struct Group {
     pub(crate) id: u64,
     pub(crate) key: GroupKey,
     pub(crate) state: Mutex<GroupState>,
+    /// Requests of the group waiting in the queue (a newcomer that sees
+    /// any queues behind them instead of trying at the call).
+    pub(crate) queued: AtomicU32,
 }
 
 pub(crate) struct GroupState {
@@ -114,7 +168,7 @@ impl Shared {
             config,
             queue,
             base: Instant::now(),
-            groups: Mutex::new(HashMap::new()),
+            groups: Mutex::new(Groups::default()),
             next_id: AtomicU64::new(1),
             jitter: SharedRng::new(crate::util::GOLDEN_GAMMA),
         }
@@ -166,6 +220,7 @@ impl Shared {
                 last_used: now,
                 above: vec![[false; DIMENSIONS]; self.config.thresholds.len()],
             }),
+            queued: AtomicU32::new(0),
         });
         groups.insert(key, Arc::clone(&group));
         group
@@ -174,7 +229,7 @@ impl Shared {
     /// Drops groups idle for longer than the idle timeout (bucket full again,
     /// nothing held, nobody queued); if still at the cap, the least recently
     /// used idle ones.
-    fn evict(&self, groups: &mut HashMap<GroupKey, Arc<Group>>, now: u64) {
+    fn evict(&self, groups: &mut Groups, now: u64) {
         let idle = nanos(self.config.idle_timeout);
         let mut candidates: Vec<(u64, GroupKey)> = Vec::new();
         groups.retain(|key, group| {
@@ -208,6 +263,9 @@ impl Shared {
 
     /// Tries to reserve `cost` in `group` now.
     ///
+    /// `send`: the request is sent at once when admitted (counted in
+    /// flight under this lock, not a second one).
+    ///
     /// `behind_others`: the request has no place in the queue yet and
     /// others of the group are waiting. It must then queue behind them even
     /// if its cost would fit now (else a stream of cheap newcomers takes the
@@ -219,6 +277,7 @@ impl Shared {
         cost: [u64; DIMENSIONS],
         now: u64,
         behind_others: bool,
+        send: bool,
     ) -> Attempt {
         let mut s = lock(&group.state);
         s.last_used = now;
@@ -252,6 +311,9 @@ impl Shared {
                     *net += i128::from(c);
                 }
                 s.holds += 1;
+                if send {
+                    s.in_flight += 1;
+                }
                 let ticket = Ticket {
                     cost,
                     net_after: s.net_reserved,
