@@ -535,3 +535,34 @@ async fn simulator_deadline_bound_request_degrades_at_once() {
         "the primary was never sent the second request"
     );
 }
+
+/// With no chain and no degraded response there is nothing to fall back
+/// to: requests and answers pass through untouched (a 529 stays a 529,
+/// nothing is marked), one attempt each.
+#[tokio::test(start_paused = true)]
+async fn an_empty_chain_passes_through_unmarked() {
+    let mock = Mock::new(|model| {
+        if model == "claude-opus-4-1" {
+            (529, vec![], String::from("overloaded"))
+        } else {
+            ok_json(model)
+        }
+    });
+    let svc = FallbackLayer::new([]).layer(mock.service());
+    let res = svc
+        .clone()
+        .oneshot(request("claude-sonnet-4-5", false))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("x-llm-model-used").is_none());
+    assert!(res.extensions().get::<FallbackInfo>().is_none());
+    assert!(text(res).await.contains("claude-sonnet-4-5"));
+    let res = svc
+        .oneshot(request("claude-opus-4-1", false))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 529);
+    assert_eq!(text(res).await, "overloaded");
+    assert_eq!(mock.seen(), ["claude-sonnet-4-5", "claude-opus-4-1"]);
+}

@@ -31,8 +31,72 @@ pub const HOPS: &str = "x-llm-fallback-hops";
 
 pin_project! {
     /// Tries the request's own model, then each target of the chain, until
-    /// one answers without a trigger.
+    /// one answers without a trigger; with no chain and no degraded
+    /// response (nothing to fall back to), only the inner future.
     pub struct ResponseFuture<S: Service<Request<ReplayBody>>> {
+        #[pin]
+        kind: Kind<S::Future, Chain<S>>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F, C> {
+        Passthrough { #[pin] fut: F },
+        // Boxed: a chain's future holds the original request and the last
+        // failure; inline it would make every layer above move them.
+        Chain { fut: Pin<Box<C>> },
+    }
+}
+
+impl<S: Service<Request<ReplayBody>>> ResponseFuture<S> {
+    pub(crate) fn passthrough(fut: S::Future) -> Self {
+        ResponseFuture {
+            kind: Kind::Passthrough { fut },
+        }
+    }
+
+    pub(crate) fn chain(config: Arc<Config>, inner: S, original: Request<ReplayBody>) -> Self {
+        ResponseFuture {
+            kind: Kind::Chain {
+                fut: Box::pin(Chain::new(config, inner, original)),
+            },
+        }
+    }
+}
+
+impl<S: Service<Request<ReplayBody>>> fmt::Debug for ResponseFuture<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Passthrough { .. } => f.debug_struct("ResponseFuture").finish_non_exhaustive(),
+            Kind::Chain { fut } => fmt::Debug::fmt(&**fut, f),
+        }
+    }
+}
+
+impl<S, RB> Future for ResponseFuture<S>
+where
+    S: Service<Request<ReplayBody>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    RB: Body<Data = Bytes> + Send + 'static,
+    RB::Error: Into<BoxError>,
+{
+    type Output = Result<Response<ResponseBody>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Passthrough { fut } => {
+                let res = ready!(fut.poll(cx)).map_err(Into::into)?;
+                Poll::Ready(Ok(ResponseBody::from_response(res)))
+            }
+            KindProj::Chain { fut } => fut.as_mut().poll(cx),
+        }
+    }
+}
+
+pin_project! {
+    /// The chain: the request's own model, then each target in turn.
+    pub(crate) struct Chain<S: Service<Request<ReplayBody>>> {
         config: Arc<Config>,
         inner: S,
         original: Request<ReplayBody>,
@@ -61,7 +125,7 @@ pin_project! {
     }
 }
 
-impl<S: Service<Request<ReplayBody>>> fmt::Debug for ResponseFuture<S> {
+impl<S: Service<Request<ReplayBody>>> fmt::Debug for Chain<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
             .field("info", &self.info)
@@ -69,12 +133,12 @@ impl<S: Service<Request<ReplayBody>>> fmt::Debug for ResponseFuture<S> {
     }
 }
 
-impl<S: Service<Request<ReplayBody>>> ResponseFuture<S> {
-    pub(crate) fn new(config: Arc<Config>, inner: S, mut original: Request<ReplayBody>) -> Self {
+impl<S: Service<Request<ReplayBody>>> Chain<S> {
+    fn new(config: Arc<Config>, inner: S, mut original: Request<ReplayBody>) -> Self {
         let meta = RequestMeta::for_request(&mut original);
         let deadline = original.extensions().get::<Deadline>().map(|d| d.0);
         let model = meta.as_ref().and_then(|m| m.model_arc().cloned());
-        ResponseFuture {
+        Chain {
             config,
             inner,
             original,
@@ -111,7 +175,7 @@ fn cooldown_for(
     Some(d.min(config.max_cooldown))
 }
 
-impl<S, RB> Future for ResponseFuture<S>
+impl<S, RB> Future for Chain<S>
 where
     S: Service<Request<ReplayBody>, Response = Response<RB>>,
     S::Error: Into<BoxError>,

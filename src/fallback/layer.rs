@@ -37,6 +37,12 @@ impl fmt::Debug for Config {
 }
 
 impl Config {
+    /// No chain and no degraded response: nothing can ever be re-issued or
+    /// substituted, so the layer passes requests and answers through.
+    pub(crate) fn is_passthrough(&self) -> bool {
+        self.targets.is_empty() && self.degraded.is_none()
+    }
+
     pub(crate) fn is_cooling(&self, name: &str) -> bool {
         let now = Instant::now();
         let cooling = self

@@ -29,6 +29,10 @@
 //! - **Marking**: [`FallbackInfo`] in the response extensions and the
 //!   headers `x-llm-model-used`, `x-llm-original-model` (when they differ),
 //!   `x-llm-fallback-hops` and `x-llm-degraded`.
+//! - **Nothing to fall back to** (no target, no degraded response, as in
+//!   the prebuilt [`Stack`](crate::stack::Stack)'s default): the layer
+//!   passes requests and answers through, unmarked, at the cost of one
+//!   conversion of the response.
 //!
 //! ```
 //! use std::convert::Infallible;

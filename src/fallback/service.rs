@@ -67,15 +67,22 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.config.is_passthrough() {
+            return self.inner.poll_ready(cx).map_err(Into::into);
+        }
         // A target that is not ready must never block the others: each
         // attempt waits for its own service.
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<ReplayBody>) -> Self::Future {
+        // Nothing to fall back to: the inner service answers, unmarked.
+        if self.config.is_passthrough() {
+            return ResponseFuture::passthrough(self.inner.call(req));
+        }
         let inner = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, inner);
-        ResponseFuture::new(Arc::clone(&self.config), inner, req)
+        ResponseFuture::chain(Arc::clone(&self.config), inner, req)
     }
 }
