@@ -696,6 +696,46 @@ mod cache {
         assert_eq!(up.calls(), 2);
     }
 
+    /// Guards the pass path's readiness: a request that is not cached is
+    /// sent at the call when the inner service said it was ready, and
+    /// otherwise waits for that readiness in the response future — marked
+    /// a miss and answered either way.
+    #[tokio::test(start_paused = true)]
+    async fn a_pass_waits_for_an_inner_service_that_is_not_ready() {
+        /// Not ready on every third readiness check (waking at once).
+        #[derive(Clone)]
+        struct Flaky(Arc<AtomicUsize>, Upstream);
+        impl Service<Request<ReplayBody>> for Flaky {
+            type Response = <Upstream as Service<Request<ReplayBody>>>::Response;
+            type Error = <Upstream as Service<Request<ReplayBody>>>::Error;
+            type Future = <Upstream as Service<Request<ReplayBody>>>::Future;
+            fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+                if self.0.fetch_add(1, Ordering::SeqCst) % 3 == 0 {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                self.1.poll_ready(cx)
+            }
+            fn call(&mut self, r: Request<ReplayBody>) -> Self::Future {
+                self.1.call(r)
+            }
+        }
+        let body = r#"{"model":"m","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}"#;
+        let up = Upstream::ok_json();
+        let checks = Arc::new(AtomicUsize::new(0));
+        let mut svc = CacheLayer::new().layer(Flaky(Arc::clone(&checks), up.clone()));
+        for _ in 0..4 {
+            let (status, code, _, bytes) = send(&mut svc, req(body)).await;
+            assert_eq!((status, code), (Status::Miss, StatusCode::OK));
+            assert!(!bytes.is_empty());
+        }
+        assert_eq!(up.calls(), 4);
+        // Requests 1 and 3 found it not ready at the layer's check and
+        // asked again in their future (two checks each); 2 and 4 were sent
+        // at the call (one check each).
+        assert_eq!(checks.load(Ordering::SeqCst), 6, "both paths were taken");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn cache_control_no_store_and_no_cache() {
         let up = Upstream::ok_json();

@@ -29,8 +29,80 @@ type WaitFuture = Pin<Box<dyn Future<Output = Waited> + Send>>;
 pin_project! {
     /// Answers from the cache, or waits for an identical request in
     /// flight, or calls the inner service (and fills the cache when the
-    /// response completes).
+    /// response completes); a request that is not cached and found the
+    /// inner service ready is only the inner future.
     pub struct ResponseFuture<S: Service<Request<B>>, B, St: CacheStore> {
+        #[pin]
+        kind: Kind<S::Future, Lookup<S, B, St>>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F, L> {
+        // Not cached, sent at the call: only the inner future.
+        Pass { #[pin] fut: F },
+        Lookup { #[pin] fut: L },
+    }
+}
+
+impl<S: Service<Request<B>>, B, St: CacheStore> fmt::Debug for ResponseFuture<S, B, St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Pass { .. } => f.debug_struct("ResponseFuture").finish_non_exhaustive(),
+            Kind::Lookup { fut } => fmt::Debug::fmt(fut, f),
+        }
+    }
+}
+
+impl<S: Service<Request<B>>, B, St: CacheStore> ResponseFuture<S, B, St> {
+    pub(crate) fn pass(fut: S::Future) -> Self {
+        ResponseFuture {
+            kind: Kind::Pass { fut },
+        }
+    }
+
+    pub(crate) fn new(
+        shared: Arc<Shared<St>>,
+        inner: impl FnOnce() -> S,
+        req: Request<B>,
+        plan: Plan,
+    ) -> Self {
+        ResponseFuture {
+            kind: Kind::Lookup {
+                fut: Lookup::new(shared, inner, req, plan),
+            },
+        }
+    }
+}
+
+impl<S, B, St, RB> Future for ResponseFuture<S, B, St>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    St: CacheStore,
+    RB: Body<Data = Bytes> + Send + 'static,
+    RB::Error: Into<BoxError>,
+{
+    type Output = Result<Response<ResponseBody>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Pass { fut } => {
+                let res = ready!(fut.poll(cx)).map_err(Into::into)?;
+                let mut res = ResponseBody::from_response(res);
+                mark(&mut res, Status::Miss, Duration::ZERO);
+                Poll::Ready(Ok(res))
+            }
+            KindProj::Lookup { fut } => fut.poll(cx),
+        }
+    }
+}
+
+pin_project! {
+    /// Looks the request up, answers a hit, joins a flight, or calls the
+    /// inner service and fills the cache from its answer.
+    pub(crate) struct Lookup<S: Service<Request<B>>, B, St: CacheStore> {
         shared: Arc<Shared<St>>,
         inner: Option<S>,
         req: Option<Request<B>>,
@@ -56,7 +128,7 @@ pin_project! {
     }
 }
 
-impl<S: Service<Request<B>>, B, St: CacheStore> fmt::Debug for ResponseFuture<S, B, St> {
+impl<S: Service<Request<B>>, B, St: CacheStore> fmt::Debug for Lookup<S, B, St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
             .field("key", &self.key)
@@ -66,10 +138,10 @@ impl<S: Service<Request<B>>, B, St: CacheStore> fmt::Debug for ResponseFuture<S,
     }
 }
 
-impl<S: Service<Request<B>>, B, St: CacheStore> ResponseFuture<S, B, St> {
+impl<S: Service<Request<B>>, B, St: CacheStore> Lookup<S, B, St> {
     /// `inner` gives the service to call; it is not asked for when the
     /// request is answered at once.
-    pub(crate) fn new(
+    fn new(
         shared: Arc<Shared<St>>,
         inner: impl FnOnce() -> S,
         req: Request<B>,
@@ -85,7 +157,7 @@ impl<S: Service<Request<B>>, B, St: CacheStore> ResponseFuture<S, B, St> {
                     match found {
                         Some(entry) if entry.is_fresh(now) => {
                             tracing::trace!(key = ?plan.key, "cache hit");
-                            return ResponseFuture {
+                            return Lookup {
                                 shared,
                                 inner: None,
                                 req: None,
@@ -111,7 +183,7 @@ impl<S: Service<Request<B>>, B, St: CacheStore> ResponseFuture<S, B, St> {
             },
             _ => State::Ready,
         };
-        ResponseFuture {
+        Lookup {
             shared,
             inner: Some(inner()),
             req: Some(req),
@@ -158,7 +230,7 @@ fn mark(res: &mut Response<ResponseBody>, status: Status, age: Duration) {
     res.extensions_mut().insert(CacheStatus { status, age });
 }
 
-impl<S, B, St, RB> Future for ResponseFuture<S, B, St>
+impl<S, B, St, RB> Future for Lookup<S, B, St>
 where
     S: Service<Request<B>, Response = Response<RB>>,
     S::Error: Into<BoxError>,

@@ -20,6 +20,8 @@ use crate::response::ResponseBody;
 pub struct Cache<S, St = MemoryStore> {
     inner: S,
     shared: Arc<Shared<St>>,
+    /// `inner` said it is ready (and has not been called since).
+    inner_ready: bool,
 }
 
 impl<S: Clone, St> Clone for Cache<S, St> {
@@ -27,6 +29,7 @@ impl<S: Clone, St> Clone for Cache<S, St> {
         Cache {
             inner: self.inner.clone(),
             shared: Arc::clone(&self.shared),
+            inner_ready: false,
         }
     }
 }
@@ -42,7 +45,11 @@ impl<S: fmt::Debug, St: fmt::Debug> fmt::Debug for Cache<S, St> {
 
 impl<S, St> Cache<S, St> {
     pub(crate) fn from_shared(inner: S, shared: Arc<Shared<St>>) -> Self {
-        Cache { inner, shared }
+        Cache {
+            inner,
+            shared,
+            inner_ready: false,
+        }
     }
     /// The inner service.
     pub fn get_ref(&self) -> &S {
@@ -50,6 +57,7 @@ impl<S, St> Cache<S, St> {
     }
     /// The inner service, mutably.
     pub fn get_mut(&mut self) -> &mut S {
+        self.inner_ready = false;
         &mut self.inner
     }
     /// Consumes this service, returning the inner one.
@@ -161,21 +169,34 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S, B, St>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        // A hit never touches the inner service; a miss waits for its
-        // readiness in the response future.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // A hit never touches the inner service, so this is always ready;
+        // but the inner service's readiness is asked too, without waiting
+        // for it: when it is ready, a request that passes (not cached) is
+        // sent on it at once, with no clone and no state machine of ours.
+        // (An inner error, or a `Pending` — whose wake-up is then merely
+        // spurious — leaves the request to wait in the response future.)
+        if !self.inner_ready && matches!(self.inner.poll_ready(cx), Poll::Ready(Ok(()))) {
+            self.inner_ready = true;
+        }
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let plan = self.plan(&req);
+        if plan.key.is_none() && self.inner_ready {
+            self.inner_ready = false;
+            return ResponseFuture::pass(self.inner.call(req));
+        }
         // The inner service is cloned only when it will be called (not for
         // a hit), and the clone stays here: the ready one goes with the
         // request.
         let this = &mut self.inner;
+        let ready = &mut self.inner_ready;
         ResponseFuture::new(
             Arc::clone(&self.shared),
             || {
+                *ready = false;
                 let clone = this.clone();
                 std::mem::replace(this, clone)
             },
