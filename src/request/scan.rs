@@ -1420,6 +1420,9 @@ mod tests {
         Insert(prop::sample::Index, u8),
         Delete(prop::sample::Index),
         Duplicate(prop::sample::Index, usize),
+        /// A field put first in the top-level object (duplicating one the
+        /// body may already have).
+        Prepend(&'static str, &'static str),
     }
 
     fn mutation() -> impl Strategy<Value = Mutation> {
@@ -1436,6 +1439,11 @@ mod tests {
             (any::<prop::sample::Index>(), interesting).prop_map(|(i, b)| Mutation::Insert(i, b)),
             any::<prop::sample::Index>().prop_map(Mutation::Delete),
             (any::<prop::sample::Index>(), 1usize..12).prop_map(|(i, n)| Mutation::Duplicate(i, n)),
+            (
+                prop::sample::select(named_keys()),
+                prop::sample::select(vec!["null", "1", "true", "\"m\"", "[]", "{}"]),
+            )
+                .prop_map(|(k, v)| Mutation::Prepend(k, v)),
         ]
     }
 
@@ -1458,6 +1466,12 @@ mod tests {
                 let end = (at + n).min(body.len());
                 let copy = body[at..end].to_vec();
                 body.splice(at..at, copy);
+            }
+            Mutation::Prepend(k, v) => {
+                if let Some(at) = body.iter().position(|&c| c == b'{') {
+                    let field = format!("\"{k}\":{v},");
+                    body.splice(at + 1..at + 1, field.bytes());
+                }
             }
         }
     }
