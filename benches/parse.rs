@@ -57,6 +57,11 @@ fn bench(c: &mut Criterion) {
     g.bench_function("request_meta_4k", |b| {
         b.iter(|| RequestMeta::parse(black_box("/v1/messages"), &headers, black_box(&body)))
     });
+    // The same parse forced through the serde path alone (the fallback of
+    // the scanner above, and what `parse` was before it).
+    g.bench_function("request_meta_4k_serde", |b| {
+        b.iter(|| RequestMeta::parse_serde(black_box("/v1/messages"), &headers, black_box(&body)))
+    });
     g.finish();
 
     let stream = sse_stream(100);

@@ -104,7 +104,8 @@ def table(header, rows):
 # ------------------------------------------------------------------- tables
 
 PARSE = [
-    ("parse/request_meta_4k", "`RequestMeta::parse` of a 4.1 KiB Anthropic Messages body (model, max_tokens, stream, temperature, input-token estimate walking every message)"),
+    ("parse/request_meta_4k", "`RequestMeta::parse` of a 4.1 KiB Anthropic Messages body (model, max_tokens, stream, temperature, input-token estimate walking every message): the scanner fast path"),
+    ("parse/request_meta_4k_serde", "the same parse forced through the serde path alone (the scanner's fallback; what `parse` was before the scanner)"),
     ("observe/sse_100_deltas_64b_chunks", "a `ResponseBody` replaying an Anthropic SSE stream of 100 text deltas in 64-byte chunks, with usage observation and one completion observer"),
 ]
 

@@ -51,7 +51,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderValue, Request};
+use http::{HeaderMap, HeaderName, HeaderValue, Request};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use serde::Deserialize;
@@ -61,6 +61,9 @@ use tower_service::Service;
 
 use crate::error::{BodyTooLarge, BoxError};
 use crate::provider::Api;
+use scan::Fields;
+
+mod scan;
 
 /// The default buffering limit of [`BufferBodyLayer`]: 32 MiB, Anthropic's
 /// largest accepted Messages request.
@@ -75,6 +78,9 @@ pub const DEFAULT_BODY_LIMIT: usize = 32 * 1024 * 1024;
 const BYTES_PER_TOKEN_X2: u64 = 7;
 /// Tokens of framing the providers add per message (role markers).
 const TOKENS_PER_MESSAGE: u64 = 4;
+
+const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
 
 /// Facts about one request, parsed once from its JSON body and headers.
 ///
@@ -265,48 +271,76 @@ impl RequestMeta {
     /// metadata with [`is_parsed`](Self::is_parsed) `false`, no model and
     /// no token estimate, and the request passes through untouched.
     pub fn parse(path: &str, headers: &HeaderMap, body: &[u8]) -> Self {
-        let api = detect_api(path, headers);
-        let mut meta = RequestMeta {
+        // The scanner answers almost every real body; anything unusual (or
+        // malformed) it leaves to serde, which decides.
+        let fields = if looks_like_json_object(body) {
+            scan::scan(body).or_else(|| fields_serde(body))
+        } else {
+            None
+        };
+        Self::build(path, headers, body, fields)
+    }
+
+    /// [`parse`](Self::parse) by serde alone, without the fast scanner: the
+    /// reference the scanner is tested against, kept for benchmarks.
+    #[doc(hidden)]
+    pub fn parse_serde(path: &str, headers: &HeaderMap, body: &[u8]) -> Self {
+        let fields = if looks_like_json_object(body) {
+            fields_serde(body)
+        } else {
+            None
+        };
+        Self::build(path, headers, body, fields)
+    }
+
+    /// Built in one place, so that the (large) value is written once.
+    #[inline(always)]
+    fn build(path: &str, headers: &HeaderMap, body: &[u8], fields: Option<Fields<'_>>) -> Self {
+        // Looked up by a prepared name (no parsing of a `&str` per call),
+        // and not at all in an empty map.
+        let header = |name: &HeaderName| {
+            if headers.is_empty() {
+                None
+            } else {
+                headers.get(name).cloned()
+            }
+        };
+        let anthropic_version = header(&ANTHROPIC_VERSION);
+        let api = detect_api(path, anthropic_version.is_some());
+        let Some(f) = fields else {
+            return RequestMeta {
+                api,
+                parsed: false,
+                model: None,
+                max_tokens: None,
+                stream: false,
+                include_usage: false,
+                temperature: None,
+                input_tokens: 0,
+                messages: 0,
+                body_len: body.len(),
+                anthropic_version,
+                anthropic_beta: header(&ANTHROPIC_BETA),
+            };
+        };
+        let messages = f.messages.unwrap_or(0);
+        RequestMeta {
             api,
-            parsed: false,
-            model: None,
-            max_tokens: None,
-            stream: false,
-            include_usage: false,
-            temperature: None,
-            input_tokens: 0,
-            messages: 0,
+            parsed: true,
+            model: f.model.map(|m| Arc::from(&*m)),
+            max_tokens: f
+                .max_tokens
+                .or(f.max_completion_tokens)
+                .or(f.max_output_tokens),
+            stream: f.stream.unwrap_or(false),
+            include_usage: f.include_usage.unwrap_or(false),
+            temperature: f.temperature.filter(|t| t.is_finite()),
+            input_tokens: estimate_tokens(f.text, messages),
+            messages,
             body_len: body.len(),
-            anthropic_version: headers.get("anthropic-version").cloned(),
-            anthropic_beta: headers.get("anthropic-beta").cloned(),
-        };
-        if !looks_like_json_object(body) {
-            return meta;
+            anthropic_version,
+            anthropic_beta: header(&ANTHROPIC_BETA),
         }
-        let Ok(wire) = serde_json::from_slice::<WireRequest<'_>>(body) else {
-            return meta;
-        };
-        let text: u64 = [&wire.system, &wire.tools, &wire.input, &wire.instructions]
-            .iter()
-            .filter_map(|t| t.as_ref().map(|t| t.0))
-            .chain(wire.messages.as_ref().map(|m| m.bytes))
-            .fold(0, u64::saturating_add);
-        let messages = wire.messages.as_ref().map_or(0, |m| m.count);
-        meta.parsed = true;
-        meta.model = wire.model.map(|m| Arc::from(&*m));
-        meta.max_tokens = wire
-            .max_tokens
-            .or(wire.max_completion_tokens)
-            .or(wire.max_output_tokens);
-        meta.stream = wire.stream.unwrap_or(false);
-        meta.include_usage = wire
-            .stream_options
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false);
-        meta.temperature = wire.temperature.filter(|t| t.is_finite());
-        meta.messages = messages;
-        meta.input_tokens = estimate_tokens(text, messages);
-        meta
     }
 
     /// The metadata stored in a request's extensions, if any.
@@ -400,17 +434,38 @@ fn estimate_tokens(text_bytes: u64, messages: u32) -> u64 {
         .saturating_add(u64::from(messages).saturating_mul(TOKENS_PER_MESSAGE))
 }
 
-fn detect_api(path: &str, headers: &HeaderMap) -> Option<Api> {
+fn detect_api(path: &str, has_anthropic_version: bool) -> Option<Api> {
     let path = path.trim_end_matches('/');
     if path.ends_with("/messages") {
         Some(Api::AnthropicMessages)
     } else if path.ends_with("/chat/completions") || path.ends_with("/responses") {
         Some(Api::OpenAiChat)
-    } else if headers.contains_key("anthropic-version") {
+    } else if has_anthropic_version {
         Some(Api::AnthropicMessages)
     } else {
         None
     }
+}
+
+/// The fields by serde: `None` on any serde error.
+fn fields_serde(body: &[u8]) -> Option<Fields<'_>> {
+    let wire = serde_json::from_slice::<WireRequest<'_>>(body).ok()?;
+    let text: u64 = [&wire.system, &wire.tools, &wire.input, &wire.instructions]
+        .iter()
+        .filter_map(|t| t.as_ref().map(|t| t.0))
+        .chain(wire.messages.as_ref().map(|m| m.bytes))
+        .fold(0, u64::saturating_add);
+    Some(Fields {
+        model: wire.model,
+        max_tokens: wire.max_tokens,
+        max_completion_tokens: wire.max_completion_tokens,
+        max_output_tokens: wire.max_output_tokens,
+        stream: wire.stream,
+        include_usage: wire.stream_options.and_then(|o| o.include_usage),
+        temperature: wire.temperature,
+        text,
+        messages: wire.messages.map(|m| m.count),
+    })
 }
 
 fn looks_like_json_object(body: &[u8]) -> bool {
@@ -964,16 +1019,22 @@ mod tests {
 
     #[test]
     fn api_detection() {
+        let api = |path, h: &HeaderMap| RequestMeta::parse(path, h, b"{}").api();
         let h = HeaderMap::new();
-        assert_eq!(detect_api("/v1/responses", &h), Some(Api::OpenAiChat));
-        assert_eq!(
-            detect_api("/proxy/v1/messages/", &h),
-            Some(Api::AnthropicMessages)
-        );
-        assert_eq!(detect_api("/other", &h), None);
+        assert_eq!(api("/v1/responses", &h), Some(Api::OpenAiChat));
+        assert_eq!(api("/proxy/v1/messages/", &h), Some(Api::AnthropicMessages));
+        assert_eq!(api("/other", &h), None);
         let mut h2 = HeaderMap::new();
         h2.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
-        assert_eq!(detect_api("/gateway", &h2), Some(Api::AnthropicMessages));
+        assert_eq!(api("/gateway", &h2), Some(Api::AnthropicMessages));
+        // Other headers alone say nothing.
+        let mut h3 = HeaderMap::new();
+        h3.insert("anthropic-beta", HeaderValue::from_static("x"));
+        assert_eq!(api("/gateway", &h3), None);
+        assert_eq!(
+            RequestMeta::parse("/gateway", &h3, b"{}").anthropic_beta(),
+            h3.get("anthropic-beta")
+        );
     }
 
     #[test]
