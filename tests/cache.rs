@@ -710,7 +710,7 @@ mod cache {
             type Error = <Upstream as Service<Request<ReplayBody>>>::Error;
             type Future = <Upstream as Service<Request<ReplayBody>>>::Future;
             fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-                if self.0.fetch_add(1, Ordering::SeqCst) % 3 == 0 {
+                if self.0.fetch_add(1, Ordering::SeqCst).is_multiple_of(3) {
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
                 }
