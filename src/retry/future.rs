@@ -210,7 +210,11 @@ where
                                     }
                                     Poll::Ready(_) => {
                                         this.state.set(State::Done);
-                                        return Poll::Ready(Ok(finish(res, *this.info)));
+                                        return Poll::Ready(Ok(finish(
+                                            res,
+                                            *this.info,
+                                            this.template.take(),
+                                        )));
                                     }
                                     Poll::Pending => {
                                         this.state.set(State::StreamStart { res: Some(res) });
@@ -256,7 +260,11 @@ where
                             StreamStart::Error(class) => Ok((r, Some(class), true)),
                             _ => {
                                 this.state.set(State::Done);
-                                return Poll::Ready(Ok(finish(r, *this.info)));
+                                return Poll::Ready(Ok(finish(
+                                    r,
+                                    *this.info,
+                                    this.template.take(),
+                                )));
                             }
                         }
                     }
@@ -342,7 +350,10 @@ where
                     {
                         hook(req, this.info);
                     }
-                    return Poll::Ready(judged.map(|(res, _, _)| finish(res, *this.info)));
+                    let template = this.template.take();
+                    return Poll::Ready(
+                        judged.map(|(res, _, _)| finish(res, *this.info, template)),
+                    );
                 }
             }
         }
@@ -365,7 +376,24 @@ where
     }
 }
 
-fn finish(mut res: Response<ResponseBody>, info: RetryInfo) -> Response<ResponseBody> {
-    res.extensions_mut().insert(info);
+/// Puts `info` in the response's extensions. When the response has none
+/// and the template's copy of the request's extensions holds a map, that
+/// map (emptied) carries it: the template is done with, and its allocation
+/// saves the two a new map would make.
+fn finish(
+    mut res: Response<ResponseBody>,
+    info: RetryInfo,
+    template: Option<Template>,
+) -> Response<ResponseBody> {
+    match template.map(Template::into_extensions) {
+        Some(mut ext) if !ext.is_empty() && res.extensions().is_empty() => {
+            ext.clear();
+            ext.insert(info);
+            *res.extensions_mut() = ext;
+        }
+        _ => {
+            res.extensions_mut().insert(info);
+        }
+    }
     res
 }
