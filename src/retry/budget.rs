@@ -33,6 +33,11 @@ pub(crate) const CLOCK_EVERY: u64 = 16;
 /// Deposits and withdrawals expire after the time-to-live; on top of the
 /// deposits, `min_per_sec` retries per second are always allowed so that
 /// low-traffic callers can still retry.
+///
+/// A deposit takes no lock and reads the clock once every 16 deposits, so
+/// deposits made between two clock reads count from the earlier one: they
+/// may expire early (up to `ratio × 16` fewer retries than the exact
+/// window allows), never late.
 pub struct RetryBudget {
     ttl: Duration,
     ratio: f64,
@@ -137,8 +142,8 @@ impl RetryBudget {
         (w.epoch % SLOTS as u64) as usize
     }
 
-    /// Records a request: one atomic add, and a clock read once every
-    /// [`CLOCK_EVERY`] requests.
+    /// Records a request: one atomic add, and a clock read once every 16
+    /// requests.
     pub fn deposit(&self) {
         let epoch = self.epoch.load(Ordering::Acquire);
         let before = self.deposits[(epoch % SLOTS as u64) as usize].fetch_add(1, Ordering::Relaxed);
