@@ -9,7 +9,8 @@
 //!   `clone_request` (method, URI, version, headers, extensions and a
 //!   `ReplayBody` replay — what a retry needs to send it again).
 //! - `retry/ours_noop`: `RetryLayer::new()` (the defaults: budget, jitter,
-//!   3 attempts), which makes the same copy (its replay template), deposits
+//!   3 attempts), which keeps a copy too (its replay template, packed into
+//!   one buffer; a request is rebuilt from it only for a retry), deposits
 //!   in the shared retry budget, looks at how the response starts and puts
 //!   `RetryInfo` in the response's extensions.
 //! - `retry/ours_noop_no_budget`, `retry/ours_noop_single_attempt`: where
@@ -113,8 +114,8 @@ fn bench(c: &mut Criterion) {
     let mut ours = RetryLayer::new().layer(noop);
     g.bench_function("ours_noop", |b| b.iter(|| black_box(one(&mut ours))));
 
-    // Where our cost goes: without the shared budget (no lock, no clock
-    // read), and with one attempt (no replay template to copy).
+    // Where our cost goes: without the shared budget (one atomic add per
+    // request), and with one attempt (no replay template to copy).
     let mut no_budget = RetryLayer::builder()
         .no_budget()
         .build()

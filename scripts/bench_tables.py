@@ -120,7 +120,7 @@ def t_parse(crit):
 
 RETRY = [
     ("retry/tower_retry_noop", "tower's `Retry` with a policy that never retries but copies the request in `clone_request`, as every real retry policy must"),
-    ("retry/ours_noop", "`RetryLayer::new()` (defaults: 3 attempts, budget, jitter): the same request copy (replay template) + budget deposit + response-start check + `RetryInfo` in the extensions"),
+    ("retry/ours_noop", "`RetryLayer::new()` (defaults: 3 attempts, budget, jitter): a packed copy of the request (replay template) + budget deposit + response-start check + `RetryInfo` in the extensions"),
     ("retry/ours_noop_no_budget", "the same without the retry budget"),
     ("retry/ours_noop_single_attempt", "`max_attempts(1)`: no replay template"),
     ("retry/no_layer", "the service called directly"),

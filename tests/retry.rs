@@ -980,6 +980,116 @@ async fn non_replayable_body_is_sent_once() {
     );
 }
 
+/// Guards the replay copy: every retried attempt sends the request exactly
+/// as the caller built it — method, URI, version, headers in order (repeated
+/// ones and their sensitivity included), extensions and body.
+#[tokio::test(start_paused = true)]
+async fn retries_send_the_same_request() {
+    #[derive(Clone, Debug, PartialEq)]
+    struct Marker(u32);
+    type Seen = (
+        http::Method,
+        http::Uri,
+        http::Version,
+        Vec<(String, Vec<u8>, bool)>,
+        Option<Marker>,
+        Bytes,
+    );
+    fn seen(req: &Request<ReplayBody>) -> Seen {
+        (
+            req.method().clone(),
+            req.uri().clone(),
+            req.version(),
+            req.headers()
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec(), v.is_sensitive()))
+                .collect(),
+            req.extensions().get::<Marker>().cloned(),
+            req.body().as_bytes().clone(),
+        )
+    }
+    let mut original = Request::put("https://api.test:8443/v1/messages?beta=true")
+        .version(http::Version::HTTP_2)
+        .header("x-api-key", "sk-ant-1")
+        .header("anthropic-beta", "a")
+        .header("content-type", "application/json")
+        .header("anthropic-beta", "b")
+        .body(ReplayBody::from(r#"{"model":"m"}"#))
+        .expect("request");
+    let mut secret = http::HeaderValue::from_static("Bearer t");
+    secret.set_sensitive(true);
+    original.headers_mut().insert("authorization", secret);
+    original.extensions_mut().insert(Marker(9));
+    let expected = seen(&original);
+    let sent: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let svc = {
+        let sent = sent.clone();
+        service_fn(move |req: Request<ReplayBody>| {
+            let mut sent = sent.lock().expect("lock");
+            sent.push(seen(&req));
+            let res = if sent.len() < 3 {
+                resp(503, &[], &[])
+            } else {
+                ok()
+            };
+            async move { Ok::<_, BoxError>(res) }
+        })
+    };
+    let res = send(
+        &builder().max_attempts(3).build().expect("valid"),
+        svc,
+        original,
+    )
+    .await;
+    assert_eq!(info(&res).attempts, 3);
+    let sent = sent.lock().expect("lock");
+    assert_eq!(sent.len(), 3);
+    for s in sent.iter() {
+        assert_eq!(s, &expected);
+    }
+}
+
+/// Guards: the final response carries `RetryInfo` whether or not the
+/// request or the response had extensions, keeps the response's own, and
+/// gains none of the request's.
+#[tokio::test(start_paused = true)]
+async fn retry_info_joins_the_responses_own_extensions() {
+    #[derive(Clone, Debug, PartialEq)]
+    struct FromRequest;
+    #[derive(Clone, Debug, PartialEq)]
+    struct FromResponse;
+    for (request_ext, response_ext) in [(false, false), (true, false), (false, true), (true, true)]
+    {
+        for fail in [false, true] {
+            let (svc, _) = upstream(move |_| {
+                let mut r = if fail { resp(400, &[], &[]) } else { ok() };
+                if response_ext {
+                    r.extensions_mut().insert(FromResponse);
+                }
+                Ok(r)
+            });
+            let mut r = req();
+            if request_ext {
+                r.extensions_mut().insert(FromRequest);
+            }
+            let res = send(&RetryLayer::new(), svc, r).await;
+            let case = (request_ext, response_ext, fail);
+            assert_eq!(info(&res).attempts, 1, "{case:?}");
+            assert_eq!(res.extensions().get::<FromRequest>(), None, "{case:?}");
+            assert_eq!(
+                res.extensions().get::<FromResponse>().is_some(),
+                response_ext,
+                "{case:?}"
+            );
+            assert_eq!(
+                res.extensions().len(),
+                1 + usize::from(response_ext),
+                "{case:?}"
+            );
+        }
+    }
+}
+
 // ------------------------------------------------------------ 11. errors
 
 /// Guards: transport errors (the inner service fails) are retried; the

@@ -18,10 +18,10 @@ use super::RetryInfo;
 use super::layer::{Config, OverCap};
 use super::policy::{Attempted, RetryReason, StopReason};
 use super::service::as_request;
+use super::template::Template;
 use crate::error::BoxError;
 use crate::provider::{ErrorClass, QuotaSnapshot, classify_error, retry_after};
-use crate::request::{ReplayBody, replay_request};
-use crate::response::{ResponseBody, StreamStart};
+use crate::response::{Format, ResponseBody, StreamStart};
 
 pin_project! {
     /// Sends the request, and again after each retryable failure, until it
@@ -32,7 +32,7 @@ pin_project! {
         inner: S,
         // Whether the request's body is a `ReplayBody`.
         replayable: bool,
-        template: Option<Request<ReplayBody>>,
+        template: Option<Template>,
         deadline: Option<Instant>,
         info: RetryInfo,
         prev_delay: Duration,
@@ -48,7 +48,8 @@ pin_project! {
         Call { #[pin] fut: F },
         ReadError { res: Option<Response<ResponseBody>> },
         StreamStart { res: Option<Response<ResponseBody>> },
-        Sleep { #[pin] sleep: Sleep },
+        // The next attempt's request waits with the sleep.
+        Sleep { #[pin] sleep: Sleep, next: Option<Request<B>> },
         Done,
     }
 }
@@ -68,7 +69,7 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
         inner: S,
         req: Request<B>,
         replayable: bool,
-        template: Option<Request<ReplayBody>>,
+        template: Option<Template>,
         deadline: Option<Instant>,
     ) -> Self {
         ResponseFuture {
@@ -196,19 +197,42 @@ where
                     }
                     StateProj::Call { fut } => match ready!(fut.poll(cx)) {
                         Ok(res) => {
-                            let res = ResponseBody::from_response(res);
+                            let mut res = response_body(res);
                             let status = res.status();
+                            let limit = this.config.peek_limit;
+                            // The look at the body happens here, and the
+                            // response moves into a state only when it has
+                            // to wait for the body.
                             if status.is_success() {
-                                this.state.set(State::StreamStart { res: Some(res) });
-                                continue;
-                            }
-                            if status == StatusCode::TOO_MANY_REQUESTS {
+                                match res.body_mut().poll_stream_start(cx, limit) {
+                                    Poll::Ready(StreamStart::Error(class)) => {
+                                        Ok((res, Some(class), true))
+                                    }
+                                    Poll::Ready(_) => {
+                                        this.state.set(State::Done);
+                                        return Poll::Ready(Ok(finish(
+                                            res,
+                                            *this.info,
+                                            this.template.take(),
+                                        )));
+                                    }
+                                    Poll::Pending => {
+                                        this.state.set(State::StreamStart { res: Some(res) });
+                                        return Poll::Pending;
+                                    }
+                                }
+                            } else if status == StatusCode::TOO_MANY_REQUESTS {
                                 // A 429 means "wait" or "quota gone for the
                                 // month": only the body tells.
-                                this.state.set(State::ReadError { res: Some(res) });
-                                continue;
+                                if res.body_mut().poll_peek_to_end(cx, limit).is_pending() {
+                                    this.state.set(State::ReadError { res: Some(res) });
+                                    return Poll::Pending;
+                                }
+                                let class = classify_error(status, &res.body().peeked());
+                                Ok((res, Some(class), false))
+                            } else {
+                                Ok((res, None, false))
                             }
-                            Ok((res, None, false))
                         }
                         Err(e) => Err(e.into()),
                     },
@@ -236,18 +260,18 @@ where
                             StreamStart::Error(class) => Ok((r, Some(class), true)),
                             _ => {
                                 this.state.set(State::Done);
-                                return Poll::Ready(Ok(finish(r, *this.info)));
+                                return Poll::Ready(Ok(finish(
+                                    r,
+                                    *this.info,
+                                    this.template.take(),
+                                )));
                             }
                         }
                     }
-                    StateProj::Sleep { sleep } => {
+                    StateProj::Sleep { sleep, next } => {
                         ready!(sleep.poll(cx));
-                        let next = this
-                            .template
-                            .as_ref()
-                            .map(replay_request)
-                            .and_then(as_request::<B>);
-                        this.state.set(State::Ready { req: next });
+                        let req = next.take();
+                        this.state.set(State::Ready { req });
                         continue;
                     }
                     StateProj::Done => {
@@ -287,6 +311,21 @@ where
                     RetryReason::Transport,
                 ),
             };
+            // The next attempt's request, rebuilt before the failed
+            // response is let go: one that cannot be rebuilt (a header
+            // value made unchecked) ends the retries with that response.
+            let (decision, next) = match decision {
+                Decision::Retry(..) => match this
+                    .template
+                    .as_ref()
+                    .and_then(Template::request)
+                    .and_then(as_request::<B>)
+                {
+                    Some(next) => (decision, Some(next)),
+                    None => (Decision::Stop(StopReason::NotReplayable), None),
+                },
+                stop => (stop, None),
+            };
             match decision {
                 Decision::Retry(delay, reason) => {
                     // The failed attempt's body is dropped now, releasing
@@ -298,6 +337,7 @@ where
                     tracing::debug!(attempt = this.info.attempts, ?reason, ?delay, "retrying");
                     this.state.set(State::Sleep {
                         sleep: sleep(delay),
+                        next,
                     });
                 }
                 Decision::Stop(stop) => {
@@ -305,19 +345,55 @@ where
                     this.info.stopped = Some(stop);
                     if stop != StopReason::NotRetryable
                         && stop != StopReason::NotReplayable
-                        && let (Some(hook), Some(t)) =
-                            (&this.config.dead_letter, this.template.take())
+                        && let Some(hook) = &this.config.dead_letter
+                        && let Some(req) = this.template.take().as_ref().and_then(Template::request)
                     {
-                        hook(t, this.info);
+                        hook(req, this.info);
                     }
-                    return Poll::Ready(judged.map(|(res, _, _)| finish(res, *this.info)));
+                    let template = this.template.take();
+                    return Poll::Ready(
+                        judged.map(|(res, _, _)| finish(res, *this.info, template)),
+                    );
                 }
             }
         }
     }
 }
 
-fn finish(mut res: Response<ResponseBody>, info: RetryInfo) -> Response<ResponseBody> {
-    res.extensions_mut().insert(info);
+/// The inner response with the stack's body type. A `ResponseBody` whose
+/// headers announce no format (JSON or SSE) is taken as it is —
+/// [`ResponseBody::from_response`] would return it unchanged, after moving
+/// it apart and back together.
+fn response_body<RB>(res: Response<RB>) -> Response<ResponseBody>
+where
+    RB: Body<Data = Bytes> + Send + 'static,
+    RB::Error: Into<BoxError>,
+{
+    match crate::util::downcast::<Response<ResponseBody>, _>(res) {
+        Ok(res) if Format::from_headers(res.headers()) == Format::Opaque => res,
+        Ok(res) => ResponseBody::from_response(res),
+        Err(res) => ResponseBody::from_response(res),
+    }
+}
+
+/// Puts `info` in the response's extensions. When the response has none
+/// and the template's copy of the request's extensions holds a map, that
+/// map (emptied) carries it: the template is done with, and its allocation
+/// saves the two a new map would make.
+fn finish(
+    mut res: Response<ResponseBody>,
+    info: RetryInfo,
+    template: Option<Template>,
+) -> Response<ResponseBody> {
+    match template.map(Template::into_extensions) {
+        Some(mut ext) if !ext.is_empty() && res.extensions().is_empty() => {
+            ext.clear();
+            ext.insert(info);
+            *res.extensions_mut() = ext;
+        }
+        _ => {
+            res.extensions_mut().insert(info);
+        }
+    }
     res
 }

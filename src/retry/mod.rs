@@ -71,6 +71,7 @@ pub mod future;
 mod layer;
 mod policy;
 mod service;
+mod template;
 
 pub use backoff::{Backoff, Jitter};
 pub use budget::RetryBudget;

@@ -10,8 +10,9 @@ use tower_service::Service;
 
 use super::future::ResponseFuture;
 use super::layer::Config;
+use super::template::Template;
 use crate::error::BoxError;
-use crate::request::{Deadline, ReplayBody, replay_request};
+use crate::request::{Deadline, ReplayBody};
 use crate::response::ResponseBody;
 
 /// Retries failures worth retrying in front of `S` — made by
@@ -57,12 +58,6 @@ impl<S> Retry<S> {
     }
 }
 
-/// A copy of the request to send again, when its body is a [`ReplayBody`].
-pub(crate) fn replayable<B: 'static>(req: &Request<B>) -> Option<Request<ReplayBody>> {
-    let req = (req as &dyn Any).downcast_ref::<Request<ReplayBody>>()?;
-    Some(replay_request(req))
-}
-
 /// Turns a `Request<ReplayBody>` back into the service's request type (the
 /// same type, known only at run time).
 pub(crate) fn as_request<B: 'static>(req: Request<ReplayBody>) -> Option<Request<B>> {
@@ -92,12 +87,13 @@ where
         }
         // Whether the body can be replayed at all, and a copy to replay only
         // when there may be a retry or a dead letter to hand over.
-        let can_replay = (&req as &dyn Any).is::<Request<ReplayBody>>();
-        let template =
-            if can_replay && (self.config.max_attempts > 1 || self.config.dead_letter.is_some()) {
-                replayable(&req)
+        let replay = (&req as &dyn Any).downcast_ref::<Request<ReplayBody>>();
+        let (can_replay, template) =
+            if self.config.max_attempts > 1 || self.config.dead_letter.is_some() {
+                let template = replay.and_then(Template::new);
+                (template.is_some(), template)
             } else {
-                None
+                (replay.is_some(), None)
             };
         let deadline = req
             .extensions()
