@@ -553,7 +553,7 @@ async fn an_empty_chain_passes_through_unmarked() {
         .clone()
         .oneshot(request("claude-sonnet-4-5", false))
         .await
-        .unwrap();
+        .expect("response");
     assert_eq!(res.status(), 200);
     assert!(res.headers().get("x-llm-model-used").is_none());
     assert!(res.extensions().get::<FallbackInfo>().is_none());
@@ -561,7 +561,7 @@ async fn an_empty_chain_passes_through_unmarked() {
     let res = svc
         .oneshot(request("claude-opus-4-1", false))
         .await
-        .unwrap();
+        .expect("response");
     assert_eq!(res.status(), 529);
     assert_eq!(text(res).await, "overloaded");
     assert_eq!(mock.seen(), ["claude-sonnet-4-5", "claude-opus-4-1"]);
