@@ -1304,3 +1304,58 @@ async fn simulator_received_equals_attempts_accounted() {
     );
     sim.shutdown().await;
 }
+
+/// Guards the first attempt's two paths: sent at the call when the inner
+/// service said it was ready at the layer's readiness check, else from the
+/// response future once it is ready — the same answers, the same retries.
+#[tokio::test(start_paused = true)]
+async fn first_attempt_waits_for_an_inner_service_that_is_not_ready() {
+    /// Not ready on every fourth readiness check (waking at once).
+    #[derive(Clone)]
+    struct Flaky<S>(Arc<AtomicUsize>, S);
+    impl<S: Service<Request<ReplayBody>>> Service<Request<ReplayBody>> for Flaky<S> {
+        type Response = S::Response;
+        type Error = S::Error;
+        type Future = S::Future;
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+            if self.0.fetch_add(1, Ordering::SeqCst).is_multiple_of(4) {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            self.1.poll_ready(cx)
+        }
+        fn call(&mut self, r: Request<ReplayBody>) -> S::Future {
+            self.1.call(r)
+        }
+    }
+    // Every other attempt is a 503: each request is retried once.
+    let (up, log) = upstream(|n| {
+        Ok(if n % 2 == 0 {
+            resp(503, &[("retry-after-ms", "10")], &[])
+        } else {
+            ok()
+        })
+    });
+    let checks = Arc::new(AtomicUsize::new(0));
+    let mut svc = builder()
+        .build()
+        .expect("config")
+        .layer(Flaky(Arc::clone(&checks), up));
+    for _ in 0..4 {
+        let res = svc
+            .ready()
+            .await
+            .expect("ready")
+            .call(req())
+            .await
+            .expect("response");
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(info(&res).attempts, 2);
+    }
+    assert_eq!(log.count(), 8);
+    // Checks 0, 4, 8 are not ready. Request 1: the layer's check (0) fails,
+    // the future asks (1), the retry asks (2). Request 2: sent at the call
+    // (3); its retry asks (4, not ready; 5). Request 3: at the call (6),
+    // retry (7). Request 4: like request 1 (8, 9, 10).
+    assert_eq!(checks.load(Ordering::SeqCst), 11, "both paths were taken");
+}

@@ -83,6 +83,30 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
             state: State::Ready { req: Some(req) },
         }
     }
+
+    /// The first attempt already sent (on a service that was ready).
+    pub(crate) fn sent(
+        config: Arc<Config>,
+        inner: S,
+        fut: S::Future,
+        replayable: bool,
+        template: Option<Template>,
+        deadline: Option<Instant>,
+    ) -> Self {
+        ResponseFuture {
+            config,
+            inner,
+            replayable,
+            template,
+            deadline,
+            info: RetryInfo {
+                attempts: 1,
+                ..RetryInfo::default()
+            },
+            prev_delay: Duration::ZERO,
+            state: State::Call { fut },
+        }
+    }
 }
 
 enum Decision {

@@ -20,6 +20,8 @@ use crate::response::ResponseBody;
 pub struct Retry<S> {
     inner: S,
     config: Arc<Config>,
+    /// `inner` said it is ready (and has not been called since).
+    inner_ready: bool,
 }
 
 impl<S: Clone> Clone for Retry<S> {
@@ -27,6 +29,7 @@ impl<S: Clone> Clone for Retry<S> {
         Retry {
             inner: self.inner.clone(),
             config: Arc::clone(&self.config),
+            inner_ready: false,
         }
     }
 }
@@ -42,7 +45,11 @@ impl<S: fmt::Debug> fmt::Debug for Retry<S> {
 
 impl<S> Retry<S> {
     pub(crate) fn from_config(inner: S, config: Arc<Config>) -> Self {
-        Retry { inner, config }
+        Retry {
+            inner,
+            config,
+            inner_ready: false,
+        }
     }
     /// The inner service.
     pub fn get_ref(&self) -> &S {
@@ -50,6 +57,7 @@ impl<S> Retry<S> {
     }
     /// The inner service, mutably.
     pub fn get_mut(&mut self) -> &mut S {
+        self.inner_ready = false;
         &mut self.inner
     }
     /// Consumes this service, returning the inner one.
@@ -101,6 +109,20 @@ where
             .map(|d| d.0)
             .or_else(|| self.config.timeout.map(|t| tokio::time::Instant::now() + t));
         let inner = self.inner.clone();
+        if self.inner_ready {
+            // The ready service sends the first attempt; the clone waits
+            // for readiness only if a retry is due.
+            self.inner_ready = false;
+            let fut = self.inner.call(req);
+            return ResponseFuture::sent(
+                Arc::clone(&self.config),
+                inner,
+                fut,
+                can_replay,
+                template,
+                deadline,
+            );
+        }
         let inner = std::mem::replace(&mut self.inner, inner);
         ResponseFuture::new(
             Arc::clone(&self.config),
