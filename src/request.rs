@@ -664,24 +664,34 @@ impl Default for BufferBodyLayer {
 impl<S> Layer<S> for BufferBodyLayer {
     type Service = BufferBody<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        BufferBody {
-            inner,
-            limit: self.limit,
-        }
+        BufferBody::new(inner, self.limit)
     }
 }
 
 /// The service made by [`BufferBodyLayer`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct BufferBody<S> {
     inner: S,
     limit: usize,
+    /// `inner` said it is ready (and has not been called since).
+    inner_ready: bool,
+}
+
+impl<S: Clone> Clone for BufferBody<S> {
+    fn clone(&self) -> Self {
+        // Readiness belongs to the instance that was asked.
+        BufferBody::new(self.inner.clone(), self.limit)
+    }
 }
 
 impl<S> BufferBody<S> {
     /// Wraps `inner`, buffering bodies of at most `limit` bytes.
     pub fn new(inner: S, limit: usize) -> Self {
-        BufferBody { inner, limit }
+        BufferBody {
+            inner,
+            limit,
+            inner_ready: false,
+        }
     }
     /// The inner service.
     pub fn get_ref(&self) -> &S {
@@ -689,6 +699,7 @@ impl<S> BufferBody<S> {
     }
     /// The inner service, mutably.
     pub fn get_mut(&mut self) -> &mut S {
+        self.inner_ready = false;
         &mut self.inner
     }
     /// Consumes this service, returning the inner one.
@@ -709,17 +720,34 @@ where
     type Error = BoxError;
     type Future = future::ResponseFuture<S, B>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         // Readiness of the inner service is awaited after the body is read:
         // holding a reserved slot of it while a slow client uploads would
-        // starve everyone else.
+        // starve everyone else. It is asked here too, without waiting: a
+        // body already buffered (a `ReplayBody`) is then sent at the call,
+        // with no clone of the inner service. (A `Pending` only costs a
+        // spurious wake-up; an error is met again by the future.)
+        if !self.inner_ready && matches!(self.inner.poll_ready(cx), Poll::Ready(Ok(()))) {
+            self.inner_ready = true;
+        }
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        let (parts, body) = req.into_parts();
+        let body = match crate::util::downcast::<ReplayBody, B>(body) {
+            Ok(replay) if self.inner_ready && replay.len() <= self.limit => {
+                self.inner_ready = false;
+                let req = future::finish(parts, replay);
+                return future::ResponseFuture::calling(self.inner.call(req));
+            }
+            Ok(replay) => future::ToRead::Replay(replay),
+            Err(body) => future::ToRead::Other(body),
+        };
+        self.inner_ready = false;
         let inner = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, inner);
-        future::ResponseFuture::new(req, inner, self.limit)
+        future::ResponseFuture::new(parts, body, inner, self.limit)
     }
 }
 
@@ -768,18 +796,35 @@ pub mod future {
         }
     }
 
+    /// A request body: already buffered, or to read.
+    pub(super) enum ToRead<B> {
+        Replay(ReplayBody),
+        Other(B),
+    }
+
     impl<S: Service<Request<ReplayBody>>, B: Body + 'static> ResponseFuture<S, B> {
-        pub(super) fn new(req: Request<B>, inner: S, limit: usize) -> Self {
-            let (parts, body) = req.into_parts();
-            let state = match crate::util::downcast::<ReplayBody, B>(body) {
-                Ok(replay) if replay.len() > limit => State::Failed {
+        /// The request was sent at the call.
+        pub(super) fn calling(fut: S::Future) -> Self {
+            ResponseFuture {
+                state: State::Calling { fut },
+            }
+        }
+
+        pub(super) fn new(
+            parts: http::request::Parts,
+            body: ToRead<B>,
+            inner: S,
+            limit: usize,
+        ) -> Self {
+            let state = match body {
+                ToRead::Replay(replay) if replay.len() > limit => State::Failed {
                     err: Some(BodyTooLarge { limit }.into()),
                 },
-                Ok(replay) => State::Ready {
+                ToRead::Replay(replay) => State::Ready {
                     req: Some(finish(parts, replay)),
                     inner,
                 },
-                Err(body) => {
+                ToRead::Other(body) => {
                     if body.size_hint().lower() > limit as u64 {
                         State::Failed {
                             err: Some(BodyTooLarge { limit }.into()),
@@ -800,7 +845,7 @@ pub mod future {
         }
     }
 
-    fn finish(parts: http::request::Parts, body: ReplayBody) -> Request<ReplayBody> {
+    pub(super) fn finish(parts: http::request::Parts, body: ReplayBody) -> Request<ReplayBody> {
         let mut req = Request::from_parts(parts, body);
         RequestMeta::for_request(&mut req);
         req
