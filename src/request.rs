@@ -1168,6 +1168,71 @@ mod tests {
         );
     }
 
+    /// Guards the buffered path's readiness: a `ReplayBody` request is sent
+    /// at the call when the inner service said it was ready; otherwise (or
+    /// for a body still to read) it waits in the response future.
+    #[tokio::test]
+    async fn buffered_requests_are_sent_at_the_call_when_ready() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tower::ServiceExt;
+        #[derive(Clone)]
+        struct Counted {
+            checks: Arc<AtomicUsize>,
+            calls: Arc<AtomicUsize>,
+        }
+        impl Service<Request<ReplayBody>> for Counted {
+            type Response = ();
+            type Error = Infallible;
+            type Future = std::future::Ready<Result<(), Infallible>>;
+            fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+                // Not ready at the first check.
+                if self.checks.fetch_add(1, Ordering::SeqCst) == 0 {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                Poll::Ready(Ok(()))
+            }
+            fn call(&mut self, _: Request<ReplayBody>) -> Self::Future {
+                self.calls.fetch_add(1, Ordering::SeqCst);
+                std::future::ready(Ok(()))
+            }
+        }
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut svc = BufferBodyLayer::new(1024).layer(Counted {
+            checks: Arc::default(),
+            calls: Arc::clone(&calls),
+        });
+        let replay = || {
+            Request::post("/v1/messages")
+                .body(ReplayBody::from("{}"))
+                .expect("req")
+        };
+        for (i, sent_at_call) in [(0, false), (1, true)] {
+            let fut = ServiceExt::<Request<ReplayBody>>::ready(&mut svc)
+                .await
+                .expect("ready")
+                .call(replay());
+            assert_eq!(calls.load(Ordering::SeqCst), i + usize::from(sent_at_call));
+            fut.await.expect("ok");
+        }
+        // A body still to read never goes at the call.
+        /// Waits for readiness, then calls (the future is not polled).
+        async fn ready_call<S: Service<R>, R>(svc: &mut S, req: R) -> S::Future
+        where
+            S::Error: fmt::Debug,
+        {
+            std::future::poll_fn(|cx| svc.poll_ready(cx))
+                .await
+                .expect("ready");
+            svc.call(req)
+        }
+        let chunks = Request::post("/x").body(chunked(vec![b"{}"])).expect("req");
+        let fut = ready_call(&mut svc, chunks).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        fut.await.expect("ok");
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
     #[tokio::test]
     async fn over_limit_fails_without_buffering_past_it() {
         use tower::ServiceExt;

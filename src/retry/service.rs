@@ -84,8 +84,16 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S, B>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        // Each attempt waits for the inner service's readiness itself.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // Always ready: each attempt waits for the inner service's
+        // readiness itself, in the response future. The inner readiness is
+        // asked here too, without waiting: when ready, the first attempt is
+        // sent at the call (the request does not travel through the
+        // future). A `Pending` here only costs a spurious wake-up; an error
+        // is met again by the future.
+        if !self.inner_ready && matches!(self.inner.poll_ready(cx), Poll::Ready(Ok(()))) {
+            self.inner_ready = true;
+        }
         Poll::Ready(Ok(()))
     }
 
