@@ -42,7 +42,12 @@ pin_project! {
     enum Kind<F, L> {
         // Not cached, sent at the call: only the inner future.
         Pass { #[pin] fut: F },
-        Lookup { #[pin] fut: L },
+        // Answered from memory at the call.
+        Hit { res: Option<Response<ResponseBody>> },
+        // Boxed: it holds the request, the inner service and the flight
+        // state, and the request goes upstream anyway (or waits for one
+        // that does); inline it would make every future larger.
+        Lookup { fut: Pin<Box<L>> },
     }
 }
 
@@ -50,7 +55,11 @@ impl<S: Service<Request<B>>, B, St: CacheStore> fmt::Debug for ResponseFuture<S,
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             Kind::Pass { .. } => f.debug_struct("ResponseFuture").finish_non_exhaustive(),
-            Kind::Lookup { fut } => fmt::Debug::fmt(fut, f),
+            Kind::Hit { .. } => f
+                .debug_struct("ResponseFuture")
+                .field("hit", &true)
+                .finish_non_exhaustive(),
+            Kind::Lookup { fut } => fmt::Debug::fmt(&**fut, f),
         }
     }
 }
@@ -68,11 +77,11 @@ impl<S: Service<Request<B>>, B, St: CacheStore> ResponseFuture<S, B, St> {
         req: Request<B>,
         plan: Plan,
     ) -> Self {
-        ResponseFuture {
-            kind: Kind::Lookup {
-                fut: Lookup::new(shared, inner, req, plan),
-            },
-        }
+        let kind = match Lookup::new(shared, inner, req, plan) {
+            Started::Hit(res) => Kind::Hit { res: Some(res) },
+            Started::Lookup(fut) => Kind::Lookup { fut: Box::pin(fut) },
+        };
+        ResponseFuture { kind }
     }
 }
 
@@ -94,7 +103,11 @@ where
                 mark(&mut res, Status::Miss, Duration::ZERO);
                 Poll::Ready(Ok(res))
             }
-            KindProj::Lookup { fut } => fut.poll(cx),
+            KindProj::Hit { res } => Poll::Ready(
+                res.take()
+                    .ok_or_else(|| "cache future polled after completion".into()),
+            ),
+            KindProj::Lookup { fut } => fut.as_mut().poll(cx),
         }
     }
 }
@@ -118,7 +131,6 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<G, F> {
-        Hit { res: Option<Response<ResponseBody>> },
         Lookup { #[pin] get: G },
         Join,
         Wait { wait: WaitFuture },
@@ -146,7 +158,7 @@ impl<S: Service<Request<B>>, B, St: CacheStore> Lookup<S, B, St> {
         inner: impl FnOnce() -> S,
         req: Request<B>,
         plan: Plan,
-    ) -> Self {
+    ) -> Started<Self> {
         let mut stale = None;
         let state = match &plan.key {
             Some(key) if plan.read => match shared.store.try_get(key) {
@@ -157,18 +169,7 @@ impl<S: Service<Request<B>>, B, St: CacheStore> Lookup<S, B, St> {
                     match found {
                         Some(entry) if entry.is_fresh(now) => {
                             tracing::trace!(key = ?plan.key, "cache hit");
-                            return Lookup {
-                                shared,
-                                inner: None,
-                                req: None,
-                                key: None,
-                                ttl: plan.ttl,
-                                stale: None,
-                                lead: None,
-                                state: State::Hit {
-                                    res: Some(serve(&entry, Status::Hit, now)),
-                                },
-                            };
+                            return Started::Hit(serve(&entry, Status::Hit, now));
                         }
                         Some(entry) if usable_stale(&shared, &entry, now) => {
                             stale = Some(entry);
@@ -183,7 +184,7 @@ impl<S: Service<Request<B>>, B, St: CacheStore> Lookup<S, B, St> {
             },
             _ => State::Ready,
         };
-        Lookup {
+        Started::Lookup(Lookup {
             shared,
             inner: Some(inner()),
             req: Some(req),
@@ -192,8 +193,16 @@ impl<S: Service<Request<B>>, B, St: CacheStore> Lookup<S, B, St> {
             stale,
             lead: None,
             state,
-        }
+        })
     }
+}
+
+/// A lookup answered at once, or to be driven (a return value, moved once
+/// into the boxed or inline state it belongs in).
+#[allow(clippy::large_enum_variant)]
+enum Started<L> {
+    Hit(Response<ResponseBody>),
+    Lookup(L),
 }
 
 fn usable_stale<St>(shared: &Shared<St>, entry: &CachedResponse, now: Instant) -> bool {
@@ -244,13 +253,6 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Hit { res } => {
-                    let res = res.take();
-                    this.state.set(State::Done);
-                    return Poll::Ready(
-                        res.ok_or_else(|| "cache future polled after completion".into()),
-                    );
-                }
                 StateProj::Lookup { get } => {
                     let found = ready!(get.poll(cx));
                     let now = Instant::now();

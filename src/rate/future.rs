@@ -38,7 +38,8 @@ pin_project! {
     enum Kind<F, W> {
         // Admitted and sent at the call: the common case, kept small (no
         // request, no inner service, no timer).
-        Called { #[pin] fut: F, hold: Option<Hold> },
+        // The reservation is boxed once, as the body observer it becomes.
+        Called { #[pin] fut: F, hold: Option<Box<Reconcile>> },
         Waiting { fut: Pin<Box<W>> },
     }
 }
@@ -48,7 +49,7 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
         ResponseFuture {
             kind: Kind::Called {
                 fut,
-                hold: Some(hold),
+                hold: Some(Reconcile::boxed(hold)),
             },
         }
     }
@@ -107,7 +108,7 @@ where
 /// The inner response: learned from, its body settling the reservation.
 fn respond<RB, E>(
     result: Result<Response<RB>, E>,
-    hold: Option<Hold>,
+    hold: Option<Box<Reconcile>>,
 ) -> Result<Response<ResponseBody>, BoxError>
 where
     E: Into<BoxError>,
@@ -116,15 +117,15 @@ where
 {
     // An error drops the hold: settled as unknown (sent) or cancelled.
     let res = result.map_err(Into::into)?;
-    let Some(hold) = hold else {
+    let Some(mut reconcile) = hold else {
         return Ok(ResponseBody::from_response(res));
     };
+    let hold = &reconcile.hold;
     hold.shared
         .learn(&hold.group, &hold.ticket, res.status(), res.headers());
-    let success = res.status().is_success();
+    reconcile.success = res.status().is_success();
     let mut res = ResponseBody::from_response(res);
-    res.body_mut()
-        .observe(Box::new(Reconcile { hold, success }));
+    res.body_mut().observe(reconcile);
     Ok(res)
 }
 
@@ -446,7 +447,7 @@ where
                 StateProj::Call { fut } => {
                     let result = ready!(fut.poll(cx));
                     this.state.set(State::Done);
-                    return Poll::Ready(respond(result, this.hold.take()));
+                    return Poll::Ready(respond(result, this.hold.take().map(Reconcile::boxed)));
                 }
                 StateProj::Done => {
                     return Poll::Ready(Err("rate limit future polled after completion".into()));
@@ -491,9 +492,20 @@ impl Drop for Hold {
 }
 
 /// Settles a reservation from the response body's completion.
-struct Reconcile {
+/// The reservation as the response body's observer: settled from the
+/// usage the body reports.
+pub(crate) struct Reconcile {
     hold: Hold,
     success: bool,
+}
+
+impl Reconcile {
+    fn boxed(hold: Hold) -> Box<Self> {
+        Box::new(Reconcile {
+            hold,
+            success: false,
+        })
+    }
 }
 
 impl BodyObserver for Reconcile {

@@ -44,12 +44,17 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<F, B> {
-        Ready { req: Option<Request<B>> },
+        // Requests, responses and the timer are boxed in the states that
+        // hold them: those states are the slow paths (a wait for the inner
+        // service, a body to peek at, a sleep), and inline they would make
+        // the whole future — moved by every layer above — several hundred
+        // bytes larger than the inner future.
+        Ready { req: Option<Box<Request<B>>> },
         Call { #[pin] fut: F },
-        ReadError { res: Option<Response<ResponseBody>> },
-        StreamStart { res: Option<Response<ResponseBody>> },
+        ReadError { res: Option<Box<Response<ResponseBody>>> },
+        StreamStart { res: Option<Box<Response<ResponseBody>>> },
         // The next attempt's request waits with the sleep.
-        Sleep { #[pin] sleep: Sleep, next: Option<Request<B>> },
+        Sleep { sleep: Pin<Box<Sleep>>, next: Option<Box<Request<B>>> },
         Done,
     }
 }
@@ -80,7 +85,9 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
             deadline,
             info: RetryInfo::default(),
             prev_delay: Duration::ZERO,
-            state: State::Ready { req: Some(req) },
+            state: State::Ready {
+                req: Some(Box::new(req)),
+            },
         }
     }
 
@@ -215,7 +222,7 @@ where
                             return Poll::Ready(Err("retry future polled after completion".into()));
                         };
                         this.info.attempts += 1;
-                        let fut = this.inner.call(req);
+                        let fut = this.inner.call(*req);
                         this.state.set(State::Call { fut });
                         continue;
                     }
@@ -241,7 +248,9 @@ where
                                         )));
                                     }
                                     Poll::Pending => {
-                                        this.state.set(State::StreamStart { res: Some(res) });
+                                        this.state.set(State::StreamStart {
+                                            res: Some(Box::new(res)),
+                                        });
                                         return Poll::Pending;
                                     }
                                 }
@@ -249,7 +258,9 @@ where
                                 // A 429 means "wait" or "quota gone for the
                                 // month": only the body tells.
                                 if res.body_mut().poll_peek_to_end(cx, limit).is_pending() {
-                                    this.state.set(State::ReadError { res: Some(res) });
+                                    this.state.set(State::ReadError {
+                                        res: Some(Box::new(res)),
+                                    });
                                     return Poll::Pending;
                                 }
                                 let class = classify_error(status, &res.body().peeked());
@@ -268,7 +279,7 @@ where
                         ready!(r.body_mut().poll_peek_to_end(cx, this.config.peek_limit));
                         let class = classify_error(r.status(), &r.body().peeked());
                         match res.take() {
-                            Some(r) => Ok((r, Some(class), false)),
+                            Some(r) => Ok((*r, Some(class), false)),
                             None => continue,
                         }
                     }
@@ -280,6 +291,7 @@ where
                         let start =
                             ready!(r.body_mut().poll_stream_start(cx, this.config.peek_limit));
                         let Some(r) = res.take() else { continue };
+                        let r = *r;
                         match start {
                             StreamStart::Error(class) => Ok((r, Some(class), true)),
                             _ => {
@@ -293,7 +305,7 @@ where
                         }
                     }
                     StateProj::Sleep { sleep, next } => {
-                        ready!(sleep.poll(cx));
+                        ready!(sleep.as_mut().poll(cx));
                         let req = next.take();
                         this.state.set(State::Ready { req });
                         continue;
@@ -360,8 +372,8 @@ where
                     *this.prev_delay = delay;
                     tracing::debug!(attempt = this.info.attempts, ?reason, ?delay, "retrying");
                     this.state.set(State::Sleep {
-                        sleep: sleep(delay),
-                        next,
+                        sleep: Box::pin(sleep(delay)),
+                        next: next.map(Box::new),
                     });
                 }
                 Decision::Stop(stop) => {
