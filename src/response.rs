@@ -289,17 +289,18 @@ pub enum Format {
 impl Format {
     /// The format a response's `content-type` announces.
     pub fn from_headers(headers: &HeaderMap) -> Self {
-        let Some(ct) = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-        else {
+        let Some(ct) = headers.get(header::CONTENT_TYPE) else {
             return Format::Opaque;
         };
-        let essence = ct.split(';').next().unwrap_or("").trim();
-        if essence.eq_ignore_ascii_case("text/event-stream") {
+        // The media type before any parameter, compared as bytes (no
+        // string checks, no allocation: this runs once per response).
+        let ct = ct.as_bytes();
+        let essence = ct.split(|b| *b == b';').next().unwrap_or_default();
+        let essence = essence.trim_ascii();
+        if essence.eq_ignore_ascii_case(b"text/event-stream") {
             Format::Sse
-        } else if essence.eq_ignore_ascii_case("application/json")
-            || essence.to_ascii_lowercase().ends_with("+json")
+        } else if essence.eq_ignore_ascii_case(b"application/json")
+            || essence.len() >= 5 && essence[essence.len() - 5..].eq_ignore_ascii_case(b"+json")
         {
             Format::Json
         } else {
@@ -1229,6 +1230,15 @@ data: [DONE]\n\n";
         );
         assert_eq!(Format::from_headers(&h), Format::Json);
         h.insert("content-type", "text/plain".parse().expect("hv"));
+        assert_eq!(Format::from_headers(&h), Format::Opaque);
+        h.insert(
+            "content-type",
+            " Text/Event-Stream ; charset=utf-8".parse().expect("hv"),
+        );
+        assert_eq!(Format::from_headers(&h), Format::Sse);
+        h.insert("content-type", "application/jsonx".parse().expect("hv"));
+        assert_eq!(Format::from_headers(&h), Format::Opaque);
+        h.insert("content-type", http::HeaderValue::from_bytes(b"application/json\xff").expect("hv"));
         assert_eq!(Format::from_headers(&h), Format::Opaque);
     }
 
