@@ -327,6 +327,7 @@ impl ResponseBody {
     /// Converts a response, observing its body in the format its
     /// `content-type` announces. A `ResponseBody` that a layer below
     /// already observes (as JSON or SSE) is returned as it is.
+    #[inline]
     pub fn from_response<B>(res: Response<B>) -> Response<ResponseBody>
     where
         B: Body<Data = Bytes> + Send + 'static,

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Moves `value` out as a `T` when it is one (a generic that is, at run
 /// time, a concrete type this crate knows — as axum's `Body::new` does),
 /// else hands it back.
+#[inline(always)]
 pub(crate) fn downcast<T: 'static, U: 'static>(value: U) -> Result<T, U> {
     let mut slot = Some(value);
     if let Some(t) = (&mut slot as &mut dyn Any).downcast_mut::<Option<T>>() {
