@@ -337,15 +337,26 @@ impl ResponseBody {
         // observation a layer below chose: each layer of the stack converts
         // its inner response, and only the first reads the `content-type`
         // (the whole response is moved once, not taken apart).
-        let mut res = match crate::util::downcast::<Response<ResponseBody>, Response<B>>(res) {
-            Ok(res) => res,
-            Err(res) => res.map(ResponseBody::new),
+        let mut slot = Some(res);
+        let mut res = match (&mut slot as &mut dyn std::any::Any)
+            .downcast_mut::<Option<Response<ResponseBody>>>()
+            .and_then(Option::take)
+        {
+            Some(res) => res,
+            None => match slot {
+                Some(res) => res.map(ResponseBody::new),
+                None => unreachable!("the slot is only taken for a ResponseBody"),
+            },
         };
-        if !res.body().format_chosen && matches!(res.body().tracker, Tracker::Opaque) {
-            let format = Format::from_headers(res.headers());
-            let body = res.body_mut();
-            body.set_format(format);
+        let body = res.body_mut();
+        if !body.format_chosen {
             body.format_chosen = true;
+            if matches!(body.tracker, Tracker::Opaque) {
+                match Format::from_headers(res.headers()) {
+                    Format::Opaque => {}
+                    format => res.body_mut().set_format(format),
+                }
+            }
         }
         res
     }
