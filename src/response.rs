@@ -1250,7 +1250,10 @@ data: [DONE]\n\n";
         assert_eq!(Format::from_headers(&h), Format::Sse);
         h.insert("content-type", "application/jsonx".parse().expect("hv"));
         assert_eq!(Format::from_headers(&h), Format::Opaque);
-        h.insert("content-type", http::HeaderValue::from_bytes(b"application/json\xff").expect("hv"));
+        h.insert(
+            "content-type",
+            http::HeaderValue::from_bytes(b"application/json\xff").expect("hv"),
+        );
         assert_eq!(Format::from_headers(&h), Format::Opaque);
     }
 

@@ -1359,3 +1359,53 @@ async fn first_attempt_waits_for_an_inner_service_that_is_not_ready() {
     }
     assert_eq!(log.count(), 6);
 }
+
+/// Guards the deadline on look-aheads: a 429 whose body stalls, or a 200
+/// stream whose first event never comes, is handed over at the request's
+/// deadline — never later — with one attempt.
+#[tokio::test(start_paused = true)]
+async fn looking_at_a_stalled_body_never_passes_the_deadline() {
+    /// Sends `first`, then never another frame.
+    struct Stalled(Option<Bytes>);
+    impl Body for Stalled {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            match self.0.take() {
+                Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                None => Poll::Pending,
+            }
+        }
+    }
+    let stalled = |status: u16, content_type: &'static str, first: &'static str| {
+        Response::builder()
+            .status(status)
+            .header("content-type", content_type)
+            .body(ResponseBody::new(Stalled(Some(Bytes::from_static(
+                first.as_bytes(),
+            )))))
+            .expect("response")
+    };
+    for (status, content_type, first) in [
+        (
+            429,
+            "application/json",
+            r#"{"type":"error","error":{"type":"rate_"#,
+        ),
+        (200, "text/event-stream", "event: ping\ndata: {}\n\n"),
+    ] {
+        let (up, log) = upstream(move |_| Ok(stalled(status, content_type, first)));
+        let layer = builder().build().expect("config");
+        let t0 = Instant::now();
+        let mut r = req();
+        r.extensions_mut().insert(Deadline(t0 + secs(2)));
+        let res = send(&layer, up, r).await;
+        assert_eq!(res.status().as_u16(), status);
+        assert_eq!(Instant::now() - t0, secs(2), "handed over at the deadline");
+        assert_eq!(log.count(), 1);
+        assert_eq!(info(&res).attempts, 1);
+    }
+}

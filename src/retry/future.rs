@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::Body;
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep, sleep};
+use tokio::time::{Instant, Sleep, sleep, sleep_until};
 use tower_service::Service;
 
 use super::RetryInfo;
@@ -51,8 +51,9 @@ pin_project! {
         // bytes larger than the inner future.
         Ready { req: Option<Box<Request<B>>> },
         Call { #[pin] fut: F },
-        ReadError { res: Option<Box<Response<ResponseBody>>> },
-        StreamStart { res: Option<Box<Response<ResponseBody>>> },
+        // A look ahead at the body never waits past the deadline.
+        ReadError { res: Option<Box<Response<ResponseBody>>>, until: Option<Pin<Box<Sleep>>> },
+        StreamStart { res: Option<Box<Response<ResponseBody>>>, until: Option<Pin<Box<Sleep>>> },
         // The next attempt's request waits with the sleep.
         Sleep { sleep: Pin<Box<Sleep>>, next: Option<Box<Request<B>>> },
         Done,
@@ -250,8 +251,11 @@ where
                                     Poll::Pending => {
                                         this.state.set(State::StreamStart {
                                             res: Some(Box::new(res)),
+                                            until: this.deadline.map(|d| Box::pin(sleep_until(d))),
                                         });
-                                        return Poll::Pending;
+                                        // Polled again there, with the
+                                        // deadline's timer armed.
+                                        continue;
                                     }
                                 }
                             } else if status == StatusCode::TOO_MANY_REQUESTS {
@@ -260,8 +264,9 @@ where
                                 if res.body_mut().poll_peek_to_end(cx, limit).is_pending() {
                                     this.state.set(State::ReadError {
                                         res: Some(Box::new(res)),
+                                        until: this.deadline.map(|d| Box::pin(sleep_until(d))),
                                     });
-                                    return Poll::Pending;
+                                    continue;
                                 }
                                 let class = classify_error(status, &res.body().peeked());
                                 Ok((res, Some(class), false))
@@ -271,25 +276,49 @@ where
                         }
                         Err(e) => Err(e.into()),
                     },
-                    StateProj::ReadError { res } => {
+                    StateProj::ReadError { res, until } => {
                         let Some(r) = res.as_mut() else {
                             this.state.set(State::Done);
                             return Poll::Ready(Err("retry future polled after completion".into()));
                         };
-                        ready!(r.body_mut().poll_peek_to_end(cx, this.config.peek_limit));
+                        // At the deadline the error is judged on what was
+                        // read (the decision then stops: no time is left).
+                        if r.body_mut()
+                            .poll_peek_to_end(cx, this.config.peek_limit)
+                            .is_pending()
+                            && until
+                                .as_mut()
+                                .is_none_or(|u| u.as_mut().poll(cx).is_pending())
+                        {
+                            return Poll::Pending;
+                        }
                         let class = classify_error(r.status(), &r.body().peeked());
                         match res.take() {
                             Some(r) => Ok((*r, Some(class), false)),
                             None => continue,
                         }
                     }
-                    StateProj::StreamStart { res } => {
+                    StateProj::StreamStart { res, until } => {
                         let Some(r) = res.as_mut() else {
                             this.state.set(State::Done);
                             return Poll::Ready(Err("retry future polled after completion".into()));
                         };
-                        let start =
-                            ready!(r.body_mut().poll_stream_start(cx, this.config.peek_limit));
+                        // At the deadline the stream is handed over as it
+                        // is: nothing wrong was seen, and no time is left to
+                        // try again.
+                        let start = match r.body_mut().poll_stream_start(cx, this.config.peek_limit)
+                        {
+                            Poll::Ready(start) => start,
+                            Poll::Pending => {
+                                if until
+                                    .as_mut()
+                                    .is_none_or(|u| u.as_mut().poll(cx).is_pending())
+                                {
+                                    return Poll::Pending;
+                                }
+                                StreamStart::Undecided
+                            }
+                        };
                         let Some(r) = res.take() else { continue };
                         let r = *r;
                         match start {
