@@ -106,7 +106,9 @@ where
     RB::Error: Into<BoxError>,
 {
     // Matched, not `?`-converted: the response is moved as few times as
-    // possible (it is a few hundred bytes).
+    // possible (it is a few hundred bytes); `E: Into<BoxError>` is not
+    // `From` either.
+    #[allow(clippy::question_mark)]
     let res = match result {
         Ok(res) => res,
         Err(e) => return Err(e.into()),
