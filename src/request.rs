@@ -7,8 +7,8 @@
 //! once. [`BufferBodyLayer`] reads any [`http_body::Body`] into a
 //! [`ReplayBody`] (refusing bodies over a limit with [`BodyTooLarge`] before
 //! buffering past it), parses the JSON once into a [`RequestMeta`], and
-//! stores it as an `Arc<RequestMeta>` in the request's extensions, where
-//! every layer below reads it with [`RequestMeta::of`].
+//! keeps it as an `Arc<RequestMeta>` with the body's bytes, where every
+//! layer below reads it with [`RequestMeta::of`].
 //!
 //! Bodies that are not JSON, or not a known API's JSON, pass through
 //! untouched: their metadata says so ([`RequestMeta::is_parsed`]), and layers
@@ -84,10 +84,11 @@ const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
 
 /// Facts about one request, parsed once from its JSON body and headers.
 ///
-/// Stored as an `Arc<RequestMeta>` in the request's extensions by
+/// Kept as an `Arc<RequestMeta>` in the request's [`ReplayBody`] by
 /// [`BufferBodyLayer`] (or [`RequestMeta::for_request`]); layers read it
-/// with [`RequestMeta::of`]. A layer that rewrites the request (fallback to
-/// another model) replaces it.
+/// with [`RequestMeta::of`]. An `Arc<RequestMeta>` in the request's
+/// extensions takes precedence: a layer that rewrites the request (fallback
+/// to another model) puts the new metadata there, and so may a caller.
 #[derive(Clone, PartialEq)]
 pub struct RequestMeta {
     api: Option<Api>,
@@ -343,9 +344,19 @@ impl RequestMeta {
         }
     }
 
-    /// The metadata stored in a request's extensions, if any.
-    pub fn of<B>(req: &Request<B>) -> Option<&Arc<RequestMeta>> {
-        req.extensions().get::<Arc<RequestMeta>>()
+    /// The metadata of a request, if it was parsed: an `Arc<RequestMeta>`
+    /// in its extensions (a layer that rewrites a request puts the new
+    /// metadata there), else the metadata its [`ReplayBody`] carries
+    /// (where [`for_request`](Self::for_request) and [`BufferBodyLayer`]
+    /// keep it: the bytes it was parsed from travel with it, and no
+    /// extension map is allocated for it).
+    pub fn of<B: 'static>(req: &Request<B>) -> Option<&Arc<RequestMeta>> {
+        req.extensions().get::<Arc<RequestMeta>>().or_else(|| {
+            (req.body() as &dyn Any)
+                .downcast_ref::<ReplayBody>()?
+                .meta
+                .as_ref()
+        })
     }
 
     /// The metadata of a request with any body type: stored metadata if a
@@ -362,7 +373,8 @@ impl RequestMeta {
             req.headers(),
             body.as_bytes(),
         ));
-        req.extensions_mut().insert(Arc::clone(&meta));
+        let body = (req.body_mut() as &mut dyn Any).downcast_mut::<ReplayBody>()?;
+        body.meta = Some(Arc::clone(&meta));
         Some(meta)
     }
 
@@ -539,11 +551,23 @@ impl KeyId {
 /// Cloning it clones a reference count, so retry, fallback and cache can send
 /// the same body again without copying. It yields its bytes as one data
 /// frame and never fails.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct ReplayBody {
     data: Bytes,
     sent: bool,
+    /// The metadata parsed from these bytes, carried with them (see
+    /// [`RequestMeta::of`]): no extension map to allocate per request.
+    meta: Option<Arc<RequestMeta>>,
 }
+
+/// Equal bytes (and progress): the metadata is derived from the bytes.
+impl PartialEq for ReplayBody {
+    fn eq(&self, other: &Self) -> bool {
+        self.data == other.data && self.sent == other.sent
+    }
+}
+
+impl Eq for ReplayBody {}
 
 impl fmt::Debug for ReplayBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -559,6 +583,7 @@ impl ReplayBody {
         ReplayBody {
             data: data.into(),
             sent: false,
+            meta: None,
         }
     }
     /// An empty body.
@@ -581,7 +606,11 @@ impl ReplayBody {
     /// was already polled.
     #[must_use]
     pub fn replay(&self) -> Self {
-        Self::new(self.data.clone())
+        ReplayBody {
+            data: self.data.clone(),
+            sent: false,
+            meta: self.meta.clone(),
+        }
     }
 }
 

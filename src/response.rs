@@ -757,7 +757,9 @@ impl Tracker {
 
 #[derive(Default)]
 struct JsonTracker {
-    chunks: Vec<Bytes>,
+    /// The first chunk, kept apart: most JSON bodies arrive in one.
+    first: Option<Bytes>,
+    rest: Vec<Bytes>,
     len: usize,
     overflow: bool,
 }
@@ -770,9 +772,12 @@ impl JsonTracker {
         self.len = self.len.saturating_add(data.len());
         if self.len > JSON_USAGE_LIMIT {
             self.overflow = true;
-            self.chunks = Vec::new();
+            self.first = None;
+            self.rest = Vec::new();
+        } else if self.first.is_none() {
+            self.first = Some(data.clone());
         } else {
-            self.chunks.push(data.clone());
+            self.rest.push(data.clone());
         }
     }
 
@@ -780,10 +785,16 @@ impl JsonTracker {
         if self.overflow {
             return None;
         }
-        match self.chunks.as_slice() {
-            [one] => crate::provider::usage_from_json(one),
-            many => crate::provider::usage_from_json(&many.concat()),
+        let first = self.first.as_deref().unwrap_or_default();
+        if self.rest.is_empty() {
+            return crate::provider::usage_from_json(first);
         }
+        let mut all = Vec::with_capacity(self.len);
+        all.extend_from_slice(first);
+        for chunk in &self.rest {
+            all.extend_from_slice(chunk);
+        }
+        crate::provider::usage_from_json(&all)
     }
 }
 
