@@ -96,6 +96,19 @@ impl Priority {
     pub const HIGH: Priority = Priority(192);
     /// The highest priority (255).
     pub const HIGHEST: Priority = Priority(255);
+
+    /// A request's priority: its `Priority` extension, else the value
+    /// (0–255) of the `header` named, else the default.
+    pub(crate) fn of<B>(req: &http::Request<B>, header: Option<&http::HeaderName>) -> Priority {
+        req.extensions()
+            .get::<Priority>()
+            .copied()
+            .or_else(|| {
+                let value = req.headers().get(header?)?.to_str().ok()?;
+                value.trim().parse::<u8>().ok().map(Priority)
+            })
+            .unwrap_or_default()
+    }
 }
 
 impl Default for Priority {

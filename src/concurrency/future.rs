@@ -190,20 +190,6 @@ impl<S: Service<Request<B>>, B> Waiting<S, B> {
     }
 }
 
-/// The request's priority: its [`Priority`] extension, else the priority
-/// header, else the default.
-fn priority_of<B>(shared: &Shared, req: &Request<B>) -> Priority {
-    req.extensions()
-        .get::<Priority>()
-        .copied()
-        .or_else(|| {
-            let name = shared.priority_header.as_ref()?;
-            let value = req.headers().get(name)?.to_str().ok()?;
-            value.trim().parse::<u8>().ok().map(Priority)
-        })
-        .unwrap_or_default()
-}
-
 fn after_completion() -> BoxError {
     "concurrency limit future polled after completion".into()
 }
@@ -242,7 +228,7 @@ where
                             return Poll::Ready(Err(after_completion()));
                         };
                         let now = Instant::now();
-                        let priority = priority_of(shared, req);
+                        let priority = Priority::of(req, shared.priority_header.as_ref());
                         let by_max_wait = shared.max_wait.map(|w| now + w);
                         let deadline = req.extensions().get::<Deadline>().map(|d| d.0);
                         *this.started = Some(now);

@@ -122,16 +122,7 @@ where
             return ResponseFuture::called(self.inner.call(req), hold);
         }
         // Else it waits its turn, by priority, with the ready service.
-        let priority = req
-            .extensions()
-            .get::<Priority>()
-            .copied()
-            .or_else(|| {
-                let name = config.priority_header.as_ref()?;
-                let v = req.headers().get(name)?.to_str().ok()?;
-                v.trim().parse::<u8>().ok().map(Priority)
-            })
-            .unwrap_or_default();
+        let priority = Priority::of(&req, config.priority_header.as_ref());
         let deadline = req.extensions().get::<Deadline>().copied();
         let inner = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, inner);

@@ -21,7 +21,7 @@ use super::service::as_request;
 use super::template::Template;
 use crate::error::BoxError;
 use crate::provider::{ErrorClass, QuotaSnapshot, classify_error, retry_after};
-use crate::response::{Format, ResponseBody, StreamStart};
+use crate::response::{ResponseBody, StreamStart};
 
 pin_project! {
     /// Sends the request, and again after each retryable failure, until it
@@ -229,7 +229,7 @@ where
                     }
                     StateProj::Call { fut } => match ready!(fut.poll(cx)) {
                         Ok(res) => {
-                            let mut res = response_body(res);
+                            let mut res = ResponseBody::from_response(res);
                             let status = res.status();
                             let limit = this.config.peek_limit;
                             // The look at the body happens here, and the
@@ -422,22 +422,6 @@ where
                 }
             }
         }
-    }
-}
-
-/// The inner response with the stack's body type. A `ResponseBody` whose
-/// headers announce no format (JSON or SSE) is taken as it is —
-/// [`ResponseBody::from_response`] would return it unchanged, after moving
-/// it apart and back together.
-fn response_body<RB>(res: Response<RB>) -> Response<ResponseBody>
-where
-    RB: Body<Data = Bytes> + Send + 'static,
-    RB::Error: Into<BoxError>,
-{
-    match crate::util::downcast::<Response<ResponseBody>, _>(res) {
-        Ok(res) if Format::from_headers(res.headers()) == Format::Opaque => res,
-        Ok(res) => ResponseBody::from_response(res),
-        Err(res) => ResponseBody::from_response(res),
     }
 }
 
