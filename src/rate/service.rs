@@ -1,12 +1,11 @@
 use std::fmt;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use tower_service::Service;
-
-use std::sync::atomic::Ordering;
 
 use super::future::{Hold, ResponseFuture};
 use super::state::{Attempt, GroupKey, Shared};
@@ -92,6 +91,7 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let config = &self.shared.config;
         let meta = RequestMeta::for_request(&mut req);
+        // Requests without readable metadata still count as requests.
         let cost = match &meta {
             Some(m) if m.is_parsed() => [
                 1,
