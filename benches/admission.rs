@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, criterion_group};
 use governor::{Quota, RateLimiter};
 use http::{HeaderMap, Request, Response};
 use tower::{Layer, Service, ServiceExt};
@@ -307,5 +307,147 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
+/// With `ADMISSION_BENCH_AB=1`: an interleaved A/B run instead of
+/// criterion — rounds of 20,000 operations through each variant in turn
+/// (rotating which goes first), each request built, sent and dropped inside
+/// the loop (the same for every variant, the floors included), reporting the
+/// median time per operation, the median of the per-round ratios to the
+/// peer, and the median cost over the floor. Steadier than criterion's
+/// `iter_batched` runs, whose batches' allocation patterns move the layer
+/// rows by ±20 %.
+fn ab() {
+    const ROUNDS: usize = 31;
+    const N: u32 = 20_000;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let _entered = rt.enter();
+    let meta = Arc::new(RequestMeta::parse(
+        "/v1/messages",
+        &HeaderMap::new(),
+        BODY.as_bytes(),
+    ));
+    let key = http::HeaderValue::from_static("sk-ant-bench");
+    let keys: Vec<http::HeaderValue> = (0..1_000)
+        .map(|i| http::HeaderValue::try_from(format!("sk-ant-bench-{i:04}")).expect("key"))
+        .collect();
+    let governor = RateLimiter::direct(
+        Quota::with_period(Duration::from_nanos(1))
+            .expect("quota")
+            .allow_burst(NonZeroU32::MAX),
+    );
+    let cost = NonZeroU32::new(4).expect("non-zero");
+    let mut tower_rate = tower::limit::RateLimit::new(
+        Noop,
+        tower::limit::rate::Rate::new(u64::MAX, Duration::from_secs(1)),
+    );
+    let mut one_dim = rate_layer(Limits::unlimited().requests(huge())).layer(Noop);
+    let mut three_dim = rate_layer(
+        Limits::unlimited()
+            .requests(huge())
+            .input_tokens(huge())
+            .output_tokens(huge()),
+    )
+    .layer(Noop);
+    let mut keyed = rate_layer(Limits::unlimited().requests(huge())).layer(Noop);
+    for k in &keys {
+        drop(now(keyed.clone().oneshot(request(&meta, k))).expect("response"));
+    }
+    let mut tower_conc = tower::limit::ConcurrencyLimit::new(Noop, 1024);
+    let mut ours_conc = ConcurrencyLimitLayer::new(1024).layer(Noop);
+
+    fn send<S>(svc: &mut S, req: Request<ReplayBody>)
+    where
+        S: Service<Request<ReplayBody>>,
+        S::Error: std::fmt::Debug,
+    {
+        now(ServiceExt::<Request<ReplayBody>>::ready(&mut *svc)).expect("ready");
+        drop(now(svc.call(req)).expect("response"));
+    }
+    fn send_unit<S>(svc: &mut S)
+    where
+        S: Service<Request<()>>,
+        S::Error: std::fmt::Debug,
+    {
+        now(ServiceExt::<Request<()>>::ready(&mut *svc)).expect("ready");
+        drop(now(svc.call(Request::new(()))).expect("response"));
+    }
+
+    // (name, peer index, floor index)
+    let names: [(&str, usize, Option<usize>); 9] = [
+        ("admission/governor_check_n", 0, None),
+        ("admission/no_layer", 0, None),
+        ("admission/tower_rate_limit", 0, Some(1)),
+        ("admission/ours_1dim", 0, Some(1)),
+        ("admission/ours_3dim", 0, Some(1)),
+        ("admission/ours_keyed_1k", 0, Some(1)),
+        ("concurrency/no_layer", 7, None),
+        ("concurrency/tower", 7, Some(6)),
+        ("concurrency/ours", 7, Some(6)),
+    ];
+    let (meta, key) = (&meta, &key);
+    let mut bare = Noop;
+    let mut bare_unit = Noop;
+    let mut i = 0usize;
+    let mut runs: [Box<dyn FnMut() -> f64 + '_>; 9] = [
+        Box::new(|| time(N, || drop(black_box(governor.check_n(black_box(cost)))))),
+        Box::new(move || time(N, || send(&mut bare, request(meta, key)))),
+        Box::new(move || time(N, || send(&mut tower_rate, request(meta, key)))),
+        Box::new(move || time(N, || send(&mut one_dim, request(meta, key)))),
+        Box::new(move || time(N, || send(&mut three_dim, request(meta, key)))),
+        Box::new(|| {
+            time(N, || {
+                i = (i + 1) % keys.len();
+                send(&mut keyed, request(meta, &keys[i]));
+            })
+        }),
+        Box::new(move || time(N, || send_unit(&mut bare_unit))),
+        Box::new(move || time(N, || send_unit(&mut tower_conc))),
+        Box::new(move || time(N, || send_unit(&mut ours_conc))),
+    ];
+    let mut ns: Vec<Vec<f64>> = vec![Vec::new(); runs.len()];
+    for round in 0..ROUNDS {
+        for k in 0..runs.len() {
+            let i = (round + k) % runs.len();
+            ns[i].push(runs[i]());
+        }
+    }
+    for (i, (name, peer, floor)) in names.iter().enumerate() {
+        let mut ratios: Vec<f64> = ns[i].iter().zip(&ns[*peer]).map(|(x, p)| x / p).collect();
+        let over = floor.map_or(String::new(), |f| {
+            let mut over: Vec<f64> = ns[i].iter().zip(&ns[f]).map(|(x, b)| x - b).collect();
+            format!(", {:6.1} ns over the floor", median(&mut over))
+        });
+        println!(
+            "{name:28} median {:7.1} ns/op, {:6.2}x {} (median of per-round ratios){over}",
+            median(&mut ns[i].clone()),
+            median(&mut ratios),
+            if *peer == 0 { "governor" } else { "tower" },
+        );
+    }
+}
+
+fn time(n: u32, mut f: impl FnMut()) -> f64 {
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        f();
+    }
+    t.elapsed().as_nanos() as f64 / f64::from(n)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    if std::env::var_os("ADMISSION_BENCH_AB").is_some() {
+        ab();
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
