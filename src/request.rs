@@ -61,6 +61,7 @@ use tower_service::Service;
 
 use crate::error::{BodyTooLarge, BoxError};
 use crate::provider::Api;
+use crate::util::Inner;
 use scan::Fields;
 
 mod scan;
@@ -698,42 +699,31 @@ impl<S> Layer<S> for BufferBodyLayer {
 }
 
 /// The service made by [`BufferBodyLayer`].
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct BufferBody<S> {
-    inner: S,
+    inner: Inner<S>,
     limit: usize,
-    /// `inner` said it is ready (and has not been called since).
-    inner_ready: bool,
-}
-
-impl<S: Clone> Clone for BufferBody<S> {
-    fn clone(&self) -> Self {
-        // Readiness belongs to the instance that was asked.
-        BufferBody::new(self.inner.clone(), self.limit)
-    }
 }
 
 impl<S> BufferBody<S> {
     /// Wraps `inner`, buffering bodies of at most `limit` bytes.
     pub fn new(inner: S, limit: usize) -> Self {
         BufferBody {
-            inner,
+            inner: Inner::new(inner),
             limit,
-            inner_ready: false,
         }
     }
     /// The inner service.
     pub fn get_ref(&self) -> &S {
-        &self.inner
+        self.inner.get_ref()
     }
     /// The inner service, mutably.
     pub fn get_mut(&mut self) -> &mut S {
-        self.inner_ready = false;
-        &mut self.inner
+        self.inner.get_mut()
     }
     /// Consumes this service, returning the inner one.
     pub fn into_inner(self) -> S {
-        self.inner
+        self.inner.into_inner()
     }
 }
 
@@ -754,29 +744,22 @@ where
         // holding a reserved slot of it while a slow client uploads would
         // starve everyone else. It is asked here too, without waiting: a
         // body already buffered (a `ReplayBody`) is then sent at the call,
-        // with no clone of the inner service. (A `Pending` only costs a
-        // spurious wake-up; an error is met again by the future.)
-        if !self.inner_ready && matches!(self.inner.poll_ready(cx), Poll::Ready(Ok(()))) {
-            self.inner_ready = true;
-        }
+        // with no clone of the inner service.
+        self.inner.ask(cx);
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let (parts, body) = req.into_parts();
         let body = match crate::util::downcast::<ReplayBody, B>(body) {
-            Ok(replay) if self.inner_ready && replay.len() <= self.limit => {
-                self.inner_ready = false;
+            Ok(replay) if self.inner.is_ready() && replay.len() <= self.limit => {
                 let req = future::finish(parts, replay);
-                return future::ResponseFuture::calling(self.inner.call(req));
+                return future::ResponseFuture::calling(self.inner.call_ready(req));
             }
             Ok(replay) => future::ToRead::Replay(replay),
             Err(body) => future::ToRead::Other(body),
         };
-        self.inner_ready = false;
-        let inner = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, inner);
-        future::ResponseFuture::new(parts, body, inner, self.limit)
+        future::ResponseFuture::new(parts, body, self.inner.hand_off(), self.limit)
     }
 }
 

@@ -54,6 +54,100 @@ impl SharedRng {
     }
 }
 
+/// The service a response future will drive, with a clone left in its
+/// place (tower's clone-and-swap): the one given away is the one whose
+/// readiness the caller may just have seen.
+pub(crate) fn hand_off<S: Clone>(service: &mut S) -> S {
+    let clone = service.clone();
+    std::mem::replace(service, clone)
+}
+
+/// An inner service with *opportunistic readiness* (ARCHITECTURE.md): a
+/// layer whose own `poll_ready` is always ready also asks its inner service,
+/// without waiting, and when that one said it was ready, `call` sends on
+/// it at once — no clone of the layers below, no state machine.
+pub(crate) struct Inner<S> {
+    service: S,
+    /// `service` said it is ready, and has not been called since.
+    ready: bool,
+}
+
+impl<S> Inner<S> {
+    pub(crate) fn new(service: S) -> Self {
+        Inner {
+            service,
+            ready: false,
+        }
+    }
+
+    /// Asks the inner service's readiness without waiting for it. A
+    /// `Pending` only costs a spurious wake-up, which every future
+    /// tolerates; an error is met again by the response future that waits
+    /// for readiness itself.
+    pub(crate) fn ask<R>(&mut self, cx: &mut std::task::Context<'_>)
+    where
+        S: tower_service::Service<R>,
+    {
+        if !self.ready && matches!(self.service.poll_ready(cx), std::task::Poll::Ready(Ok(()))) {
+            self.ready = true;
+        }
+    }
+
+    /// Whether the inner service said it was ready.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.ready
+    }
+
+    /// Sends on the inner service, which said it was ready (see
+    /// [`is_ready`](Self::is_ready)); its readiness is used up.
+    pub(crate) fn call_ready<R>(&mut self, req: R) -> S::Future
+    where
+        S: tower_service::Service<R>,
+    {
+        debug_assert!(self.ready, "the inner service was not ready");
+        self.ready = false;
+        self.service.call(req)
+    }
+
+    /// The inner service for a response future to drive (ready or not), a
+    /// clone left in its place.
+    pub(crate) fn hand_off(&mut self) -> S
+    where
+        S: Clone,
+    {
+        self.ready = false;
+        hand_off(&mut self.service)
+    }
+
+    pub(crate) fn get_ref(&self) -> &S {
+        &self.service
+    }
+
+    /// Whoever changes the service may change its readiness: forgotten.
+    pub(crate) fn get_mut(&mut self) -> &mut S {
+        self.ready = false;
+        &mut self.service
+    }
+
+    pub(crate) fn into_inner(self) -> S {
+        self.service
+    }
+}
+
+/// Readiness belongs to the instance that was asked: a clone starts without.
+impl<S: Clone> Clone for Inner<S> {
+    fn clone(&self) -> Self {
+        Inner::new(self.service.clone())
+    }
+}
+
+/// As the service itself.
+impl<S: std::fmt::Debug> std::fmt::Debug for Inner<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.service.fmt(f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,14 +14,13 @@ use super::store::{CacheStore, MemoryStore};
 use crate::error::BoxError;
 use crate::request::{ReplayBody, RequestMeta};
 use crate::response::ResponseBody;
+use crate::util::Inner;
 
 /// Caches complete responses of `S` — made by
 /// [`CacheLayer`](super::CacheLayer).
 pub struct Cache<S, St = MemoryStore> {
-    inner: S,
+    inner: Inner<S>,
     shared: Arc<Shared<St>>,
-    /// `inner` said it is ready (and has not been called since).
-    inner_ready: bool,
 }
 
 impl<S: Clone, St> Clone for Cache<S, St> {
@@ -29,7 +28,6 @@ impl<S: Clone, St> Clone for Cache<S, St> {
         Cache {
             inner: self.inner.clone(),
             shared: Arc::clone(&self.shared),
-            inner_ready: false,
         }
     }
 }
@@ -46,23 +44,21 @@ impl<S: fmt::Debug, St: fmt::Debug> fmt::Debug for Cache<S, St> {
 impl<S, St> Cache<S, St> {
     pub(crate) fn from_shared(inner: S, shared: Arc<Shared<St>>) -> Self {
         Cache {
-            inner,
+            inner: Inner::new(inner),
             shared,
-            inner_ready: false,
         }
     }
     /// The inner service.
     pub fn get_ref(&self) -> &S {
-        &self.inner
+        self.inner.get_ref()
     }
     /// The inner service, mutably.
     pub fn get_mut(&mut self) -> &mut S {
-        self.inner_ready = false;
-        &mut self.inner
+        self.inner.get_mut()
     }
     /// Consumes this service, returning the inner one.
     pub fn into_inner(self) -> S {
-        self.inner
+        self.inner.into_inner()
     }
 }
 
@@ -171,38 +167,21 @@ where
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         // A hit never touches the inner service, so this is always ready;
-        // but the inner service's readiness is asked too, without waiting
-        // for it: when it is ready, a request that passes (not cached) is
-        // sent on it at once, with no clone and no state machine of ours.
-        // (An inner error, or a `Pending` — whose wake-up is then merely
-        // spurious — leaves the request to wait in the response future.)
-        if !self.inner_ready && matches!(self.inner.poll_ready(cx), Poll::Ready(Ok(()))) {
-            self.inner_ready = true;
-        }
+        // the inner service is asked too, without waiting: when it is
+        // ready, a request that passes (not cached) is sent on it at once.
+        self.inner.ask(cx);
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let plan = self.plan(&req);
-        if plan.key.is_none() && self.inner_ready {
-            self.inner_ready = false;
-            return ResponseFuture::pass(self.inner.call(req));
+        if plan.key.is_none() && self.inner.is_ready() {
+            return ResponseFuture::pass(self.inner.call_ready(req));
         }
-        // The inner service is cloned only when it will be called (not for
-        // a hit), and the clone stays here: the ready one goes with the
-        // request.
-        let this = &mut self.inner;
-        let ready = &mut self.inner_ready;
-        ResponseFuture::new(
-            Arc::clone(&self.shared),
-            || {
-                *ready = false;
-                let clone = this.clone();
-                std::mem::replace(this, clone)
-            },
-            req,
-            plan,
-        )
+        // The inner service is handed off only when it will be called (not
+        // for a hit).
+        let inner = &mut self.inner;
+        ResponseFuture::new(Arc::clone(&self.shared), || inner.hand_off(), req, plan)
     }
 }
 

@@ -95,8 +95,7 @@ where
             return ResponseFuture::called(self.inner.call(req), permit);
         }
         // Else the ready service goes with the request to wait its turn.
-        let inner = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, inner);
+        let inner = crate::util::hand_off(&mut self.inner);
         ResponseFuture::waiting(Arc::clone(&self.shared), req, inner)
     }
 }

@@ -81,8 +81,7 @@ where
         if self.config.is_passthrough() {
             return ResponseFuture::passthrough(self.inner.call(req));
         }
-        let inner = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, inner);
+        let inner = crate::util::hand_off(&mut self.inner);
         ResponseFuture::chain(Arc::clone(&self.config), inner, req)
     }
 }

@@ -124,8 +124,7 @@ where
         // Else it waits its turn, by priority, with the ready service.
         let priority = Priority::of(&req, config.priority_header.as_ref());
         let deadline = req.extensions().get::<Deadline>().copied();
-        let inner = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, inner);
+        let inner = crate::util::hand_off(&mut self.inner);
         ResponseFuture::waiting(
             Arc::clone(&self.shared),
             group,

@@ -14,14 +14,13 @@ use super::template::Template;
 use crate::error::BoxError;
 use crate::request::{Deadline, ReplayBody};
 use crate::response::ResponseBody;
+use crate::util::Inner;
 
 /// Retries failures worth retrying in front of `S` — made by
 /// [`RetryLayer`](super::RetryLayer).
 pub struct Retry<S> {
-    inner: S,
+    inner: Inner<S>,
     config: Arc<Config>,
-    /// `inner` said it is ready (and has not been called since).
-    inner_ready: bool,
 }
 
 impl<S: Clone> Clone for Retry<S> {
@@ -29,7 +28,6 @@ impl<S: Clone> Clone for Retry<S> {
         Retry {
             inner: self.inner.clone(),
             config: Arc::clone(&self.config),
-            inner_ready: false,
         }
     }
 }
@@ -46,23 +44,21 @@ impl<S: fmt::Debug> fmt::Debug for Retry<S> {
 impl<S> Retry<S> {
     pub(crate) fn from_config(inner: S, config: Arc<Config>) -> Self {
         Retry {
-            inner,
+            inner: Inner::new(inner),
             config,
-            inner_ready: false,
         }
     }
     /// The inner service.
     pub fn get_ref(&self) -> &S {
-        &self.inner
+        self.inner.get_ref()
     }
     /// The inner service, mutably.
     pub fn get_mut(&mut self) -> &mut S {
-        self.inner_ready = false;
-        &mut self.inner
+        self.inner.get_mut()
     }
     /// Consumes this service, returning the inner one.
     pub fn into_inner(self) -> S {
-        self.inner
+        self.inner.into_inner()
     }
 }
 
@@ -89,11 +85,8 @@ where
         // readiness itself, in the response future. The inner readiness is
         // asked here too, without waiting: when ready, the first attempt is
         // sent at the call (the request does not travel through the
-        // future). A `Pending` here only costs a spurious wake-up; an error
-        // is met again by the future.
-        if !self.inner_ready && matches!(self.inner.poll_ready(cx), Poll::Ready(Ok(()))) {
-            self.inner_ready = true;
-        }
+        // future).
+        self.inner.ask(cx);
         Poll::Ready(Ok(()))
     }
 
@@ -116,25 +109,23 @@ where
             .get::<Deadline>()
             .map(|d| d.0)
             .or_else(|| self.config.timeout.map(|t| tokio::time::Instant::now() + t));
-        let inner = self.inner.clone();
-        if self.inner_ready {
-            // The ready service sends the first attempt; the clone waits
-            // for readiness only if a retry is due.
-            self.inner_ready = false;
-            let fut = self.inner.call(req);
+        if self.inner.is_ready() {
+            // The ready service sends the first attempt; a clone waits for
+            // readiness only if a retry is due.
+            let spare = self.inner.get_ref().clone();
+            let fut = self.inner.call_ready(req);
             return ResponseFuture::sent(
                 Arc::clone(&self.config),
-                inner,
+                spare,
                 fut,
                 can_replay,
                 template,
                 deadline,
             );
         }
-        let inner = std::mem::replace(&mut self.inner, inner);
         ResponseFuture::new(
             Arc::clone(&self.config),
-            inner,
+            self.inner.hand_off(),
             req,
             can_replay,
             template,
