@@ -49,6 +49,8 @@
 //! `Ok(Response)` it is.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(any(feature = "rate", feature = "concurrency"))]
+mod admitted;
 #[cfg(feature = "cache")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
 pub mod cache;

@@ -97,6 +97,7 @@ impl Priority {
     /// The highest priority (255).
     pub const HIGHEST: Priority = Priority(255);
 
+    #[cfg(any(feature = "rate", feature = "concurrency"))]
     /// A request's priority: its `Priority` extension, else the value
     /// (0–255) of the `header` named, else the default.
     pub(crate) fn of<B>(req: &http::Request<B>, header: Option<&http::HeaderName>) -> Priority {

@@ -140,8 +140,10 @@ enum Watcher {
 
 impl Watcher {
     fn on_data(&mut self, data: &Bytes) {
-        if let Watcher::Boxed(observer) = self {
-            observer.on_data(data);
+        match self {
+            Watcher::Boxed(observer) => observer.on_data(data),
+            #[cfg(feature = "concurrency")]
+            Watcher::Permit(_) => {}
         }
     }
 

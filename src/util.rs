@@ -24,6 +24,8 @@ fn unreachable_none<U>() -> U {
     unreachable!("the slot was just filled")
 }
 
+// Used by the rate limiter and retry (jitter, hashing).
+#[cfg_attr(not(all(feature = "rate", feature = "retry")), allow(dead_code))]
 /// The SplitMix64 output function (Steele, Lea, Flood 2014).
 pub(crate) fn splitmix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -31,14 +33,19 @@ pub(crate) fn splitmix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+// Used by the rate limiter and retry (jitter, hashing).
+#[cfg_attr(not(all(feature = "rate", feature = "retry")), allow(dead_code))]
 /// The SplitMix64 increment.
 pub(crate) const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
 
+// Used by the rate limiter and retry (jitter, hashing).
+#[cfg_attr(not(all(feature = "rate", feature = "retry")), allow(dead_code))]
 /// A lock-free random source shared by every task of a layer (for
 /// jitter): SplitMix64 over an atomic counter.
 #[derive(Debug)]
 pub(crate) struct SharedRng(AtomicU64);
 
+#[cfg_attr(not(all(feature = "rate", feature = "retry")), allow(dead_code))]
 impl SharedRng {
     pub(crate) fn new(seed: u64) -> Self {
         SharedRng(AtomicU64::new(seed))

@@ -13,6 +13,7 @@ use tokio::time::{Instant, Sleep, sleep_until};
 use tower_service::Service;
 
 use super::state::{Permit, Queued, Shared};
+use crate::admitted::{Admitted, Held};
 use crate::error::{BoxError, QueueTimeout};
 use crate::provider::ErrorKind;
 use crate::queue::Priority;
@@ -30,48 +31,27 @@ pin_project! {
     /// at once.
     pub struct ResponseFuture<S: Service<Request<B>>, B> {
         #[pin]
-        kind: Kind<S::Future, Waiting<S, B>>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F, W> {
-        // Admitted at the call: the common case, kept small (no request, no
-        // inner service, no queue state).
-        Called { #[pin] fut: F, permit: Option<Permit> },
-        Waiting { fut: Pin<Box<W>> },
+        kind: Admitted<S::Future, Permit, Waiting<S, B>>,
     }
 }
 
 impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
     pub(crate) fn called(fut: S::Future, permit: Permit) -> Self {
         ResponseFuture {
-            kind: Kind::Called {
-                fut,
-                permit: Some(permit),
-            },
+            kind: Admitted::sent(fut, permit),
         }
     }
 
     pub(crate) fn waiting(shared: Arc<Shared>, req: Request<B>, inner: S) -> Self {
         ResponseFuture {
-            kind: Kind::Waiting {
-                fut: Box::pin(Waiting::new(shared, req, inner)),
-            },
+            kind: Admitted::waiting(Waiting::new(shared, req, inner)),
         }
     }
 }
 
 impl<S: Service<Request<B>>, B> fmt::Debug for ResponseFuture<S, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
-            Kind::Called { permit, .. } => f
-                .debug_struct("ResponseFuture")
-                .field("admitted", &permit.is_some())
-                .finish_non_exhaustive(),
-            Kind::Waiting { fut } => fmt::Debug::fmt(&**fut, f),
-        }
+        self.kind.fmt(f)
     }
 }
 
@@ -85,54 +65,50 @@ where
     type Output = Result<Response<ResponseBody>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Called { fut, permit } => {
-                let result = ready!(fut.poll(cx));
-                Poll::Ready(respond(result, permit.take()))
-            }
-            KindProj::Waiting { fut } => fut.as_mut().poll(cx),
-        }
+        self.project().kind.poll(cx)
     }
 }
 
 /// The inner response, its body holding the permit (when there is one).
-fn respond<RB, E>(
-    result: Result<Response<RB>, E>,
-    permit: Option<Permit>,
-) -> Result<Response<ResponseBody>, BoxError>
-where
-    E: Into<BoxError>,
-    RB: Body<Data = Bytes> + Send + 'static,
-    RB::Error: Into<BoxError>,
-{
-    // Matched, not `?`-converted: the response is moved as few times as
-    // possible (it is a few hundred bytes); `E: Into<BoxError>` is not
-    // `From` either.
-    #[allow(clippy::question_mark)]
-    let res = match result {
-        Ok(res) => res,
-        Err(e) => return Err(e.into()),
-    };
-    let Some(permit) = permit else {
-        return Ok(ResponseBody::from_response(res));
-    };
-    let mut signalled = false;
-    let mut success = false;
-    if permit.shared.is_adaptive() {
-        let status = res.status();
-        if is_overload_status(status) {
-            permit.shared.overload(permit.epoch);
-            signalled = true;
+impl Held for Permit {
+    fn respond<RB, E>(
+        result: Result<Response<RB>, E>,
+        permit: Option<Permit>,
+    ) -> Result<Response<ResponseBody>, BoxError>
+    where
+        E: Into<BoxError>,
+        RB: Body<Data = Bytes> + Send + 'static,
+        RB::Error: Into<BoxError>,
+    {
+        // Matched, not `?`-converted: the response is moved as few times as
+        // possible (it is a few hundred bytes); `E: Into<BoxError>` is not
+        // `From` either.
+        #[allow(clippy::question_mark)]
+        let res = match result {
+            Ok(res) => res,
+            Err(e) => return Err(e.into()),
+        };
+        let Some(permit) = permit else {
+            return Ok(ResponseBody::from_response(res));
+        };
+        let mut signalled = false;
+        let mut success = false;
+        if permit.shared.is_adaptive() {
+            let status = res.status();
+            if is_overload_status(status) {
+                permit.shared.overload(permit.epoch);
+                signalled = true;
+            }
+            success = status.is_success();
         }
-        success = status.is_success();
+        let mut res = ResponseBody::from_response(res);
+        res.body_mut().hold_permit(Release {
+            permit,
+            signalled,
+            success,
+        });
+        Ok(res)
     }
-    let mut res = ResponseBody::from_response(res);
-    res.body_mut().hold_permit(Release {
-        permit,
-        signalled,
-        success,
-    });
-    Ok(res)
 }
 
 pin_project! {
@@ -290,7 +266,7 @@ where
                 StateProj::Call { fut } => {
                     let result = ready!(fut.poll(cx));
                     this.state.set(State::Done);
-                    return Poll::Ready(respond(result, this.permit.take()));
+                    return Poll::Ready(Permit::respond(result, this.permit.take()));
                 }
                 StateProj::Done => return Poll::Ready(Err(after_completion())),
             }

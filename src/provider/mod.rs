@@ -56,6 +56,7 @@ mod label;
 mod openai;
 mod parse;
 mod quota;
+#[cfg(feature = "rate")]
 pub(crate) use quota::may_carry_quota;
 mod retry;
 pub(crate) mod usage;

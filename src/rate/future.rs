@@ -16,6 +16,7 @@ use tower_service::Service;
 
 use super::gcra::{DIMENSIONS, Denied};
 use super::state::{Attempt, Group, Settle, Shared, Ticket};
+use crate::admitted::{Admitted, Held};
 use crate::error::{BoxError, QueueTimeout, RateLimited, RequestTooLarge};
 use crate::queue::{Priority, Waiter};
 use crate::request::Deadline;
@@ -28,29 +29,16 @@ pin_project! {
     /// be admitted at the call, a boxed future that waits for admission
     /// first.
     pub struct ResponseFuture<S: Service<Request<B>>, B> {
-        #[pin]
-        kind: Kind<S::Future, Waiting<S, B>>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F, W> {
-        // Admitted and sent at the call: the common case, kept small (no
-        // request, no inner service, no timer).
         // The reservation is boxed once, as the body observer it becomes.
-        Called { #[pin] fut: F, hold: Option<Box<Reconcile>> },
-        Waiting { fut: Pin<Box<W>> },
+        #[pin]
+        kind: Admitted<S::Future, Box<Reconcile>, Waiting<S, B>>,
     }
 }
 
 impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
     pub(crate) fn called(fut: S::Future, hold: Hold) -> Self {
         ResponseFuture {
-            kind: Kind::Called {
-                fut,
-                hold: Some(Reconcile::boxed(hold)),
-            },
+            kind: Admitted::sent(fut, Reconcile::boxed(hold)),
         }
     }
 
@@ -64,24 +52,16 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
         inner: S,
     ) -> Self {
         ResponseFuture {
-            kind: Kind::Waiting {
-                fut: Box::pin(Waiting::new(
-                    shared, group, cost, priority, deadline, req, inner,
-                )),
-            },
+            kind: Admitted::waiting(Waiting::new(
+                shared, group, cost, priority, deadline, req, inner,
+            )),
         }
     }
 }
 
 impl<S: Service<Request<B>>, B> fmt::Debug for ResponseFuture<S, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
-            Kind::Called { hold, .. } => f
-                .debug_struct("ResponseFuture")
-                .field("admitted", &hold.is_some())
-                .finish_non_exhaustive(),
-            Kind::Waiting { fut } => fmt::Debug::fmt(&**fut, f),
-        }
+        self.kind.fmt(f)
     }
 }
 
@@ -95,38 +75,34 @@ where
     type Output = Result<Response<ResponseBody>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Called { fut, hold } => {
-                let result = ready!(fut.poll(cx));
-                Poll::Ready(respond(result, hold.take()))
-            }
-            KindProj::Waiting { fut } => fut.as_mut().poll(cx),
-        }
+        self.project().kind.poll(cx)
     }
 }
 
 /// The inner response: learned from, its body settling the reservation.
-fn respond<RB, E>(
-    result: Result<Response<RB>, E>,
-    hold: Option<Box<Reconcile>>,
-) -> Result<Response<ResponseBody>, BoxError>
-where
-    E: Into<BoxError>,
-    RB: Body<Data = Bytes> + Send + 'static,
-    RB::Error: Into<BoxError>,
-{
-    // An error drops the hold: settled as unknown (sent) or cancelled.
-    let res = result.map_err(Into::into)?;
-    let Some(mut reconcile) = hold else {
-        return Ok(ResponseBody::from_response(res));
-    };
-    let hold = &reconcile.hold;
-    hold.shared
-        .learn(&hold.group, &hold.ticket, res.status(), res.headers());
-    reconcile.success = res.status().is_success();
-    let mut res = ResponseBody::from_response(res);
-    res.body_mut().observe(reconcile);
-    Ok(res)
+impl Held for Box<Reconcile> {
+    fn respond<RB, E>(
+        result: Result<Response<RB>, E>,
+        hold: Option<Self>,
+    ) -> Result<Response<ResponseBody>, BoxError>
+    where
+        E: Into<BoxError>,
+        RB: Body<Data = Bytes> + Send + 'static,
+        RB::Error: Into<BoxError>,
+    {
+        // An error drops the hold: settled as unknown (sent) or cancelled.
+        let res = result.map_err(Into::into)?;
+        let Some(mut reconcile) = hold else {
+            return Ok(ResponseBody::from_response(res));
+        };
+        let hold = &reconcile.hold;
+        hold.shared
+            .learn(&hold.group, &hold.ticket, res.status(), res.headers());
+        reconcile.success = res.status().is_success();
+        let mut res = ResponseBody::from_response(res);
+        res.body_mut().observe(reconcile);
+        Ok(res)
+    }
 }
 
 /// A place in the queue, counted in its group while it lasts.
@@ -447,7 +423,10 @@ where
                 StateProj::Call { fut } => {
                     let result = ready!(fut.poll(cx));
                     this.state.set(State::Done);
-                    return Poll::Ready(respond(result, this.hold.take().map(Reconcile::boxed)));
+                    return Poll::Ready(Box::<Reconcile>::respond(
+                        result,
+                        this.hold.take().map(Reconcile::boxed),
+                    ));
                 }
                 StateProj::Done => {
                     return Poll::Ready(Err("rate limit future polled after completion".into()));
