@@ -77,6 +77,7 @@ where
 {
     type Output = Result<Response<ResponseBody>, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
             AdmittedProj::Sent { fut, held } => {

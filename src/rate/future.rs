@@ -74,6 +74,7 @@ where
 {
     type Output = Result<Response<ResponseBody>, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.project().kind.poll(cx)
     }
