@@ -1216,10 +1216,11 @@ mod prop {
 
 // ------------------------------------------------------- 13. the simulator
 
-/// Guards: over real sockets against the simulator (429s from a tight
-/// RPM, plus injected 529 and 503), every request ends exactly once, and
-/// the simulator received exactly the attempts the layer accounted for —
-/// no duplicate sends, none unaccounted.
+/// Guards: over real sockets against the simulator with 30 % injected
+/// failures (20 % 429 with `retry-after`, 5 % 529, 5 % 503; plus 5 %
+/// mid-stream errors), every request ends exactly once, and the simulator
+/// received exactly the attempts the layer accounted for — no duplicate
+/// sends, none unaccounted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulator_received_equals_attempts_accounted() {
     use tower_llm_resilience::client::HyperClient;
@@ -1227,14 +1228,13 @@ async fn simulator_received_equals_attempts_accounted() {
 
     let sim = Simulator::start(
         SimConfig::new()
-            // At time scale 60 a provider minute is a real second: a burst
-            // of 130 requests, then 130 per real second — tight enough that
-            // about a third of all attempts are 429s.
-            .with_limits(Limits::new(130, 10_000_000, 10_000_000))
+            // Limits far above the load: every failure is an injected one.
+            .with_limits(Limits::new(1_000_000, 100_000_000, 100_000_000))
             .with_time_scale(60.0)
             .with_output_tokens(5, 20)
             .with_faults(
                 Faults::none()
+                    .with_rate_limited(0.20)
                     .with_overloaded(0.05)
                     .with_service_unavailable(0.05)
                     .with_mid_stream_error(0.05),
@@ -1290,13 +1290,15 @@ async fn simulator_received_equals_attempts_accounted() {
         "simulator received {} but the layer accounted {attempts} (statuses {statuses:?}, sim {:?})",
         c.received, c.statuses
     );
-    assert!(
-        c.rate_limited() > 0,
-        "the RPM limit produced 429s: {:?}",
-        c.statuses
-    );
+    assert!(c.rate_limited() > 0, "429s were injected: {:?}", c.statuses);
     assert!(retried > 0);
     assert!(c.overloaded() > 0 && c.status(503) > 0, "{:?}", c.statuses);
+    let failed = c.rate_limited() + c.overloaded() + c.status(503);
+    let share = failed as f64 / c.received as f64;
+    assert!(
+        (0.2..0.4).contains(&share),
+        "about 30 % of attempts failed: {share:.2}"
+    );
     let share_429 = c.rate_limited() as f64 / c.received as f64;
     eprintln!(
         "sim: received {}, statuses {:?}, 429 share {share_429:.2}, mid-stream errors {}; final statuses {statuses:?}",
@@ -1408,4 +1410,65 @@ async fn looking_at_a_stalled_body_never_passes_the_deadline() {
         assert_eq!(log.count(), 1);
         assert_eq!(info(&res).attempts, 1);
     }
+}
+
+/// Guards the non-retryable statuses, counted at the simulator over real
+/// sockets: a malformed body (400), a missing key (401) and a body over
+/// the simulator's limit (413) are each sent exactly once and come back as
+/// they are. (Quota 429s — `insufficient_quota`,
+/// spend limits — are covered by `non_retryable_failures_are_sent_once`:
+/// the simulator does not produce them.)
+#[tokio::test]
+async fn non_retryable_statuses_are_sent_once_counted_at_the_simulator() {
+    use tower_llm_resilience::client::HyperClient;
+    use tower_llm_resilience::sim::{SimConfig, Simulator};
+
+    let sim = Simulator::start(SimConfig::new().with_max_body_bytes(1024).with_seed(3))
+        .await
+        .expect("simulator");
+    let svc = builder().build().expect("config").layer(HyperClient::new());
+    let url = sim.url();
+    let ok_body = r#"{"model":"claude-sonnet-4-5","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}"#;
+    let cases = [
+        (
+            400,
+            "/v1/messages",
+            true,
+            r#"{"model":"claude-sonnet-4-5"}"#.to_owned(),
+        ),
+        (401, "/v1/messages", false, ok_body.to_owned()),
+        (
+            413,
+            "/v1/messages",
+            true,
+            format!(
+                r#"{{"model":"claude-sonnet-4-5","max_tokens":8,"messages":[{{"role":"user","content":"{}"}}]}}"#,
+                "a".repeat(2048)
+            ),
+        ),
+    ];
+    for (sent, (status, path, key, body)) in cases.into_iter().enumerate() {
+        let mut r = Request::post(format!("{url}{path}"))
+            .header("anthropic-version", "2023-06-01")
+            .header("content-type", "application/json");
+        if key {
+            r = r.header("x-api-key", "sk-ant-test");
+        }
+        let r = r.body(ReplayBody::from(body)).expect("request");
+        let res = svc.clone().oneshot(r).await.expect("response");
+        assert_eq!(res.status().as_u16(), status);
+        assert_eq!(info(&res).attempts, 1, "{status}");
+        assert_eq!(
+            info(&res).stopped,
+            Some(StopReason::NotRetryable),
+            "{status}"
+        );
+        body_bytes(res).await;
+        assert_eq!(
+            sim.counters().received,
+            sent as u64 + 1,
+            "{status} sent once"
+        );
+    }
+    sim.shutdown().await;
 }
