@@ -4,8 +4,14 @@
 //! [`BoxError`]; match them with `err.is::<T>()` or `err.downcast_ref::<T>()`.
 //! An HTTP error response from upstream is never turned into an error: it is
 //! returned as the `Ok(Response)` it is.
+//!
+//! Every struct here is `#[non_exhaustive]`: read its fields, make one with
+//! its `new` (for tests of your own layers), and new fields can come without
+//! a breaking change.
 
+use std::borrow::Cow;
 use std::fmt;
+use std::time::Duration;
 
 /// The boxed error type every layer of this crate returns.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -15,9 +21,18 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// Returned by [`BufferBodyLayer`](crate::request::BufferBodyLayer) before
 /// anything past the limit is buffered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BodyTooLarge {
     /// The configured limit, in bytes.
     pub limit: usize,
+}
+
+impl BodyTooLarge {
+    /// The error for a body over `limit` bytes.
+    #[must_use]
+    pub fn new(limit: usize) -> Self {
+        BodyTooLarge { limit }
+    }
 }
 
 impl fmt::Display for BodyTooLarge {
@@ -39,9 +54,18 @@ impl std::error::Error for BodyTooLarge {}
 /// waited. A fallback layer above reacts to this by degrading at once (to
 /// another model) instead of queueing past the request's deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RateLimited {
     /// How long the request would have had to wait.
-    pub retry_after: std::time::Duration,
+    pub retry_after: Duration,
+}
+
+impl RateLimited {
+    /// The error for a request that would have waited `retry_after`.
+    #[must_use]
+    pub fn new(retry_after: Duration) -> Self {
+        RateLimited { retry_after }
+    }
 }
 
 impl fmt::Display for RateLimited {
@@ -59,9 +83,18 @@ impl std::error::Error for RateLimited {}
 /// A request waited in the admission queue for longer than the configured
 /// maximum wait, and was given up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct QueueTimeout {
     /// How long it waited.
-    pub waited: std::time::Duration,
+    pub waited: Duration,
+}
+
+impl QueueTimeout {
+    /// The error for a request given up after waiting `waited`.
+    #[must_use]
+    pub fn new(waited: Duration) -> Self {
+        QueueTimeout { waited }
+    }
 }
 
 impl fmt::Display for QueueTimeout {
@@ -76,25 +109,38 @@ impl fmt::Display for QueueTimeout {
 
 impl std::error::Error for QueueTimeout {}
 
-/// A configuration that cannot work, refused when it is built.
+/// The wait queue is at its bound; the request was not queued.
+///
+/// Returned at once, never after waiting, so that a caller under overload
+/// fails fast instead of piling up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InvalidConfig {
-    /// What is wrong.
-    pub what: &'static str,
+#[non_exhaustive]
+pub struct QueueFull {
+    /// The queue's bound.
+    pub max_len: usize,
 }
 
-impl fmt::Display for InvalidConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid configuration: {}", self.what)
+impl QueueFull {
+    /// The error for a queue bounded at `max_len` waiters.
+    #[must_use]
+    pub fn new(max_len: usize) -> Self {
+        QueueFull { max_len }
     }
 }
 
-impl std::error::Error for InvalidConfig {}
+impl fmt::Display for QueueFull {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "wait queue is full ({} waiters)", self.max_len)
+    }
+}
+
+impl std::error::Error for QueueFull {}
 
 /// A request whose cost in one dimension is larger than that dimension's
 /// burst capacity: it could never be admitted, however long it waited, so
 /// it fails at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RequestTooLarge {
     /// The dimension (`requests`, `input_tokens`, `output_tokens`).
     pub dimension: &'static str,
@@ -102,6 +148,18 @@ pub struct RequestTooLarge {
     pub cost: u64,
     /// The most the dimension can ever admit at once.
     pub burst: u64,
+}
+
+impl RequestTooLarge {
+    /// The error for a `cost` in `dimension` above its `burst`.
+    #[must_use]
+    pub fn new(dimension: &'static str, cost: u64, burst: u64) -> Self {
+        RequestTooLarge {
+            dimension,
+            cost,
+            burst,
+        }
+    }
 }
 
 impl fmt::Display for RequestTooLarge {
@@ -115,3 +173,37 @@ impl fmt::Display for RequestTooLarge {
 }
 
 impl std::error::Error for RequestTooLarge {}
+
+/// A configuration that cannot work, refused when it is built.
+///
+/// The one configuration error of the crate: every builder, limit and the
+/// simulator's configuration return it, naming the setting at fault as its
+/// builder method (or config field) is called — `max_groups`,
+/// `queue.max_len`, `limit.period`, `time_scale` — and saying what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InvalidConfig {
+    /// The setting at fault.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub reason: Cow<'static, str>,
+}
+
+impl InvalidConfig {
+    /// The error for `field`, wrong because of `reason`.
+    #[must_use]
+    pub fn new(field: &'static str, reason: impl Into<Cow<'static, str>>) -> Self {
+        InvalidConfig {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for InvalidConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: {}: {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for InvalidConfig {}

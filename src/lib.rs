@@ -2,45 +2,65 @@
 //! client that calls rate-limited LLM APIs (Anthropic Messages, OpenAI Chat
 //! Completions / Responses, compatible gateways).
 //!
-//! The stack, outer to inner:
+//! ```
+//! use tower::{ServiceExt, service_fn};
+//! use tower_llm_resilience::{Limits, Stack};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower_llm_resilience::BoxError> {
+//! # let transport = service_fn(|_req| async {
+//! #     Ok::<_, std::convert::Infallible>(http::Response::new(String::from("{}")))
+//! # });
+//! // `transport`: any `Service<http::Request<ReplayBody>>`, e.g. `client::HyperClient`.
+//! let svc = Stack::builder()
+//!     .limits(Limits::per_minute(50, 20_000, 8_000)?) // Anthropic Tier 1
+//!     .concurrency(16)
+//!     .service(transport);
+//! let req = http::Request::post("https://api.anthropic.com/v1/messages")
+//!     .header("x-api-key", "sk-ant-…")
+//!     .body(r#"{"model":"claude-haiku-4-5","max_tokens":64,"messages":[]}"#.to_owned())?;
+//! assert_eq!(svc.oneshot(req).await?.status(), 200);
+//! # Ok(()) }
+//! ```
+//!
+//! # The layers
+//!
+//! Outer to inner, as [`Stack`] composes them; each also works alone in a
+//! `tower::ServiceBuilder`, and every service made from one layer value,
+//! and every clone of it, shares one state.
 //!
 //! ```text
 //! request
+//!   │  BufferBody   reads the body once (bounded), parses RequestMeta, makes it replayable
 //!   │  Cache        hits never touch quota; identical in-flight misses coalesce
 //!   │  Fallback     on exhaustion/overload re-issues with the next model/target
 //!   │  Retry        honours x-should-retry, retry-after-ms, retry-after, resets
-//!   │  KeyPool      picks the API key with most headroom per attempt
 //!   │  RateLimit    reserves requests + input + output tokens per (key, model)
 //!   │  Concurrency  in-flight cap; the permit lives until the response body ends
-//!   ▼  transport    hyper-util / reqwest / tonic / anything
+//!   ▼  transport    hyper-util (feature hyper-client) or any tower Service
 //! ```
 //!
-//! The layers, one feature each (all in `default`), each usable alone in a
-//! `tower::ServiceBuilder` or together through `stack::Stack`:
+//! | layer | module | feature | where it decides |
+//! |---|---|---|---|
+//! | [`BufferBodyLayer`] | [`request`] | — | reads and parses the body before the inner service is asked |
+//! | [`CacheLayer`] | `cache` | `cache` | in `call`: a hit is answered there; a miss is stored when its body completes |
+//! | [`FallbackLayer`] | `fallback` | `fallback` | in the response future, after the inner answer (its retries included) |
+//! | [`RetryLayer`] | `retry` | `retry` | in the response future: each answer is classified, the delay comes from server advice or backoff |
+//! | [`RateLimitLayer`] | `rate` | `rate` | in `call` when the cost fits; otherwise the response future queues |
+//! | [`ConcurrencyLimitLayer`] | `concurrency` | `concurrency` | in `call` when a permit is free; otherwise the response future queues |
 //!
-//! - `cache` — `CacheLayer`: tenant-safe keys, coalescing, stale-if-error;
-//!   streamed responses replayed byte for byte.
-//! - `fallback` — `FallbackLayer`: re-issue to the next model or provider,
-//!   marked in the response.
-//! - `retry` — `RetryLayer`: server advice honoured exactly, jitter, budget,
-//!   deadline.
-//! - `rate` — `RateLimitLayer`: requests, input and output tokens per API
-//!   key and model, reserved together and corrected from real usage.
-//! - `concurrency` — `ConcurrencyLimitLayer`: an in-flight cap whose permit
-//!   lives until the response body ends.
+//! What each layer's `poll_ready` means is written in its module docs and in
+//! the crate's ARCHITECTURE.md: the limiters forward the inner readiness,
+//! the others are always ready (admission happens per request).
 //!
-//! The foundation every layer stands on:
+//! # The foundation
 //!
-//! - [`request`]: [`RequestMeta`](request::RequestMeta), parsed once from the
-//!   JSON body; [`ReplayBody`](request::ReplayBody), sent as often as needed;
-//!   [`BufferBodyLayer`](request::BufferBodyLayer), which makes both.
-//! - [`response`]: [`ResponseBody`](response::ResponseBody), the one body
-//!   type, whose observers learn how the body ended and the token usage the
-//!   provider reported (JSON or SSE).
-//! - [`provider`]: what the providers' headers and error bodies mean
-//!   ([`retry_after`](provider::retry_after),
-//!   [`QuotaSnapshot`](provider::QuotaSnapshot),
-//!   [`classify_error`](provider::classify_error)).
+//! - [`request`]: [`RequestMeta`], parsed once from the JSON body;
+//!   [`ReplayBody`], sent as often as needed; [`Deadline`], the request's
+//!   own time limit every layer honours.
+//! - [`response`]: [`ResponseBody`], the one body type, whose observers
+//!   learn how the body ended and the token usage the provider reported
+//!   (JSON or SSE).
+//! - [`provider`]: what the providers' headers and error bodies mean.
 //! - `sim` (feature `sim`): a simulated provider to test and benchmark
 //!   against; `client` (feature `hyper-client`): a ready HTTP client.
 //!
@@ -99,3 +119,30 @@ mod sync;
 mod util;
 
 pub use error::BoxError;
+pub use queue::Priority;
+pub use request::{BufferBody, BufferBodyLayer, Deadline, KeyId, ReplayBody, RequestMeta};
+pub use response::ResponseBody;
+
+#[cfg(feature = "cache")]
+pub use cache::{Cache, CacheLayer};
+#[cfg(feature = "concurrency")]
+pub use concurrency::{ConcurrencyLimit, ConcurrencyLimitLayer};
+#[cfg(feature = "fallback")]
+pub use fallback::{Fallback, FallbackLayer, Target};
+#[cfg(feature = "rate")]
+pub use rate::{Limit, Limits, RateLimit, RateLimitLayer};
+#[cfg(feature = "retry")]
+pub use retry::{Retry, RetryLayer};
+#[cfg(all(
+    feature = "rate",
+    feature = "concurrency",
+    feature = "retry",
+    feature = "fallback",
+    feature = "cache"
+))]
+pub use stack::{Stack, StackService};
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

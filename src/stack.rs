@@ -50,15 +50,19 @@ pub type StackService<S> = BufferBody<Cache<Fallback<Retry<RateLimit<Concurrency
 /// The layers of the stack, each replaceable; unset ones take neutral
 /// defaults (no limits, 1,024 in flight, default retry, an empty fallback
 /// chain, a default cache).
+///
+/// The defaults are made by [`builder`](Self::builder), so every service
+/// made from one `Stack` value (by [`service`](Self::service) or as a
+/// [`Layer`]), and from its clones, shares one state per layer.
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct Stack {
     body_limit: usize,
-    cache: Option<CacheLayer>,
-    fallback: Option<FallbackLayer>,
-    retry: Option<RetryLayer>,
-    rate: Option<RateLimitLayer>,
-    concurrency: Option<ConcurrencyLimitLayer>,
+    cache: CacheLayer,
+    fallback: FallbackLayer,
+    retry: RetryLayer,
+    rate: RateLimitLayer,
+    concurrency: ConcurrencyLimitLayer,
 }
 
 impl Stack {
@@ -66,11 +70,11 @@ impl Stack {
     pub fn builder() -> Self {
         Stack {
             body_limit: DEFAULT_BODY_LIMIT,
-            cache: None,
-            fallback: None,
-            retry: None,
-            rate: None,
-            concurrency: None,
+            cache: CacheLayer::default(),
+            fallback: FallbackLayer::new([]),
+            retry: RetryLayer::default(),
+            rate: RateLimitLayer::new(Limits::unlimited()),
+            concurrency: ConcurrencyLimitLayer::new(1024),
         }
     }
 
@@ -87,7 +91,7 @@ impl Stack {
 
     /// The rate limiter.
     pub fn rate_limit(mut self, layer: RateLimitLayer) -> Self {
-        self.rate = Some(layer);
+        self.rate = layer;
         self
     }
 
@@ -98,44 +102,44 @@ impl Stack {
 
     /// The concurrency limiter.
     pub fn concurrency_limit(mut self, layer: ConcurrencyLimitLayer) -> Self {
-        self.concurrency = Some(layer);
+        self.concurrency = layer;
         self
     }
 
     /// The retry layer.
     pub fn retry(mut self, layer: RetryLayer) -> Self {
-        self.retry = Some(layer);
+        self.retry = layer;
         self
     }
 
     /// The fallback chain.
     pub fn fallback(mut self, layer: FallbackLayer) -> Self {
-        self.fallback = Some(layer);
+        self.fallback = layer;
         self
     }
 
     /// The cache.
     pub fn cache(mut self, layer: CacheLayer) -> Self {
-        self.cache = Some(layer);
+        self.cache = layer;
         self
     }
 
-    /// Wraps `transport` in the stack.
+    /// Wraps `transport` in the stack. (`Stack` is also a [`Layer`], so it
+    /// can sit inside a `tower::ServiceBuilder`.)
     pub fn service<S>(self, transport: S) -> StackService<S> {
-        let concurrency = self
-            .concurrency
-            .unwrap_or_else(|| ConcurrencyLimitLayer::new(1024));
-        let rate = self
-            .rate
-            .unwrap_or_else(|| RateLimitLayer::new(Limits::unlimited()));
-        let retry = self.retry.unwrap_or_default();
-        let fallback = self.fallback.unwrap_or_else(|| FallbackLayer::new([]));
-        let cache = self.cache.unwrap_or_default();
-        let svc = concurrency.layer(transport);
-        let svc = rate.layer(svc);
-        let svc = retry.layer(svc);
-        let svc = fallback.layer(svc);
-        let svc = cache.layer(svc);
+        self.layer(transport)
+    }
+}
+
+impl<S> Layer<S> for Stack {
+    type Service = StackService<S>;
+
+    fn layer(&self, transport: S) -> Self::Service {
+        let svc = self.concurrency.layer(transport);
+        let svc = self.rate.layer(svc);
+        let svc = self.retry.layer(svc);
+        let svc = self.fallback.layer(svc);
+        let svc = self.cache.layer(svc);
         BufferBodyLayer::new(self.body_limit).layer(svc)
     }
 }

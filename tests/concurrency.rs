@@ -412,10 +412,7 @@ async fn queue_full_is_returned_at_once() {
     let err = poll_once(&mut third)
         .expect("answered on the first poll")
         .unwrap_err();
-    assert_eq!(
-        err.downcast_ref::<QueueFull>(),
-        Some(&QueueFull { max_len: 2 })
-    );
+    assert_eq!(err.downcast_ref::<QueueFull>(), Some(&QueueFull::new(2)));
     assert_eq!(layer.stats().queued, 2);
 }
 
@@ -432,9 +429,7 @@ async fn queue_timeout_at_max_wait_to_the_millisecond() {
     assert_eq!(t0.elapsed(), Duration::from_millis(250));
     assert_eq!(
         err.downcast_ref::<QueueTimeout>(),
-        Some(&QueueTimeout {
-            waited: Duration::from_millis(250)
-        })
+        Some(&QueueTimeout::new(Duration::from_millis(250)))
     );
     // A request deadline shorter than the max wait wins.
     let mut r = req("c", 0, 0);

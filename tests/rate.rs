@@ -986,10 +986,7 @@ async fn queue_full_fails_on_first_poll() {
     let Poll::Ready(Err(e)) = poll_once(c.as_mut()) else {
         panic!("not refused at once");
     };
-    assert_eq!(
-        e.downcast_ref::<QueueFull>(),
-        Some(&QueueFull { max_len: 2 })
-    );
+    assert_eq!(e.downcast_ref::<QueueFull>(), Some(&QueueFull::new(2)));
     assert_eq!(Instant::now(), before);
     drop((a, b));
     assert_eq!(layer.queue().len(), 0);
@@ -1052,9 +1049,7 @@ async fn max_wait_gives_queue_timeout_to_the_millisecond() {
     let e = r.unwrap_err();
     assert_eq!(
         e.downcast_ref::<QueueTimeout>(),
-        Some(&QueueTimeout {
-            waited: Duration::from_millis(1_500)
-        })
+        Some(&QueueTimeout::new(Duration::from_millis(1_500)))
     );
     let (at, r) = behind.await.unwrap();
     assert_eq!(at - t0, Duration::from_millis(1_600));
@@ -1118,9 +1113,7 @@ async fn fail_fast_with_deadline() {
     };
     assert_eq!(
         e.downcast_ref::<RateLimited>(),
-        Some(&RateLimited {
-            retry_after: Duration::from_secs(9)
-        })
+        Some(&RateLimited::new(Duration::from_secs(9)))
     );
     assert_eq!(layer.queue().len(), 0);
 
@@ -1481,7 +1474,7 @@ async fn fail_fast_with_max_wait() {
     };
     assert_eq!(
         e.downcast_ref::<RateLimited>(),
-        Some(&RateLimited { retry_after: SEC })
+        Some(&RateLimited::new(SEC))
     );
     sleep(Duration::from_millis(600)).await;
     send(svc.clone(), msg("k", "m", 1, 1)).await.unwrap();

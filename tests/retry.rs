@@ -1120,22 +1120,12 @@ async fn transport_errors_retried_deliberate_errors_not() {
 
     type Make = fn() -> BoxError;
     let deliberate: [(&str, Make); 4] = [
-        ("RateLimited", || {
-            RateLimited {
-                retry_after: secs(3),
-            }
-            .into()
-        }),
-        ("QueueTimeout", || QueueTimeout { waited: secs(3) }.into()),
+        ("RateLimited", || RateLimited::new(secs(3)).into()),
+        ("QueueTimeout", || QueueTimeout::new(secs(3)).into()),
         ("RequestTooLarge", || {
-            RequestTooLarge {
-                dimension: "input_tokens",
-                cost: 100,
-                burst: 10,
-            }
-            .into()
+            RequestTooLarge::new("input_tokens", 100, 10).into()
         }),
-        ("QueueFull", || QueueFull { max_len: 8 }.into()),
+        ("QueueFull", || QueueFull::new(8).into()),
     ];
     for (name, make) in deliberate {
         let (svc, log) = upstream(move |_| Err(make()));

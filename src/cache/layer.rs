@@ -229,16 +229,23 @@ impl<St: CacheStore> CacheBuilder<St> {
     /// [`InvalidConfig`] for a zero TTL, a TTL, stale window or coalescing
     /// timeout over 30 days, or a zero maximum entry size.
     pub fn build(self) -> Result<CacheLayer<St>, InvalidConfig> {
-        let invalid = |what| Err(InvalidConfig { what });
+        let invalid = |field, reason| Err(InvalidConfig::new(field, reason));
         let month = MAX_DURATION;
         if self.ttl.is_zero() {
-            return invalid("cache ttl must be positive");
+            return invalid("ttl", "must be positive");
         }
         if self.ttl > month || self.stale_if_error > month || self.coalesce_timeout > month {
-            return invalid("cache ttl and stale window must be at most 30 days");
+            let field = if self.ttl > month {
+                "ttl"
+            } else if self.stale_if_error > month {
+                "stale_if_error"
+            } else {
+                "coalesce_timeout"
+            };
+            return invalid(field, "must be at most 30 days");
         }
         if self.max_entry == 0 {
-            return invalid("cache max entry size must be positive");
+            return invalid("max_entry_size", "must be positive");
         }
         Ok(self.finish())
     }

@@ -66,18 +66,21 @@ impl Adaptive {
     }
 
     pub(crate) fn validate(&self, initial: usize) -> Result<(), InvalidConfig> {
-        let invalid = |what| Err(InvalidConfig { what });
+        let invalid = |field, reason| Err(InvalidConfig::new(field, reason));
         if self.min == 0 {
-            return invalid("adaptive min must be at least 1");
+            return invalid("adaptive.min", "must be at least 1");
         }
         if self.min > self.max {
-            return invalid("adaptive min must not exceed max");
+            return invalid("adaptive.min", "must not exceed max");
         }
         if !(self.decrease > 0.0 && self.decrease < 1.0) {
-            return invalid("adaptive decrease factor must be in (0, 1)");
+            return invalid("adaptive.decrease_factor", "must be in (0, 1)");
         }
         if initial < self.min || initial > self.max {
-            return invalid("the initial cap must lie within the adaptive min and max");
+            return invalid(
+                "max",
+                "the initial cap must lie within the adaptive min and max",
+            );
         }
         Ok(())
     }

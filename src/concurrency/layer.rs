@@ -155,14 +155,14 @@ impl ConcurrencyLimitBuilder {
     /// year, or adaptive bounds that are empty, do not contain the starting
     /// cap, or a decrease factor outside (0, 1).
     pub fn build(self) -> Result<ConcurrencyLimitLayer, InvalidConfig> {
-        let invalid = |what| Err(InvalidConfig { what });
+        let invalid = |field, reason| Err(InvalidConfig::new(field, reason));
         if self.max == 0 {
-            return invalid("the concurrency limit must be at least 1");
+            return invalid("max", "the concurrency limit must be at least 1");
         }
         if let Some(wait) = self.max_wait
             && (wait.is_zero() || wait > Duration::from_secs(365 * 24 * 3600))
         {
-            return invalid("max_wait must be positive and under a year");
+            return invalid("max_wait", "must be positive and under a year");
         }
         if let Some(adaptive) = &self.adaptive {
             adaptive.validate(self.max)?;

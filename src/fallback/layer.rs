@@ -198,16 +198,14 @@ impl FallbackBuilder {
     /// cooldown over a day.
     pub fn build(self) -> Result<FallbackLayer, InvalidConfig> {
         if self.targets.is_empty() || self.targets.len() > 16 {
-            return Err(InvalidConfig {
-                what: "a fallback chain needs 1 to 16 targets",
-            });
+            return Err(InvalidConfig::new(
+                "targets",
+                "a fallback chain needs 1 to 16 targets",
+            ));
         }
-        if self.cooldown > Duration::from_secs(86_400)
-            || self.max_cooldown > Duration::from_secs(86_400)
-        {
-            return Err(InvalidConfig {
-                what: "fallback cooldowns must be under a day",
-            });
+        let day = Duration::from_secs(86_400);
+        if self.cooldown > day || self.max_cooldown > day {
+            return Err(InvalidConfig::new("cooldown", "must be under a day"));
         }
         Ok(self.finish())
     }

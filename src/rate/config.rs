@@ -334,32 +334,30 @@ impl RateLimitBuilder {
     /// [`InvalidConfig`] for a zero `max_groups`, a threshold outside
     /// (0, 1], a zero learning period, or absurd durations.
     pub fn build(self) -> Result<super::RateLimitLayer, InvalidConfig> {
-        let invalid = |what| Err(InvalidConfig { what });
+        let invalid = |field, reason| Err(InvalidConfig::new(field, reason));
         if self.max_groups == 0 {
-            return invalid("max_groups must be at least 1");
+            return invalid("max_groups", "must be at least 1");
         }
         if self
             .thresholds
             .iter()
             .any(|t| !(t.fraction > 0.0 && t.fraction <= 1.0))
         {
-            return invalid("a threshold must be in (0, 1]");
+            return invalid("on_threshold", "a threshold must be in (0, 1]");
         }
         if self.learn_period.is_zero() {
-            return invalid("learn_period must be positive");
+            return invalid("learn_period", "must be positive");
         }
         let year = Duration::from_secs(365 * 24 * 3600);
-        if [
-            self.cooldown_jitter,
-            self.default_cooldown,
-            self.max_cooldown,
-            self.idle_timeout,
-        ]
-        .iter()
-        .chain(self.max_wait.as_ref())
-        .any(|d| *d > year)
-        {
-            return invalid("durations must be under a year");
+        let durations = [
+            ("cooldown_jitter", Some(self.cooldown_jitter)),
+            ("cooldown", Some(self.default_cooldown)),
+            ("cooldown", Some(self.max_cooldown)),
+            ("idle_timeout", Some(self.idle_timeout)),
+            ("max_wait", self.max_wait),
+        ];
+        if let Some((field, _)) = durations.iter().find(|(_, d)| d.is_some_and(|d| d > year)) {
+            return invalid(field, "must be under a year");
         }
         Ok(self.finish())
     }

@@ -56,15 +56,15 @@ impl Backoff {
         cap: Duration,
         jitter: Jitter,
     ) -> Result<Self, InvalidConfig> {
-        let invalid = |what| Err(InvalidConfig { what });
+        let invalid = |field, reason| Err(InvalidConfig::new(field, reason));
         if !(factor.is_finite() && factor >= 1.0) {
-            return invalid("backoff factor must be a finite number >= 1");
+            return invalid("backoff.factor", "must be a finite number >= 1");
         }
         if base.is_zero() {
-            return invalid("backoff base must be positive");
+            return invalid("backoff.base", "must be positive");
         }
         if cap < base || cap > Duration::from_secs(86_400) {
-            return invalid("backoff cap must be between base and one day");
+            return invalid("backoff.cap", "must be between base and one day");
         }
         Ok(Backoff {
             base,

@@ -82,14 +82,16 @@ impl RetryBudget {
     /// [`InvalidConfig`] for values outside those ranges.
     pub fn new(ttl: Duration, min_per_sec: u32, ratio: f64) -> Result<Self, InvalidConfig> {
         if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&ttl) {
-            return Err(InvalidConfig {
-                what: "retry budget ttl must be between 1 s and 60 s",
-            });
+            return Err(InvalidConfig::new(
+                "budget.ttl",
+                "must be between 1 s and 60 s",
+            ));
         }
         if !(ratio.is_finite() && (0.0..=1000.0).contains(&ratio)) {
-            return Err(InvalidConfig {
-                what: "retry budget ratio must be between 0 and 1000",
-            });
+            return Err(InvalidConfig::new(
+                "budget.ratio",
+                "must be between 0 and 1000",
+            ));
         }
         let start = Instant::now();
         Ok(RetryBudget {

@@ -229,21 +229,23 @@ impl RetryBuilder {
     /// [`InvalidConfig`] for zero attempts, a jitter ratio outside [0, 1],
     /// durations over a day, or an invalid budget.
     pub fn build(self) -> Result<RetryLayer, InvalidConfig> {
-        let invalid = |what| Err(InvalidConfig { what });
+        let invalid = |field, reason| Err(InvalidConfig::new(field, reason));
         if self.max_attempts == 0 {
-            return invalid("max_attempts must be at least 1");
+            return invalid("max_attempts", "must be at least 1");
         }
         if !(self.server_jitter_ratio.is_finite()
             && (0.0..=1.0).contains(&self.server_jitter_ratio))
         {
-            return invalid("server jitter ratio must be in [0, 1]");
+            return invalid("server_jitter", "the ratio must be in [0, 1]");
         }
         let day = Duration::from_secs(86_400);
-        if self.server_jitter_max > day
-            || self.max_server_delay > day
-            || self.timeout.is_some_and(|t| t > day)
-        {
-            return invalid("retry durations must be under a day");
+        let durations = [
+            ("server_jitter", Some(self.server_jitter_max)),
+            ("max_server_delay", Some(self.max_server_delay)),
+            ("timeout", self.timeout),
+        ];
+        if let Some((field, _)) = durations.iter().find(|(_, d)| d.is_some_and(|d| d > day)) {
+            return invalid(field, "must be under a day");
         }
         if let Some((ttl, min, ratio)) = self.budget {
             RetryBudget::new(ttl, min, ratio)?;
