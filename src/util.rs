@@ -61,6 +61,40 @@ impl SharedRng {
     }
 }
 
+/// `get_ref`, `get_mut` and `into_inner` of a middleware service whose
+/// field `inner` is the wrapped `S` — or, with `(Inner)`, an [`Inner<S>`].
+macro_rules! inner_service_accessors {
+    () => {
+        /// The inner service.
+        pub fn get_ref(&self) -> &S {
+            &self.inner
+        }
+        /// The inner service, mutably.
+        pub fn get_mut(&mut self) -> &mut S {
+            &mut self.inner
+        }
+        /// Consumes this service, returning the inner one.
+        pub fn into_inner(self) -> S {
+            self.inner
+        }
+    };
+    (Inner) => {
+        /// The inner service.
+        pub fn get_ref(&self) -> &S {
+            self.inner.get_ref()
+        }
+        /// The inner service, mutably.
+        pub fn get_mut(&mut self) -> &mut S {
+            self.inner.get_mut()
+        }
+        /// Consumes this service, returning the inner one.
+        pub fn into_inner(self) -> S {
+            self.inner.into_inner()
+        }
+    };
+}
+pub(crate) use inner_service_accessors;
+
 /// The service a response future will drive, with a clone left in its
 /// place (tower's clone-and-swap): the one given away is the one whose
 /// readiness the caller may just have seen.

@@ -41,6 +41,19 @@ impl<S: fmt::Debug, St: fmt::Debug> fmt::Debug for Cache<S, St> {
     }
 }
 
+impl<S> Cache<S, MemoryStore> {
+    /// `inner` behind a cache of its own with the default settings
+    /// ([`CacheLayer::new`](super::CacheLayer::new)).
+    pub fn new(inner: S) -> Self {
+        tower_layer::Layer::layer(&super::CacheLayer::new(), inner)
+    }
+    /// The default cache layer: the same as
+    /// [`CacheLayer::new`](super::CacheLayer::new).
+    pub fn layer() -> super::CacheLayer {
+        super::CacheLayer::new()
+    }
+}
+
 impl<S, St> Cache<S, St> {
     pub(crate) fn from_shared(inner: S, shared: Arc<Shared<St>>) -> Self {
         Cache {
@@ -48,18 +61,7 @@ impl<S, St> Cache<S, St> {
             shared,
         }
     }
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        self.inner.get_ref()
-    }
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        self.inner.get_mut()
-    }
-    /// Consumes this service, returning the inner one.
-    pub fn into_inner(self) -> S {
-        self.inner.into_inner()
-    }
+    crate::util::inner_service_accessors!(Inner);
 }
 
 /// The request's `cache-control` directives the layer honours.

@@ -48,18 +48,25 @@ impl<S> ConcurrencyLimit<S> {
     pub(crate) fn from_shared(inner: S, shared: Arc<Shared>) -> Self {
         ConcurrencyLimit { inner, shared }
     }
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
+    /// `inner` behind a concurrency limit of its own, at most `max` in
+    /// flight ([`ConcurrencyLimitLayer::new`](super::ConcurrencyLimitLayer::new)).
+    ///
+    /// # Panics
+    ///
+    /// If `max` is zero.
+    pub fn new(inner: S, max: usize) -> Self {
+        tower_layer::Layer::layer(&super::ConcurrencyLimitLayer::new(max), inner)
     }
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
+    /// A layer allowing at most `max` in flight: the same as
+    /// [`ConcurrencyLimitLayer::new`](super::ConcurrencyLimitLayer::new).
+    ///
+    /// # Panics
+    ///
+    /// If `max` is zero.
+    pub fn layer(max: usize) -> super::ConcurrencyLimitLayer {
+        super::ConcurrencyLimitLayer::new(max)
     }
-    /// Consumes this service, returning the inner one.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    crate::util::inner_service_accessors!();
     /// A snapshot of the shared limiter: cap, in flight, peak, queued.
     pub fn stats(&self) -> ConcurrencyStats {
         self.shared.stats()

@@ -42,18 +42,17 @@ impl<S> Fallback<S> {
     pub(crate) fn from_config(inner: S, config: Arc<Config>) -> Self {
         Fallback { inner, config }
     }
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
+    /// `inner` behind a fallback chain of these targets
+    /// ([`FallbackLayer::new`](super::FallbackLayer::new)).
+    pub fn new(inner: S, targets: impl IntoIterator<Item = super::Target>) -> Self {
+        tower_layer::Layer::layer(&super::FallbackLayer::new(targets), inner)
     }
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
+    /// A layer with this chain: the same as
+    /// [`FallbackLayer::new`](super::FallbackLayer::new).
+    pub fn layer(targets: impl IntoIterator<Item = super::Target>) -> super::FallbackLayer {
+        super::FallbackLayer::new(targets)
     }
-    /// Consumes this service, returning the inner one.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    crate::util::inner_service_accessors!();
 }
 
 impl<S, RB> Service<Request<ReplayBody>> for Fallback<S>

@@ -52,18 +52,17 @@ impl<S> RateLimit<S> {
     pub(crate) fn from_shared(inner: S, shared: Arc<Shared>) -> Self {
         RateLimit { inner, shared }
     }
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
+    /// `inner` behind a rate limiter of its own with these limits for
+    /// every group ([`RateLimitLayer::new`](super::RateLimitLayer::new)).
+    pub fn new(inner: S, limits: super::Limits) -> Self {
+        tower_layer::Layer::layer(&super::RateLimitLayer::new(limits), inner)
     }
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
+    /// A layer with these limits for every group: the same as
+    /// [`RateLimitLayer::new`](super::RateLimitLayer::new).
+    pub fn layer(limits: super::Limits) -> super::RateLimitLayer {
+        super::RateLimitLayer::new(limits)
     }
-    /// Consumes this service, returning the inner one.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    crate::util::inner_service_accessors!();
     /// A snapshot of every limit group.
     pub fn stats(&self) -> Vec<GroupStats> {
         self.shared.stats()

@@ -48,18 +48,17 @@ impl<S> Retry<S> {
             config,
         }
     }
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        self.inner.get_ref()
+    /// `inner` behind the default retry
+    /// ([`RetryLayer::new`](super::RetryLayer::new)).
+    pub fn new(inner: S) -> Self {
+        tower_layer::Layer::layer(&super::RetryLayer::new(), inner)
     }
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        self.inner.get_mut()
+    /// The default retry layer: the same as
+    /// [`RetryLayer::new`](super::RetryLayer::new).
+    pub fn layer() -> super::RetryLayer {
+        super::RetryLayer::new()
     }
-    /// Consumes this service, returning the inner one.
-    pub fn into_inner(self) -> S {
-        self.inner.into_inner()
-    }
+    crate::util::inner_service_accessors!(Inner);
 }
 
 /// Turns a `Request<ReplayBody>` back into the service's request type (the
