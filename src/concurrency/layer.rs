@@ -15,7 +15,8 @@ use crate::sync::Arc;
 /// [module docs](super).
 ///
 /// Every service made from one layer value, and every clone of either,
-/// shares one cap (DESIGN §3: shared state by default).
+/// shares one cap (tower's `ConcurrencyLimitLayer` gives each service it
+/// makes a semaphore of its own).
 #[derive(Clone)]
 pub struct ConcurrencyLimitLayer {
     shared: Arc<Shared>,

@@ -203,8 +203,8 @@ struct Shared {
 
 /// A bounded, keyed priority queue of waiting requests.
 ///
-/// Cheap to clone: clones share one queue (DESIGN §3, shared state by
-/// default). See the [module docs](self) for the order.
+/// Cheap to clone: clones share one queue, as every clone of a layer
+/// shares its state. See the [module docs](self) for the order.
 #[derive(Clone)]
 pub struct WaitQueue {
     shared: Arc<Shared>,
