@@ -719,7 +719,8 @@ impl<'a> Scanner<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::{RequestMeta, fields_serde, looks_like_json_object};
+    use crate::request::RequestMeta;
+    use crate::request::meta::{fields_serde, looks_like_json_object};
     use http::HeaderMap;
     use proptest::prelude::*;
 
