@@ -1,6 +1,6 @@
-//! Usage observation of a JSON body: kept (up to
-//! [`JSON_USAGE_LIMIT`]) and its `usage` read at the end; and the JSON
-//! shapes the SSE reader reads usage from.
+//! Usage observation of a JSON body: kept (up to [`JSON_USAGE_LIMIT`]) and
+//! its `usage` read at the end. Also what the SSE reader uses of JSON: the
+//! `{"usage": …}` shape of its events and a byte search.
 
 use bytes::Bytes;
 use serde::Deserialize;
