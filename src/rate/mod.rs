@@ -62,6 +62,7 @@ mod config;
 pub mod future;
 pub mod gcra;
 mod layer;
+mod limit;
 mod service;
 mod state;
 mod stats;

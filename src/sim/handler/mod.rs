@@ -1,17 +1,17 @@
 //! The request flow both simulated APIs share: auth, body, validation,
 //! faults, admission, generation, response.
+//!
+//! This file has the flow and the types it shares with the per-API modules
+//! (`Parsed`, `SimError`, `Generation`, `Chunk`); `respond.rs` renders
+//! responses: common headers, errors in each API's shape, the streamed body.
 
-use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, DATE, HeaderName, HeaderValue};
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode};
-use http_body::Frame;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -20,8 +20,13 @@ use tokio::time::Instant;
 use super::bucket::{Buckets, Cost, Decision, Dimension, RateSnapshot, fingerprint};
 use super::config::{Limits, SimConfig};
 use super::counters::{Counters, InFlight};
-use super::wire::{SplitMix64, ceil_millis, ceil_secs, word};
+use super::wire::{SplitMix64, word};
 use super::{anthropic, openai};
+
+mod respond;
+
+use respond::{ChannelBody, base_headers, build, rate_headers};
+pub(crate) use respond::{error_response, put, round_thousand};
 
 /// Marker extension: the connection must be closed without a response.
 #[derive(Debug, Clone, Copy)]
@@ -543,112 +548,5 @@ fn limited_error(
             limit,
             requested,
         },
-    }
-}
-
-fn base_headers(api: Api, request_id: &str, wall: SystemTime) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    let name = match api {
-        Api::Anthropic => HeaderName::from_static("request-id"),
-        Api::OpenAi => HeaderName::from_static("x-request-id"),
-    };
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        h.insert(name, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(wall)) {
-        h.insert(DATE, v);
-    }
-    h
-}
-
-pub(crate) fn put(h: &mut HeaderMap, name: &'static str, value: impl ToString) {
-    if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
-        h.insert(HeaderName::from_static(name), v);
-    }
-}
-
-fn rate_headers(
-    api: Api,
-    config: &SimConfig,
-    h: &mut HeaderMap,
-    snap: &RateSnapshot,
-    wall: SystemTime,
-) {
-    match api {
-        Api::Anthropic => anthropic::rate_headers(h, snap, wall, config),
-        Api::OpenAi => openai::rate_headers(h, snap),
-    }
-}
-
-fn build(status: StatusCode, headers: HeaderMap, body: Body) -> Response<Body> {
-    let mut r = Response::new(body);
-    *r.status_mut() = status;
-    *r.headers_mut() = headers;
-    r
-}
-
-/// Renders an error in the API's shape, with rate-limit headers when the
-/// (key, model) is known and `retry-after` for a rate limit.
-pub(crate) fn error_response(
-    api: Api,
-    config: &SimConfig,
-    request_id: &str,
-    err: &SimError,
-    snap: Option<&RateSnapshot>,
-) -> Response<Body> {
-    let wall = SystemTime::now();
-    let mut headers = base_headers(api, request_id, wall);
-    if let Some(s) = snap {
-        rate_headers(api, config, &mut headers, s, wall);
-    }
-    if let SimError::RateLimited { wait, .. } = err {
-        put(&mut headers, "retry-after", ceil_secs(*wait));
-        if config.time_scale != 1.0 {
-            put(&mut headers, "retry-after-ms", ceil_millis(*wait));
-        }
-    }
-    let (status, body) = match api {
-        Api::Anthropic => anthropic::error(err, request_id),
-        Api::OpenAi => openai::error(err),
-    };
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    build(status, headers, Body::from(body.to_string()))
-}
-
-/// Rounds to the nearest thousand (half up), never above `limit`.
-pub(crate) fn round_thousand(n: u64, limit: u64) -> u64 {
-    (n.saturating_add(500) / 1000 * 1000).min(limit)
-}
-
-/// A response body fed by the stream task.
-#[derive(Debug)]
-struct ChannelBody {
-    rx: mpsc::Receiver<Bytes>,
-}
-
-impl http_body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.rx
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rounding() {
-        assert_eq!(round_thousand(19_499, 20_000), 19_000);
-        assert_eq!(round_thousand(19_500, 20_000), 20_000);
-        assert_eq!(round_thousand(1_500, 1_500), 1_500);
-        assert_eq!(round_thousand(0, 10), 0);
     }
 }

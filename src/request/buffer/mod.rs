@@ -1,0 +1,24 @@
+//! The buffering middleware: [`BufferBodyLayer`] reads a request body of any
+//! type into a [`ReplayBody`] (refusing one over its limit), and attaches
+//! the [`RequestMeta`] parsed from it.
+//!
+//! - `layer.rs`: [`BufferBodyLayer`];
+//! - `service.rs`: [`BufferBody`];
+//! - `future.rs`: its response future ([`future::ResponseFuture`]), which
+//!   reads the body, then waits for the inner service and calls it.
+//!
+//! [`ReplayBody`]: crate::request::ReplayBody
+//! [`RequestMeta`]: crate::request::RequestMeta
+
+pub mod future;
+mod layer;
+mod service;
+#[cfg(test)]
+mod tests;
+
+pub use layer::BufferBodyLayer;
+pub use service::BufferBody;
+
+/// The default buffering limit of [`BufferBodyLayer`]: 32 MiB, Anthropic's
+/// largest accepted Messages request.
+pub const DEFAULT_BODY_LIMIT: usize = 32 * 1024 * 1024;

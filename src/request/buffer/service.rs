@@ -1,0 +1,82 @@
+//! [`BufferBody`], the service: the body is read in its response future
+//! (see [`future`]); a body already buffered goes to the inner service at
+//! the call when that service had said it was ready.
+
+use std::task::{Context, Poll};
+
+use http::Request;
+use http_body::Body;
+use tower_service::Service;
+
+use crate::error::BoxError;
+use crate::request::ReplayBody;
+use crate::util::Inner;
+
+use super::future;
+
+/// The service made by [`BufferBodyLayer`].
+///
+/// [`BufferBodyLayer`]: super::BufferBodyLayer
+#[derive(Debug, Clone)]
+pub struct BufferBody<S> {
+    inner: Inner<S>,
+    limit: usize,
+}
+
+impl<S> BufferBody<S> {
+    /// Wraps `inner`, buffering bodies of at most `limit` bytes.
+    pub fn new(inner: S, limit: usize) -> Self {
+        BufferBody {
+            inner: Inner::new(inner),
+            limit,
+        }
+    }
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        self.inner.get_ref()
+    }
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        self.inner.get_mut()
+    }
+    /// Consumes this service, returning the inner one.
+    pub fn into_inner(self) -> S {
+        self.inner.into_inner()
+    }
+}
+
+impl<S, B> Service<Request<B>> for BufferBody<S>
+where
+    S: Service<Request<ReplayBody>> + Clone,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = future::ResponseFuture<S, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // Readiness of the inner service is awaited after the body is read:
+        // holding a reserved slot of it while a slow client uploads would
+        // starve everyone else. It is asked here too, without waiting: a
+        // body already buffered (a `ReplayBody`) is then sent at the call,
+        // with no clone of the inner service.
+        self.inner.ask(cx);
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let (parts, body) = req.into_parts();
+        let body = match crate::util::downcast::<ReplayBody, B>(body) {
+            Ok(replay) if self.inner.is_ready() && replay.len() <= self.limit => {
+                let req = future::finish(parts, replay);
+                return future::ResponseFuture::calling(self.inner.call_ready(req));
+            }
+            Ok(replay) => future::ToRead::Replay(replay),
+            Err(body) => future::ToRead::Other(body),
+        };
+        future::ResponseFuture::new(parts, body, self.inner.hand_off(), self.limit)
+    }
+}
