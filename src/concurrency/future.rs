@@ -97,7 +97,8 @@ where
 
 /// The inner response, its body holding the permit (when there is one).
 impl Held for Permit {
-    const POLLED_AFTER_COMPLETION: &'static str = "concurrency limit future polled after completion";
+    const POLLED_AFTER_COMPLETION: &'static str =
+        "concurrency limit future polled after completion";
 
     fn respond<RB, E>(
         result: Result<Response<RB>, E>,
