@@ -4,10 +4,8 @@
 //! limiter's own. Only a request that waits pays for the box — beside a
 //! wait, nothing.
 //!
-//! Also what every layer's boxed slow path shares: the box's type
-//! ([`BoxResponse`]), how it is polled ([`poll_boxed`]), and — for the two
-//! limiters — the end of a wait ([`send`]) and when it gives up
-//! ([`give_up_at`]).
+//! Also what the two waits share: when they give up ([`give_up_at`]),
+//! their timer ([`poll_sleep_until`]) and how they end ([`send`]).
 
 use std::fmt;
 use std::future::{Future, poll_fn};
@@ -25,27 +23,8 @@ use tower_service::Service;
 use crate::error::BoxError;
 use crate::response::ResponseBody;
 
-/// A response future's slow path: an `async` block, boxed (its type cannot
-/// be named). Only the requests that take that path pay for the box.
-pub(crate) type BoxResponse =
-    Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, BoxError>> + Send>>;
-
-/// Polls a boxed slow path, which is `None` once it has answered: an
-/// `async` block resumed after it completed panics, so a future polled
-/// again answers the error `after` instead, as a hand-written one does.
-/// (Dropping the box at once also frees it before the response is read.)
-pub(crate) fn poll_boxed(
-    slot: &mut Option<BoxResponse>,
-    cx: &mut Context<'_>,
-    after: &'static str,
-) -> Poll<Result<Response<ResponseBody>, BoxError>> {
-    let Some(fut) = slot.as_mut() else {
-        return Poll::Ready(Err(after.into()));
-    };
-    let out = ready!(fut.as_mut().poll(cx));
-    *slot = None;
-    Poll::Ready(out)
-}
+/// A limiter's wait: an `async` block, boxed (its type cannot be named).
+type Waiting = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, BoxError>> + Send>>;
 
 /// What an admitted request holds until its response arrives (a permit, a
 /// reservation), and how the response takes it over.
@@ -75,8 +54,8 @@ pin_project! {
         // The common case, kept small: no request, no inner service, no
         // queue state.
         Sent { #[pin] fut: F, held: Option<T> },
-        // `None` once it has answered (see `poll_boxed`).
-        Waiting { fut: Option<BoxResponse> },
+        // `None` once it has answered.
+        Waiting { fut: Option<Waiting> },
     }
 }
 
@@ -125,7 +104,16 @@ where
                 let result = ready!(fut.poll(cx));
                 Poll::Ready(T::respond(result, held.take()))
             }
-            AdmittedProj::Waiting { fut } => poll_boxed(fut, cx, T::POLLED_AFTER_COMPLETION),
+            AdmittedProj::Waiting { fut } => {
+                // An `async` block resumed after it completed panics: a
+                // future polled again answers an error instead.
+                let Some(waiting) = fut.as_mut() else {
+                    return Poll::Ready(Err(T::POLLED_AFTER_COMPLETION.into()));
+                };
+                let res = ready!(waiting.as_mut().poll(cx));
+                *fut = None;
+                Poll::Ready(res)
+            }
         }
     }
 }

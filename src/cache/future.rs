@@ -22,11 +22,13 @@ use super::layer::Shared;
 use super::service::Plan;
 use super::store::{CacheStore, CachedResponse};
 use super::{CACHE_HEADER, CacheStatus, Status};
-use crate::admitted::{BoxResponse, poll_boxed};
 use crate::error::BoxError;
 use crate::response::{BodyObserver, Completion, ResponseBody};
 
 const AFTER_COMPLETION: &str = "cache future polled after completion";
+
+/// The lookup: an `async` block, boxed (its type cannot be named).
+type BoxLookup = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, BoxError>> + Send>>;
 
 pin_project! {
     /// Answers from the cache, or waits for an identical request in
@@ -51,7 +53,7 @@ pin_project! {
         // state, and the request goes upstream anyway (or waits for one
         // that does); inline it would make every future larger. `None`
         // once it has answered.
-        Lookup { fut: Option<BoxResponse> },
+        Lookup { fut: Option<BoxLookup> },
     }
 }
 
@@ -161,7 +163,16 @@ where
                 Poll::Ready(Ok(res))
             }
             KindProj::Hit { res } => Poll::Ready(res.take().ok_or_else(|| AFTER_COMPLETION.into())),
-            KindProj::Lookup { fut } => poll_boxed(fut, cx, AFTER_COMPLETION),
+            KindProj::Lookup { fut } => {
+                // An `async` block resumed after it completed panics: a
+                // future polled again answers an error instead.
+                let Some(lookup) = fut.as_mut() else {
+                    return Poll::Ready(Err(AFTER_COMPLETION.into()));
+                };
+                let res = ready!(lookup.as_mut().poll(cx));
+                *fut = None;
+                Poll::Ready(res)
+            }
         }
     }
 }

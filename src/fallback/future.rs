@@ -14,10 +14,9 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower_service::Service;
 
-use super::chain::{Failure, Route, Trigger, rewrite_model};
+use super::chain::{BoxFuture, Failure, Route, Trigger, rewrite_model};
 use super::layer::Config;
 use super::{FallbackInfo, Hop};
-use crate::admitted::{BoxResponse, poll_boxed};
 use crate::error::BoxError;
 use crate::provider::{ErrorKind, classify_error, retry_after};
 use crate::request::{Deadline, ReplayBody, RequestMeta, replay_request};
@@ -49,7 +48,7 @@ pin_project! {
         // Boxed: a chain's future holds the original request and the last
         // failure; inline it would make every layer above move them.
         // `None` once it has answered.
-        Chain { fut: Option<BoxResponse> },
+        Chain { fut: Option<BoxFuture> },
     }
 }
 
@@ -107,7 +106,16 @@ where
                 let res = ready!(fut.poll(cx)).map_err(Into::into)?;
                 Poll::Ready(Ok(ResponseBody::from_response(res)))
             }
-            KindProj::Chain { fut } => poll_boxed(fut, cx, AFTER_COMPLETION),
+            KindProj::Chain { fut } => {
+                // An `async` block resumed after it completed panics: a
+                // future polled again answers an error instead.
+                let Some(chain) = fut.as_mut() else {
+                    return Poll::Ready(Err(AFTER_COMPLETION.into()));
+                };
+                let res = ready!(chain.as_mut().poll(cx));
+                *fut = None;
+                Poll::Ready(res)
+            }
         }
     }
 }
