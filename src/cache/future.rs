@@ -38,6 +38,7 @@ pin_project! {
     pub struct ResponseFuture<S: Service<Request<B>>, B, St: CacheStore> {
         #[pin]
         kind: Kind<S::Future>,
+        // The store's types live in the boxed lookup only.
         _store: PhantomData<fn() -> St>,
     }
 }
