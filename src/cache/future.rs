@@ -2,7 +2,8 @@
 //! fills an entry from a miss's body.
 
 use std::fmt;
-use std::future::Future;
+use std::future::{Future, poll_fn};
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -24,7 +25,10 @@ use super::{CACHE_HEADER, CacheStatus, Status};
 use crate::error::BoxError;
 use crate::response::{BodyObserver, Completion, ResponseBody};
 
-type WaitFuture = Pin<Box<dyn Future<Output = Waited> + Send>>;
+const AFTER_COMPLETION: &str = "cache future polled after completion";
+
+/// The lookup: an `async` block, boxed (its type cannot be named).
+type BoxLookup = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, BoxError>> + Send>>;
 
 pin_project! {
     /// Answers from the cache, or waits for an identical request in
@@ -33,34 +37,40 @@ pin_project! {
     /// inner service ready is only the inner future.
     pub struct ResponseFuture<S: Service<Request<B>>, B, St: CacheStore> {
         #[pin]
-        kind: Kind<S::Future, Lookup<S, B, St>>,
+        kind: Kind<S::Future>,
+        // The store's types live in the boxed lookup only.
+        _store: PhantomData<fn() -> St>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<F, L> {
+    enum Kind<F> {
         // Not cached, sent at the call: only the inner future.
         Pass { #[pin] fut: F },
         // Answered from memory at the call.
         Hit { res: Option<Response<ResponseBody>> },
         // Boxed: it holds the request, the inner service and the flight
         // state, and the request goes upstream anyway (or waits for one
-        // that does); inline it would make every future larger.
-        Lookup { fut: Pin<Box<L>> },
+        // that does); inline it would make every future larger. `None`
+        // once it has answered.
+        Lookup { fut: Option<BoxLookup> },
     }
 }
 
 impl<S: Service<Request<B>>, B, St: CacheStore> fmt::Debug for ResponseFuture<S, B, St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("ResponseFuture");
         match &self.kind {
-            Kind::Pass { .. } => f.debug_struct("ResponseFuture").finish_non_exhaustive(),
-            Kind::Hit { .. } => f
-                .debug_struct("ResponseFuture")
-                .field("hit", &true)
-                .finish_non_exhaustive(),
-            Kind::Lookup { fut } => fmt::Debug::fmt(&**fut, f),
+            Kind::Pass { .. } => {}
+            Kind::Hit { .. } => {
+                d.field("hit", &true);
+            }
+            Kind::Lookup { fut } => {
+                d.field("lookup", &fut.is_some());
+            }
         }
+        d.finish_non_exhaustive()
     }
 }
 
@@ -68,20 +78,70 @@ impl<S: Service<Request<B>>, B, St: CacheStore> ResponseFuture<S, B, St> {
     pub(crate) fn pass(fut: S::Future) -> Self {
         ResponseFuture {
             kind: Kind::Pass { fut },
+            _store: PhantomData,
         }
     }
 
-    pub(crate) fn new(
+    /// Looks the request up, answers a hit, joins a flight, or calls the
+    /// inner service and fills the cache from its answer. `inner` gives the
+    /// service to call; it is not asked for when the request is answered
+    /// at once.
+    pub(crate) fn new<RB>(
         shared: Arc<Shared<St>>,
         inner: impl FnOnce() -> S,
         req: Request<B>,
         plan: Plan,
-    ) -> Self {
-        let kind = match Lookup::new(shared, inner, req, plan) {
-            Started::Hit(res) => Kind::Hit { res: Some(res) },
-            Started::Lookup(fut) => Kind::Lookup { fut: Box::pin(fut) },
+    ) -> Self
+    where
+        S: Service<Request<B>, Response = Response<RB>> + Send + 'static,
+        S::Future: Send,
+        S::Error: Into<BoxError>,
+        B: Send + 'static,
+        RB: Body<Data = Bytes> + Send + 'static,
+        RB::Error: Into<BoxError>,
+    {
+        let mut stale = None;
+        let start = match &plan.key {
+            Some(key) if plan.read => match shared.store.try_get(key) {
+                // The store answered without waiting (in memory): a hit is
+                // served before the inner service is even cloned.
+                Some(found) => {
+                    let now = Instant::now();
+                    match found {
+                        Some(entry) if entry.is_fresh(now) => {
+                            tracing::trace!(key = ?plan.key, "cache hit");
+                            return ResponseFuture {
+                                kind: Kind::Hit {
+                                    res: Some(serve(&entry, Status::Hit, now)),
+                                },
+                                _store: PhantomData,
+                            };
+                        }
+                        Some(entry) if usable_stale(&shared, &entry, now) => {
+                            stale = Some(entry);
+                        }
+                        _ => {}
+                    }
+                    Start::Join
+                }
+                None => Start::Get(shared.store.get(key)),
+            },
+            _ => Start::Call,
         };
-        ResponseFuture { kind }
+        let lookup = Lookup {
+            shared,
+            inner: inner(),
+            req,
+            key: plan.key,
+            ttl: plan.ttl,
+            stale,
+        };
+        ResponseFuture {
+            kind: Kind::Lookup {
+                fut: Some(Box::pin(lookup.run(start))),
+            },
+            _store: PhantomData,
+        }
     }
 }
 
@@ -103,106 +163,117 @@ where
                 mark(&mut res, Status::Miss, Duration::ZERO);
                 Poll::Ready(Ok(res))
             }
-            KindProj::Hit { res } => Poll::Ready(
-                res.take()
-                    .ok_or_else(|| "cache future polled after completion".into()),
-            ),
-            KindProj::Lookup { fut } => fut.as_mut().poll(cx),
+            KindProj::Hit { res } => Poll::Ready(res.take().ok_or_else(|| AFTER_COMPLETION.into())),
+            KindProj::Lookup { fut } => {
+                // An `async` block resumed after it completed panics: a
+                // future polled again answers an error instead.
+                let Some(lookup) = fut.as_mut() else {
+                    return Poll::Ready(Err(AFTER_COMPLETION.into()));
+                };
+                let res = ready!(lookup.as_mut().poll(cx));
+                *fut = None;
+                Poll::Ready(res)
+            }
         }
     }
 }
 
-pin_project! {
-    /// Looks the request up, answers a hit, joins a flight, or calls the
-    /// inner service and fills the cache from its answer.
-    pub(crate) struct Lookup<S: Service<Request<B>>, B, St: CacheStore> {
-        shared: Arc<Shared<St>>,
-        inner: Option<S>,
-        req: Option<Request<B>>,
-        key: Option<CacheKey>,
-        ttl: Duration,
-        stale: Option<Arc<CachedResponse>>,
-        lead: Option<Leader>,
-        #[pin]
-        state: State<St::Get, S::Future>,
-    }
+/// Where a lookup starts, as far as the call could take it.
+enum Start<G> {
+    /// The store answers later: wait for it.
+    Get(G),
+    /// The store had no fresh entry: lead or join the key's flight.
+    Join,
+    /// Not read from the cache (no key, or `no-cache`): call the inner
+    /// service.
+    Call,
 }
 
-pin_project! {
-    #[project = StateProj]
-    enum State<G, F> {
-        Lookup { #[pin] get: G },
-        Join,
-        Wait { wait: WaitFuture },
-        Ready,
-        Call { #[pin] fut: F },
-        Done,
-    }
+/// A request the cache did not answer at the call.
+struct Lookup<S, B, St> {
+    shared: Arc<Shared<St>>,
+    inner: S,
+    req: Request<B>,
+    key: Option<CacheKey>,
+    ttl: Duration,
+    stale: Option<Arc<CachedResponse>>,
 }
 
-impl<S: Service<Request<B>>, B, St: CacheStore> fmt::Debug for Lookup<S, B, St> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture")
-            .field("key", &self.key)
-            .field("leader", &self.lead.is_some())
-            .field("stale", &self.stale.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S: Service<Request<B>>, B, St: CacheStore> Lookup<S, B, St> {
-    /// `inner` gives the service to call; it is not asked for when the
-    /// request is answered at once.
-    fn new(
-        shared: Arc<Shared<St>>,
-        inner: impl FnOnce() -> S,
-        req: Request<B>,
-        plan: Plan,
-    ) -> Started<Self> {
-        let mut stale = None;
-        let state = match &plan.key {
-            Some(key) if plan.read => match shared.store.try_get(key) {
-                // The store answered without waiting (in memory): a hit is
-                // served before the inner service is even cloned.
-                Some(found) => {
-                    let now = Instant::now();
-                    match found {
-                        Some(entry) if entry.is_fresh(now) => {
-                            tracing::trace!(key = ?plan.key, "cache hit");
-                            return Started::Hit(serve(&entry, Status::Hit, now));
-                        }
-                        Some(entry) if usable_stale(&shared, &entry, now) => {
-                            stale = Some(entry);
-                        }
-                        _ => {}
-                    }
-                    State::Join
-                }
-                None => State::Lookup {
-                    get: shared.store.get(key),
-                },
-            },
-            _ => State::Ready,
-        };
-        Started::Lookup(Lookup {
+impl<S, B, St, RB> Lookup<S, B, St>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    St: CacheStore,
+    RB: Body<Data = Bytes> + Send + 'static,
+    RB::Error: Into<BoxError>,
+{
+    /// Answers a hit, or waits for the leader of the key's flight, or calls
+    /// the inner service (leading the flight, or alone). Dropped at any
+    /// await, it leaves the flight as `Waiter` and `Leader` drop: a
+    /// cancelled leader lets one waiter take over.
+    async fn run(self, start: Start<St::Get>) -> Result<Response<ResponseBody>, BoxError> {
+        let Lookup {
             shared,
-            inner: Some(inner()),
-            req: Some(req),
-            key: plan.key,
-            ttl: plan.ttl,
-            stale,
-            lead: None,
-            state,
-        })
+            mut inner,
+            req,
+            mut key,
+            ttl,
+            mut stale,
+        } = self;
+        let join = match start {
+            Start::Get(get) => {
+                let found = get.await;
+                let now = Instant::now();
+                if let Some(entry) = found {
+                    if entry.is_fresh(now) {
+                        tracing::trace!(key = ?key, "cache hit");
+                        return Ok(serve(&entry, Status::Hit, now));
+                    }
+                    if usable_stale(&shared, &entry, now) {
+                        stale = Some(entry);
+                    }
+                }
+                true
+            }
+            Start::Join => true,
+            Start::Call => false,
+        };
+        let mut lead = None;
+        if join && let Some(k) = key.as_ref() {
+            match shared.flights.join(k) {
+                Joined::Lead(leader) => {
+                    tracing::trace!(key = ?k, "cache miss: leading");
+                    lead = Some(leader);
+                }
+                Joined::Wait(waiter) => {
+                    tracing::trace!(key = ?k, "cache miss: waiting for the leader");
+                    let waited = tokio::time::timeout(shared.coalesce_timeout, waiter.wait())
+                        .await
+                        .unwrap_or(Waited::TimedOut);
+                    match waited {
+                        Waited::Served((entry, status)) => {
+                            tracing::trace!(key = ?key, ?status, "served by the leader");
+                            return Ok(serve(&entry, status, Instant::now()));
+                        }
+                        Waited::Lead(leader) => {
+                            tracing::trace!(key = ?key, "taking over as leader");
+                            lead = Some(leader);
+                        }
+                        Waited::TimedOut => {
+                            tracing::debug!(key = ?key, "waited too long for the leader: going alone");
+                        }
+                    }
+                }
+            }
+        }
+        if let Err(e) = poll_fn(|cx| inner.poll_ready(cx)).await {
+            return failed(&mut stale, &mut lead, e.into());
+        }
+        match inner.call(req).await {
+            Ok(res) => Ok(respond(&shared, &mut key, ttl, &mut stale, &mut lead, res)),
+            Err(e) => failed(&mut stale, &mut lead, e.into()),
+        }
     }
-}
-
-/// A lookup answered at once, or to be driven (a return value, moved once
-/// into the boxed or inline state it belongs in).
-#[allow(clippy::large_enum_variant)]
-enum Started<L> {
-    Hit(Response<ResponseBody>),
-    Lookup(L),
 }
 
 fn usable_stale<St>(shared: &Shared<St>, entry: &CachedResponse, now: Instant) -> bool {
@@ -237,114 +308,6 @@ fn mark(res: &mut Response<ResponseBody>, status: Status, age: Duration) {
     res.headers_mut()
         .insert(CACHE_HEADER_NAME, HeaderValue::from_static(status.as_str()));
     res.extensions_mut().insert(CacheStatus { status, age });
-}
-
-impl<S, B, St, RB> Future for Lookup<S, B, St>
-where
-    S: Service<Request<B>, Response = Response<RB>>,
-    S::Error: Into<BoxError>,
-    St: CacheStore,
-    RB: Body<Data = Bytes> + Send + 'static,
-    RB::Error: Into<BoxError>,
-{
-    type Output = Result<Response<ResponseBody>, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        loop {
-            match this.state.as_mut().project() {
-                StateProj::Lookup { get } => {
-                    let found = ready!(get.poll(cx));
-                    let now = Instant::now();
-                    if let Some(entry) = found {
-                        if entry.is_fresh(now) {
-                            tracing::trace!(key = ?this.key, "cache hit");
-                            this.state.set(State::Done);
-                            return Poll::Ready(Ok(serve(&entry, Status::Hit, now)));
-                        }
-                        if usable_stale(this.shared, &entry, now) {
-                            *this.stale = Some(entry);
-                        }
-                    }
-                    this.state.set(State::Join);
-                }
-                StateProj::Join => {
-                    let Some(key) = this.key.as_ref() else {
-                        this.state.set(State::Ready);
-                        continue;
-                    };
-                    match this.shared.flights.join(key) {
-                        Joined::Lead(leader) => {
-                            tracing::trace!(key = ?key, "cache miss: leading");
-                            *this.lead = Some(leader);
-                            this.state.set(State::Ready);
-                        }
-                        Joined::Wait(waiter) => {
-                            tracing::trace!(key = ?key, "cache miss: waiting for the leader");
-                            let limit = this.shared.coalesce_timeout;
-                            this.state.set(State::Wait {
-                                wait: Box::pin(async move {
-                                    tokio::time::timeout(limit, waiter.wait())
-                                        .await
-                                        .unwrap_or(Waited::TimedOut)
-                                }),
-                            });
-                        }
-                    }
-                }
-                StateProj::Wait { wait } => match ready!(wait.as_mut().poll(cx)) {
-                    Waited::Served((entry, status)) => {
-                        tracing::trace!(key = ?this.key, ?status, "served by the leader");
-                        this.state.set(State::Done);
-                        return Poll::Ready(Ok(serve(&entry, status, Instant::now())));
-                    }
-                    Waited::Lead(leader) => {
-                        tracing::trace!(key = ?this.key, "taking over as leader");
-                        *this.lead = Some(leader);
-                        this.state.set(State::Ready);
-                    }
-                    Waited::TimedOut => {
-                        tracing::debug!(key = ?this.key, "waited too long for the leader: going alone");
-                        this.state.set(State::Ready);
-                    }
-                },
-                StateProj::Ready => {
-                    let Some(inner) = this.inner.as_mut() else {
-                        this.state.set(State::Done);
-                        return Poll::Ready(Err("cache future polled after completion".into()));
-                    };
-                    if let Err(e) = ready!(inner.poll_ready(cx)) {
-                        this.state.set(State::Done);
-                        return Poll::Ready(failed(this.stale, this.lead, e.into()));
-                    }
-                    let Some(req) = this.req.take() else {
-                        this.state.set(State::Done);
-                        return Poll::Ready(Err("cache future polled after completion".into()));
-                    };
-                    let fut = inner.call(req);
-                    this.state.set(State::Call { fut });
-                }
-                StateProj::Call { fut } => {
-                    let result = ready!(fut.poll(cx));
-                    this.state.set(State::Done);
-                    return Poll::Ready(match result {
-                        Ok(res) => Ok(respond(
-                            this.shared,
-                            this.key,
-                            *this.ttl,
-                            this.stale,
-                            this.lead,
-                            res,
-                        )),
-                        Err(e) => failed(this.stale, this.lead, e.into()),
-                    });
-                }
-                StateProj::Done => {
-                    return Poll::Ready(Err("cache future polled after completion".into()));
-                }
-            }
-        }
-    }
 }
 
 /// The inner service failed: a stale entry answers instead, if there is one.

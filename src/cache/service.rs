@@ -156,10 +156,11 @@ where
 
 impl<S, St, B, RB> Service<Request<B>> for Cache<S, St>
 where
-    S: Service<Request<B>, Response = Response<RB>> + Clone,
+    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send,
     S::Error: Into<BoxError>,
     St: CacheStore,
-    B: 'static,
+    B: Send + 'static,
     RB: Body<Data = Bytes> + Send + 'static,
     RB::Error: Into<BoxError>,
 {

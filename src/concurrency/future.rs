@@ -1,19 +1,19 @@
 //! The response future of [`ConcurrencyLimit`](super::ConcurrencyLimit).
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep, sleep_until};
+use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
-use super::state::{Permit, Queued, Shared};
-use crate::admitted::{Admitted, Held};
+use super::state::{Permit, Shared};
+use crate::admitted::{Admitted, Held, give_up_at, poll_sleep_until, send};
 use crate::error::{BoxError, QueueTimeout};
 use crate::provider::ErrorKind;
 use crate::queue::Priority;
@@ -31,7 +31,7 @@ pin_project! {
     /// at once.
     pub struct ResponseFuture<S: Service<Request<B>>, B> {
         #[pin]
-        kind: Admitted<S::Future, Permit, Waiting<S, B>>,
+        kind: Admitted<S::Future, Permit>,
     }
 }
 
@@ -42,9 +42,34 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
         }
     }
 
-    pub(crate) fn waiting(shared: Arc<Shared>, req: Request<B>, inner: S) -> Self {
+    /// Waits for a permit in the shared queue, then drives `inner` (the
+    /// ready service handed over by the call).
+    pub(crate) fn waiting<RB>(shared: Arc<Shared>, req: Request<B>, inner: S) -> Self
+    where
+        S: Service<Request<B>, Response = Response<RB>> + Send + 'static,
+        S::Future: Send,
+        S::Error: Into<BoxError>,
+        B: Send + 'static,
+        RB: Body<Data = Bytes> + Send + 'static,
+        RB::Error: Into<BoxError>,
+    {
         ResponseFuture {
-            kind: Admitted::waiting(Waiting::new(shared, req, inner)),
+            kind: Admitted::waiting(async move {
+                let epoch = match shared.try_acquire(true) {
+                    // A permit was freed since the call, and nobody waits
+                    // (a newcomer never jumps the queue).
+                    Some(epoch) => epoch,
+                    None => {
+                        let now = Instant::now();
+                        let priority = Priority::of(&req, shared.priority_header.as_ref());
+                        let deadline = req.extensions().get::<Deadline>().map(|d| d.0);
+                        let give_up_at = give_up_at(deadline, shared.max_wait, now);
+                        queue_for_permit(&shared, priority, now, give_up_at).await?
+                    }
+                };
+                // `shared` moves into the permit (saves a reference count).
+                send(inner, req, Permit { shared, epoch }).await
+            }),
         }
     }
 }
@@ -72,6 +97,9 @@ where
 
 /// The inner response, its body holding the permit (when there is one).
 impl Held for Permit {
+    const POLLED_AFTER_COMPLETION: &'static str =
+        "concurrency limit future polled after completion";
+
     fn respond<RB, E>(
         result: Result<Response<RB>, E>,
         permit: Option<Permit>,
@@ -112,167 +140,38 @@ impl Held for Permit {
     }
 }
 
-pin_project! {
-    /// Waits for a permit in the queue, then calls the inner service.
-    pub(crate) struct Waiting<S: Service<Request<B>>, B> {
-        // Moved into the permit once admitted (saves a reference count).
-        shared: Option<Arc<Shared>>,
-        req: Option<Request<B>>,
-        inner: S,
-        waiter: Option<Queued>,
-        permit: Option<Permit>,
-        started: Option<Instant>,
-        give_up_at: Option<Instant>,
-        // Boxed: only a request that waits with a time limit needs it, and
-        // inline it would make every future (the fast path's too) larger.
-        sleep: Option<Pin<Box<Sleep>>>,
-        #[pin]
-        state: State<S::Future>,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State<F> {
-        Admit,
-        Ready,
-        Call { #[pin] fut: F },
-        Done,
-    }
-}
-
-impl<S: Service<Request<B>>, B> fmt::Debug for Waiting<S, B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture")
-            .field("queued", &self.waiter.is_some())
-            .field("admitted", &self.permit.is_some())
-            .field("give_up_at", &self.give_up_at)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S: Service<Request<B>>, B> Waiting<S, B> {
-    fn new(shared: Arc<Shared>, req: Request<B>, inner: S) -> Self {
-        Waiting {
-            shared: Some(shared),
-            req: Some(req),
-            inner,
-            waiter: None,
-            permit: None,
-            started: None,
-            give_up_at: None,
-            sleep: None,
-            state: State::Admit,
+/// Waits in the queue, from `now`, for the request's turn and a free
+/// permit, until `give_up_at`. Dropped at any await, it gives its place
+/// back (and the next in line is woken) as the `Queued` place drops.
+async fn queue_for_permit(
+    shared: &Arc<Shared>,
+    priority: Priority,
+    now: Instant,
+    give_up_at: Option<Instant>,
+) -> Result<u64, BoxError> {
+    let mut place = Shared::enqueue(shared, priority, now)?;
+    let mut sleep = pin!(None::<Sleep>);
+    let epoch = poll_fn(|cx| {
+        // Register first, then try: a release in between wakes us.
+        if place.poll_turn(cx).is_ready()
+            && let Some(epoch) = shared.try_acquire(false)
+        {
+            return Poll::Ready(Some(epoch));
         }
-    }
-}
-
-fn after_completion() -> BoxError {
-    "concurrency limit future polled after completion".into()
-}
-
-impl<S, B, RB> Future for Waiting<S, B>
-where
-    S: Service<Request<B>, Response = Response<RB>>,
-    S::Error: Into<BoxError>,
-    RB: Body<Data = Bytes> + Send + 'static,
-    RB::Error: Into<BoxError>,
-{
-    type Output = Result<Response<ResponseBody>, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        loop {
-            match this.state.as_mut().project() {
-                StateProj::Admit => {
-                    let Some(shared) = this.shared.as_ref() else {
-                        this.state.set(State::Done);
-                        return Poll::Ready(Err(after_completion()));
-                    };
-                    let Some(waiter) = this.waiter.as_mut() else {
-                        // Fast path: a free permit and no one waiting (a
-                        // newcomer never jumps the queue).
-                        if let Some(epoch) = shared.try_acquire(true) {
-                            // `shared` is there: it was just borrowed.
-                            if let Some(shared) = this.shared.take() {
-                                *this.permit = Some(Permit { shared, epoch });
-                            }
-                            this.state.set(State::Ready);
-                            continue;
-                        }
-                        let Some(req) = this.req.as_ref() else {
-                            this.state.set(State::Done);
-                            return Poll::Ready(Err(after_completion()));
-                        };
-                        let now = Instant::now();
-                        let priority = Priority::of(req, shared.priority_header.as_ref());
-                        let by_max_wait = shared.max_wait.map(|w| now + w);
-                        let deadline = req.extensions().get::<Deadline>().map(|d| d.0);
-                        *this.started = Some(now);
-                        *this.give_up_at = match (deadline, by_max_wait) {
-                            (Some(a), Some(b)) => Some(a.min(b)),
-                            (a, b) => a.or(b),
-                        };
-                        match Shared::enqueue(shared, priority, now) {
-                            Ok(w) => *this.waiter = Some(w),
-                            Err(full) => {
-                                this.state.set(State::Done);
-                                return Poll::Ready(Err(full.into()));
-                            }
-                        }
-                        // Poll the turn (registers the waker), then try.
-                        continue;
-                    };
-                    // Register first, then try: a release in between wakes us.
-                    let turn = if waiter.poll_turn(cx).is_ready() {
-                        shared.try_acquire(false)
-                    } else {
-                        None
-                    };
-                    if let Some(epoch) = turn {
-                        // Leaving the queue wakes the next in line.
-                        *this.waiter = None;
-                        if let Some(shared) = this.shared.take() {
-                            *this.permit = Some(Permit { shared, epoch });
-                        }
-                        this.state.set(State::Ready);
-                        continue;
-                    }
-                    let Some(at) = *this.give_up_at else {
-                        return Poll::Pending;
-                    };
-                    let sleep = this.sleep.get_or_insert_with(|| Box::pin(sleep_until(at)));
-                    ready!(sleep.as_mut().poll(cx));
-                    *this.waiter = None;
-                    this.state.set(State::Done);
-                    let now = Instant::now();
-                    let waited = this.started.map_or(std::time::Duration::ZERO, |s| {
-                        now.saturating_duration_since(s)
-                    });
-                    return Poll::Ready(Err(QueueTimeout { waited }.into()));
-                }
-                StateProj::Ready => {
-                    if let Err(e) = ready!(this.inner.poll_ready(cx)) {
-                        *this.permit = None;
-                        this.state.set(State::Done);
-                        return Poll::Ready(Err(e.into()));
-                    }
-                    let Some(req) = this.req.take() else {
-                        this.state.set(State::Done);
-                        return Poll::Ready(Err(after_completion()));
-                    };
-                    let fut = this.inner.call(req);
-                    this.state.set(State::Call { fut });
-                }
-                StateProj::Call { fut } => {
-                    let result = ready!(fut.poll(cx));
-                    this.state.set(State::Done);
-                    return Poll::Ready(Permit::respond(result, this.permit.take()));
-                }
-                StateProj::Done => return Poll::Ready(Err(after_completion())),
-            }
+        let Some(at) = give_up_at else {
+            return Poll::Pending;
+        };
+        poll_sleep_until(sleep.as_mut(), at, cx).map(|()| None)
+    })
+    .await;
+    // Leaving the queue wakes the next in line.
+    drop(place);
+    epoch.ok_or_else(|| {
+        QueueTimeout {
+            waited: Instant::now().saturating_duration_since(now),
         }
-    }
+        .into()
+    })
 }
 
 /// The statuses that say the provider is overloaded or limiting: 429, 503
@@ -281,10 +180,8 @@ fn is_overload_status(status: StatusCode) -> bool {
     matches!(status.as_u16(), 429 | 503 | 529)
 }
 
-/// Holds the permit in the response body; releases it when the body ends
-/// (and, in adaptive mode, reports how it ended).
-/// A permit held by a response body, with what adaptive mode needs to
-/// learn from how the body ends.
+/// A permit held by a response body, released when the body ends (or is
+/// dropped), with what adaptive mode needs to learn from how it ended.
 pub(crate) struct Release {
     permit: Permit,
     signalled: bool,

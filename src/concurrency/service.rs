@@ -75,8 +75,10 @@ impl<S> ConcurrencyLimit<S> {
 
 impl<S, B, RB> Service<Request<B>> for ConcurrencyLimit<S>
 where
-    S: Service<Request<B>, Response = Response<RB>> + Clone,
+    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send,
     S::Error: Into<BoxError>,
+    B: Send + 'static,
     RB: Body<Data = Bytes> + Send + 'static,
     RB::Error: Into<BoxError>,
 {

@@ -1,7 +1,7 @@
 //! The response future of [`Fallback`](super::Fallback).
 
 use std::fmt;
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -29,23 +29,26 @@ pub const ORIGINAL_MODEL: &str = "x-llm-original-model";
 /// Header with the number of fallback hops taken.
 pub const HOPS: &str = "x-llm-fallback-hops";
 
+const AFTER_COMPLETION: &str = "fallback future polled after completion";
+
 pin_project! {
     /// Tries the request's own model, then each target of the chain, until
     /// one answers without a trigger; with no chain and no degraded
     /// response (nothing to fall back to), only the inner future.
     pub struct ResponseFuture<S: Service<Request<ReplayBody>>> {
         #[pin]
-        kind: Kind<S::Future, Chain<S>>,
+        kind: Kind<S::Future>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<F, C> {
+    enum Kind<F> {
         Passthrough { #[pin] fut: F },
         // Boxed: a chain's future holds the original request and the last
         // failure; inline it would make every layer above move them.
-        Chain { fut: Pin<Box<C>> },
+        // `None` once it has answered.
+        Chain { fut: Option<BoxFuture> },
     }
 }
 
@@ -56,10 +59,23 @@ impl<S: Service<Request<ReplayBody>>> ResponseFuture<S> {
         }
     }
 
-    pub(crate) fn chain(config: Arc<Config>, inner: S, original: Request<ReplayBody>) -> Self {
+    pub(crate) fn chain<RB>(
+        config: Arc<Config>,
+        inner: S,
+        mut original: Request<ReplayBody>,
+    ) -> Self
+    where
+        S: Service<Request<ReplayBody>, Response = Response<RB>> + Send + 'static,
+        S::Future: Send,
+        S::Error: Into<BoxError>,
+        RB: Body<Data = Bytes> + Send + 'static,
+        RB::Error: Into<BoxError>,
+    {
+        let meta = RequestMeta::for_request(&mut original);
+        let deadline = original.extensions().get::<Deadline>().map(|d| d.0);
         ResponseFuture {
             kind: Kind::Chain {
-                fut: Box::pin(Chain::new(config, inner, original)),
+                fut: Some(Box::pin(run_chain(config, inner, original, meta, deadline))),
             },
         }
     }
@@ -67,10 +83,11 @@ impl<S: Service<Request<ReplayBody>>> ResponseFuture<S> {
 
 impl<S: Service<Request<ReplayBody>>> fmt::Debug for ResponseFuture<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
-            Kind::Passthrough { .. } => f.debug_struct("ResponseFuture").finish_non_exhaustive(),
-            Kind::Chain { fut } => fmt::Debug::fmt(&**fut, f),
+        let mut d = f.debug_struct("ResponseFuture");
+        if let Kind::Chain { fut } = &self.kind {
+            d.field("chain", &fut.is_some());
         }
+        d.finish_non_exhaustive()
     }
 }
 
@@ -89,73 +106,164 @@ where
                 let res = ready!(fut.poll(cx)).map_err(Into::into)?;
                 Poll::Ready(Ok(ResponseBody::from_response(res)))
             }
-            KindProj::Chain { fut } => fut.as_mut().poll(cx),
+            KindProj::Chain { fut } => {
+                // An `async` block resumed after it completed panics: a
+                // future polled again answers an error instead.
+                let Some(chain) = fut.as_mut() else {
+                    return Poll::Ready(Err(AFTER_COMPLETION.into()));
+                };
+                let res = ready!(chain.as_mut().poll(cx));
+                *fut = None;
+                Poll::Ready(res)
+            }
         }
     }
 }
 
-pin_project! {
-    /// The chain: the request's own model, then each target in turn.
-    pub(crate) struct Chain<S: Service<Request<ReplayBody>>> {
-        config: Arc<Config>,
-        inner: S,
-        original: Request<ReplayBody>,
-        meta: Option<Arc<RequestMeta>>,
-        deadline: Option<Instant>,
-        // 0 = the request as sent; i = the chain's target i − 1.
-        next: usize,
-        current: usize,
-        info: FallbackInfo,
-        last: Option<Result<Response<ResponseBody>, BoxError>>,
-        #[pin]
-        state: State<S::Future>,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State<F> {
-        Pick,
-        Ready { req: Option<Request<ReplayBody>> },
-        CallInner { #[pin] fut: F },
-        CallBoxed { fut: BoxFuture },
-        Inspect { res: Option<Response<ResponseBody>> },
-        Map { fut: BoxFuture },
-        Done,
-    }
-}
-
-impl<S: Service<Request<ReplayBody>>> fmt::Debug for Chain<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture")
-            .field("info", &self.info)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S: Service<Request<ReplayBody>>> Chain<S> {
-    fn new(config: Arc<Config>, inner: S, mut original: Request<ReplayBody>) -> Self {
-        let meta = RequestMeta::for_request(&mut original);
-        let deadline = original.extensions().get::<Deadline>().map(|d| d.0);
-        let model = meta.as_ref().and_then(|m| m.model_arc().cloned());
-        Chain {
-            config,
-            inner,
-            original,
-            meta,
-            deadline,
-            next: 0,
-            current: 0,
-            info: FallbackInfo {
-                original_model: model.clone(),
-                model_used: model,
-                hops: Vec::new(),
-                degraded: false,
+/// The chain: the request's own model, then each target in turn, until one
+/// answers without a trigger; then the degraded response, or the last
+/// failure.
+async fn run_chain<S, RB>(
+    config: Arc<Config>,
+    mut inner: S,
+    mut original: Request<ReplayBody>,
+    meta: Option<Arc<RequestMeta>>,
+    deadline: Option<Instant>,
+) -> Result<Response<ResponseBody>, BoxError>
+where
+    S: Service<Request<ReplayBody>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    RB: Body<Data = Bytes> + Send + 'static,
+    RB::Error: Into<BoxError>,
+{
+    let model = meta.as_ref().and_then(|m| m.model_arc().cloned());
+    let mut info = FallbackInfo {
+        original_model: model.clone(),
+        model_used: model,
+        hops: Vec::new(),
+        degraded: false,
+    };
+    let mut last = None;
+    let targets = &config.targets;
+    // 0 = the request as sent; i = the chain's target i − 1.
+    for i in 0..=targets.len() {
+        if i > 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        // A target known to be exhausted is skipped without sending —
+        // unless it is the last hope.
+        let name = name_of(&config, &info, i);
+        let others_left = i < targets.len();
+        if let Some(name) = name
+            && others_left
+            && config.is_cooling(&name)
+        {
+            info.hops.push(Hop {
+                target: name,
+                trigger: Trigger::CoolingDown,
+            });
+            continue;
+        }
+        let answer = if i == 0 {
+            // With no targets nothing else will be sent: the original goes
+            // as it is, not copied (a copy clones the headers and the
+            // extensions).
+            let req = if targets.is_empty() {
+                std::mem::replace(&mut original, Request::new(ReplayBody::empty()))
+            } else {
+                replay_request(&original)
+            };
+            call(&mut inner, req).await
+        } else {
+            match &targets[i - 1].route {
+                Route::Model {
+                    model,
+                    max_tokens,
+                    overrides,
+                } => {
+                    match rewrite_model(replay_request(&original), model, *max_tokens, overrides) {
+                        Ok(req) => call(&mut inner, req).await,
+                        Err(_) => continue,
+                    }
+                }
+                Route::Service {
+                    svc, map_request, ..
+                } => match map_request(replay_request(&original)) {
+                    Ok(req) => svc.call(req).await,
+                    Err(_) => continue,
+                },
+            }
+        };
+        // An answer from the current target: a response or an error may
+        // still move on.
+        let res = match answer {
+            Ok(mut res) => {
+                let limit = config.peek_limit;
+                let error = if res.status().is_success() {
+                    match poll_fn(|cx| res.body_mut().poll_stream_start(cx, limit)).await {
+                        StreamStart::Error(class) => Some(class),
+                        _ => None,
+                    }
+                } else {
+                    // Error bodies are small: read them to classify (and to
+                    // keep the last failure without holding what its body
+                    // holds below).
+                    poll_fn(|cx| res.body_mut().poll_peek_to_end(cx, limit)).await;
+                    Some(classify_error(res.status(), &res.body().peeked()))
+                };
+                let failure = Failure::Response {
+                    status: res.status(),
+                    error,
+                };
+                match config.policy.trigger(&failure) {
+                    None => res,
+                    Some(trigger) => {
+                        hop(&config, &mut info, i, trigger, Some(&res));
+                        last = Some(Ok(detach(res)));
+                        continue;
+                    }
+                }
+            }
+            Err(e) => match config.policy.trigger(&Failure::Error(&e)) {
+                Some(trigger) => {
+                    hop(&config, &mut info, i, trigger, None);
+                    last = Some(Err(e));
+                    continue;
+                }
+                None => return Err(e),
             },
-            last: None,
-            state: State::Pick,
+        };
+        info.model_used = name_of(&config, &info, i);
+        if i > 0
+            && let Route::Service {
+                map_response: Some(map),
+                ..
+            } = &targets[i - 1].route
+            && let Some(meta) = meta.clone()
+        {
+            return map(res, meta).await.map(|r| mark(r, &info));
         }
+        return Ok(mark(res, &info));
     }
+    give_up(&config, &mut info, last, meta.as_deref())
+}
+
+/// Sends a request on the inner service, once it is ready.
+async fn call<S, RB>(
+    inner: &mut S,
+    req: Request<ReplayBody>,
+) -> Result<Response<ResponseBody>, BoxError>
+where
+    S: Service<Request<ReplayBody>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    RB: Body<Data = Bytes> + Send + 'static,
+    RB::Error: Into<BoxError>,
+{
+    poll_fn(|cx| inner.poll_ready(cx))
+        .await
+        .map_err(Into::into)?;
+    let res = inner.call(req).await.map_err(Into::into)?;
+    Ok(ResponseBody::from_response(res))
 }
 
 /// How long a target is skipped after a trigger.
@@ -175,199 +283,13 @@ fn cooldown_for(
     Some(d.min(config.max_cooldown))
 }
 
-impl<S, RB> Future for Chain<S>
-where
-    S: Service<Request<ReplayBody>, Response = Response<RB>>,
-    S::Error: Into<BoxError>,
-    RB: Body<Data = Bytes> + Send + 'static,
-    RB::Error: Into<BoxError>,
-{
-    type Output = Result<Response<ResponseBody>, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        loop {
-            let outcome: Result<Response<ResponseBody>, BoxError> =
-                match this.state.as_mut().project() {
-                    StateProj::Pick => {
-                        let targets = &this.config.targets;
-                        let deadline_passed = this.deadline.is_some_and(|d| Instant::now() >= d);
-                        if *this.next > targets.len() || (deadline_passed && *this.next > 0) {
-                            this.state.set(State::Done);
-                            return Poll::Ready(give_up(
-                                this.config,
-                                this.info,
-                                this.last.take(),
-                                this.meta.as_deref(),
-                            ));
-                        }
-                        let i = *this.next;
-                        *this.next += 1;
-                        let name = if i == 0 {
-                            this.info.original_model.clone()
-                        } else {
-                            Some(Arc::clone(&targets[i - 1].name))
-                        };
-                        // A target known to be exhausted is skipped without
-                        // sending — unless it is the last hope.
-                        let others_left = *this.next <= targets.len();
-                        if let Some(name) = &name
-                            && others_left
-                            && this.config.is_cooling(name)
-                        {
-                            this.info.hops.push(Hop {
-                                target: Arc::clone(name),
-                                trigger: Trigger::CoolingDown,
-                            });
-                            continue;
-                        }
-                        *this.current = i;
-                        if i == 0 {
-                            // With no targets nothing else will be sent: the
-                            // original goes as it is, not copied (a copy clones
-                            // the headers and the extensions).
-                            let req = if targets.is_empty() {
-                                std::mem::replace(this.original, Request::new(ReplayBody::empty()))
-                            } else {
-                                replay_request(this.original)
-                            };
-                            this.state.set(State::Ready { req: Some(req) });
-                            continue;
-                        }
-                        match &targets[i - 1].route {
-                            Route::Model {
-                                model,
-                                max_tokens,
-                                overrides,
-                            } => {
-                                match rewrite_model(
-                                    replay_request(this.original),
-                                    model,
-                                    *max_tokens,
-                                    overrides,
-                                ) {
-                                    Ok(req) => this.state.set(State::Ready { req: Some(req) }),
-                                    Err(_) => continue,
-                                }
-                            }
-                            Route::Service {
-                                svc, map_request, ..
-                            } => match map_request(replay_request(this.original)) {
-                                Ok(req) => this.state.set(State::CallBoxed { fut: svc.call(req) }),
-                                Err(_) => continue,
-                            },
-                        }
-                        continue;
-                    }
-                    StateProj::Ready { req } => {
-                        if let Err(e) = ready!(this.inner.poll_ready(cx)) {
-                            Err(e.into())
-                        } else if let Some(req) = req.take() {
-                            let fut = this.inner.call(req);
-                            this.state.set(State::CallInner { fut });
-                            continue;
-                        } else {
-                            Err("fallback future polled after completion".into())
-                        }
-                    }
-                    StateProj::CallInner { fut } => match ready!(fut.poll(cx)) {
-                        Ok(res) => {
-                            this.state.set(State::Inspect {
-                                res: Some(ResponseBody::from_response(res)),
-                            });
-                            continue;
-                        }
-                        Err(e) => Err(e.into()),
-                    },
-                    StateProj::CallBoxed { fut } => match ready!(fut.as_mut().poll(cx)) {
-                        Ok(res) => {
-                            this.state.set(State::Inspect { res: Some(res) });
-                            continue;
-                        }
-                        Err(e) => Err(e),
-                    },
-                    StateProj::Inspect { res } => {
-                        let Some(r) = res.as_mut() else {
-                            this.state.set(State::Done);
-                            return Poll::Ready(Err(
-                                "fallback future polled after completion".into()
-                            ));
-                        };
-                        let limit = this.config.peek_limit;
-                        let error = if r.status().is_success() {
-                            match ready!(r.body_mut().poll_stream_start(cx, limit)) {
-                                StreamStart::Error(class) => Some(class),
-                                _ => None,
-                            }
-                        } else {
-                            // Error bodies are small: read them to classify
-                            // (and to keep the last failure without holding
-                            // what its body holds below).
-                            ready!(r.body_mut().poll_peek_to_end(cx, limit));
-                            Some(classify_error(r.status(), &r.body().peeked()))
-                        };
-                        let Some(r) = res.take() else { continue };
-                        let trigger = this.config.policy.trigger(&Failure::Response {
-                            status: r.status(),
-                            error,
-                        });
-                        match trigger {
-                            None => Ok(r),
-                            Some(trigger) => {
-                                hop(this.config, this.info, *this.current, trigger, Some(&r));
-                                *this.last = Some(Ok(detach(r)));
-                                this.state.set(State::Pick);
-                                continue;
-                            }
-                        }
-                    }
-                    StateProj::Map { fut } => {
-                        let res = ready!(fut.as_mut().poll(cx));
-                        this.state.set(State::Done);
-                        return Poll::Ready(res.map(|r| mark(r, this.info)));
-                    }
-                    StateProj::Done => {
-                        return Poll::Ready(Err("fallback future polled after completion".into()));
-                    }
-                };
-
-            // An answer from the current target: an error may still move on.
-            match outcome {
-                Err(e) => match this.config.policy.trigger(&Failure::Error(&e)) {
-                    Some(trigger) => {
-                        hop(this.config, this.info, *this.current, trigger, None);
-                        *this.last = Some(Err(e));
-                        this.state.set(State::Pick);
-                    }
-                    None => {
-                        this.state.set(State::Done);
-                        return Poll::Ready(Err(e));
-                    }
-                },
-                Ok(res) => {
-                    let i = *this.current;
-                    this.info.model_used = if i == 0 {
-                        this.info.original_model.clone()
-                    } else {
-                        Some(Arc::clone(&this.config.targets[i - 1].name))
-                    };
-                    if i > 0
-                        && let Route::Service {
-                            map_response: Some(map),
-                            ..
-                        } = &this.config.targets[i - 1].route
-                        && let Some(meta) = this.meta.clone()
-                    {
-                        this.state.set(State::Map {
-                            fut: map(res, meta),
-                        });
-                        continue;
-                    }
-                    this.state.set(State::Done);
-                    return Poll::Ready(Ok(mark(res, this.info)));
-                }
-            }
-        }
+/// The name of the chain's entry `i`: the request's own model (0), or
+/// target `i − 1`.
+fn name_of(config: &Config, info: &FallbackInfo, i: usize) -> Option<Arc<str>> {
+    if i == 0 {
+        info.original_model.clone()
+    } else {
+        Some(Arc::clone(&config.targets[i - 1].name))
     }
 }
 
@@ -379,12 +301,9 @@ fn hop(
     trigger: Trigger,
     res: Option<&Response<ResponseBody>>,
 ) {
-    let name = if current == 0 {
-        info.original_model.clone()
-    } else {
-        Some(Arc::clone(&config.targets[current - 1].name))
+    let Some(name) = name_of(config, info, current) else {
+        return;
     };
-    let Some(name) = name else { return };
     if let Some(d) = cooldown_for(config, trigger, res) {
         config.cool(&name, d);
     }

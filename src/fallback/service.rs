@@ -57,7 +57,8 @@ impl<S> Fallback<S> {
 
 impl<S, RB> Service<Request<ReplayBody>> for Fallback<S>
 where
-    S: Service<Request<ReplayBody>, Response = Response<RB>> + Clone,
+    S: Service<Request<ReplayBody>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send,
     S::Error: Into<BoxError>,
     RB: Body<Data = Bytes> + Send + 'static,
     RB::Error: Into<BoxError>,

@@ -71,9 +71,10 @@ impl<S> RateLimit<S> {
 
 impl<S, B, RB> Service<Request<B>> for RateLimit<S>
 where
-    S: Service<Request<B>, Response = Response<RB>> + Clone,
+    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send,
     S::Error: Into<BoxError>,
-    B: 'static,
+    B: Send + 'static,
     RB: Body<Data = Bytes> + Send + 'static,
     RB::Error: Into<BoxError>,
 {

@@ -1,8 +1,8 @@
 //! The response future of [`Retry`](super::Retry).
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
@@ -51,9 +51,9 @@ pin_project! {
         // bytes larger than the inner future.
         Ready { req: Option<Box<Request<B>>> },
         Call { #[pin] fut: F },
-        // A look ahead at the body never waits past the deadline.
-        ReadError { res: Option<Box<Response<ResponseBody>>>, until: Option<Pin<Box<Sleep>>> },
-        StreamStart { res: Option<Box<Response<ResponseBody>>>, until: Option<Pin<Box<Sleep>>> },
+        // A look ahead at the body that has to wait for it: the response
+        // and the deadline's timer in one box.
+        Look { fut: Pin<Box<dyn Future<Output = Looked> + Send>> },
         // The next attempt's request waits with the sleep.
         Sleep { sleep: Pin<Box<Sleep>>, next: Option<Box<Request<B>>> },
         Done,
@@ -115,6 +115,87 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
             state: State::Call { fut },
         }
     }
+}
+
+/// A finished attempt's response, once its body was looked at.
+struct Inspected {
+    res: Response<ResponseBody>,
+    /// The error its body shows: a 429's error body, or an `error` event
+    /// at the start of a 2xx stream.
+    error: Option<ErrorClass>,
+    /// Whether `error` is a stream's `error` event (after a 2xx).
+    stream_error: bool,
+}
+
+/// What a look ahead at a body decided.
+enum Looked {
+    /// A failure to judge (retry or stop).
+    Judge(Inspected),
+    /// A stream that started well (or ran out of time to tell): the
+    /// caller's.
+    Deliver(Response<ResponseBody>),
+}
+
+/// Reads a 429's body to its end (bounded), to tell a rate limit from an
+/// exhausted quota. At the deadline the error is judged on what was read
+/// (the decision then stops: no time is left).
+async fn read_error(
+    mut res: Response<ResponseBody>,
+    limit: usize,
+    deadline: Option<Instant>,
+) -> Looked {
+    look_ahead(&mut res, deadline, |body, cx| {
+        body.poll_peek_to_end(cx, limit)
+    })
+    .await;
+    let error = Some(classify_error(res.status(), &res.body().peeked()));
+    Looked::Judge(Inspected {
+        res,
+        error,
+        stream_error: false,
+    })
+}
+
+/// Reads a 2xx stream to its first content or error event. At the
+/// deadline the stream is handed over as it is: nothing wrong was seen,
+/// and no time is left to try again.
+async fn stream_start(
+    mut res: Response<ResponseBody>,
+    limit: usize,
+    deadline: Option<Instant>,
+) -> Looked {
+    let start = look_ahead(&mut res, deadline, |body, cx| {
+        body.poll_stream_start(cx, limit)
+    })
+    .await;
+    match start {
+        Some(StreamStart::Error(class)) => Looked::Judge(Inspected {
+            res,
+            error: Some(class),
+            stream_error: true,
+        }),
+        _ => Looked::Deliver(res),
+    }
+}
+
+/// Polls `look` on the body until it is ready — or, first, the deadline
+/// passes (`None`).
+async fn look_ahead<T>(
+    res: &mut Response<ResponseBody>,
+    deadline: Option<Instant>,
+    mut look: impl FnMut(&mut ResponseBody, &mut Context<'_>) -> Poll<T>,
+) -> Option<T> {
+    let mut until = pin!(deadline.map(sleep_until));
+    poll_fn(|cx| {
+        if let Poll::Ready(t) = look(res.body_mut(), cx) {
+            return Poll::Ready(Some(t));
+        }
+        match until.as_mut().as_pin_mut().map(|until| until.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(None),
+            _ => Poll::Pending,
+        }
+    })
+    .await
 }
 
 enum Decision {
@@ -211,141 +292,102 @@ where
         loop {
             // What a finished attempt is, once inspected: a response to
             // judge (with its classified error), or an error.
-            let judged: Result<(Response<ResponseBody>, Option<ErrorClass>, bool), BoxError> =
-                match this.state.as_mut().project() {
-                    StateProj::Ready { req } => {
-                        if let Err(e) = ready!(this.inner.poll_ready(cx)) {
-                            this.state.set(State::Done);
-                            return Poll::Ready(Err(e.into()));
-                        }
-                        let Some(req) = req.take() else {
-                            this.state.set(State::Done);
-                            return Poll::Ready(Err("retry future polled after completion".into()));
-                        };
-                        this.info.attempts += 1;
-                        let fut = this.inner.call(*req);
-                        this.state.set(State::Call { fut });
-                        continue;
+            let judged: Result<Inspected, BoxError> = match this.state.as_mut().project() {
+                StateProj::Ready { req } => {
+                    if let Err(e) = ready!(this.inner.poll_ready(cx)) {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Err(e.into()));
                     }
-                    StateProj::Call { fut } => match ready!(fut.poll(cx)) {
-                        Ok(res) => {
-                            let mut res = ResponseBody::from_response(res);
-                            let status = res.status();
-                            let limit = this.config.peek_limit;
-                            // The look at the body happens here, and the
-                            // response moves into a state only when it has
-                            // to wait for the body.
-                            if status.is_success() {
-                                match res.body_mut().poll_stream_start(cx, limit) {
-                                    Poll::Ready(StreamStart::Error(class)) => {
-                                        Ok((res, Some(class), true))
-                                    }
-                                    Poll::Ready(_) => {
-                                        this.state.set(State::Done);
-                                        return Poll::Ready(Ok(finish(
-                                            res,
-                                            *this.info,
-                                            this.template.take(),
-                                        )));
-                                    }
-                                    Poll::Pending => {
-                                        this.state.set(State::StreamStart {
-                                            res: Some(Box::new(res)),
-                                            until: this.deadline.map(|d| Box::pin(sleep_until(d))),
-                                        });
-                                        // Polled again there, with the
-                                        // deadline's timer armed.
-                                        continue;
-                                    }
+                    let Some(req) = req.take() else {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Err("retry future polled after completion".into()));
+                    };
+                    this.info.attempts += 1;
+                    let fut = this.inner.call(*req);
+                    this.state.set(State::Call { fut });
+                    continue;
+                }
+                StateProj::Call { fut } => match ready!(fut.poll(cx)) {
+                    Ok(res) => {
+                        let mut res = ResponseBody::from_response(res);
+                        let status = res.status();
+                        let limit = this.config.peek_limit;
+                        // The look at the body happens here, and the
+                        // response moves into a state only when it has
+                        // to wait for the body.
+                        if status.is_success() {
+                            match res.body_mut().poll_stream_start(cx, limit) {
+                                Poll::Ready(StreamStart::Error(class)) => Ok(Inspected {
+                                    res,
+                                    error: Some(class),
+                                    stream_error: true,
+                                }),
+                                Poll::Ready(_) => {
+                                    this.state.set(State::Done);
+                                    return Poll::Ready(Ok(finish(
+                                        res,
+                                        *this.info,
+                                        this.template.take(),
+                                    )));
                                 }
-                            } else if status == StatusCode::TOO_MANY_REQUESTS {
-                                // A 429 means "wait" or "quota gone for the
-                                // month": only the body tells.
-                                if res.body_mut().poll_peek_to_end(cx, limit).is_pending() {
-                                    this.state.set(State::ReadError {
-                                        res: Some(Box::new(res)),
-                                        until: this.deadline.map(|d| Box::pin(sleep_until(d))),
+                                Poll::Pending => {
+                                    // Polled again there, with the
+                                    // deadline's timer armed.
+                                    this.state.set(State::Look {
+                                        fut: Box::pin(stream_start(res, limit, *this.deadline)),
                                     });
                                     continue;
                                 }
-                                let class = classify_error(status, &res.body().peeked());
-                                Ok((res, Some(class), false))
-                            } else {
-                                Ok((res, None, false))
                             }
-                        }
-                        Err(e) => Err(e.into()),
-                    },
-                    StateProj::ReadError { res, until } => {
-                        let Some(r) = res.as_mut() else {
-                            this.state.set(State::Done);
-                            return Poll::Ready(Err("retry future polled after completion".into()));
-                        };
-                        // At the deadline the error is judged on what was
-                        // read (the decision then stops: no time is left).
-                        if r.body_mut()
-                            .poll_peek_to_end(cx, this.config.peek_limit)
-                            .is_pending()
-                            && until
-                                .as_mut()
-                                .is_none_or(|u| u.as_mut().poll(cx).is_pending())
-                        {
-                            return Poll::Pending;
-                        }
-                        let class = classify_error(r.status(), &r.body().peeked());
-                        match res.take() {
-                            Some(r) => Ok((*r, Some(class), false)),
-                            None => continue,
-                        }
-                    }
-                    StateProj::StreamStart { res, until } => {
-                        let Some(r) = res.as_mut() else {
-                            this.state.set(State::Done);
-                            return Poll::Ready(Err("retry future polled after completion".into()));
-                        };
-                        // At the deadline the stream is handed over as it
-                        // is: nothing wrong was seen, and no time is left to
-                        // try again.
-                        let start = match r.body_mut().poll_stream_start(cx, this.config.peek_limit)
-                        {
-                            Poll::Ready(start) => start,
-                            Poll::Pending => {
-                                if until
-                                    .as_mut()
-                                    .is_none_or(|u| u.as_mut().poll(cx).is_pending())
-                                {
-                                    return Poll::Pending;
-                                }
-                                StreamStart::Undecided
+                        } else if status == StatusCode::TOO_MANY_REQUESTS {
+                            // A 429 means "wait" or "quota gone for the
+                            // month": only the body tells.
+                            if res.body_mut().poll_peek_to_end(cx, limit).is_pending() {
+                                this.state.set(State::Look {
+                                    fut: Box::pin(read_error(res, limit, *this.deadline)),
+                                });
+                                continue;
                             }
-                        };
-                        let Some(r) = res.take() else { continue };
-                        let r = *r;
-                        match start {
-                            StreamStart::Error(class) => Ok((r, Some(class), true)),
-                            _ => {
-                                this.state.set(State::Done);
-                                return Poll::Ready(Ok(finish(
-                                    r,
-                                    *this.info,
-                                    this.template.take(),
-                                )));
-                            }
+                            let class = classify_error(status, &res.body().peeked());
+                            Ok(Inspected {
+                                res,
+                                error: Some(class),
+                                stream_error: false,
+                            })
+                        } else {
+                            Ok(Inspected {
+                                res,
+                                error: None,
+                                stream_error: false,
+                            })
                         }
                     }
-                    StateProj::Sleep { sleep, next } => {
-                        ready!(sleep.as_mut().poll(cx));
-                        let req = next.take();
-                        this.state.set(State::Ready { req });
-                        continue;
+                    Err(e) => Err(e.into()),
+                },
+                StateProj::Look { fut } => match ready!(fut.as_mut().poll(cx)) {
+                    Looked::Judge(inspected) => Ok(inspected),
+                    Looked::Deliver(res) => {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Ok(finish(res, *this.info, this.template.take())));
                     }
-                    StateProj::Done => {
-                        return Poll::Ready(Err("retry future polled after completion".into()));
-                    }
-                };
+                },
+                StateProj::Sleep { sleep, next } => {
+                    ready!(sleep.as_mut().poll(cx));
+                    let req = next.take();
+                    this.state.set(State::Ready { req });
+                    continue;
+                }
+                StateProj::Done => {
+                    return Poll::Ready(Err("retry future polled after completion".into()));
+                }
+            };
 
             let decision = match &judged {
-                Ok((res, error, stream_error)) => {
+                Ok(Inspected {
+                    res,
+                    error,
+                    stream_error,
+                }) => {
                     let reason = match error {
                         Some(e) if *stream_error => RetryReason::StreamError(e.kind),
                         _ => RetryReason::Status(res.status()),
@@ -417,7 +459,7 @@ where
                     }
                     let template = this.template.take();
                     return Poll::Ready(
-                        judged.map(|(res, _, _)| finish(res, *this.info, template)),
+                        judged.map(|inspected| finish(inspected.res, *this.info, template)),
                     );
                 }
             }
