@@ -72,7 +72,7 @@ async fn each_service_has_new_and_layer() {
     assert_eq!(svc.oneshot(request()).await.unwrap().status(), 200);
 
     let svc = ServiceBuilder::new()
-        .layer(tower_llm_resilience::BufferBodyLayer::new(1 << 20)) // TODO-merge: BufferBody::layer
+        .layer(BufferBody::<()>::layer(1 << 20))
         .layer(Cache::<()>::layer())
         .layer(Fallback::<()>::layer([]))
         .layer(Retry::<()>::layer())

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::gcra::{DIMENSIONS, Dimension, InvalidLimit, Limit};
+use super::gcra::{DIMENSIONS, Dimension, Limit};
 use super::stats::ThresholdEvent;
 use crate::error::InvalidConfig;
 use crate::queue::QueueConfig;
@@ -17,7 +17,7 @@ use crate::queue::QueueConfig;
 /// use tower_llm_resilience::rate::Limits;
 /// // Anthropic Tier 1: 50 RPM, 20k ITPM, 8k OTPM.
 /// let tier1 = Limits::per_minute(50, 20_000, 8_000)?;
-/// # Ok::<(), tower_llm_resilience::rate::InvalidLimit>(())
+/// # Ok::<(), tower_llm_resilience::error::InvalidConfig>(())
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Limits {
@@ -35,17 +35,21 @@ impl Limits {
     ///
     /// # Errors
     ///
-    /// [`InvalidLimit`] if any is zero or absurdly large.
+    /// [`InvalidConfig`] naming the dimension (`requests`, `input_tokens`,
+    /// `output_tokens`) if any is zero or absurdly large.
     pub fn per_minute(
         requests: u64,
         input_tokens: u64,
         output_tokens: u64,
-    ) -> Result<Self, InvalidLimit> {
+    ) -> Result<Self, InvalidConfig> {
+        let limit = |field, amount| {
+            Limit::per_minute(amount).map_err(|e| InvalidConfig::new(field, e.reason))
+        };
         Ok(Limits {
             dims: [
-                Some(Limit::per_minute(requests)?),
-                Some(Limit::per_minute(input_tokens)?),
-                Some(Limit::per_minute(output_tokens)?),
+                Some(limit("requests", requests)?),
+                Some(limit("input_tokens", input_tokens)?),
+                Some(limit("output_tokens", output_tokens)?),
             ],
         })
     }

@@ -80,7 +80,7 @@ use std::time::Duration;
 
 // What is limited, and by how much, is defined in `limit.rs`; this file is
 // the algorithm. The public paths stay here.
-pub use super::limit::{DIMENSIONS, Dimension, InvalidLimit, Limit, nanos};
+pub use super::limit::{DIMENSIONS, Dimension, Limit, nanos};
 
 #[cfg(test)]
 mod tests;

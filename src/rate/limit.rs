@@ -5,6 +5,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::error::InvalidConfig;
+
 #[cfg(test)]
 mod tests;
 
@@ -75,31 +77,6 @@ impl fmt::Display for Dimension {
     }
 }
 
-/// A limit that cannot be enforced: zero, or too large to compute with.
-///
-/// Returned by [`Limit::new`] so that a bad configuration fails when it is
-/// built, not as odd behaviour at run time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InvalidLimit {
-    reason: &'static str,
-}
-
-impl InvalidLimit {
-    /// What is wrong with the limit.
-    #[must_use]
-    pub fn reason(&self) -> &'static str {
-        self.reason
-    }
-}
-
-impl fmt::Display for InvalidLimit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid rate limit: {}", self.reason)
-    }
-}
-
-impl std::error::Error for InvalidLimit {}
-
 /// `amount` units per `per`, holding at most `burst` units at once.
 ///
 /// Validated on construction, so every `Limit` can be computed with: the
@@ -127,31 +104,36 @@ impl Limit {
     ///
     /// # Errors
     ///
-    /// [`InvalidLimit`] if `amount`, `per` or `burst` is zero, if the rate is
+    /// [`InvalidConfig`] if `amount`, `per` or `burst` is zero, if the rate is
     /// faster than one unit per nanosecond, or if `per` or `burst · T`
     /// exceeds about 146 years.
-    pub fn new(amount: u64, per: Duration, burst: u64) -> Result<Self, InvalidLimit> {
-        let invalid = |reason| Err(InvalidLimit { reason });
+    pub fn new(amount: u64, per: Duration, burst: u64) -> Result<Self, InvalidConfig> {
+        let invalid = |field, reason| Err(InvalidConfig::new(field, reason));
         if amount == 0 {
-            return invalid("amount must be at least 1");
+            return invalid("limit.amount", "must be at least 1");
         }
         if burst == 0 {
-            return invalid("burst must be at least 1");
+            return invalid("limit.burst", "must be at least 1");
         }
         let per_nanos = nanos(per);
         if per_nanos == 0 {
-            return invalid("period must be at least one nanosecond");
+            return invalid("limit.per", "must be at least one nanosecond");
         }
         if per_nanos > MAX_SPAN_NANOS {
-            return invalid("period is longer than 2^62 nanoseconds");
+            return invalid("limit.per", "is longer than 2^62 nanoseconds");
         }
         if amount > per_nanos {
-            return invalid("rate is faster than one unit per nanosecond");
+            return invalid("limit.amount", "is faster than one unit per nanosecond");
         }
         let interval = per_nanos.div_ceil(amount);
         let capacity = match burst.checked_mul(interval) {
             Some(capacity) if capacity <= MAX_SPAN_NANOS => capacity,
-            _ => return invalid("burst takes longer than 2^62 nanoseconds to refill"),
+            _ => {
+                return invalid(
+                    "limit.burst",
+                    "takes longer than 2^62 nanoseconds to refill",
+                );
+            }
         };
         Ok(Limit {
             amount,
@@ -167,8 +149,8 @@ impl Limit {
     ///
     /// # Errors
     ///
-    /// [`InvalidLimit`] if `amount` is zero or above 60 · 10⁹.
-    pub fn per_minute(amount: u64) -> Result<Self, InvalidLimit> {
+    /// [`InvalidConfig`] if `amount` is zero or above 60 · 10⁹.
+    pub fn per_minute(amount: u64) -> Result<Self, InvalidConfig> {
         Limit::new(amount, Duration::from_secs(60), amount)
     }
 
@@ -176,8 +158,8 @@ impl Limit {
     ///
     /// # Errors
     ///
-    /// [`InvalidLimit`] as for [`Limit::new`].
-    pub fn with_burst(self, burst: u64) -> Result<Self, InvalidLimit> {
+    /// [`InvalidConfig`] as for [`Limit::new`].
+    pub fn with_burst(self, burst: u64) -> Result<Self, InvalidConfig> {
         Limit::new(self.amount, self.per, burst)
     }
 

@@ -68,7 +68,7 @@ mod state;
 mod stats;
 
 pub use config::{Learning, Limits, RateLimitBuilder};
-pub use gcra::{CostExceedsBurst, Dimension, InvalidLimit, Limit};
+pub use gcra::{CostExceedsBurst, Dimension, Limit};
 pub use layer::RateLimitLayer;
 pub use service::RateLimit;
 pub use stats::{GroupStats, ThresholdEvent};

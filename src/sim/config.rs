@@ -5,6 +5,8 @@ use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use crate::error::InvalidConfig;
+
 /// Per-minute limits for one (API key, model) pair.
 ///
 /// Each is a continuously replenished token bucket whose capacity is the
@@ -40,14 +42,23 @@ impl Limits {
         }
     }
 
-    fn validate(&self, model: Option<&str>) -> Result<(), ConfigError> {
+    fn validate(&self, model: Option<&str>) -> Result<(), InvalidConfig> {
         if self.requests_per_minute == 0
             || self.input_tokens_per_minute == 0
             || self.output_tokens_per_minute == 0
         {
-            return Err(ConfigError::ZeroLimit {
-                model: model.map(str::to_owned),
-            });
+            let reason: std::borrow::Cow<'static, str> = match model {
+                None => "default limits must all be > 0".into(),
+                Some(m) => format!("limits for model {m} must all be > 0").into(),
+            };
+            return Err(InvalidConfig::new(
+                if model.is_some() {
+                    "model_limits"
+                } else {
+                    "limits"
+                },
+                reason,
+            ));
         }
         Ok(())
     }
@@ -158,19 +169,20 @@ impl Faults {
         self
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    fn validate(&self) -> Result<(), InvalidConfig> {
         let all = [
-            ("rate_limited", self.rate_limited),
-            ("overloaded", self.overloaded),
-            ("server_error", self.server_error),
-            ("service_unavailable", self.service_unavailable),
-            ("drop_connection", self.drop_connection),
-            ("mid_stream_error", self.mid_stream_error),
-            ("truncate_stream", self.truncate_stream),
+            ("faults.rate_limited", self.rate_limited),
+            ("faults.overloaded", self.overloaded),
+            ("faults.server_error", self.server_error),
+            ("faults.service_unavailable", self.service_unavailable),
+            ("faults.drop_connection", self.drop_connection),
+            ("faults.mid_stream_error", self.mid_stream_error),
+            ("faults.truncate_stream", self.truncate_stream),
         ];
         for (name, value) in all {
             if !(0.0..=1.0).contains(&value) {
-                return Err(ConfigError::InvalidRate { name, value });
+                let reason = format!("a fault rate must be within [0, 1], got {value}");
+                return Err(InvalidConfig::new(name, reason));
             }
         }
         let request = self.rate_limited
@@ -179,78 +191,23 @@ impl Faults {
             + self.service_unavailable
             + self.drop_connection;
         if request > 1.0 + 1e-9 {
-            return Err(ConfigError::InvalidRate {
-                name: "request faults (sum)",
-                value: request,
-            });
+            let reason = format!("the request faults must sum to at most 1, got {request}");
+            return Err(InvalidConfig::new("faults", reason));
         }
         let stream = self.mid_stream_error + self.truncate_stream;
         if stream > 1.0 + 1e-9 {
-            return Err(ConfigError::InvalidRate {
-                name: "stream faults (sum)",
-                value: stream,
-            });
+            let reason = format!("the stream faults must sum to at most 1, got {stream}");
+            return Err(InvalidConfig::new("faults", reason));
         }
         Ok(())
     }
 }
 
-/// Why a [`SimConfig`] was refused.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// `time_scale` must be finite and > 0.
-    InvalidTimeScale(f64),
-    /// A fault rate (or a sum of them) is outside `[0, 1]`.
-    InvalidRate {
-        /// Which rate.
-        name: &'static str,
-        /// The offending value.
-        value: f64,
-    },
-    /// A limit is zero (default limits when `model` is `None`).
-    ZeroLimit {
-        /// The model whose override is invalid, if any.
-        model: Option<String>,
-    },
-    /// The output-token range is empty or starts at zero.
-    InvalidOutputRange {
-        /// Configured minimum.
-        min: u64,
-        /// Configured maximum.
-        max: u64,
-    },
-    /// A size or count setting that must be positive is zero.
-    Zero(&'static str),
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::InvalidTimeScale(v) => write!(f, "time_scale must be finite and > 0, got {v}"),
-            Self::InvalidRate { name, value } => {
-                write!(f, "fault rate {name} must be within [0, 1], got {value}")
-            }
-            Self::ZeroLimit { model: None } => f.write_str("default limits must all be > 0"),
-            Self::ZeroLimit { model: Some(m) } => write!(f, "limits for model {m} must all be > 0"),
-            Self::InvalidOutputRange { min, max } => {
-                write!(
-                    f,
-                    "output token range {min}..={max} must be non-empty and start at >= 1"
-                )
-            }
-            Self::Zero(name) => write!(f, "{name} must be > 0"),
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
 /// Configuration of a [`Simulator`](super::Simulator).
 ///
 /// Built with consuming `with_*` methods; checked when the simulator is
 /// created ([`Simulator::new`](super::Simulator::new) returns a
-/// [`ConfigError`]). API keys given to [`with_api_keys`](Self::with_api_keys)
+/// [`InvalidConfig`]). API keys given to [`with_api_keys`](Self::with_api_keys)
 /// never appear in `Debug` output.
 #[derive(Clone)]
 pub struct SimConfig {
@@ -494,10 +451,11 @@ impl SimConfig {
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] naming the first invalid setting.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// An [`InvalidConfig`] naming the first invalid setting.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
         if !(self.time_scale.is_finite() && self.time_scale > 0.0) {
-            return Err(ConfigError::InvalidTimeScale(self.time_scale));
+            let reason = format!("must be finite and > 0, got {}", self.time_scale);
+            return Err(InvalidConfig::new("time_scale", reason));
         }
         self.limits.validate(None)?;
         for (model, limits) in &self.model_limits {
@@ -506,7 +464,8 @@ impl SimConfig {
         self.faults.validate()?;
         let (min, max) = self.output_tokens;
         if min == 0 || min > max {
-            return Err(ConfigError::InvalidOutputRange { min, max });
+            let reason = format!("{min}..={max} must be non-empty and start at >= 1");
+            return Err(InvalidConfig::new("output_tokens", reason));
         }
         let zeros = [
             ("default_max_tokens", self.default_max_tokens == 0),
@@ -516,7 +475,7 @@ impl SimConfig {
             ("window", self.window.is_some_and(|w| w.is_zero())),
         ];
         if let Some((name, _)) = zeros.iter().find(|(_, bad)| *bad) {
-            return Err(ConfigError::Zero(name));
+            return Err(InvalidConfig::new(name, "must be > 0"));
         }
         Ok(())
     }

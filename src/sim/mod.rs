@@ -90,7 +90,7 @@ mod server;
 mod tokens;
 mod wire;
 
-pub use config::{ConfigError, Faults, Limits, SimConfig};
+pub use config::{Faults, Limits, SimConfig};
 pub use counters::{CountersSnapshot, WindowSample};
 pub use server::{SimHandle, Simulator};
 pub use tokens::{MESSAGE_OVERHEAD_TOKENS, count_input_tokens};

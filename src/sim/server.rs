@@ -18,9 +18,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::config::{ConfigError, SimConfig};
+use super::config::SimConfig;
 use super::counters::CountersSnapshot;
 use super::handler::{Api, DropConnection, Shared, SimError, error_response, handle};
+use crate::error::InvalidConfig;
 
 /// How long [`SimHandle::shutdown`] waits for open connections to finish.
 const GRACE: Duration = Duration::from_secs(5);
@@ -49,8 +50,8 @@ impl Simulator {
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] if the configuration is invalid.
-    pub fn new(config: SimConfig) -> Result<Self, ConfigError> {
+    /// An [`InvalidConfig`] if the configuration is invalid.
+    pub fn new(config: SimConfig) -> Result<Self, InvalidConfig> {
         config.validate()?;
         Ok(Self {
             shared: Arc::new(Shared::new(config)),
@@ -63,7 +64,7 @@ impl Simulator {
     ///
     /// # Errors
     ///
-    /// [`io::ErrorKind::InvalidInput`] wrapping a [`ConfigError`] for an
+    /// [`io::ErrorKind::InvalidInput`] wrapping an [`InvalidConfig`] for an
     /// invalid configuration, or the bind error.
     pub async fn start(config: SimConfig) -> io::Result<SimHandle> {
         let sim = Self::new(config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;

@@ -31,18 +31,12 @@ impl<S> BufferBody<S> {
             limit,
         }
     }
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        self.inner.get_ref()
+    /// A layer buffering bodies of at most `limit` bytes: the same as
+    /// [`BufferBodyLayer::new`](super::BufferBodyLayer::new).
+    pub fn layer(limit: usize) -> super::BufferBodyLayer {
+        super::BufferBodyLayer::new(limit)
     }
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        self.inner.get_mut()
-    }
-    /// Consumes this service, returning the inner one.
-    pub fn into_inner(self) -> S {
-        self.inner.into_inner()
-    }
+    crate::util::inner_service_accessors!(Inner);
 }
 
 impl<S, B> Service<Request<B>> for BufferBody<S>

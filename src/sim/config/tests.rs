@@ -7,32 +7,41 @@ fn defaults_are_valid() {
 
 #[test]
 fn invalid_settings_are_typed_errors() {
+    let field = |c: SimConfig| c.validate().expect_err("invalid").field;
     let c = SimConfig::new().with_time_scale(0.0);
-    assert_eq!(c.validate(), Err(ConfigError::InvalidTimeScale(0.0)));
-    let c = SimConfig::new().with_time_scale(f64::NAN);
-    assert!(matches!(
+    assert_eq!(
         c.validate(),
-        Err(ConfigError::InvalidTimeScale(_))
-    ));
+        Err(InvalidConfig::new(
+            "time_scale",
+            "must be finite and > 0, got 0"
+        ))
+    );
+    assert_eq!(
+        field(SimConfig::new().with_time_scale(f64::NAN)),
+        "time_scale"
+    );
     let c = SimConfig::new().with_model_limits("m", Limits::new(0, 1, 1));
     assert_eq!(
         c.validate(),
-        Err(ConfigError::ZeroLimit {
-            model: Some("m".into())
-        })
+        Err(InvalidConfig::new(
+            "model_limits",
+            "limits for model m must all be > 0"
+        ))
     );
     let c = SimConfig::new().with_faults(Faults::none().with_overloaded(1.5));
-    assert!(matches!(c.validate(), Err(ConfigError::InvalidRate { .. })));
+    assert_eq!(field(c), "faults.overloaded");
     let c =
         SimConfig::new().with_faults(Faults::none().with_overloaded(0.6).with_server_error(0.6));
-    assert!(matches!(c.validate(), Err(ConfigError::InvalidRate { .. })));
-    let c = SimConfig::new().with_output_tokens(10, 5);
-    assert!(matches!(
-        c.validate(),
-        Err(ConfigError::InvalidOutputRange { .. })
-    ));
+    assert_eq!(field(c), "faults");
+    assert_eq!(
+        field(SimConfig::new().with_output_tokens(10, 5)),
+        "output_tokens"
+    );
     let c = SimConfig::new().with_max_keys(0);
-    assert_eq!(c.validate(), Err(ConfigError::Zero("max_keys")));
+    assert_eq!(
+        c.validate(),
+        Err(InvalidConfig::new("max_keys", "must be > 0"))
+    );
 }
 
 #[test]
