@@ -9,18 +9,8 @@ use std::time::Duration;
 use http::HeaderName;
 
 use super::adaptive::Aimd;
-use crate::queue::{Priority, QueueFull, WaitQueue, Waiter};
+use crate::queue::{Priority, QueueFull, QueueKey, WaitQueue, Waiter};
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, fence, lock};
-
-/// Queue keys of concurrency limiters: unique per limiter and without the
-/// top bit, which the rate limiter's group keys all carry, so the two can
-/// share one queue.
-/// (std's atomic even under loom: a `static` needs a `const` constructor.)
-static NEXT_KEY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
-fn next_key() -> u64 {
-    NEXT_KEY.fetch_add(1, Ordering::Relaxed) & !(1 << 63)
-}
 
 /// The most permits one limiter counts (the cap is clamped to it).
 const MAX_CAP: usize = u32::MAX as usize;
@@ -50,7 +40,7 @@ pub struct ConcurrencyStats {
 }
 
 pub(crate) struct Shared {
-    pub(crate) key: u64,
+    pub(crate) key: QueueKey,
     pub(crate) queue: WaitQueue,
     pub(crate) max_wait: Option<Duration>,
     pub(crate) priority_header: Option<HeaderName>,
@@ -87,7 +77,7 @@ impl Shared {
         aimd: Option<Aimd>,
     ) -> Self {
         Shared {
-            key: next_key(),
+            key: QueueKey::unique(),
             queue,
             max_wait,
             priority_header,

@@ -38,18 +38,45 @@
 //!
 //! # Example
 //!
+//! One queue shared by a rate limiter and a concurrency limiter, so that
+//! their waiters share one bound:
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_llm_resilience::concurrency::ConcurrencyLimitLayer;
+//! use tower_llm_resilience::queue::{QueueConfig, WaitQueue};
+//! use tower_llm_resilience::rate::{Limits, RateLimitLayer};
+//!
+//! # fn main() -> Result<(), tower_llm_resilience::BoxError> {
+//! let queue = WaitQueue::new(QueueConfig::new(100, Duration::from_millis(250))?);
+//! let rate = RateLimitLayer::builder()
+//!     .limits(Limits::per_minute(50, 20_000, 8_000)?)
+//!     .shared_queue(queue.clone())
+//!     .build()?;
+//! let concurrency = ConcurrencyLimitLayer::builder(16)
+//!     .shared_queue(queue.clone())
+//!     .build()?;
+//! assert!(queue.is_empty());
+//! # drop((rate, concurrency));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Waiting in it, as the limiters do:
+//!
 //! ```
 //! use std::time::Duration;
 //! use tokio::time::Instant;
-//! use tower_llm_resilience::queue::{Priority, QueueConfig, WaitQueue, Waiter};
+//! use tower_llm_resilience::queue::{Priority, QueueConfig, QueueKey, WaitQueue, Waiter};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let queue = WaitQueue::new(QueueConfig::new(100, Duration::from_millis(250))?);
+//! let (group, other) = (QueueKey::unique(), QueueKey::unique());
 //! let now = Instant::now();
 //!
-//! let batch = queue.try_enqueue(7, Priority::LOW, now)?;
-//! let chat = queue.try_enqueue(7, Priority::HIGH, now)?;
-//! let other_group = queue.try_enqueue(8, Priority::LOW, now)?;
+//! let batch = queue.try_enqueue(group, Priority::LOW, now)?;
+//! let chat = queue.try_enqueue(group, Priority::HIGH, now)?;
+//! let other_group = queue.try_enqueue(other, Priority::LOW, now)?;
 //! assert!(chat.is_turn() && !batch.is_turn());
 //! assert!(other_group.is_turn(), "keys wait independently");
 //!
@@ -60,7 +87,7 @@
 //!
 //! // In a future: wait for the turn, then try the resource; if it is not
 //! // free, return Pending — `poll_turn` has registered the waker, and the
-//! // code that frees the resource calls `queue.wake_head(key)`.
+//! // code that frees the resource calls `queue.wake_head(group)`.
 //! async fn wait_for_turn(waiter: &mut Waiter) {
 //!     std::future::poll_fn(|cx| waiter.poll_turn(cx)).await
 //! }
@@ -188,9 +215,32 @@ type KeyQueue = BTreeMap<Ticket, Option<Waker>>;
 #[derive(Debug, Default)]
 struct State {
     /// Only keys with at least one waiter: an idle key costs nothing.
-    keys: BTreeMap<u64, KeyQueue>,
+    keys: BTreeMap<QueueKey, KeyQueue>,
     len: usize,
     next_seq: u64,
+}
+
+/// Whose turn a waiter waits for: the rate limiter takes one key per limit
+/// group, the concurrency limiter one per limiter. Drawn from one
+/// process-wide counter, so nothing sharing a queue ever shares a key by
+/// accident.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct QueueKey(u64);
+
+impl fmt::Debug for QueueKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl QueueKey {
+    /// A key nothing else in the process has.
+    #[must_use]
+    pub fn unique() -> Self {
+        // std's atomic even under loom: a `static` needs a `const` constructor.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        QueueKey(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
 }
 
 #[derive(Debug)]
@@ -258,7 +308,7 @@ impl WaitQueue {
     /// [`max_len`](QueueConfig::max_len) waiters.
     pub fn try_enqueue(
         &self,
-        key: u64,
+        key: QueueKey,
         priority: Priority,
         now: Instant,
     ) -> Result<Waiter, QueueFull> {
@@ -294,7 +344,7 @@ impl WaitQueue {
     /// Call it after freeing what waiters of `key` wait for (a permit
     /// released, a reservation refunded, a cooldown over), so the head
     /// re-checks at once instead of at its next timer.
-    pub fn wake_head(&self, key: u64) -> bool {
+    pub fn wake_head(&self, key: QueueKey) -> bool {
         let waker = {
             let state = lock(&self.shared.state);
             state
@@ -326,7 +376,7 @@ impl WaitQueue {
 
     /// The number of waiters of `key`.
     #[must_use]
-    pub fn len_of(&self, key: u64) -> usize {
+    pub fn len_of(&self, key: QueueKey) -> usize {
         lock(&self.shared.state)
             .keys
             .get(&key)
@@ -341,7 +391,7 @@ impl WaitQueue {
 /// was the head, the next head of its key is woken at once.
 pub struct Waiter {
     shared: Arc<Shared>,
-    key: u64,
+    key: QueueKey,
     priority: Priority,
     ticket: Ticket,
 }
@@ -393,18 +443,6 @@ impl Waiter {
             .get(&self.key)
             .and_then(|queue| queue.first_key_value())
             .is_none_or(|(ticket, _)| *ticket == self.ticket)
-    }
-
-    /// The key this waiter waits under.
-    #[must_use]
-    pub fn key(&self) -> u64 {
-        self.key
-    }
-
-    /// The priority it was enqueued with.
-    #[must_use]
-    pub fn priority(&self) -> Priority {
-        self.priority
     }
 }
 

@@ -5,6 +5,11 @@ use proptest::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Wake;
 
+/// A key with a chosen number, for tests that name their keys.
+fn k(n: u64) -> QueueKey {
+    QueueKey(n)
+}
+
 /// A waker that counts its wake-ups.
 #[derive(Default)]
 struct CountingWaker(AtomicUsize);
@@ -55,7 +60,9 @@ fn queue_and_waiter_are_send_sync_and_debug() {
     assert_send_sync::<Waiter>();
     assert_send_sync::<Priority>();
     let q = queue(4, 10);
-    let w = q.try_enqueue(1, Priority::NORMAL, Instant::now()).unwrap();
+    let w = q
+        .try_enqueue(k(1), Priority::NORMAL, Instant::now())
+        .unwrap();
     assert!(format!("{q:?}").contains("len: 1"));
     assert!(format!("{w:?}").contains("key: 1"));
 }
@@ -66,7 +73,9 @@ async fn fifo_within_a_priority() {
     let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
     for id in 0..5 {
-        let mut w = q.try_enqueue(0, Priority::NORMAL, Instant::now()).unwrap();
+        let mut w = q
+            .try_enqueue(k(0), Priority::NORMAL, Instant::now())
+            .unwrap();
         let order = std::sync::Arc::clone(&order);
         tasks.push(tokio::spawn(async move {
             turn(&mut w).await;
@@ -88,9 +97,9 @@ async fn fifo_within_a_priority() {
 async fn higher_priority_first() {
     let q = queue(10, 100);
     let now = Instant::now();
-    let low = q.try_enqueue(0, Priority::LOW, now).unwrap();
-    let normal = q.try_enqueue(0, Priority::NORMAL, now).unwrap();
-    let high = q.try_enqueue(0, Priority::HIGH, now).unwrap();
+    let low = q.try_enqueue(k(0), Priority::LOW, now).unwrap();
+    let normal = q.try_enqueue(k(0), Priority::NORMAL, now).unwrap();
+    let high = q.try_enqueue(k(0), Priority::HIGH, now).unwrap();
     assert!(high.is_turn() && !normal.is_turn() && !low.is_turn());
     drop(high);
     assert!(normal.is_turn() && !low.is_turn());
@@ -102,9 +111,11 @@ async fn higher_priority_first() {
 async fn newcomer_of_higher_priority_overtakes_a_waiting_head() {
     let q = queue(10, 100);
     let (_, waker) = counting();
-    let mut normal = q.try_enqueue(0, Priority::NORMAL, Instant::now()).unwrap();
+    let mut normal = q
+        .try_enqueue(k(0), Priority::NORMAL, Instant::now())
+        .unwrap();
     assert_eq!(poll(&mut normal, &waker), Poll::Ready(()));
-    let mut high = q.try_enqueue(0, Priority::HIGH, Instant::now()).unwrap();
+    let mut high = q.try_enqueue(k(0), Priority::HIGH, Instant::now()).unwrap();
     assert_eq!(poll(&mut high, &waker), Poll::Ready(()));
     assert_eq!(poll(&mut normal, &waker), Poll::Pending);
 }
@@ -113,21 +124,23 @@ async fn newcomer_of_higher_priority_overtakes_a_waiting_head() {
 async fn aging_lets_an_old_low_priority_waiter_pass_newer_high_ones() {
     // LOW (64) vs HIGH (192): 128 levels × 1 s = 128 s of aging.
     let q = queue(10, 1_000);
-    let low = q.try_enqueue(0, Priority::LOW, Instant::now()).unwrap();
+    let low = q.try_enqueue(k(0), Priority::LOW, Instant::now()).unwrap();
 
     tokio::time::advance(Duration::from_secs(127)).await;
-    let early = q.try_enqueue(0, Priority::HIGH, Instant::now()).unwrap();
+    let early = q.try_enqueue(k(0), Priority::HIGH, Instant::now()).unwrap();
     assert!(early.is_turn(), "127 s is not yet enough");
     drop(early);
     assert!(low.is_turn());
 
     tokio::time::advance(Duration::from_secs(1)).await;
-    let late = q.try_enqueue(0, Priority::HIGH, Instant::now()).unwrap();
+    let late = q.try_enqueue(k(0), Priority::HIGH, Instant::now()).unwrap();
     assert!(low.is_turn(), "after 128 s the old waiter goes first");
     assert!(!late.is_turn());
 
     // A HIGHEST newcomer still needs 191 levels: it goes first.
-    let top = q.try_enqueue(0, Priority::HIGHEST, Instant::now()).unwrap();
+    let top = q
+        .try_enqueue(k(0), Priority::HIGHEST, Instant::now())
+        .unwrap();
     assert!(top.is_turn());
 }
 
@@ -135,20 +148,20 @@ async fn aging_lets_an_old_low_priority_waiter_pass_newer_high_ones() {
 async fn keys_are_independent() {
     let q = queue(10, 100);
     let now = Instant::now();
-    let a1 = q.try_enqueue(1, Priority::NORMAL, now).unwrap();
-    let a2 = q.try_enqueue(1, Priority::NORMAL, now).unwrap();
-    let b1 = q.try_enqueue(2, Priority::LOWEST, now).unwrap();
-    let b2 = q.try_enqueue(2, Priority::LOWEST, now).unwrap();
+    let a1 = q.try_enqueue(k(1), Priority::NORMAL, now).unwrap();
+    let a2 = q.try_enqueue(k(1), Priority::NORMAL, now).unwrap();
+    let b1 = q.try_enqueue(k(2), Priority::LOWEST, now).unwrap();
+    let b2 = q.try_enqueue(k(2), Priority::LOWEST, now).unwrap();
     assert!(a1.is_turn() && b1.is_turn());
     assert!(!a2.is_turn() && !b2.is_turn());
     assert_eq!(
-        (q.len(), q.len_of(1), q.len_of(2), q.len_of(3)),
+        (q.len(), q.len_of(k(1)), q.len_of(k(2)), q.len_of(k(3))),
         (4, 2, 2, 0)
     );
     drop(a1);
     assert!(a2.is_turn() && b1.is_turn() && !b2.is_turn());
     drop((a2, b1, b2));
-    assert_eq!((q.len(), q.len_of(1), q.len_of(2)), (0, 0, 0));
+    assert_eq!((q.len(), q.len_of(k(1)), q.len_of(k(2))), (0, 0, 0));
     assert_eq!(lock(&q.shared.state).keys.len(), 0, "idle keys are removed");
 }
 
@@ -157,16 +170,16 @@ async fn queue_full_then_a_slot_frees_when_a_waiter_drops() {
     let q = queue(2, 100);
     let clone = q.clone();
     let now = Instant::now();
-    let a = q.try_enqueue(1, Priority::NORMAL, now).unwrap();
-    let _b = clone.try_enqueue(2, Priority::HIGH, now).unwrap();
-    let full = q.try_enqueue(3, Priority::HIGHEST, now).unwrap_err();
+    let a = q.try_enqueue(k(1), Priority::NORMAL, now).unwrap();
+    let _b = clone.try_enqueue(k(2), Priority::HIGH, now).unwrap();
+    let full = q.try_enqueue(k(3), Priority::HIGHEST, now).unwrap_err();
     assert_eq!(full, QueueFull { max_len: 2 });
     assert_eq!(full.to_string(), "wait queue is full (2 waiters)");
     let boxed: crate::BoxError = Box::new(full);
     assert!(boxed.is::<QueueFull>());
     drop(a);
     assert_eq!(clone.len(), 1, "clones share one queue");
-    assert!(q.try_enqueue(3, Priority::NORMAL, now).is_ok());
+    assert!(q.try_enqueue(k(3), Priority::NORMAL, now).is_ok());
 }
 
 #[test]
@@ -176,9 +189,9 @@ fn dropping_the_head_wakes_the_next_and_only_it() {
     let (c1, w1) = counting();
     let (c2, w2) = counting();
     let (c3, w3) = counting();
-    let mut first = q.try_enqueue(0, Priority::NORMAL, now).unwrap();
-    let mut second = q.try_enqueue(0, Priority::NORMAL, now).unwrap();
-    let mut third = q.try_enqueue(0, Priority::NORMAL, now).unwrap();
+    let mut first = q.try_enqueue(k(0), Priority::NORMAL, now).unwrap();
+    let mut second = q.try_enqueue(k(0), Priority::NORMAL, now).unwrap();
+    let mut third = q.try_enqueue(k(0), Priority::NORMAL, now).unwrap();
     assert_eq!(poll(&mut first, &w1), Poll::Ready(()));
     assert_eq!(poll(&mut second, &w2), Poll::Pending);
     assert_eq!(poll(&mut third, &w3), Poll::Pending);
@@ -198,20 +211,26 @@ fn dropping_the_head_wakes_the_next_and_only_it() {
 fn wake_head_reaches_a_head_that_already_saw_its_turn() {
     let q = queue(10, 100);
     let (count, waker) = counting();
-    assert!(!q.wake_head(0), "no waiter");
-    let mut head = q.try_enqueue(0, Priority::NORMAL, Instant::now()).unwrap();
-    assert!(!q.wake_head(0), "not polled yet");
+    assert!(!q.wake_head(k(0)), "no waiter");
+    let mut head = q
+        .try_enqueue(k(0), Priority::NORMAL, Instant::now())
+        .unwrap();
+    assert!(!q.wake_head(k(0)), "not polled yet");
     assert_eq!(poll(&mut head, &waker), Poll::Ready(()));
-    assert!(q.wake_head(0));
-    assert!(!q.wake_head(1), "other keys unaffected");
+    assert!(q.wake_head(k(0)));
+    assert!(!q.wake_head(k(1)), "other keys unaffected");
     assert_eq!(count.0.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_head_lets_the_next_task_run() {
     let q = queue(10, 100);
-    let head = q.try_enqueue(0, Priority::NORMAL, Instant::now()).unwrap();
-    let mut next = q.try_enqueue(0, Priority::NORMAL, Instant::now()).unwrap();
+    let head = q
+        .try_enqueue(k(0), Priority::NORMAL, Instant::now())
+        .unwrap();
+    let mut next = q
+        .try_enqueue(k(0), Priority::NORMAL, Instant::now())
+        .unwrap();
     let task = tokio::spawn(async move {
         turn(&mut next).await;
     });
@@ -228,7 +247,9 @@ async fn a_cancelled_head_lets_the_next_task_run() {
 #[test]
 fn a_poisoned_lock_does_not_stop_the_queue() {
     let q = queue(4, 10);
-    let a = q.try_enqueue(0, Priority::NORMAL, Instant::now()).unwrap();
+    let a = q
+        .try_enqueue(k(0), Priority::NORMAL, Instant::now())
+        .unwrap();
     let shared = std::sync::Arc::clone(&q.shared);
     let panicked = std::thread::spawn(move || {
         let _guard = shared.state.lock().unwrap();
@@ -237,11 +258,13 @@ fn a_poisoned_lock_does_not_stop_the_queue() {
     .join();
     assert!(panicked.is_err());
     assert!(q.shared.state.is_poisoned());
-    let b = q.try_enqueue(0, Priority::NORMAL, Instant::now()).unwrap();
+    let b = q
+        .try_enqueue(k(0), Priority::NORMAL, Instant::now())
+        .unwrap();
     assert!(a.is_turn() && !b.is_turn());
     drop(a);
     assert!(b.is_turn());
-    assert!(!q.wake_head(0));
+    assert!(!q.wake_head(k(0)));
     drop(b);
     assert!(q.is_empty());
     assert!(format!("{q:?}").contains("len: 0"));
@@ -307,7 +330,7 @@ proptest! {
             match op {
                 Op::Enqueue(key, p, ms) => {
                     let now = t0 + Duration::from_millis(ms);
-                    match q.try_enqueue(key, Priority(p), now) {
+                    match q.try_enqueue(k(key), Priority(p), now) {
                         Ok(mut waiter) => {
                             prop_assert!(live.len() < max_len);
                             let (counter, waker) = counting();
@@ -339,7 +362,7 @@ proptest! {
             }
             prop_assert_eq!(q.len(), live.len());
             for key in 0..3 {
-                prop_assert_eq!(q.len_of(key), live.iter().filter(|l| l.key == key).count());
+                prop_assert_eq!(q.len_of(k(key)), live.iter().filter(|l| l.key == key).count());
                 let head = model_head(&live, key);
                 for l in live.iter_mut().filter(|l| l.key == key) {
                     let expected = Some(l.model) == head;
@@ -352,6 +375,6 @@ proptest! {
         live.clear();
         prop_assert_eq!(q.len(), 0);
         prop_assert!(lock(&q.shared.state).keys.is_empty(), "every slot returned");
-        prop_assert!(q.try_enqueue(0, Priority::NORMAL, t0).is_ok());
+        prop_assert!(q.try_enqueue(k(0), Priority::NORMAL, t0).is_ok());
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU32;
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, StatusCode};
@@ -13,7 +13,7 @@ use super::config::{Config, Learning};
 use super::gcra::{DIMENSIONS, Denied, Dimension, Gcra, Limit, nanos};
 use super::stats::{GroupStats, ThresholdEvent};
 use crate::provider::{Quota, QuotaSnapshot, Usage, may_carry_quota, retry_after};
-use crate::queue::WaitQueue;
+use crate::queue::{QueueKey, WaitQueue};
 use crate::request::KeyId;
 use crate::sync::{Arc, Mutex, lock};
 use crate::util::SharedRng;
@@ -81,7 +81,6 @@ pub(crate) struct Shared {
     pub(crate) queue: WaitQueue,
     base: Instant,
     groups: Mutex<Groups>,
-    next_id: AtomicU64,
     jitter: SharedRng,
 }
 
@@ -96,10 +95,9 @@ impl fmt::Debug for Shared {
 
 /// One limit group: the state every request of one (key, model) shares.
 pub(crate) struct Group {
-    /// The group's key in the wait queue: unique per group, and with the
-    /// top bit set so it never meets a concurrency limiter's key when the
-    /// two share one queue.
-    pub(crate) id: u64,
+    /// The group's key in the wait queue (unique: groups and limiters
+    /// sharing one queue never wait behind each other).
+    pub(crate) id: QueueKey,
     pub(crate) key: GroupKey,
     pub(crate) state: Mutex<GroupState>,
     /// Requests of the group waiting in the queue (a newcomer that sees
@@ -169,7 +167,6 @@ impl Shared {
             queue,
             base: Instant::now(),
             groups: Mutex::new(Groups::default()),
-            next_id: AtomicU64::new(1),
             jitter: SharedRng::new(crate::util::GOLDEN_GAMMA),
         }
     }
@@ -205,7 +202,7 @@ impl Shared {
         }
         let limits = self.config.limits_for(key.model.as_deref());
         let group = Arc::new(Group {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed) | (1 << 63),
+            id: QueueKey::unique(),
             key: key.clone(),
             state: Mutex::new(GroupState {
                 gcra: Gcra::new(limits),
