@@ -1,0 +1,19 @@
+//! Helpers the integration tests share: each `tests/*.rs` (but `loom.rs`,
+//! built without the simulator) includes them with `mod support;`.
+
+// Each integration test is its own crate and uses only some of these.
+#![allow(dead_code)]
+
+pub(crate) mod http;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+/// Polls `fut` once with a no-op waker: its output if it finished then.
+pub(crate) fn poll_once<F: Future + Unpin>(mut fut: F) -> Option<F::Output> {
+    match Pin::new(&mut fut).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(out) => Some(out),
+        Poll::Pending => None,
+    }
+}
