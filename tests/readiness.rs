@@ -43,7 +43,8 @@ type Handle = mock::Handle<Req, Res>;
 
 const URI: &str = "https://api.anthropic.com/v1/messages";
 /// No `temperature`: the default cache policy passes it through.
-const PASS: &str = r#"{"model":"claude-haiku-4-5","max_tokens":16,"messages":[{"role":"user","content":"Hi"}]}"#;
+const PASS: &str =
+    r#"{"model":"claude-haiku-4-5","max_tokens":16,"messages":[{"role":"user","content":"Hi"}]}"#;
 /// `temperature: 0`: cached.
 const CACHEABLE: &str = r#"{"model":"claude-haiku-4-5","max_tokens":16,"temperature":0,"messages":[{"role":"user","content":"2+2?"}]}"#;
 
