@@ -87,6 +87,29 @@ fn keys() -> (Arc<RequestMeta>, HeaderValue, Vec<HeaderValue>) {
     (meta, key, keys)
 }
 
+/// `ready`, `call`, and dropping the response — which, through our
+/// limiter, settles the reservation: timed too.
+fn send<S>(svc: &mut S, req: Request<ReplayBody>)
+where
+    S: Service<Request<ReplayBody>>,
+    S::Error: std::fmt::Debug,
+{
+    now(ServiceExt::<Request<ReplayBody>>::ready(&mut *svc)).expect("ready");
+    drop(now(svc.call(req)).expect("response"));
+}
+
+/// The same with an empty request, built inside the timing (it allocates
+/// nothing). Through a concurrency limit, dropping the response releases
+/// the permit (tower's goes with the future, ours with the body).
+fn send_unit<S>(svc: &mut S)
+where
+    S: Service<Request<()>>,
+    S::Error: std::fmt::Debug,
+{
+    now(ServiceExt::<Request<()>>::ready(&mut *svc)).expect("ready");
+    drop(now(svc.call(Request::new(()))).expect("response"));
+}
+
 fn bench(c: &mut Criterion) {
     let rt = support::runtime();
     let _entered = rt.enter();
@@ -113,10 +136,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("no_layer", |b| {
         b.iter_batched(
             || request(&meta, &key),
-            |req| {
-                now(ServiceExt::<Request<ReplayBody>>::ready(&mut bare)).expect("ready");
-                drop(now(bare.call(req)).expect("response"));
-            },
+            |req| send(&mut bare, req),
             BatchSize::SmallInput,
         )
     });
@@ -128,10 +148,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("tower_rate_limit", |b| {
         b.iter_batched(
             || request(&meta, &key),
-            |req| {
-                now(ServiceExt::<Request<ReplayBody>>::ready(&mut tower_rate)).expect("ready");
-                drop(now(tower_rate.call(req)).expect("response"));
-            },
+            |req| send(&mut tower_rate, req),
             BatchSize::SmallInput,
         )
     });
@@ -143,11 +160,7 @@ fn bench(c: &mut Criterion) {
         let mut svc = one.clone();
         b.iter_batched(
             || request(&meta, &key),
-            |req| {
-                now(ServiceExt::<Request<ReplayBody>>::ready(&mut svc)).expect("ready");
-                // Dropping the response settles the reservation: timed too.
-                drop(now(svc.call(req)).expect("response"));
-            },
+            |req| send(&mut svc, req),
             BatchSize::SmallInput,
         )
     });
@@ -157,11 +170,7 @@ fn bench(c: &mut Criterion) {
         let mut svc = three.clone();
         b.iter_batched(
             || request(&meta, &key),
-            |req| {
-                now(ServiceExt::<Request<ReplayBody>>::ready(&mut svc)).expect("ready");
-                // Dropping the response settles the reservation: timed too.
-                drop(now(svc.call(req)).expect("response"));
-            },
+            |req| send(&mut svc, req),
             BatchSize::SmallInput,
         )
     });
@@ -179,11 +188,7 @@ fn bench(c: &mut Criterion) {
                 i = (i + 1) % keys.len();
                 request(&meta, &keys[i])
             },
-            |req| {
-                now(ServiceExt::<Request<ReplayBody>>::ready(&mut svc)).expect("ready");
-                // Dropping the response settles the reservation: timed too.
-                drop(now(svc.call(req)).expect("response"));
-            },
+            |req| send(&mut svc, req),
             BatchSize::SmallInput,
         )
     });
@@ -213,31 +218,11 @@ fn bench(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("concurrency");
     let mut bare = Noop;
-    g.bench_function("no_layer", |b| {
-        b.iter(|| {
-            now(ServiceExt::<Request<()>>::ready(&mut bare)).expect("ready");
-            let fut = bare.call(Request::new(()));
-            drop(now(fut).expect("response"));
-        })
-    });
+    g.bench_function("no_layer", |b| b.iter(|| send_unit(&mut bare)));
     let mut tower_conc = tower::limit::ConcurrencyLimit::new(Noop, 1024);
-    g.bench_function("tower", |b| {
-        b.iter(|| {
-            now(ServiceExt::<Request<()>>::ready(&mut tower_conc)).expect("ready");
-            let fut = tower_conc.call(Request::new(()));
-            // The permit is released when the future is dropped.
-            drop(now(fut).expect("response"));
-        })
-    });
+    g.bench_function("tower", |b| b.iter(|| send_unit(&mut tower_conc)));
     let mut ours = ConcurrencyLimitLayer::new(1024).layer(Noop);
-    g.bench_function("ours", |b| {
-        b.iter(|| {
-            now(ServiceExt::<Request<()>>::ready(&mut ours)).expect("ready");
-            let fut = ours.call(Request::new(()));
-            // The permit is released when the response body is dropped.
-            drop(now(fut).expect("response"));
-        })
-    });
+    g.bench_function("ours", |b| b.iter(|| send_unit(&mut ours)));
     g.finish();
     assert_eq!(ours.stats().in_flight, 0);
 
@@ -323,23 +308,6 @@ fn ab() {
     }
     let mut tower_conc = tower::limit::ConcurrencyLimit::new(Noop, 1024);
     let mut ours_conc = ConcurrencyLimitLayer::new(1024).layer(Noop);
-
-    fn send<S>(svc: &mut S, req: Request<ReplayBody>)
-    where
-        S: Service<Request<ReplayBody>>,
-        S::Error: std::fmt::Debug,
-    {
-        now(ServiceExt::<Request<ReplayBody>>::ready(&mut *svc)).expect("ready");
-        drop(now(svc.call(req)).expect("response"));
-    }
-    fn send_unit<S>(svc: &mut S)
-    where
-        S: Service<Request<()>>,
-        S::Error: std::fmt::Debug,
-    {
-        now(ServiceExt::<Request<()>>::ready(&mut *svc)).expect("ready");
-        drop(now(svc.call(Request::new(()))).expect("response"));
-    }
 
     // (name, peer index, floor index)
     let names: [(&str, usize, Option<usize>); 9] = [
