@@ -334,6 +334,7 @@ mod buffer_body {
 
 mod cache {
     use super::*;
+    use tower::ServiceExt;
     use tower_llm_resilience::cache::{Cache, CacheLayer};
 
     fn cache<S>(inner: S) -> Cache<S> {
@@ -398,6 +399,19 @@ mod cache {
             .send_response(ok_json());
         assert!(poll_once(&mut next).expect("answered").is_ok());
         drop(next);
+        assert_ready(other.poll_ready::<Req>());
+    }
+
+    /// The bound's common case: a service cloned per request and dropped
+    /// after its call (`oneshot`) gives the reservation back at once.
+    #[tokio::test]
+    async fn a_hit_through_oneshot_keeps_nothing_reserved() {
+        let (mut svc, mut other, mut handle) = over_one_permit(cache);
+        fill(&mut svc, &mut handle).await;
+        let hit = poll_once(Box::pin(svc.get_ref().clone().oneshot(cacheable())))
+            .expect("answered at once")
+            .expect("hit");
+        assert_eq!(hit.headers()["x-llm-cache"], "HIT");
         assert_ready(other.poll_ready::<Req>());
     }
 
