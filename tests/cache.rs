@@ -201,18 +201,11 @@ where
 }
 
 /// `n` tasks at once, each sending `req()` through its own clone of `svc`.
-fn send_concurrently<S>(
-    svc: &S,
+fn send_concurrently(
+    svc: &impl support::ReplayService,
     n: usize,
     req: impl Fn() -> Request<ReplayBody>,
-) -> Vec<JoinHandle<Sent>>
-where
-    S: Service<Request<ReplayBody>, Response = Response<ResponseBody>, Error = BoxError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-{
+) -> Vec<JoinHandle<Sent>> {
     (0..n)
         .map(|_| {
             let mut svc = svc.clone();
@@ -222,12 +215,7 @@ where
         .collect()
 }
 
-fn cached(
-    up: &Upstream,
-) -> impl Service<Request<ReplayBody>, Response = Response<ResponseBody>, Error = BoxError, Future: Send>
-+ Clone
-+ Send
-+ 'static {
+fn cached(up: &Upstream) -> impl support::ReplayService {
     CacheLayer::new().layer(up.clone())
 }
 

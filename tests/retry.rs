@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame};
+use support::ReplayService;
 use support::http::{ANTHROPIC_VERSION, bytes as body_bytes, completion, post_json};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -128,13 +129,7 @@ type Upstream = dyn Fn(usize) -> Result<Response<ResponseBody>, BoxError> + Send
 /// mock), and every call's instant is logged.
 fn upstream(
     answer: impl Fn(usize) -> Result<Response<ResponseBody>, BoxError> + Send + Sync + 'static,
-) -> (
-    impl Service<Request<ReplayBody>, Response = Response<ResponseBody>, Error = BoxError, Future: Send>
-    + Clone
-    + Send
-    + 'static,
-    Log,
-) {
+) -> (impl ReplayService, Log) {
     let log = Log::default();
     let answer: Arc<Upstream> = Arc::new(answer);
     let svc = {
@@ -151,13 +146,7 @@ fn upstream(
 /// Answers `first` on attempt 0 and 200 afterwards.
 fn once_then_ok(
     first: impl Fn() -> Response<ResponseBody> + Send + Sync + 'static,
-) -> (
-    impl Service<Request<ReplayBody>, Response = Response<ResponseBody>, Error = BoxError, Future: Send>
-    + Clone
-    + Send
-    + 'static,
-    Log,
-) {
+) -> (impl ReplayService, Log) {
     upstream(move |n| Ok(if n == 0 { first() } else { ok() }))
 }
 
@@ -173,14 +162,11 @@ fn info(res: &Response<ResponseBody>) -> RetryInfo {
     *res.extensions().get::<RetryInfo>().expect("RetryInfo")
 }
 
-async fn send<S>(layer: &RetryLayer, svc: S, req: Request<ReplayBody>) -> Response<ResponseBody>
-where
-    S: Service<Request<ReplayBody>, Response = Response<ResponseBody>, Error = BoxError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-{
+async fn send(
+    layer: &RetryLayer,
+    svc: impl ReplayService,
+    req: Request<ReplayBody>,
+) -> Response<ResponseBody> {
     layer.layer(svc).oneshot(req).await.expect("response")
 }
 
