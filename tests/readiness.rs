@@ -14,7 +14,8 @@
 //!
 //! Tests marked `#[ignore = "needs fix: …"]` state the behaviour after a
 //! proposed change of the layer; the test beside each, which passes today,
-//! states the bound that holds now.
+//! states the bound that holds now ("as it stands") and goes when the fix
+//! lands, as its sibling loses its `ignore`.
 
 mod support;
 

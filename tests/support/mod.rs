@@ -1,5 +1,6 @@
-//! Helpers the integration tests share: each `tests/*.rs` (but `loom.rs`,
-//! built without the simulator) includes them with `mod support;`.
+//! Helpers the integration tests share: each `tests/*.rs` includes them
+//! with `mod support;` — but `loom.rs`, built under `--cfg loom`, which
+//! needs none of them.
 
 // Each integration test is its own crate and uses only some of these.
 #![allow(dead_code)]
