@@ -7,18 +7,17 @@
 //! a timer to build its `Sleep`). Requests are built outside the timing
 //! (`iter_batched`) and are the same for tower and us.
 
-use std::convert::Infallible;
-use std::future::Future;
+mod support;
+
 use std::hint::black_box;
 use std::num::NonZeroU32;
-use std::pin::pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, criterion_group};
-use governor::{Quota, RateLimiter};
-use http::{HeaderMap, Request, Response};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use http::{HeaderMap, HeaderValue, Request};
+use support::{Noop, interleaved, median, now, time};
 use tower::{Layer, Service, ServiceExt};
 use tower_llm_resilience::concurrency::ConcurrencyLimitLayer;
 use tower_llm_resilience::provider::QuotaSnapshot;
@@ -27,31 +26,6 @@ use tower_llm_resilience::rate::gcra::{Gcra, nanos};
 use tower_llm_resilience::rate::{Limit, Limits, RateLimitLayer};
 use tower_llm_resilience::request::{KeyId, ReplayBody, RequestMeta};
 use tower_llm_resilience::response::ResponseBody;
-
-/// The inner service: answers at once with an empty body.
-#[derive(Clone, Copy, Debug)]
-struct Noop;
-
-impl<B> Service<Request<B>> for Noop {
-    type Response = Response<ResponseBody>;
-    type Error = Infallible;
-    type Future = std::future::Ready<Result<Response<ResponseBody>, Infallible>>;
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, _req: Request<B>) -> Self::Future {
-        std::future::ready(Ok(Response::new(ResponseBody::empty())))
-    }
-}
-
-/// Polls once; every future benchmarked here is ready at once.
-fn now<F: Future>(fut: F) -> F::Output {
-    let fut = pin!(fut);
-    match fut.poll(&mut Context::from_waker(std::task::Waker::noop())) {
-        Poll::Ready(out) => out,
-        Poll::Pending => panic!("the benchmark reached a limit: raise it"),
-    }
-}
 
 const BODY: &str = r#"{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"Summarise the token bucket algorithm in one line."}]}"#;
 
@@ -67,7 +41,7 @@ fn request(meta: &Arc<RequestMeta>, key: &http::HeaderValue) -> Request<ReplayBo
 
 /// Far above anything one core can send: never denies during a run.
 fn huge() -> Limit {
-    Limit::new(1_000_000_000, Duration::from_secs(1), 1_000_000_000).expect("limit")
+    support::huge(1_000_000_000)
 }
 
 fn rate_layer(limits: Limits) -> RateLimitLayer {
@@ -77,30 +51,73 @@ fn rate_layer(limits: Limits) -> RateLimitLayer {
         .expect("rate limit config")
 }
 
-fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime");
-    let _entered = rt.enter();
+/// Requests only.
+fn requests_only() -> Limits {
+    Limits::unlimited().requests(huge())
+}
 
+/// Requests, input and output tokens.
+fn all_three() -> Limits {
+    Limits::unlimited()
+        .requests(huge())
+        .input_tokens(huge())
+        .output_tokens(huge())
+}
+
+/// governor: a direct (not keyed) limiter; 10^9 cells/s, burst 2^32 − 1.
+fn governor() -> DefaultDirectRateLimiter {
+    RateLimiter::direct(
+        Quota::with_period(Duration::from_nanos(1))
+            .expect("quota")
+            .allow_burst(NonZeroU32::MAX),
+    )
+}
+
+/// The request's metadata, one key, and a thousand keys.
+fn keys() -> (Arc<RequestMeta>, HeaderValue, Vec<HeaderValue>) {
     let meta = Arc::new(RequestMeta::parse(
         "/v1/messages",
         &HeaderMap::new(),
         BODY.as_bytes(),
     ));
-    let key = http::HeaderValue::from_static("sk-ant-bench");
-    let keys: Vec<http::HeaderValue> = (0..1_000)
-        .map(|i| http::HeaderValue::try_from(format!("sk-ant-bench-{i:04}")).expect("key"))
+    let key = HeaderValue::from_static("sk-ant-bench");
+    let keys = (0..1_000)
+        .map(|i| HeaderValue::try_from(format!("sk-ant-bench-{i:04}")).expect("key"))
         .collect();
+    (meta, key, keys)
+}
+
+/// `ready`, `call`, and dropping the response — which, through our
+/// limiter, settles the reservation: timed too.
+fn send<S>(svc: &mut S, req: Request<ReplayBody>)
+where
+    S: Service<Request<ReplayBody>>,
+    S::Error: std::fmt::Debug,
+{
+    now(ServiceExt::<Request<ReplayBody>>::ready(&mut *svc)).expect("ready");
+    drop(now(svc.call(req)).expect("response"));
+}
+
+/// The same with an empty request, built inside the timing (it allocates
+/// nothing). Through a concurrency limit, dropping the response releases
+/// the permit (tower's goes with the future, ours with the body).
+fn send_unit<S>(svc: &mut S)
+where
+    S: Service<Request<()>>,
+    S::Error: std::fmt::Debug,
+{
+    now(ServiceExt::<Request<()>>::ready(&mut *svc)).expect("ready");
+    drop(now(svc.call(Request::new(()))).expect("response"));
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = support::runtime();
+    let _entered = rt.enter();
+    let (meta, key, keys) = keys();
 
     let mut g = c.benchmark_group("admission");
 
-    // governor: a direct (not keyed) limiter; 10^9 cells/s, burst 2^32 − 1.
-    let quota = Quota::with_period(Duration::from_nanos(1))
-        .expect("quota")
-        .allow_burst(NonZeroU32::MAX);
-    let governor = RateLimiter::direct(quota);
+    let governor = governor();
     let cost = NonZeroU32::new(4).expect("non-zero");
     let denied = std::cell::Cell::new(0u64);
     g.bench_function("governor_check_n", |b| {
@@ -119,10 +136,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("no_layer", |b| {
         b.iter_batched(
             || request(&meta, &key),
-            |req| {
-                now(ServiceExt::<Request<ReplayBody>>::ready(&mut bare)).expect("ready");
-                drop(now(bare.call(req)).expect("response"));
-            },
+            |req| send(&mut bare, req),
             BatchSize::SmallInput,
         )
     });
@@ -134,51 +148,34 @@ fn bench(c: &mut Criterion) {
     g.bench_function("tower_rate_limit", |b| {
         b.iter_batched(
             || request(&meta, &key),
-            |req| {
-                now(ServiceExt::<Request<ReplayBody>>::ready(&mut tower_rate)).expect("ready");
-                drop(now(tower_rate.call(req)).expect("response"));
-            },
+            |req| send(&mut tower_rate, req),
             BatchSize::SmallInput,
         )
     });
 
     // Ours, through the layer: admission, the inner call, and dropping the
     // response (which settles the reservation).
-    let one = rate_layer(Limits::unlimited().requests(huge())).layer(Noop);
+    let one = rate_layer(requests_only()).layer(Noop);
     g.bench_function("ours_1dim", |b| {
         let mut svc = one.clone();
         b.iter_batched(
             || request(&meta, &key),
-            |req| {
-                now(ServiceExt::<Request<ReplayBody>>::ready(&mut svc)).expect("ready");
-                // Dropping the response settles the reservation: timed too.
-                drop(now(svc.call(req)).expect("response"));
-            },
+            |req| send(&mut svc, req),
             BatchSize::SmallInput,
         )
     });
 
-    let three = rate_layer(
-        Limits::unlimited()
-            .requests(huge())
-            .input_tokens(huge())
-            .output_tokens(huge()),
-    )
-    .layer(Noop);
+    let three = rate_layer(all_three()).layer(Noop);
     g.bench_function("ours_3dim", |b| {
         let mut svc = three.clone();
         b.iter_batched(
             || request(&meta, &key),
-            |req| {
-                now(ServiceExt::<Request<ReplayBody>>::ready(&mut svc)).expect("ready");
-                // Dropping the response settles the reservation: timed too.
-                drop(now(svc.call(req)).expect("response"));
-            },
+            |req| send(&mut svc, req),
             BatchSize::SmallInput,
         )
     });
 
-    let keyed = rate_layer(Limits::unlimited().requests(huge())).layer(Noop);
+    let keyed = rate_layer(requests_only()).layer(Noop);
     // Warm every group, so the bench measures lookups, not creation.
     for k in &keys {
         drop(now(keyed.clone().oneshot(request(&meta, k))).expect("response"));
@@ -191,11 +188,7 @@ fn bench(c: &mut Criterion) {
                 i = (i + 1) % keys.len();
                 request(&meta, &keys[i])
             },
-            |req| {
-                now(ServiceExt::<Request<ReplayBody>>::ready(&mut svc)).expect("ready");
-                // Dropping the response settles the reservation: timed too.
-                drop(now(svc.call(req)).expect("response"));
-            },
+            |req| send(&mut svc, req),
             BatchSize::SmallInput,
         )
     });
@@ -225,31 +218,11 @@ fn bench(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("concurrency");
     let mut bare = Noop;
-    g.bench_function("no_layer", |b| {
-        b.iter(|| {
-            now(ServiceExt::<Request<()>>::ready(&mut bare)).expect("ready");
-            let fut = bare.call(Request::new(()));
-            drop(now(fut).expect("response"));
-        })
-    });
+    g.bench_function("no_layer", |b| b.iter(|| send_unit(&mut bare)));
     let mut tower_conc = tower::limit::ConcurrencyLimit::new(Noop, 1024);
-    g.bench_function("tower", |b| {
-        b.iter(|| {
-            now(ServiceExt::<Request<()>>::ready(&mut tower_conc)).expect("ready");
-            let fut = tower_conc.call(Request::new(()));
-            // The permit is released when the future is dropped.
-            drop(now(fut).expect("response"));
-        })
-    });
+    g.bench_function("tower", |b| b.iter(|| send_unit(&mut tower_conc)));
     let mut ours = ConcurrencyLimitLayer::new(1024).layer(Noop);
-    g.bench_function("ours", |b| {
-        b.iter(|| {
-            now(ServiceExt::<Request<()>>::ready(&mut ours)).expect("ready");
-            let fut = ours.call(Request::new(()));
-            // The permit is released when the response body is dropped.
-            drop(now(fut).expect("response"));
-        })
-    });
+    g.bench_function("ours", |b| b.iter(|| send_unit(&mut ours)));
     g.finish();
     assert_eq!(ours.stats().in_flight, 0);
 
@@ -318,61 +291,23 @@ fn bench(c: &mut Criterion) {
 fn ab() {
     const ROUNDS: usize = 31;
     const N: u32 = 20_000;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime");
+    let rt = support::runtime();
     let _entered = rt.enter();
-    let meta = Arc::new(RequestMeta::parse(
-        "/v1/messages",
-        &HeaderMap::new(),
-        BODY.as_bytes(),
-    ));
-    let key = http::HeaderValue::from_static("sk-ant-bench");
-    let keys: Vec<http::HeaderValue> = (0..1_000)
-        .map(|i| http::HeaderValue::try_from(format!("sk-ant-bench-{i:04}")).expect("key"))
-        .collect();
-    let governor = RateLimiter::direct(
-        Quota::with_period(Duration::from_nanos(1))
-            .expect("quota")
-            .allow_burst(NonZeroU32::MAX),
-    );
+    let (meta, key, keys) = keys();
+    let governor = governor();
     let cost = NonZeroU32::new(4).expect("non-zero");
     let mut tower_rate = tower::limit::RateLimit::new(
         Noop,
         tower::limit::rate::Rate::new(u64::MAX, Duration::from_secs(1)),
     );
-    let mut one_dim = rate_layer(Limits::unlimited().requests(huge())).layer(Noop);
-    let mut three_dim = rate_layer(
-        Limits::unlimited()
-            .requests(huge())
-            .input_tokens(huge())
-            .output_tokens(huge()),
-    )
-    .layer(Noop);
-    let mut keyed = rate_layer(Limits::unlimited().requests(huge())).layer(Noop);
+    let mut one_dim = rate_layer(requests_only()).layer(Noop);
+    let mut three_dim = rate_layer(all_three()).layer(Noop);
+    let mut keyed = rate_layer(requests_only()).layer(Noop);
     for k in &keys {
         drop(now(keyed.clone().oneshot(request(&meta, k))).expect("response"));
     }
     let mut tower_conc = tower::limit::ConcurrencyLimit::new(Noop, 1024);
     let mut ours_conc = ConcurrencyLimitLayer::new(1024).layer(Noop);
-
-    fn send<S>(svc: &mut S, req: Request<ReplayBody>)
-    where
-        S: Service<Request<ReplayBody>>,
-        S::Error: std::fmt::Debug,
-    {
-        now(ServiceExt::<Request<ReplayBody>>::ready(&mut *svc)).expect("ready");
-        drop(now(svc.call(req)).expect("response"));
-    }
-    fn send_unit<S>(svc: &mut S)
-    where
-        S: Service<Request<()>>,
-        S::Error: std::fmt::Debug,
-    {
-        now(ServiceExt::<Request<()>>::ready(&mut *svc)).expect("ready");
-        drop(now(svc.call(Request::new(()))).expect("response"));
-    }
 
     // (name, peer index, floor index)
     let names: [(&str, usize, Option<usize>); 9] = [
@@ -406,13 +341,7 @@ fn ab() {
         Box::new(move || time(N, || send_unit(&mut tower_conc))),
         Box::new(move || time(N, || send_unit(&mut ours_conc))),
     ];
-    let mut ns: Vec<Vec<f64>> = vec![Vec::new(); runs.len()];
-    for round in 0..ROUNDS {
-        for k in 0..runs.len() {
-            let i = (round + k) % runs.len();
-            ns[i].push(runs[i]());
-        }
-    }
+    let ns = interleaved(ROUNDS, &mut runs);
     for (i, (name, peer, floor)) in names.iter().enumerate() {
         let mut ratios: Vec<f64> = ns[i].iter().zip(&ns[*peer]).map(|(x, p)| x / p).collect();
         let over = floor.map_or(String::new(), |f| {
@@ -428,26 +357,8 @@ fn ab() {
     }
 }
 
-fn time(n: u32, mut f: impl FnMut()) -> f64 {
-    let t = std::time::Instant::now();
-    for _ in 0..n {
-        f();
-    }
-    t.elapsed().as_nanos() as f64 / f64::from(n)
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 criterion_group!(benches, bench);
 
 fn main() {
-    if std::env::var_os("ADMISSION_BENCH_AB").is_some() {
-        ab();
-        return;
-    }
-    benches();
-    Criterion::default().configure_from_args().final_summary();
+    support::main("ADMISSION_BENCH_AB", ab, benches);
 }

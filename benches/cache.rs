@@ -1,17 +1,17 @@
 //! The cache layer's hit path, and the two candidate engines side by side
 //! on the same keys. `cargo bench --bench cache`.
 
+mod support;
+
 use std::convert::Infallible;
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use support::now as poll_now;
 use tower_layer::Layer;
 use tower_llm_resilience::cache::{
     CacheKey, CacheLayer, CachedResponse, DefaultKeyPolicy, KeyPolicy, TenantId, canonical_hash,
@@ -92,33 +92,11 @@ fn engines(c: &mut Criterion) {
     });
 }
 
-/// A Messages body of about 4 KiB, deterministic.
-fn body_4k() -> Bytes {
-    let turn = "The quick brown fox jumps over the lazy dog while the model explains why. ";
-    let text = turn.repeat(13);
-    Bytes::from(format!(
-        r#"{{"model":"claude-sonnet-4-5","max_tokens":1024,"temperature":0,"system":"You are a careful assistant.",
-"messages":[{{"role":"user","content":"{text}"}},{{"role":"assistant","content":[{{"type":"text","text":"{text}"}}]}},
-{{"role":"user","content":"{text}"}},{{"role":"assistant","content":"{text}"}}]}}"#
-    ))
-}
-
-fn poll_now<F: Future>(fut: F) -> F::Output {
-    let mut fut = pin!(fut);
-    let mut cx = Context::from_waker(std::task::Waker::noop());
-    match fut.as_mut().poll(&mut cx) {
-        Poll::Ready(out) => out,
-        Poll::Pending => panic!("a hit must answer at once"),
-    }
-}
-
 fn hit(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime");
+    let rt = support::runtime();
     let _guard = rt.enter();
-    let body = body_4k();
+    // Deterministic: stored, then hit.
+    let body = support::messages_body_4k(true);
     let mut headers = HeaderMap::new();
     headers.insert("x-api-key", HeaderValue::from_static("sk-ant-api03-bench"));
     headers.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));

@@ -1,6 +1,8 @@
 //! Per-request costs of the foundation: metadata parsing and response
 //! observation. `cargo bench --bench parse`.
 
+mod support;
+
 use std::hint::black_box;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -14,14 +16,7 @@ use tower_llm_resilience::response::ResponseBody;
 
 /// A Messages body of about 4 KiB: a system prompt and a few turns.
 fn messages_body_4k() -> Vec<u8> {
-    let turn = "The quick brown fox jumps over the lazy dog while the model explains why. ";
-    let text = turn.repeat(13);
-    let body = format!(
-        r#"{{"model":"claude-sonnet-4-5","max_tokens":1024,"temperature":0,"system":"You are a careful assistant.",
-"messages":[{{"role":"user","content":"{text}"}},{{"role":"assistant","content":[{{"type":"text","text":"{text}"}}]}},
-{{"role":"user","content":"{text}"}},{{"role":"assistant","content":"{text}"}}]}}"#
-    );
-    body.into_bytes()
+    support::messages_body_4k(true).to_vec()
 }
 
 fn sse_stream(deltas: usize) -> Bytes {

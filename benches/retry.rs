@@ -23,16 +23,15 @@
 //! request with its usual four headers, built afresh in every iteration
 //! (the same work in all three).
 
-use std::convert::Infallible;
-use std::future::Future;
+mod support;
+
 use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 
 use criterion::{Criterion, criterion_group};
 use http::{Request, Response};
+use support::{Noop, interleaved, median, now, ready_now, time};
 use tower::retry::Policy;
-use tower::{Layer, Service, service_fn};
+use tower::{Layer, Service};
 use tower_llm_resilience::request::ReplayBody;
 use tower_llm_resilience::response::ResponseBody;
 use tower_llm_resilience::retry::RetryLayer;
@@ -75,35 +74,18 @@ impl<E> Policy<Request<ReplayBody>, Response<ResponseBody>, E> for NoRetry {
     }
 }
 
-/// Polls a future that completes at once.
-fn now<F: Future>(f: F) -> F::Output {
-    let mut f = pin!(f);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-    }
-}
-
 /// One request through a service that is always ready.
 fn one<S>(svc: &mut S) -> S::Response
 where
     S: Service<Request<ReplayBody>>,
     S::Error: std::fmt::Debug,
 {
-    let mut cx = Context::from_waker(Waker::noop());
-    match svc.poll_ready(&mut cx) {
-        Poll::Ready(Ok(())) => {}
-        _ => panic!("not ready"),
-    }
+    ready_now(svc);
     now(svc.call(black_box(request()))).expect("response")
 }
 
 fn bench(c: &mut Criterion) {
-    let noop = service_fn(|_req: Request<ReplayBody>| {
-        std::future::ready(Ok::<_, Infallible>(Response::new(ResponseBody::empty())))
-    });
+    let noop = Noop;
     let mut g = c.benchmark_group("retry");
 
     let mut tower_retry = tower::retry::Retry::new(NoRetry, noop);
@@ -147,9 +129,7 @@ fn bench(c: &mut Criterion) {
 fn ab() {
     const ROUNDS: usize = 41;
     const N: u32 = 20_000;
-    let noop = service_fn(|_req: Request<ReplayBody>| {
-        std::future::ready(Ok::<_, Infallible>(Response::new(ResponseBody::empty())))
-    });
+    let noop = Noop;
     let mut tower_retry = tower::retry::Retry::new(NoRetry, noop);
     let mut ours = RetryLayer::new().layer(noop);
     let mut no_budget = RetryLayer::builder()
@@ -177,13 +157,7 @@ fn ab() {
         Box::new(move || time(N, || drop(black_box(one(&mut single))))),
         Box::new(move || time(N, || drop(black_box(one(&mut bare))))),
     ];
-    let mut ns: Vec<Vec<f64>> = vec![Vec::new(); runs.len()];
-    for round in 0..ROUNDS {
-        for k in 0..runs.len() {
-            let i = (round + k) % runs.len();
-            ns[i].push(runs[i]());
-        }
-    }
+    let ns = interleaved(ROUNDS, &mut runs);
     for (i, name) in names.iter().enumerate() {
         let mut ratios: Vec<f64> = ns[i].iter().zip(&ns[0]).map(|(x, t)| x / t).collect();
         println!(
@@ -194,26 +168,8 @@ fn ab() {
     }
 }
 
-fn time(n: u32, mut f: impl FnMut()) -> f64 {
-    let t = std::time::Instant::now();
-    for _ in 0..n {
-        f();
-    }
-    t.elapsed().as_nanos() as f64 / f64::from(n)
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 criterion_group!(benches, bench);
 
 fn main() {
-    if std::env::var_os("RETRY_BENCH_AB").is_some() {
-        ab();
-        return;
-    }
-    benches();
-    Criterion::default().configure_from_args().final_summary();
+    support::main("RETRY_BENCH_AB", ab, benches);
 }

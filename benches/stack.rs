@@ -34,9 +34,10 @@
 //! admission bench: polled with a no-op waker inside an entered tokio
 //! current-thread runtime.
 
+mod support;
+
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -45,10 +46,11 @@ use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
+use support::{interleaved, median, now, ready_now};
 use tower::{Layer, Service, service_fn};
 use tower_llm_resilience::cache::CacheLayer;
 use tower_llm_resilience::fallback::FallbackLayer;
-use tower_llm_resilience::rate::{Limit, Limits, RateLimitLayer};
+use tower_llm_resilience::rate::{Limits, RateLimitLayer};
 use tower_llm_resilience::request::ReplayBody;
 use tower_llm_resilience::retry::RetryLayer;
 use tower_llm_resilience::stack::Stack;
@@ -57,13 +59,7 @@ use tower_llm_resilience::stack::Stack;
 /// default (1.0) applies, so the request is non-deterministic and our cache
 /// passes it through.
 fn body_4k() -> Bytes {
-    let turn = "The quick brown fox jumps over the lazy dog while the model explains why. ";
-    let text = turn.repeat(13);
-    Bytes::from(format!(
-        r#"{{"model":"claude-sonnet-4-5","max_tokens":1024,"system":"You are a careful assistant.",
-"messages":[{{"role":"user","content":"{text}"}},{{"role":"assistant","content":[{{"type":"text","text":"{text}"}}]}},
-{{"role":"user","content":"{text}"}},{{"role":"assistant","content":"{text}"}}]}}"#
-    ))
+    support::messages_body_4k(false)
 }
 
 fn request(body: &Bytes) -> Request<ReplayBody> {
@@ -87,15 +83,6 @@ fn transport(
         HeaderValue::from_static("application/json"),
     );
     std::future::ready(Ok(res))
-}
-
-/// Polls once; every future benchmarked here is ready at once.
-fn now<F: Future>(fut: F) -> F::Output {
-    let fut = pin!(fut);
-    match fut.poll(&mut Context::from_waker(std::task::Waker::noop())) {
-        Poll::Ready(out) => out,
-        Poll::Pending => panic!("the benchmark reached a limit: raise it"),
-    }
 }
 
 /// Reads a body to its end, then drops it.
@@ -125,26 +112,29 @@ where
     B: Body + Unpin,
     B::Data: bytes::Buf,
 {
-    let mut cx = Context::from_waker(std::task::Waker::noop());
-    match svc.poll_ready(&mut cx) {
-        Poll::Ready(Ok(())) => {}
-        _ => panic!("not ready"),
-    }
+    ready_now(svc);
     let res = now(svc.call(req)).expect("response");
     assert_eq!(res.status(), StatusCode::OK);
     drain(res.into_body())
 }
 
-/// Far above anything one core can send: never waits during a run.
-fn huge() -> Limit {
-    Limit::new(1_000_000_000, Duration::from_secs(1), 1_000_000_000_000).expect("limit")
+/// Limits on requests, input and output tokens far above anything one
+/// core sends: never waits during a run.
+fn rate_layer() -> RateLimitLayer {
+    let huge = || support::huge(1_000_000_000_000);
+    RateLimitLayer::builder()
+        .limits(
+            Limits::unlimited()
+                .requests(huge())
+                .input_tokens(huge())
+                .output_tokens(huge()),
+        )
+        .build()
+        .expect("rate limit config")
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime");
+    let rt = support::runtime();
     let _entered = rt.enter();
     let body = body_4k();
 
@@ -160,15 +150,7 @@ fn bench(c: &mut Criterion) {
         )
     });
 
-    let rate = RateLimitLayer::builder()
-        .limits(
-            Limits::unlimited()
-                .requests(huge())
-                .input_tokens(huge())
-                .output_tokens(huge()),
-        )
-        .build()
-        .expect("rate limit config");
+    let rate = rate_layer();
     let cache = CacheLayer::new();
     let mut ours = Stack::builder()
         .rate_limit(rate.clone())
@@ -269,24 +251,12 @@ where
 fn ab() {
     const ROUNDS: usize = 31;
     const N: usize = 5_000;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime");
+    let rt = support::runtime();
     let _entered = rt.enter();
     let body = body_4k();
     let mut bare = service_fn(transport);
-    let rate = RateLimitLayer::builder()
-        .limits(
-            Limits::unlimited()
-                .requests(huge())
-                .input_tokens(huge())
-                .output_tokens(huge()),
-        )
-        .build()
-        .expect("rate limit config");
     let mut ours = Stack::builder()
-        .rate_limit(rate)
+        .rate_limit(rate_layer())
         .service(service_fn(transport));
     let mut theirs = tower_resilience(service_fn(transport));
     let names = [
@@ -294,22 +264,13 @@ fn ab() {
         "stack/ours_passthrough",
         "stack/tower_resilience_equiv",
     ];
-    let mut ns: [Vec<f64>; 3] = Default::default();
-    for round in 0..ROUNDS {
-        for k in 0..3 {
-            let i = (round + k) % 3;
-            let reqs: Vec<_> = (0..N).map(|_| request(&body)).collect();
-            let t = std::time::Instant::now();
-            for req in reqs {
-                std::hint::black_box(match i {
-                    0 => one(&mut bare, req),
-                    1 => one(&mut ours, req),
-                    _ => one(&mut theirs, req),
-                });
-            }
-            ns[i].push(t.elapsed().as_nanos() as f64 / N as f64);
-        }
-    }
+    let body = &body;
+    let mut runs: [Box<dyn FnMut() -> f64 + '_>; 3] = [
+        Box::new(|| batch(&mut bare, body, N)),
+        Box::new(|| batch(&mut ours, body, N)),
+        Box::new(|| batch(&mut theirs, body, N)),
+    ];
+    let ns = interleaved(ROUNDS, &mut runs);
     let over = |i: usize| -> Vec<f64> { ns[i].iter().zip(&ns[0]).map(|(x, b)| x - b).collect() };
     let (o_ours, o_theirs) = (over(1), over(2));
     let mut ratios: Vec<f64> = o_ours.iter().zip(&o_theirs).map(|(a, b)| a / b).collect();
@@ -326,20 +287,24 @@ fn ab() {
     );
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+/// `n` requests through `svc`, built before the timing: ns per request.
+fn batch<S, B>(svc: &mut S, body: &Bytes, n: usize) -> f64
+where
+    S: Service<Request<ReplayBody>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: Body + Unpin,
+    B::Data: bytes::Buf,
+{
+    let reqs: Vec<_> = (0..n).map(|_| request(body)).collect();
+    let t = std::time::Instant::now();
+    for req in reqs {
+        std::hint::black_box(one(svc, req));
+    }
+    t.elapsed().as_nanos() as f64 / n as f64
 }
 
 criterion_group!(benches, bench);
 
 fn main() {
-    if std::env::var_os("STACK_BENCH_AB").is_some() {
-        ab();
-        return;
-    }
-    benches();
-    criterion::Criterion::default()
-        .configure_from_args()
-        .final_summary();
+    support::main("STACK_BENCH_AB", ab, benches);
 }

@@ -3,6 +3,8 @@
 //! input — against counting mock upstreams (paused time) and, for streams,
 //! the simulator over real sockets.
 
+mod support;
+
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,6 +17,7 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tower::{Service, ServiceExt};
 use tower_layer::Layer;
 use tower_llm_resilience::BoxError;
@@ -35,12 +38,11 @@ event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason
 event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
 
 fn req_with(key: &str, body: &str) -> Request<ReplayBody> {
-    Request::post("https://api.anthropic.com/v1/messages")
-        .header("x-api-key", key)
-        .header("anthropic-version", "2023-06-01")
-        .header("content-type", "application/json")
-        .body(ReplayBody::from(body.to_owned()))
-        .expect("request")
+    support::http::anthropic(
+        "https://api.anthropic.com/v1/messages",
+        key,
+        body.to_owned(),
+    )
 }
 
 fn req(body: &str) -> Request<ReplayBody> {
@@ -168,17 +170,26 @@ impl Service<Request<ReplayBody>> for Upstream {
     }
 }
 
-async fn send<S>(svc: &mut S, r: Request<ReplayBody>) -> (Status, StatusCode, HeaderMap, Bytes)
+/// Sends `r` once `svc` is ready: the response, its body unread.
+async fn respond<S>(svc: &mut S, r: Request<ReplayBody>) -> Response<ResponseBody>
 where
     S: Service<Request<ReplayBody>, Response = Response<ResponseBody>, Error = BoxError>,
 {
-    let res = svc
-        .ready()
+    svc.ready()
         .await
         .expect("ready")
         .call(r)
         .await
-        .expect("response");
+        .expect("response")
+}
+
+type Sent = (Status, StatusCode, HeaderMap, Bytes);
+
+async fn send<S>(svc: &mut S, r: Request<ReplayBody>) -> Sent
+where
+    S: Service<Request<ReplayBody>, Response = Response<ResponseBody>, Error = BoxError>,
+{
+    let res = respond(svc, r).await;
     let status = res
         .extensions()
         .get::<CacheStatus>()
@@ -189,12 +200,22 @@ where
     (status, parts.status, parts.headers, bytes)
 }
 
-fn cached(
-    up: &Upstream,
-) -> impl Service<Request<ReplayBody>, Response = Response<ResponseBody>, Error = BoxError, Future: Send>
-+ Clone
-+ Send
-+ 'static {
+/// `n` tasks at once, each sending `req()` through its own clone of `svc`.
+fn send_concurrently(
+    svc: &impl support::ReplayService,
+    n: usize,
+    req: impl Fn() -> Request<ReplayBody>,
+) -> Vec<JoinHandle<Sent>> {
+    (0..n)
+        .map(|_| {
+            let mut svc = svc.clone();
+            let r = req();
+            tokio::spawn(async move { send(&mut svc, r).await })
+        })
+        .collect()
+}
+
+fn cached(up: &Upstream) -> impl support::ReplayService {
     CacheLayer::new().layer(up.clone())
 }
 
@@ -368,12 +389,7 @@ mod cache {
         let up = Upstream::ok_json().delayed(Duration::from_millis(50));
         let layer = CacheLayer::new();
         let svc = layer.layer(up.clone());
-        let tasks: Vec<_> = (0..500)
-            .map(|_| {
-                let mut svc = svc.clone();
-                tokio::spawn(async move { send(&mut svc, req(PROMPT)).await })
-            })
-            .collect();
+        let tasks = send_concurrently(&svc, 500, || req(PROMPT));
         let mut statuses = std::collections::HashMap::new();
         for t in tasks {
             let (status, code, _, body) = t.await.expect("task");
@@ -401,12 +417,7 @@ mod cache {
         });
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(1)).await;
-        let waiters: Vec<_> = (0..20)
-            .map(|_| {
-                let mut svc = svc.clone();
-                tokio::spawn(async move { send(&mut svc, req(PROMPT)).await })
-            })
-            .collect();
+        let waiters = send_concurrently(&svc, 20, || req(PROMPT));
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert_eq!(hang.calls(), 1, "waiters wait");
         leader.abort();
@@ -502,12 +513,7 @@ mod cache {
         let up = Upstream::new(|_, _| Ok(json(400, r#"{"type":"error"}"#)))
             .delayed(Duration::from_millis(10));
         let svc = cached(&up);
-        let tasks: Vec<_> = (0..5)
-            .map(|_| {
-                let mut svc = svc.clone();
-                tokio::spawn(async move { send(&mut svc, req(PROMPT)).await })
-            })
-            .collect();
+        let tasks = send_concurrently(&svc, 5, || req(PROMPT));
         for t in tasks {
             let (status, code, _, _) = t.await.expect("task");
             assert_eq!((status, code), (Status::Miss, StatusCode::BAD_REQUEST));
@@ -595,13 +601,7 @@ mod cache {
         });
         let mut svc = cached(&up);
         for _ in 0..2 {
-            let res = svc
-                .ready()
-                .await
-                .expect("ready")
-                .call(req(&stream_prompt()))
-                .await
-                .expect("response");
+            let res = respond(&mut svc, req(&stream_prompt())).await;
             assert!(res.into_body().collect().await.is_err());
         }
         assert_eq!(up.calls(), 2, "errored stream not cached");
@@ -615,13 +615,7 @@ mod cache {
             ))
         });
         let mut svc = cached(&up);
-        let mut res = svc
-            .ready()
-            .await
-            .expect("ready")
-            .call(req(&stream_prompt()))
-            .await
-            .expect("response");
+        let mut res = respond(&mut svc, req(&stream_prompt())).await;
         res.body_mut().frame().await.expect("frame").expect("ok");
         drop(res);
         assert_eq!(send(&mut svc, req(&stream_prompt())).await.0, Status::Miss);
@@ -639,13 +633,7 @@ mod cache {
         let up = Upstream::new(move |_, _| Ok(sse_chunks(chunks.clone())));
         let mut svc = cached(&up);
         let (s1, c1, h1, b1) = send(&mut svc, req(&stream_prompt())).await;
-        let hit = svc
-            .ready()
-            .await
-            .expect("ready")
-            .call(req(&stream_prompt()))
-            .await
-            .expect("hit");
+        let hit = respond(&mut svc, req(&stream_prompt())).await;
         let (parts, body) = hit.into_parts();
         let frames: Vec<Bytes> = {
             let mut body = body;
@@ -845,13 +833,7 @@ mod cache {
             .layer(up.clone());
         send(&mut svc, req(PROMPT)).await;
         tokio::time::advance(Duration::from_secs(59)).await;
-        let res = svc
-            .ready()
-            .await
-            .expect("ready")
-            .call(req(PROMPT))
-            .await
-            .expect("hit");
+        let res = respond(&mut svc, req(PROMPT)).await;
         let status = *res.extensions().get::<CacheStatus>().expect("status");
         assert_eq!(status.status, Status::Hit);
         assert_eq!(status.age, Duration::from_secs(59));
@@ -932,13 +914,7 @@ mod cache {
         assert_eq!(headers["x-llm-cache"], "STALE");
         assert_eq!(&body[..], JSON_ANSWER.as_bytes());
         // A 529: the stale entry answers, with its age.
-        let res = svc
-            .ready()
-            .await
-            .expect("ready")
-            .call(req(PROMPT))
-            .await
-            .expect("stale");
+        let res = respond(&mut svc, req(PROMPT)).await;
         let cs = *res.extensions().get::<CacheStatus>().expect("status");
         assert_eq!(
             (cs.status, cs.age),
@@ -970,12 +946,7 @@ mod cache {
             .layer(up.clone());
         send(&mut svc.clone(), req(PROMPT)).await;
         tokio::time::advance(Duration::from_secs(90)).await;
-        let tasks: Vec<_> = (0..10)
-            .map(|_| {
-                let mut svc = svc.clone();
-                tokio::spawn(async move { send(&mut svc, req(PROMPT)).await })
-            })
-            .collect();
+        let tasks = send_concurrently(&svc, 10, || req(PROMPT));
         for t in tasks {
             let (status, code, _, body) = t.await.expect("task");
             assert_eq!((status, code), (Status::Stale, StatusCode::OK));
@@ -1128,12 +1099,7 @@ mod cache {
             .build()
             .expect("config");
         let svc = layer.clone().layer(up.clone());
-        let tasks: Vec<_> = (0..10)
-            .map(|_| {
-                let mut svc = svc.clone();
-                tokio::spawn(async move { send(&mut svc, req(PROMPT)).await })
-            })
-            .collect();
+        let tasks = send_concurrently(&svc, 10, || req(PROMPT));
         for t in tasks {
             assert_eq!(&t.await.expect("task").3[..], JSON_ANSWER.as_bytes());
         }
@@ -1153,12 +1119,11 @@ mod cache {
         use tower_llm_resilience::sim::{SimConfig, Simulator};
 
         fn to(url: &str, body: &str) -> Request<ReplayBody> {
-            Request::post(format!("{url}/v1/messages"))
-                .header("x-api-key", "sk-sim-SECRET")
-                .header("anthropic-version", "2023-06-01")
-                .header("content-type", "application/json")
-                .body(ReplayBody::from(body.to_owned()))
-                .expect("request")
+            support::http::anthropic(
+                &format!("{url}/v1/messages"),
+                "sk-sim-SECRET",
+                body.to_owned(),
+            )
         }
 
         #[tokio::test]
@@ -1197,13 +1162,7 @@ mod cache {
             .expect("simulator");
             let svc = CacheLayer::new().layer(HyperClient::new());
             let url = sim.url();
-            let tasks: Vec<_> = (0..20)
-                .map(|_| {
-                    let mut svc = svc.clone();
-                    let url = url.clone();
-                    tokio::spawn(async move { send(&mut svc, to(&url, PROMPT)).await })
-                })
-                .collect();
+            let tasks = send_concurrently(&svc, 20, || to(&url, PROMPT));
             let mut bodies = Vec::new();
             for t in tasks {
                 let (_, code, _, body) = t.await.expect("task");

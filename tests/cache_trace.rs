@@ -2,6 +2,8 @@
 //! captured by a process-wide subscriber (its own test binary, so no other
 //! test races the call sites' cached interest).
 
+mod support;
+
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
@@ -29,12 +31,7 @@ impl std::io::Write for Captured {
 }
 
 fn req() -> Request<ReplayBody> {
-    Request::post("http://upstream/v1/messages")
-        .header("x-api-key", KEY)
-        .header("anthropic-version", "2023-06-01")
-        .header("content-type", "application/json")
-        .body(ReplayBody::from(PROMPT))
-        .expect("request")
+    support::http::anthropic("http://upstream/v1/messages", KEY, PROMPT)
 }
 
 #[tokio::test]

@@ -2,10 +2,10 @@
 //! sockets: usage and completeness are observed from what really crosses
 //! the wire, for JSON bodies and both providers' SSE streams.
 
-use std::sync::mpsc;
+mod support;
 
 use http::Request;
-use http_body_util::BodyExt;
+use support::http::{completion, post_json, text};
 use tower::ServiceExt;
 use tower_llm_resilience::client::HyperClient;
 use tower_llm_resilience::provider::ErrorKind;
@@ -27,44 +27,34 @@ async fn sim(faults: Faults) -> SimHandle {
 }
 
 fn anthropic(url: &str, stream: bool) -> Request<ReplayBody> {
-    Request::post(format!("{url}/v1/messages"))
-        .header("x-api-key", "sk-ant-test")
-        .header("anthropic-version", "2023-06-01")
-        .header("content-type", "application/json")
-        .body(ReplayBody::from(format!(
+    support::http::anthropic(
+        &format!("{url}/v1/messages"),
+        "sk-ant-test",
+        format!(
             r#"{{"model":"claude-sonnet-4-5","max_tokens":64,"stream":{stream},
                 "messages":[{{"role":"user","content":"Tell me about token buckets, please."}}]}}"#
-        )))
-        .expect("request")
+        ),
+    )
 }
 
 fn openai(url: &str) -> Request<ReplayBody> {
-    Request::post(format!("{url}/v1/chat/completions"))
-        .header("authorization", "Bearer sk-openai-test")
-        .header("content-type", "application/json")
-        .body(ReplayBody::from(
-            r#"{"model":"gpt-4o-mini","max_completion_tokens":64,"stream":true,
+    post_json(
+        &format!("{url}/v1/chat/completions"),
+        &[("authorization", "Bearer sk-openai-test")],
+        r#"{"model":"gpt-4o-mini","max_completion_tokens":64,"stream":true,
                 "stream_options":{"include_usage":true},
                 "messages":[{"role":"user","content":"Tell me about token buckets, please."}]}"#,
-        ))
-        .expect("request")
+    )
 }
 
 /// Sends, reads the body to the end, and returns the body text and how the
 /// response body reported its end.
 async fn send(req: Request<ReplayBody>) -> (u16, String, Completion) {
-    let (tx, rx) = mpsc::channel();
     let mut res = HyperClient::new().oneshot(req).await.expect("response");
-    res.body_mut()
-        .on_complete(move |c| tx.send(c.clone()).expect("send"));
+    let ended = completion(&mut res);
     let status = res.status().as_u16();
-    let bytes = res.into_body().collect().await.expect("body").to_bytes();
-    let completion = rx.recv().expect("completion reported");
-    (
-        status,
-        String::from_utf8_lossy(&bytes).into_owned(),
-        completion,
-    )
+    let body = text(res).await;
+    (status, body, ended.recv().expect("completion reported"))
 }
 
 fn json_usage(body: &str) -> (u64, u64) {

@@ -4,6 +4,8 @@
 //! real sockets.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -17,6 +19,7 @@ use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use proptest::prelude::*;
+use support::poll_once;
 use tokio::time::{Instant, Sleep, sleep};
 use tower::{Layer, Service, ServiceExt};
 use tower_llm_resilience::BoxError;
@@ -158,15 +161,6 @@ where
 {
     let res = svc.oneshot(req).await?;
     Ok(res.into_body().collect().await?.to_bytes())
-}
-
-/// Polls a future once; `Some` if it finished.
-fn poll_once<F: Future + Unpin>(f: &mut F) -> Option<F::Output> {
-    let waker = std::task::Waker::noop();
-    match Pin::new(f).poll(&mut Context::from_waker(waker)) {
-        Poll::Ready(out) => Some(out),
-        Poll::Pending => None,
-    }
 }
 
 /// Lets spawned tasks run until they are all blocked on time.
@@ -667,7 +661,7 @@ mod sim {
     use super::*;
     use tower_llm_resilience::client::HyperClient;
     use tower_llm_resilience::request::ReplayBody;
-    use tower_llm_resilience::response::{Completion, Outcome};
+    use tower_llm_resilience::response::Outcome;
     use tower_llm_resilience::sim::{Limits, SimConfig, SimHandle, Simulator};
 
     async fn sim() -> SimHandle {
@@ -683,15 +677,12 @@ mod sim {
     }
 
     fn stream_request(url: &str) -> Request<ReplayBody> {
-        Request::post(format!("{url}/v1/messages"))
-            .header("x-api-key", "sk-ant-test")
-            .header("anthropic-version", "2023-06-01")
-            .header("content-type", "application/json")
-            .body(ReplayBody::from(
-                r#"{"model":"claude-sonnet-4-5","max_tokens":64,"stream":true,
+        support::http::anthropic(
+            &format!("{url}/v1/messages"),
+            "sk-ant-test",
+            r#"{"model":"claude-sonnet-4-5","max_tokens":64,"stream":true,
                     "messages":[{"role":"user","content":"Stream, please."}]}"#,
-            ))
-            .unwrap()
+        )
     }
 
     /// 50 concurrent SSE streams through a cap of 10: the provider never
@@ -706,13 +697,11 @@ mod sim {
                 let svc = svc.clone();
                 let req = stream_request(&sim.url());
                 tokio::spawn(async move {
-                    let (tx, rx) = std::sync::mpsc::channel::<Completion>();
                     let mut res = svc.oneshot(req).await.unwrap();
                     assert_eq!(res.status(), StatusCode::OK);
-                    res.body_mut()
-                        .on_complete(move |c| tx.send(c.clone()).unwrap());
+                    let ended = support::http::completion(&mut res);
                     res.into_body().collect().await.unwrap();
-                    rx.recv().unwrap().outcome
+                    ended.recv().unwrap().outcome
                 })
             })
             .collect();

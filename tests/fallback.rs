@@ -1,6 +1,8 @@
 //! Fallback: triggers, cooldowns, markings, the OpenAI mapper; paused time
 //! with mock services, and the simulator over real sockets.
 
+mod support;
+
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -8,6 +10,7 @@ use std::time::Duration;
 
 use http::{HeaderValue, Request, Response, Uri};
 use http_body_util::BodyExt;
+use support::http::{completion, post_json, text};
 use tower::{Service, ServiceExt, service_fn};
 use tower_layer::Layer;
 use tower_llm_resilience::client::HyperClient;
@@ -19,13 +22,13 @@ use tower_llm_resilience::response::{Outcome, ResponseBody};
 use tower_llm_resilience::sim::{self, SimConfig, Simulator};
 
 fn request(model: &str, stream: bool) -> Request<ReplayBody> {
-    Request::post("http://upstream/v1/messages")
-        .header("x-api-key", "sk-test")
-        .header("content-type", "application/json")
-        .body(ReplayBody::from(format!(
+    post_json(
+        "http://upstream/v1/messages",
+        &[("x-api-key", "sk-test")],
+        format!(
             r#"{{"model":"{model}","max_tokens":2048,"stream":{stream},"messages":[{{"role":"user","content":"Hello"}}]}}"#
-        )))
-        .expect("request")
+        ),
+    )
 }
 
 /// A scripted answer: status, headers, body.
@@ -88,8 +91,12 @@ fn ok_json(model: &str) -> Answer {
     )
 }
 
-async fn text(res: Response<ResponseBody>) -> String {
-    String::from_utf8_lossy(&res.into_body().collect().await.expect("body").to_bytes()).into_owned()
+/// What the layer says it did.
+fn fallback_info(res: &Response<ResponseBody>) -> FallbackInfo {
+    res.extensions()
+        .get::<FallbackInfo>()
+        .expect("info")
+        .clone()
 }
 
 #[tokio::test(start_paused = true)]
@@ -112,11 +119,7 @@ async fn overloaded_primary_falls_to_the_next_model_with_markings() {
     assert_eq!(res.headers()["x-llm-model-used"], "small");
     assert_eq!(res.headers()["x-llm-original-model"], "big");
     assert_eq!(res.headers()["x-llm-fallback-hops"], "1");
-    let info = res
-        .extensions()
-        .get::<FallbackInfo>()
-        .expect("info")
-        .clone();
+    let info = fallback_info(&res);
     assert_eq!(info.original_model.as_deref(), Some("big"));
     assert_eq!(info.model_used.as_deref(), Some("small"));
     // The 529's body is read and classified: the trigger names the cause.
@@ -187,11 +190,7 @@ async fn context_length_moves_to_a_larger_context_without_cooling_the_first() {
         .oneshot(request("small-context", false))
         .await
         .expect("response");
-    let info = res
-        .extensions()
-        .get::<FallbackInfo>()
-        .expect("info")
-        .clone();
+    let info = fallback_info(&res);
     assert_eq!(
         info.hops[0].trigger,
         Trigger::Error(ErrorKind::ContextLength)
@@ -228,11 +227,7 @@ async fn cooldown_skips_an_exhausted_target_without_sending() {
             .oneshot(request("big", false))
             .await
             .expect("response");
-        let info = res
-            .extensions()
-            .get::<FallbackInfo>()
-            .expect("info")
-            .clone();
+        let info = fallback_info(&res);
         assert_eq!(info.hops[0].trigger, Trigger::CoolingDown);
     }
     assert_eq!(
@@ -357,11 +352,7 @@ async fn a_deadline_bound_request_degrades_at_once_instead_of_queueing() {
         "no queueing past the deadline"
     );
     assert_eq!(res.headers()["x-llm-model-used"], "small");
-    let info = res
-        .extensions()
-        .get::<FallbackInfo>()
-        .expect("info")
-        .clone();
+    let info = fallback_info(&res);
     assert!(matches!(info.hops[0].trigger, Trigger::RateLimited(d) if d > Duration::from_secs(50)));
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
@@ -383,13 +374,11 @@ async fn simulator_primary_quota_exhausted_served_by_the_second_model() {
     let mut tasks = Vec::new();
     for _ in 0..40 {
         let svc = svc.clone();
-        let req = Request::post(format!("{url}/v1/messages"))
-            .header("x-api-key", "sk-ant-fallback")
-            .header("content-type", "application/json")
-            .body(ReplayBody::from(
-                r#"{"model":"claude-opus-4-1","max_tokens":64,"messages":[{"role":"user","content":"Hello"}]}"#,
-            ))
-            .expect("request");
+        let req = post_json(
+            &format!("{url}/v1/messages"),
+            &[("x-api-key", "sk-ant-fallback")],
+            r#"{"model":"claude-opus-4-1","max_tokens":64,"messages":[{"role":"user","content":"Hello"}]}"#,
+        );
         tasks.push(tokio::spawn(async move {
             let res = svc.oneshot(req).await.expect("response");
             let used = res.headers().get("x-llm-model-used").cloned();
@@ -431,22 +420,20 @@ async fn simulator_openai_mapped_fallback_returns_a_valid_anthropic_response() {
     )]);
     let svc = layer.layer(HyperClient::new());
     for (i, stream) in [false, false, true].into_iter().enumerate() {
-        let req = Request::post(format!("{url}/v1/messages"))
-            .header("x-api-key", "sk-ant-fallback")
-            .header("anthropic-version", "2023-06-01")
-            .header("content-type", "application/json")
-            .body(ReplayBody::from(format!(
+        let req = support::http::anthropic(
+            &format!("{url}/v1/messages"),
+            "sk-ant-fallback",
+            format!(
                 r#"{{"model":"claude-opus-4-1","max_tokens":64,"stream":{stream},"system":"Be brief.","messages":[{{"role":"user","content":"Hello"}}]}}"#
-            )))
-            .expect("request");
+            ),
+        );
         let mut res = svc.clone().oneshot(req).await.expect("response");
         assert_eq!(res.status(), 200, "request {i}");
-        let (tx, rx) = std::sync::mpsc::channel();
-        res.body_mut()
-            .on_complete(move |c| tx.send((c.outcome, c.usage)).expect("send"));
+        let ended = completion(&mut res);
         let used = res.headers()["x-llm-model-used"].clone();
         let body = text(res).await;
-        let (outcome, usage) = rx.recv().expect("completion");
+        let c = ended.recv().expect("completion");
+        let (outcome, usage) = (c.outcome, c.usage);
         assert_eq!(outcome, Outcome::Complete, "{body}");
         assert!(usage.is_some_and(|u| u.output_tokens > 0), "{body}");
         if i == 0 {
@@ -494,13 +481,11 @@ async fn simulator_deadline_bound_request_degrades_at_once() {
     let svc = FallbackLayer::new([Target::model("claude-haiku-4-5")])
         .layer(limiter.layer(HyperClient::new()));
     let req = |deadline: Option<Duration>| {
-        let mut r = Request::post(format!("{url}/v1/messages"))
-            .header("x-api-key", "sk-ant-deadline")
-            .header("content-type", "application/json")
-            .body(ReplayBody::from(
-                r#"{"model":"claude-opus-4-1","max_tokens":32,"messages":[{"role":"user","content":"Hello"}]}"#,
-            ))
-            .expect("request");
+        let mut r = post_json(
+            &format!("{url}/v1/messages"),
+            &[("x-api-key", "sk-ant-deadline")],
+            r#"{"model":"claude-opus-4-1","max_tokens":32,"messages":[{"role":"user","content":"Hello"}]}"#,
+        );
         if let Some(d) = deadline {
             r.extensions_mut().insert(Deadline::after(d));
         }
@@ -518,11 +503,7 @@ async fn simulator_deadline_bound_request_degrades_at_once() {
     let took = start.elapsed();
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["x-llm-model-used"], "claude-haiku-4-5");
-    let info = res
-        .extensions()
-        .get::<FallbackInfo>()
-        .expect("info")
-        .clone();
+    let info = fallback_info(&res);
     assert!(matches!(info.hops[0].trigger, Trigger::RateLimited(_)));
     text(res).await;
     assert!(

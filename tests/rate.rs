@@ -8,17 +8,20 @@
 //! (tokio's clock, paused) and what it cost, and answers what the test asks.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod support;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use proptest::prelude::*;
+use support::poll_once;
 use tokio::time::{Instant, sleep, sleep_until};
 use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_llm_resilience::BoxError;
@@ -190,12 +193,7 @@ fn msg(key: &str, model: &str, prompt: usize, max_tokens: u64) -> Request<Replay
         "messages": [{"role": "user", "content": "a".repeat(prompt)}],
     })
     .to_string();
-    Request::post("https://api.anthropic.com/v1/messages")
-        .header("x-api-key", key)
-        .header("anthropic-version", "2023-06-01")
-        .header("content-type", "application/json")
-        .body(ReplayBody::from(body))
-        .unwrap()
+    support::http::anthropic("https://api.anthropic.com/v1/messages", key, body)
 }
 
 fn with_id(mut req: Request<ReplayBody>, id: u64) -> Request<ReplayBody> {
@@ -239,11 +237,6 @@ fn group(layer: &RateLimitLayer, key: &str, model: &str) -> GroupStats {
         .into_iter()
         .find(|g| g.key == id && g.model.as_deref() == Some(model))
         .unwrap_or_else(|| panic!("no group ({key}, {model})"))
-}
-
-/// Polls `fut` once with a no-op waker.
-fn poll_once<F: Future>(fut: std::pin::Pin<&mut F>) -> Poll<F::Output> {
-    fut.poll(&mut Context::from_waker(Waker::noop()))
 }
 
 fn paused_runtime() -> tokio::runtime::Runtime {
@@ -610,13 +603,13 @@ async fn dropped_before_sending_refunds_everything() {
     let before;
     {
         let mut fut = pin!(svc.call(req));
-        assert!(poll_once(fut.as_mut()).is_pending());
+        assert!(poll_once(fut.as_mut()).is_none());
         let waiting = only_group(&layer);
         assert_eq!(waiting.queued, 1);
         // Admitted once 400 output tokens have come back (24 s), then stuck
         // behind the inner service's readiness.
         sleep(Duration::from_secs(25)).await;
-        assert!(poll_once(fut.as_mut()).is_pending());
+        assert!(poll_once(fut.as_mut()).is_none());
         let g = only_group(&layer);
         assert_eq!(g.queued, 0);
         assert_eq!(g.in_flight, 0, "reserved, not sent");
@@ -644,7 +637,7 @@ async fn dropped_after_sending_keeps_the_estimate() {
     let cost = cost_of(&req);
     {
         let mut fut = pin!(svc.call(req));
-        assert!(poll_once(fut.as_mut()).is_pending());
+        assert!(poll_once(fut.as_mut()).is_none());
         assert_eq!(only_group(&layer).in_flight, 1);
     }
     let g = only_group(&layer);
@@ -978,12 +971,12 @@ async fn queue_full_fails_on_first_poll() {
     send(svc.clone(), msg("k", "m", 1, 1)).await.unwrap();
     let mut a = Box::pin(svc.call(msg("k", "m", 1, 1)));
     let mut b = Box::pin(svc.call(msg("k", "m", 1, 1)));
-    assert!(poll_once(a.as_mut()).is_pending());
-    assert!(poll_once(b.as_mut()).is_pending());
+    assert!(poll_once(a.as_mut()).is_none());
+    assert!(poll_once(b.as_mut()).is_none());
     assert_eq!(layer.queue().len(), 2);
     let before = Instant::now();
     let mut c = Box::pin(svc.call(msg("k", "m", 1, 1)));
-    let Poll::Ready(Err(e)) = poll_once(c.as_mut()) else {
+    let Some(Err(e)) = poll_once(c.as_mut()) else {
         panic!("not refused at once");
     };
     assert_eq!(e.downcast_ref::<QueueFull>(), Some(&QueueFull::new(2)));
@@ -1001,7 +994,7 @@ async fn cost_above_burst_fails_at_once() {
     let mock = Mock::exact();
     let mut svc = layer.layer(mock.service());
     let mut fut = Box::pin(svc.call(msg("k", "m", 10, 1_001)));
-    let Poll::Ready(Err(e)) = poll_once(fut.as_mut()) else {
+    let Some(Err(e)) = poll_once(fut.as_mut()) else {
         panic!("not refused at once");
     };
     assert!(e.is::<RequestTooLarge>(), "{e}");
@@ -1014,9 +1007,9 @@ async fn cost_above_burst_fails_at_once() {
     // Also when others are already waiting in the group.
     send(svc.clone(), msg("k", "m", 10, 1_000)).await.unwrap();
     let mut waiting = Box::pin(svc.call(msg("k", "m", 10, 1_000)));
-    assert!(poll_once(waiting.as_mut()).is_pending());
+    assert!(poll_once(waiting.as_mut()).is_none());
     let mut fut = Box::pin(svc.call(msg("k", "m", 10, 5_000)));
-    let Poll::Ready(Err(e)) = poll_once(fut.as_mut()) else {
+    let Some(Err(e)) = poll_once(fut.as_mut()) else {
         panic!("not refused at once behind a waiter");
     };
     assert!(e.is::<RequestTooLarge>(), "{e}");
@@ -1077,7 +1070,7 @@ async fn a_request_that_gave_up_leaves_the_queue_at_once() {
     req.extensions_mut()
         .insert(Deadline::after(Duration::from_millis(300)));
     let mut impatient = Box::pin(svc.call(req));
-    assert!(poll_once(impatient.as_mut()).is_pending());
+    assert!(poll_once(impatient.as_mut()).is_none());
     let behind = tokio::spawn(send(svc.clone(), msg("k", "m", 1, 1)));
     let r = std::future::poll_fn(|cx| impatient.as_mut().poll(cx)).await;
     assert!(r.unwrap_err().is::<QueueTimeout>());
@@ -1108,7 +1101,7 @@ async fn fail_fast_with_deadline() {
     req.extensions_mut()
         .insert(Deadline::after(Duration::from_secs(2)));
     let mut fut = Box::pin(svc.call(req));
-    let Poll::Ready(Err(e)) = poll_once(fut.as_mut()) else {
+    let Some(Err(e)) = poll_once(fut.as_mut()) else {
         panic!("not refused at once");
     };
     assert_eq!(
@@ -1260,6 +1253,24 @@ fn anthropic_limits(requests: (u64, u64)) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// `Learning::Auto` without configured limits, learning per second.
+fn auto_learning() -> RateLimitLayer {
+    RateLimitLayer::builder()
+        .learning(Learning::Auto)
+        .learn_period(SEC)
+        .build()
+        .unwrap()
+}
+
+/// Answers after 100 ms with usage equal to the reservation, announcing
+/// these `(limit, remaining)` requests.
+fn teaching(requests: (u64, u64)) -> Mock {
+    Mock::new(move |s| {
+        let res = with_headers(usage(s.cost[I], s.cost[O], 0), &anthropic_limits(requests));
+        (Duration::from_millis(100), res)
+    })
+}
+
 /// Guards `Learning::Tighten`: the server's `remaining` lowers local
 /// availability but never raises it, and an announced limit is taken only
 /// when lower than the configured one.
@@ -1353,15 +1364,8 @@ async fn learning_off_ignores_headers_and_auto_also_raises() {
 #[tokio::test(start_paused = true)]
 async fn auto_learning_probes_then_admits_by_learned_limits() {
     start_clock();
-    let layer = RateLimitLayer::builder()
-        .learning(Learning::Auto)
-        .learn_period(SEC)
-        .build()
-        .unwrap();
-    let mock = Mock::new(|s| {
-        let res = with_headers(usage(s.cost[I], s.cost[O], 0), &anthropic_limits((5, 4)));
-        (Duration::from_millis(100), res)
-    });
+    let layer = auto_learning();
+    let mock = teaching((5, 4));
     let svc = layer.layer(mock.service());
     let tasks: Vec<_> = (0..12)
         .map(|i| tokio::spawn(send(svc.clone(), with_id(msg("k", "m", 1, 1), i))))
@@ -1425,15 +1429,8 @@ impl<S: Service<Request<ReplayBody>>> Service<Request<ReplayBody>> for ReadyAt<S
 #[tokio::test(start_paused = true)]
 async fn auto_learning_probe_is_alone_even_before_it_is_sent() {
     let t0 = start_clock();
-    let layer = RateLimitLayer::builder()
-        .learning(Learning::Auto)
-        .learn_period(SEC)
-        .build()
-        .unwrap();
-    let mock = Mock::new(|s| {
-        let res = with_headers(usage(s.cost[I], s.cost[O], 0), &anthropic_limits((1, 0)));
-        (Duration::from_millis(100), res)
-    });
+    let layer = auto_learning();
+    let mock = teaching((1, 0));
     let svc = ReadyAt {
         inner: mock.service(),
         ready_at: t0 + Duration::from_millis(50),
@@ -1469,7 +1466,7 @@ async fn fail_fast_with_max_wait() {
     let mut svc = layer.layer(mock.service());
     send(svc.clone(), msg("k", "m", 1, 1)).await.unwrap();
     let mut fut = Box::pin(svc.call(msg("k", "m", 1, 1)));
-    let Poll::Ready(Err(e)) = poll_once(fut.as_mut()) else {
+    let Some(Err(e)) = poll_once(fut.as_mut()) else {
         panic!("not refused at once");
     };
     assert_eq!(

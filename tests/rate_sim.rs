@@ -2,16 +2,16 @@
 //! an oversubscribed workload completes with zero upstream 429s, every
 //! request succeeding, close to the physical limit of the quota.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::Request;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 use tower_layer::Layer;
 use tower_llm_resilience::client::HyperClient;
 use tower_llm_resilience::rate::{Dimension, Learning, Limit, Limits, RateLimitLayer};
-use tower_llm_resilience::request::ReplayBody;
 use tower_llm_resilience::sim::{self, SimConfig, SimHandle, Simulator};
 
 /// A provider minute lasts one real second.
@@ -91,12 +91,11 @@ async fn run(
     let mut tasks = Vec::new();
     for (i, body) in w.bodies.iter().enumerate() {
         let svc = svc.clone();
-        let req = Request::post(format!("{url}/v1/messages"))
-            .header("x-api-key", "sk-ant-acceptance")
-            .header("anthropic-version", "2023-06-01")
-            .header("content-type", "application/json")
-            .body(ReplayBody::new(body.clone()))
-            .expect("request");
+        let req = support::http::anthropic(
+            &format!("{url}/v1/messages"),
+            "sk-ant-acceptance",
+            body.clone(),
+        );
         tokio::time::sleep_until((start + gap * i as u32).into()).await;
         tasks.push(tokio::spawn(async move {
             let res = svc.oneshot(req).await?;

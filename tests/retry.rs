@@ -10,6 +10,8 @@
 //! less than 1 ms when the drawn jitter is not a whole number of
 //! milliseconds; lower bounds ("never before the advice") are exact.
 
+mod support;
+
 use std::collections::{BTreeSet, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,7 +22,8 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame};
-use http_body_util::BodyExt;
+use support::ReplayService;
+use support::http::{ANTHROPIC_VERSION, bytes as body_bytes, completion, post_json};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_llm_resilience::BoxError;
@@ -126,13 +129,7 @@ type Upstream = dyn Fn(usize) -> Result<Response<ResponseBody>, BoxError> + Send
 /// mock), and every call's instant is logged.
 fn upstream(
     answer: impl Fn(usize) -> Result<Response<ResponseBody>, BoxError> + Send + Sync + 'static,
-) -> (
-    impl Service<Request<ReplayBody>, Response = Response<ResponseBody>, Error = BoxError, Future: Send>
-    + Clone
-    + Send
-    + 'static,
-    Log,
-) {
+) -> (impl ReplayService, Log) {
     let log = Log::default();
     let answer: Arc<Upstream> = Arc::new(answer);
     let svc = {
@@ -149,42 +146,28 @@ fn upstream(
 /// Answers `first` on attempt 0 and 200 afterwards.
 fn once_then_ok(
     first: impl Fn() -> Response<ResponseBody> + Send + Sync + 'static,
-) -> (
-    impl Service<Request<ReplayBody>, Response = Response<ResponseBody>, Error = BoxError, Future: Send>
-    + Clone
-    + Send
-    + 'static,
-    Log,
-) {
+) -> (impl ReplayService, Log) {
     upstream(move |n| Ok(if n == 0 { first() } else { ok() }))
 }
 
 fn req() -> Request<ReplayBody> {
-    Request::post("http://api.test/v1/messages")
-        .header("content-type", "application/json")
-        .body(ReplayBody::from(
-            r#"{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"Hi"}]}"#,
-        ))
-        .expect("request")
+    post_json(
+        "http://api.test/v1/messages",
+        &[],
+        r#"{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"Hi"}]}"#,
+    )
 }
 
 fn info(res: &Response<ResponseBody>) -> RetryInfo {
     *res.extensions().get::<RetryInfo>().expect("RetryInfo")
 }
 
-async fn send<S>(layer: &RetryLayer, svc: S, req: Request<ReplayBody>) -> Response<ResponseBody>
-where
-    S: Service<Request<ReplayBody>, Response = Response<ResponseBody>, Error = BoxError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-{
+async fn send(
+    layer: &RetryLayer,
+    svc: impl ReplayService,
+    req: Request<ReplayBody>,
+) -> Response<ResponseBody> {
     layer.layer(svc).oneshot(req).await.expect("response")
-}
-
-async fn body_bytes(res: Response<ResponseBody>) -> Bytes {
-    res.into_body().collect().await.expect("body").to_bytes()
 }
 
 /// A layer without budget, so budget never interferes.
@@ -774,11 +757,9 @@ async fn sse_error_after_content_is_not_retried_and_bytes_are_intact() {
         let mut res = send(&RetryLayer::new(), svc, req()).await;
         assert_eq!(log.count(), 1, "{n_frames} frames: retried after content");
         assert_eq!(info(&res).stopped, None);
-        let (tx, rx) = std::sync::mpsc::channel();
-        res.body_mut()
-            .on_complete(move |c| tx.send(c.clone()).expect("send"));
+        let ended = completion(&mut res);
         assert_eq!(body_bytes(res).await, whole.as_bytes(), "{n_frames} frames");
-        let c = rx.recv().expect("completion");
+        let c = ended.recv().expect("completion");
         assert_eq!(c.outcome, Outcome::ErrorEvent);
         assert!(c.content_started);
     }
@@ -1246,15 +1227,14 @@ async fn simulator_received_equals_attempts_accounted() {
         let svc = svc.clone();
         let url = url.clone();
         tasks.push(tokio::spawn(async move {
-            let r = Request::post(format!("{url}/v1/messages"))
-                .header("x-api-key", "sk-ant-test")
-                .header("anthropic-version", "2023-06-01")
-                .header("content-type", "application/json")
-                .body(ReplayBody::from(format!(
+            let r = support::http::anthropic(
+                &format!("{url}/v1/messages"),
+                "sk-ant-test",
+                format!(
                     r#"{{"model":"claude-sonnet-4-5","max_tokens":32,"stream":{},"messages":[{{"role":"user","content":"request {i}"}}]}}"#,
                     i % 2 == 0
-                )))
-                .expect("request");
+                ),
+            );
             let res = svc.oneshot(r).await.expect("a response, not an error");
             let status = res.status().as_u16();
             let i = info(&res);
@@ -1438,13 +1418,12 @@ async fn non_retryable_statuses_are_sent_once_counted_at_the_simulator() {
         ),
     ];
     for (sent, (status, path, key, body)) in cases.into_iter().enumerate() {
-        let mut r = Request::post(format!("{url}{path}"))
-            .header("anthropic-version", "2023-06-01")
-            .header("content-type", "application/json");
-        if key {
-            r = r.header("x-api-key", "sk-ant-test");
-        }
-        let r = r.body(ReplayBody::from(body)).expect("request");
+        let uri = format!("{url}{path}");
+        let r = if key {
+            support::http::anthropic(&uri, "sk-ant-test", body)
+        } else {
+            post_json(&uri, &[("anthropic-version", ANTHROPIC_VERSION)], body)
+        };
         let res = svc.clone().oneshot(r).await.expect("response");
         assert_eq!(res.status().as_u16(), status);
         assert_eq!(info(&res).attempts, 1, "{status}");

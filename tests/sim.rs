@@ -2,6 +2,8 @@
 //! Time scales are large so limits refill quickly and tests stay short.
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
+mod support;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -68,7 +70,7 @@ async fn send(c: &HttpClient, sim: &SimHandle, path: &str, key: Option<&str>, bo
         .unwrap();
     let status = res.status().as_u16();
     let headers = res.headers().clone();
-    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let body = support::http::bytes(res).await;
     Resp {
         status,
         headers,
@@ -80,14 +82,19 @@ async fn post(c: &HttpClient, sim: &SimHandle, path: &str, body: &Value) -> Resp
     send(c, sim, path, Some("sk-test"), &body.to_string()).await
 }
 
-fn anthropic_req(model: &str, max_tokens: u64, prompt: &str) -> Value {
+/// A request body in the shape both APIs accept: `model`, `max_tokens`
+/// and one user message.
+fn chat_req(model: &str, max_tokens: u64, prompt: &str) -> Value {
     json!({"model": model, "max_tokens": max_tokens,
            "messages": [{"role": "user", "content": prompt}]})
 }
 
-fn openai_req(model: &str, max_tokens: u64, prompt: &str) -> Value {
-    json!({"model": model, "max_tokens": max_tokens,
-           "messages": [{"role": "user", "content": prompt}]})
+/// A bare request to `url` with key `k` (no `content-type`, no version).
+fn keyed(url: String, body: impl Into<Bytes>) -> Request<Full<Bytes>> {
+    Request::post(url)
+        .header("x-api-key", "k")
+        .body(Full::new(body.into()))
+        .unwrap()
 }
 
 /// Parses `YYYY-MM-DDTHH:MM:SS[.fff]Z`.
@@ -193,7 +200,7 @@ async fn burst_beyond_rpm_gets_429_with_consistent_retry_after() {
         .with_time_scale(6.0);
     let sim = Simulator::start(config).await.unwrap();
     let c = client();
-    let body = anthropic_req("claude-x", 16, "hi");
+    let body = chat_req("claude-x", 16, "hi");
     let mut statuses = Vec::new();
     let mut last = None;
     for _ in 0..12 {
@@ -226,7 +233,7 @@ async fn burst_beyond_rpm_gets_429_with_consistent_retry_after() {
     assert_eq!(post(&c, &sim, ANTHROPIC, &body).await.status, 200);
 
     // OpenAI shape for a different model (separate buckets).
-    let body = openai_req("gpt-x", 16, "hi");
+    let body = chat_req("gpt-x", 16, "hi");
     let mut last = None;
     for _ in 0..11 {
         last = Some(post(&c, &sim, OPENAI, &body).await);
@@ -263,7 +270,7 @@ async fn remaining_falls_with_each_request_and_recovers_at_the_rate() {
         .with_round_remaining_tokens(false);
     let sim = Simulator::start(config).await.unwrap();
     let c = client();
-    let body = anthropic_req("m", 50, "hello");
+    let body = chat_req("m", 50, "hello");
     let mut remaining = Vec::new();
     for _ in 0..5 {
         let r = post(&c, &sim, ANTHROPIC, &body).await;
@@ -290,7 +297,7 @@ async fn remaining_falls_with_each_request_and_recovers_at_the_rate() {
     let out_left = r.num("anthropic-ratelimit-output-tokens-remaining");
     let in_left = r.num("anthropic-ratelimit-input-tokens-remaining");
     assert!(in_left <= 600 - input_each, "{in_left}");
-    let r2 = post(&c, &sim, ANTHROPIC, &anthropic_req("m", 5, "hello")).await;
+    let r2 = post(&c, &sim, ANTHROPIC, &chat_req("m", 5, "hello")).await;
     let out_left2 = r2.num("anthropic-ratelimit-output-tokens-remaining");
     // the previous request's 50 reserved became 5 used: +45 back, −5 reserved now
     assert!(
@@ -311,7 +318,7 @@ async fn input_and_output_token_limits_bite_while_rpm_has_room() {
 
     // ITPM: a 600-token prompt fits once, not twice.
     let prompt = "x".repeat(2384); // 596 + 4 = 600 tokens
-    let big = anthropic_req("m-in", 10, &prompt);
+    let big = chat_req("m-in", 10, &prompt);
     assert_eq!(count_input_tokens(&big), 600);
     let r = post(&c, &sim, ANTHROPIC, &big).await;
     assert_eq!(r.status, 200);
@@ -327,28 +334,28 @@ async fn input_and_output_token_limits_bite_while_rpm_has_room() {
     assert!(r.headers.get("retry-after-ms").is_none(), "unscaled");
 
     // OTPM: max_tokens is reserved at the start, the unused part refunded.
-    let big_out = anthropic_req("m-out", 700, "hi");
+    let big_out = chat_req("m-out", 700, "hi");
     let r = post(&c, &sim, ANTHROPIC, &big_out).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.num("anthropic-ratelimit-output-tokens-remaining"), 300);
     // 10 used: 990 left, a second 700 fits only thanks to the refund
     assert_eq!(post(&c, &sim, ANTHROPIC, &big_out).await.status, 200);
-    let r = post(&c, &sim, ANTHROPIC, &anthropic_req("m-out", 1000, "hi")).await;
+    let r = post(&c, &sim, ANTHROPIC, &chat_req("m-out", 1000, "hi")).await;
     assert_eq!(r.status, 429, "1000 reserved needs a full bucket");
     assert!(r.num("anthropic-ratelimit-requests-remaining") >= 990);
     let msg = r.json()["error"]["message"].as_str().unwrap().to_owned();
     assert!(msg.contains("output tokens"), "{msg}");
 
     // OpenAI: a token limit is type "tokens".
-    let r = post(&c, &sim, OPENAI, &openai_req("o", 10, &prompt)).await;
+    let r = post(&c, &sim, OPENAI, &chat_req("o", 10, &prompt)).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["usage"]["prompt_tokens"], 600);
-    let r = post(&c, &sim, OPENAI, &openai_req("o", 10, &prompt)).await;
+    let r = post(&c, &sim, OPENAI, &chat_req("o", 10, &prompt)).await;
     assert_eq!(r.status, 429);
     assert_eq!(r.json()["error"]["type"], "tokens");
 
     // A prompt above the limit can never fit: 429 without retry-after.
-    let huge = anthropic_req("m-huge", 10, &"y".repeat(8000));
+    let huge = chat_req("m-huge", 10, &"y".repeat(8000));
     let r = post(&c, &sim, ANTHROPIC, &huge).await;
     assert_eq!(r.status, 429);
     assert!(r.headers.get("retry-after").is_none());
@@ -360,7 +367,7 @@ async fn error_bodies_match_each_provider() {
     let config = SimConfig::new().with_max_body_bytes(10_000);
     let sim = Simulator::start(config).await.unwrap();
     let c = client();
-    let ok = anthropic_req("m", 10, "hi").to_string();
+    let ok = chat_req("m", 10, "hi").to_string();
 
     let anthropic_err = |r: &Resp, status: u16, ty: &str| {
         assert_eq!(r.status, status, "{}", r.text());
@@ -419,7 +426,7 @@ async fn error_bodies_match_each_provider() {
         let r = send(&c, &sim, OPENAI, Some("k"), bad).await;
         openai_err(&r, 400, "invalid_request_error");
     }
-    let big = anthropic_req("m", 10, &"z".repeat(20_000)).to_string();
+    let big = chat_req("m", 10, &"z".repeat(20_000)).to_string();
     anthropic_err(
         &send(&c, &sim, ANTHROPIC, Some("k"), &big).await,
         413,
@@ -432,10 +439,10 @@ async fn error_bodies_match_each_provider() {
     // Overload: Anthropic 529 overloaded_error, OpenAI 503 server_error.
     let config = SimConfig::new().with_faults(Faults::none().with_overloaded(1.0));
     let sim = Simulator::start(config).await.unwrap();
-    let r = post(&c, &sim, ANTHROPIC, &anthropic_req("m", 10, "hi")).await;
+    let r = post(&c, &sim, ANTHROPIC, &chat_req("m", 10, "hi")).await;
     anthropic_err(&r, 529, "overloaded_error");
     assert_anthropic_headers(&r);
-    let r = post(&c, &sim, OPENAI, &openai_req("m", 10, "hi")).await;
+    let r = post(&c, &sim, OPENAI, &chat_req("m", 10, "hi")).await;
     openai_err(&r, 503, "server_error");
     assert_openai_headers(&r);
     let counters = sim.counters();
@@ -445,9 +452,9 @@ async fn error_bodies_match_each_provider() {
     // 500 faults.
     let config = SimConfig::new().with_faults(Faults::none().with_server_error(1.0));
     let sim = Simulator::start(config).await.unwrap();
-    let r = post(&c, &sim, ANTHROPIC, &anthropic_req("m", 10, "hi")).await;
+    let r = post(&c, &sim, ANTHROPIC, &chat_req("m", 10, "hi")).await;
     anthropic_err(&r, 500, "api_error");
-    let r = post(&c, &sim, OPENAI, &openai_req("m", 10, "hi")).await;
+    let r = post(&c, &sim, OPENAI, &chat_req("m", 10, "hi")).await;
     openai_err(&r, 500, "server_error");
     sim.shutdown().await;
 
@@ -473,7 +480,7 @@ async fn non_streaming_bodies_have_the_provider_shape() {
     let config = SimConfig::new().with_output_tokens(5, 8).with_seed(3);
     let sim = Simulator::start(config).await.unwrap();
     let c = client();
-    let body = anthropic_req("claude-m", 100, "Hello there");
+    let body = chat_req("claude-m", 100, "Hello there");
     let r = post(&c, &sim, ANTHROPIC, &body).await;
     assert_anthropic_headers(&r);
     let m = r.json();
@@ -492,13 +499,13 @@ async fn non_streaming_bodies_have_the_provider_shape() {
     assert_eq!(m["usage"]["cache_creation_input_tokens"], 0);
     assert_eq!(m["usage"]["cache_read_input_tokens"], 0);
     // capped by max_tokens
-    let m = post(&c, &sim, ANTHROPIC, &anthropic_req("claude-m", 3, "Hi"))
+    let m = post(&c, &sim, ANTHROPIC, &chat_req("claude-m", 3, "Hi"))
         .await
         .json();
     assert_eq!(m["stop_reason"], "max_tokens");
     assert_eq!(m["usage"]["output_tokens"], 3);
 
-    let r = post(&c, &sim, OPENAI, &openai_req("gpt-m", 100, "Hello there")).await;
+    let r = post(&c, &sim, OPENAI, &chat_req("gpt-m", 100, "Hello there")).await;
     assert_openai_headers(&r);
     let m = r.json();
     assert!(m["id"].as_str().unwrap().starts_with("chatcmpl-"));
@@ -511,7 +518,7 @@ async fn non_streaming_bodies_have_the_provider_shape() {
         u["total_tokens"].as_u64(),
         Some(u["prompt_tokens"].as_u64().unwrap() + u["completion_tokens"].as_u64().unwrap())
     );
-    let m = post(&c, &sim, OPENAI, &openai_req("gpt-m", 2, "Hi"))
+    let m = post(&c, &sim, OPENAI, &chat_req("gpt-m", 2, "Hi"))
         .await
         .json();
     assert_eq!(m["choices"][0]["finish_reason"], "length");
@@ -559,7 +566,7 @@ async fn anthropic_stream_follows_the_event_sequence() {
     let config = SimConfig::new().with_output_tokens(4, 6).with_seed(9);
     let sim = Simulator::start(config).await.unwrap();
     let c = client();
-    let mut body = anthropic_req("m", 100, "Stream please");
+    let mut body = chat_req("m", 100, "Stream please");
     body["stream"] = json!(true);
     let r = post(&c, &sim, ANTHROPIC, &body).await;
     assert_eq!(r.status, 200);
@@ -593,7 +600,7 @@ async fn openai_stream_has_final_chunk_usage_chunk_and_done() {
     let config = SimConfig::new().with_output_tokens(4, 6);
     let sim = Simulator::start(config).await.unwrap();
     let c = client();
-    let mut body = openai_req("gpt", 100, "Stream please");
+    let mut body = chat_req("gpt", 100, "Stream please");
     body["stream"] = json!(true);
     body["stream_options"] = json!({"include_usage": true});
     let r = post(&c, &sim, OPENAI, &body).await;
@@ -632,9 +639,9 @@ async fn openai_stream_has_final_chunk_usage_chunk_and_done() {
 #[tokio::test]
 async fn stream_faults_mid_stream_error_and_truncation() {
     let c = client();
-    let mut a = anthropic_req("m", 100, "x");
+    let mut a = chat_req("m", 100, "x");
     a["stream"] = json!(true);
-    let mut o = openai_req("m", 100, "x");
+    let mut o = chat_req("m", 100, "x");
     o["stream"] = json!(true);
 
     let config = SimConfig::new()
@@ -686,7 +693,7 @@ async fn dropped_connection_gives_the_client_a_connection_error() {
     let config = SimConfig::new().with_faults(Faults::none().with_drop_connection(1.0));
     let sim = Simulator::start(config).await.unwrap();
     // Raw socket: the server closes without sending a single byte.
-    let body = anthropic_req("m", 10, "hi").to_string();
+    let body = chat_req("m", 10, "hi").to_string();
     let mut tcp = tokio::net::TcpStream::connect(sim.addr()).await.unwrap();
     let head = format!(
         "POST /v1/messages HTTP/1.1\r\nhost: x\r\nx-api-key: k\r\n\
@@ -708,10 +715,7 @@ async fn dropped_connection_gives_the_client_a_connection_error() {
     }
     // A hyper client sees an error, not a response.
     let c = client();
-    let req = Request::post(format!("{}{ANTHROPIC}", sim.url()))
-        .header("x-api-key", "k")
-        .body(Full::new(Bytes::from(body)))
-        .unwrap();
+    let req = keyed(format!("{}{ANTHROPIC}", sim.url()), body);
     assert!(c.request(req).await.is_err());
     let counters = sim.counters();
     assert_eq!(counters.dropped, 2);
@@ -732,7 +736,7 @@ async fn run_sequence(seed: u64) -> Vec<(u16, String)> {
     let c = client();
     let mut out = Vec::new();
     for i in 0..24u64 {
-        let mut body = anthropic_req("m", 20 + i * 7, "same prompt");
+        let mut body = chat_req("m", 20 + i * 7, "same prompt");
         body["stream"] = json!(i % 2 == 1);
         let r = post(&c, &sim, ANTHROPIC, &body).await;
         out.push((r.status, format!("{}|{}", r.header("request-id"), r.text())));
@@ -764,16 +768,13 @@ async fn counters_track_statuses_concurrency_and_admitted_tokens() {
         .with_window(Duration::from_secs(60));
     let sim = Simulator::start(config).await.unwrap();
     let c = client();
-    let body = anthropic_req("m", 50, "concurrent");
+    let body = chat_req("m", 50, "concurrent");
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let (c, body) = (c.clone(), body.clone());
         let url = format!("{}{ANTHROPIC}", sim.url());
         tasks.push(tokio::spawn(async move {
-            let req = Request::post(url)
-                .header("x-api-key", "k")
-                .body(Full::new(Bytes::from(body.to_string())))
-                .unwrap();
+            let req = keyed(url, body.to_string());
             let res = c.request(req).await.unwrap();
             let status = res.status().as_u16();
             res.into_body().collect().await.unwrap();
@@ -810,13 +811,10 @@ async fn paced_stream_takes_token_latency_and_stays_in_flight_until_the_end() {
         .with_token_latency(Duration::from_millis(20));
     let sim = Simulator::start(config).await.unwrap();
     let c = client();
-    let mut body = anthropic_req("m", 100, "x");
+    let mut body = chat_req("m", 100, "x");
     body["stream"] = json!(true);
     let started = std::time::Instant::now();
-    let req = Request::post(format!("{}{ANTHROPIC}", sim.url()))
-        .header("x-api-key", "k")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap();
+    let req = keyed(format!("{}{ANTHROPIC}", sim.url()), body.to_string());
     let res = c.request(req).await.unwrap();
     assert_eq!(
         sim.counters().in_flight,
@@ -852,7 +850,7 @@ async fn router_embeds_in_an_axum_server() {
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(axum::serve(listener, sim.router()).into_future());
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let body = openai_req("gpt", 10, "hi").to_string();
+    let body = chat_req("gpt", 10, "hi").to_string();
     let head = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer k\r\n\
          content-length: {}\r\nconnection: close\r\n\r\n",
@@ -874,7 +872,7 @@ async fn serves_http2_prior_knowledge_too() {
     let c: HttpClient = Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build_http();
-    let mut body = anthropic_req("m", 50, "over h2");
+    let mut body = chat_req("m", 50, "over h2");
     body["stream"] = json!(true);
     let r = post(&c, &sim, ANTHROPIC, &body).await;
     assert_eq!(r.status, 200);
@@ -890,7 +888,7 @@ async fn per_model_limits_override_the_defaults_and_keys_are_separate() {
         .with_model_limits("small", Limits::new(2, 10_000, 10_000));
     let sim = Simulator::start(config).await.unwrap();
     let c = client();
-    let small = anthropic_req("small", 10, "hi").to_string();
+    let small = chat_req("small", 10, "hi").to_string();
     let statuses = [
         send(&c, &sim, ANTHROPIC, Some("k1"), &small).await.status,
         send(&c, &sim, ANTHROPIC, Some("k1"), &small).await.status,
@@ -902,7 +900,7 @@ async fn per_model_limits_override_the_defaults_and_keys_are_separate() {
     assert_eq!(r.status, 200);
     assert_eq!(r.num("anthropic-ratelimit-requests-limit"), 2);
     // another model gets the defaults
-    let big = anthropic_req("big", 10, "hi").to_string();
+    let big = chat_req("big", 10, "hi").to_string();
     let r = send(&c, &sim, ANTHROPIC, Some("k1"), &big).await;
     assert_eq!(r.num("anthropic-ratelimit-requests-limit"), 5);
     assert_eq!(r.num("anthropic-ratelimit-requests-remaining"), 4);
@@ -935,12 +933,9 @@ async fn client_abandoning_a_stream_refunds_the_unused_reservation() {
         .with_round_remaining_tokens(false);
     let sim = Simulator::start(config).await.unwrap();
     let c = client();
-    let mut body = anthropic_req("m", 500, "x");
+    let mut body = chat_req("m", 500, "x");
     body["stream"] = json!(true);
-    let req = Request::post(format!("{}{ANTHROPIC}", sim.url()))
-        .header("x-api-key", "k")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap();
+    let req = keyed(format!("{}{ANTHROPIC}", sim.url()), body.to_string());
     let res = c.request(req).await.unwrap();
     assert_eq!(
         res.headers()["anthropic-ratelimit-output-tokens-remaining"],
@@ -957,7 +952,7 @@ async fn client_abandoning_a_stream_refunds_the_unused_reservation() {
     let delivered = s.windows[0].output_tokens;
     assert!((1..50).contains(&delivered), "{delivered}");
     // 500 reserved, `delivered` used: the rest is back in the bucket
-    let r = post(&c, &sim, ANTHROPIC, &anthropic_req("m", 1, "x")).await;
+    let r = post(&c, &sim, ANTHROPIC, &chat_req("m", 1, "x")).await;
     let left = r.num("anthropic-ratelimit-output-tokens-remaining");
     assert!(
         (1000 - delivered - 1..=1000 - delivered + 15).contains(&left),
@@ -979,12 +974,7 @@ async fn injected_rate_limits_carry_retry_after_and_consume_no_quota() {
     .unwrap();
     let c = client();
     for path in [ANTHROPIC, OPENAI] {
-        let body = if path == ANTHROPIC {
-            anthropic_req("m", 10, "hi")
-        } else {
-            openai_req("m", 10, "hi")
-        };
-        let r = post(&c, &sim, path, &body).await;
+        let r = post(&c, &sim, path, &chat_req("m", 10, "hi")).await;
         assert_eq!(r.status, 429, "{}", r.text());
         // One provider second at scale 60: about 17 ms.
         let ms: f64 = r.header("retry-after-ms").parse().unwrap();

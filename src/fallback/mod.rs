@@ -62,6 +62,17 @@
 //! assert_eq!(info.hops.len(), 1);
 //! # Ok(()) }
 //! ```
+//!
+//! # Readiness
+//!
+//! With nothing to fall back to, the layer is a passthrough: `poll_ready`
+//! is the inner service's readiness and `call` is its call. With targets it
+//! is always ready and does not ask the inner service: a target that is not
+//! ready must never block the others (a service target is another service
+//! altogether), so each attempt waits for its own service in the response
+//! future, which calls it as soon as it is ready. Nothing is reserved below
+//! before the response future runs, and none of its waits for readiness is
+//! left without a call.
 
 use std::sync::Arc;
 

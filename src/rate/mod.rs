@@ -57,6 +57,24 @@
 //! assert_eq!(stats.model.as_deref(), Some("claude-sonnet-4-5"));
 //! # Ok(()) }
 //! ```
+//!
+//! # Readiness
+//!
+//! `poll_ready` is the inner service's readiness: admission depends on the
+//! request (its group, cost and priority), so `call` decides it. When
+//! nobody of the group waits and the cost fits now, `call` reserves and
+//! sends on the ready inner service at once; otherwise the response future
+//! waits its turn with that inner service and, once admitted, drives it
+//! (`poll_ready` → `call`).
+//!
+//! What the inner service reserved when the caller polled it travels with a
+//! waiting request: one reservation per waiting request, held until the
+//! request is sent or its future ends (dropped, timed out, refused). In the
+//! prebuilt stack the service below is the concurrency limit, which
+//! forwards the transport's readiness: a transport that reserves nothing in
+//! `poll_ready` (the crate's `HyperClient`) leaves waiters holding nothing;
+//! one that does (tower's `ConcurrencyLimit` takes a permit, its `Buffer` a
+//! slot) stays reserved by every waiting request.
 
 mod config;
 pub mod future;

@@ -62,6 +62,23 @@
 //! assert_eq!(res.extensions().get::<RetryInfo>().unwrap().attempts, 2);
 //! # Ok(()) }
 //! ```
+//!
+//! # Readiness
+//!
+//! Always ready: every attempt, the first included, can wait for the inner
+//! service's readiness in the response future (a retry has to, after its
+//! delay), so the layer needs none before the call. `poll_ready` also asks
+//! the inner service once, without waiting (*opportunistic readiness*, as
+//! the cache does): when that said it was ready, the first attempt is sent
+//! inside `call` on it, and the request never travels through the future;
+//! otherwise the response future waits for it and calls it. Retries wait
+//! for readiness on the service the future keeps (a clone, when the first
+//! attempt was sent at the call).
+//!
+//! Nothing an inner service reserves when asked is left behind: the `call`
+//! that follows `poll_ready` always sends on the instance that was asked —
+//! at once when it said ready, else from the response future it moves
+//! into — and the future calls each instance right after it is ready.
 
 use std::time::Duration;
 
