@@ -23,8 +23,7 @@ use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use loom::sync::{Arc, Mutex};
 use loom::thread;
 use tokio::time::Instant;
-use tower_llm_resilience::queue::{Priority, QueueConfig, WaitQueue};
-use tower_llm_resilience::rate::gcra::{Dimension, Gcra, Limit};
+use tower_llm_resilience::queue::{Priority, QueueConfig, QueueKey, WaitQueue};
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
@@ -54,6 +53,7 @@ fn enqueue_wait_and_cancel_concurrently() {
     model(|| {
         let now = Instant::now();
         let queue = WaitQueue::new(QueueConfig::new(3, Duration::from_millis(1)).unwrap());
+        let key = QueueKey::unique();
         let log = Arc::new(Mutex::new(Log::default()));
         let in_turn = Arc::new(AtomicUsize::new(0));
 
@@ -65,7 +65,7 @@ fn enqueue_wait_and_cancel_concurrently() {
                 thread::spawn(move || {
                     let mut waiter = {
                         let mut log = log.lock().unwrap();
-                        let waiter = queue.try_enqueue(0, Priority::NORMAL, now).unwrap();
+                        let waiter = queue.try_enqueue(key, Priority::NORMAL, now).unwrap();
                         log.enqueued.push(id);
                         waiter
                     };
@@ -85,7 +85,7 @@ fn enqueue_wait_and_cancel_concurrently() {
         // The canceller: a request dropped while queued.
         {
             let mut log = log.lock().unwrap();
-            let waiter = queue.try_enqueue(0, Priority::NORMAL, now).unwrap();
+            let waiter = queue.try_enqueue(key, Priority::NORMAL, now).unwrap();
             log.enqueued.push(2);
             drop(log);
             drop(waiter);
@@ -95,44 +95,42 @@ fn enqueue_wait_and_cancel_concurrently() {
             t.join().unwrap();
         }
         assert!(queue.is_empty());
-        assert_eq!(queue.len_of(0), 0);
+        assert_eq!(queue.len_of(key), 0);
         let log = log.lock().unwrap();
         let expected: Vec<usize> = log.enqueued.iter().copied().filter(|&id| id != 2).collect();
         assert_eq!(log.turns, expected, "turns in arrival order");
     });
 }
 
-/// Weighted admission the way the rate layer will do it: wait for the turn,
-/// then reserve from a shared `Mutex<Gcra>`; if the bucket has no room, stay
-/// head and return `Pending` (the waker is registered by `poll_turn`); the
-/// releaser refunds and calls `wake_head`. Time is frozen, so the bucket acts
-/// as a 3-unit weighted semaphore. In-flight weight never exceeds 3, no
-/// wake-up is lost, and everything is given back at the end.
+/// Weighted admission the way the rate layer does it: wait for the turn,
+/// then reserve from a shared, locked budget of 3 units (the rate limiter's
+/// bucket with time frozen); if it has no room, stay head and return
+/// `Pending` (the waker is registered by `poll_turn`); the releaser refunds
+/// and calls `wake_head`. In-flight weight never exceeds 3, no wake-up is
+/// lost, and everything is given back at the end.
 #[test]
 fn weighted_reserve_and_refund_through_the_queue() {
-    const NOW: u64 = 1_000;
     const CAPACITY: u64 = 3;
     model(|| {
         let now = Instant::now();
-        let limit = Limit::new(CAPACITY, Duration::from_secs(1), CAPACITY).unwrap();
-        let gcra = Arc::new(Mutex::new(
-            Gcra::default().with_limit(Dimension::InputTokens, limit),
-        ));
+        let available = Arc::new(Mutex::new(CAPACITY));
+        let key = QueueKey::unique();
         let queue = WaitQueue::new(QueueConfig::new(4, Duration::from_millis(1)).unwrap());
         let in_flight = Arc::new(AtomicU64::new(0));
 
         let threads: Vec<_> = [2u64, 2]
             .into_iter()
             .map(|weight| {
-                let gcra = Arc::clone(&gcra);
+                let available = Arc::clone(&available);
                 let queue = queue.clone();
                 let in_flight = Arc::clone(&in_flight);
                 thread::spawn(move || {
-                    let mut waiter = queue.try_enqueue(0, Priority::NORMAL, now).unwrap();
+                    let mut waiter = queue.try_enqueue(key, Priority::NORMAL, now).unwrap();
                     block_on(poll_fn(|cx| {
                         ready!(waiter.poll_turn(cx));
-                        let admitted = gcra.lock().unwrap().reserve([0, weight, 0], NOW);
-                        if admitted.is_ok() {
+                        let mut available = available.lock().unwrap();
+                        if *available >= weight {
+                            *available -= weight;
                             Poll::Ready(())
                         } else {
                             Poll::Pending
@@ -145,10 +143,8 @@ fn weighted_reserve_and_refund_through_the_queue() {
                     assert!(total <= CAPACITY, "in flight {total} > {CAPACITY}");
                     in_flight.fetch_sub(weight, Ordering::SeqCst);
 
-                    gcra.lock()
-                        .unwrap()
-                        .refund(Dimension::InputTokens, weight, NOW);
-                    queue.wake_head(0);
+                    *available.lock().unwrap() += weight;
+                    queue.wake_head(key);
                 })
             })
             .collect();
@@ -158,8 +154,7 @@ fn weighted_reserve_and_refund_through_the_queue() {
         }
         assert_eq!(in_flight.load(Ordering::SeqCst), 0);
         assert!(queue.is_empty());
-        let gcra = gcra.lock().unwrap();
-        assert_eq!(gcra.available(Dimension::InputTokens, NOW), CAPACITY);
+        assert_eq!(*available.lock().unwrap(), CAPACITY);
     });
 }
 

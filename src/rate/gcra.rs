@@ -39,50 +39,18 @@
 //! never exceed `amount · W / per + burst`; the property tests check exactly
 //! that.
 //!
-//! # Example
-//!
-//! ```
-//! use std::time::Duration;
-//! use tower_llm_resilience::rate::gcra::{Denied, Dimension, Gcra, Limit};
-//!
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! // 60 requests and 1 000 input tokens per minute, each bursting to its full amount.
-//! let mut gcra = Gcra::default()
-//!     .with_limit(Dimension::Requests, Limit::per_minute(60)?)
-//!     .with_limit(Dimension::InputTokens, Limit::per_minute(1_000)?);
-//!
-//! let now = 0;
-//! // One request of 900 input tokens fits…
-//! assert_eq!(gcra.reserve([1, 900, 0], now), Ok(()));
-//! // …a second one does not, and nothing was taken from the request bucket.
-//! let denied = gcra.reserve([1, 900, 0], now).unwrap_err();
-//! assert_eq!(gcra.available(Dimension::Requests, now), 59);
-//! // 1 000 tokens/min is one token per 60 ms: 800 more tokens take 48 s.
-//! assert_eq!(denied.wait(now), Some(Duration::from_secs(48)));
-//! let at = denied.retry_at().unwrap();
-//! assert_eq!(gcra.reserve([1, 900, 0], at), Ok(()));
-//!
-//! // The first call used only 200 tokens: give the rest back.
-//! gcra.refund(Dimension::InputTokens, 700, at);
-//! assert_eq!(gcra.available(Dimension::InputTokens, at), 700);
-//!
-//! // A cost above a bucket's burst can never succeed, so it is its own outcome.
-//! assert!(matches!(
-//!     gcra.reserve([1, 5_000, 0], at),
-//!     Err(Denied::CostExceedsBurst(_))
-//! ));
-//! # Ok(())
-//! # }
-//! ```
+//! `tests::module_example` walks through reserving, refusing, refunding
+//! and a cost above the burst.
 
 use std::fmt;
 use std::time::Duration;
 
 // What is limited, and by how much, is defined in `limit.rs`; this file is
 // the algorithm. The public paths stay here.
-pub use super::limit::{DIMENSIONS, Dimension, Limit, nanos};
+pub(crate) use super::limit::{DIMENSIONS, Dimension, Limit, nanos};
 
 #[cfg(test)]
+#[path = "gcra/tests.rs"]
 mod tests;
 
 /// A cost that exceeds a bucket's burst, so it can never be admitted.
@@ -90,13 +58,13 @@ mod tests;
 /// Distinct from an ordinary "wait" because waiting would be forever: the
 /// caller should fail the request (or split it), not queue it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CostExceedsBurst {
+pub(crate) struct CostExceedsBurst {
     /// The dimension whose burst is too small.
-    pub dimension: Dimension,
+    pub(crate) dimension: Dimension,
     /// The cost asked for in that dimension.
-    pub cost: u64,
+    pub(crate) cost: u64,
     /// That dimension's burst.
-    pub burst: u64,
+    pub(crate) burst: u64,
 }
 
 impl fmt::Display for CostExceedsBurst {
@@ -113,7 +81,7 @@ impl std::error::Error for CostExceedsBurst {}
 
 /// Why a reservation was refused. Nothing was reserved in either case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Denied {
+pub(crate) enum Denied {
     /// Not now: the whole cost fits at `at` (nanoseconds since the base),
     /// provided nothing else is reserved in between.
     Until {
@@ -129,7 +97,8 @@ pub enum Denied {
 impl Denied {
     /// When to retry, or `None` if retrying can never succeed.
     #[must_use]
-    pub fn retry_at(&self) -> Option<u64> {
+    #[cfg(test)]
+    pub(crate) fn retry_at(&self) -> Option<u64> {
         match self {
             Denied::Until { at, .. } => Some(*at),
             Denied::CostExceedsBurst(_) => None,
@@ -138,7 +107,8 @@ impl Denied {
 
     /// How long to wait from `now`, or `None` if retrying can never succeed.
     #[must_use]
-    pub fn wait(&self, now: u64) -> Option<Duration> {
+    #[cfg(test)]
+    pub(crate) fn wait(&self, now: u64) -> Option<Duration> {
         self.retry_at()
             .map(|at| Duration::from_nanos(at.saturating_sub(now)))
     }
@@ -168,7 +138,7 @@ fn clamp(value: u128) -> u64 {
 /// [`Bucket::tat`]); the operations live on [`Gcra`], which applies them per
 /// dimension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Bucket {
+pub(crate) struct Bucket {
     limit: Limit,
     tat: u64,
 }
@@ -176,26 +146,28 @@ pub struct Bucket {
 impl Bucket {
     /// A full bucket (TAT at the base, so full for every `now`).
     #[must_use]
-    pub fn new(limit: Limit) -> Self {
+    pub(crate) fn new(limit: Limit) -> Self {
         Bucket { limit, tat: 0 }
     }
 
     /// A bucket restored from stored state.
     #[must_use]
-    pub fn from_parts(limit: Limit, tat: u64) -> Self {
+    #[cfg(test)]
+    pub(crate) fn from_parts(limit: Limit, tat: u64) -> Self {
         Bucket { limit, tat }
     }
 
     /// The bucket's limit.
     #[must_use]
-    pub fn limit(&self) -> Limit {
+    pub(crate) fn limit(&self) -> Limit {
         self.limit
     }
 
     /// The theoretical arrival time: when the bucket is full again
     /// (nanoseconds since the base). At or before `now` means full.
     #[must_use]
-    pub fn tat(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn tat(&self) -> u64 {
         self.tat
     }
 
@@ -273,7 +245,7 @@ impl Bucket {
 /// [`available`](Gcra::available) reports `u64::MAX`. `Default` is a `Gcra`
 /// with no limits at all.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Gcra {
+pub(crate) struct Gcra {
     buckets: [Option<Bucket>; DIMENSIONS],
 }
 
@@ -281,7 +253,7 @@ impl Gcra {
     /// A limiter with the given limit per dimension (index by
     /// [`Dimension::index`]), every bucket starting full.
     #[must_use]
-    pub fn new(limits: [Option<Limit>; DIMENSIONS]) -> Self {
+    pub(crate) fn new(limits: [Option<Limit>; DIMENSIONS]) -> Self {
         Gcra {
             buckets: limits.map(|limit| limit.map(Bucket::new)),
         }
@@ -289,25 +261,27 @@ impl Gcra {
 
     /// Builder form: this limiter with `dimension` limited by `limit` (a full bucket).
     #[must_use]
-    pub fn with_limit(mut self, dimension: Dimension, limit: Limit) -> Self {
+    #[cfg(test)]
+    pub(crate) fn with_limit(mut self, dimension: Dimension, limit: Limit) -> Self {
         self.buckets[dimension.index()] = Some(Bucket::new(limit));
         self
     }
 
     /// The limit on `dimension`, if any.
     #[must_use]
-    pub fn limit(&self, dimension: Dimension) -> Option<Limit> {
+    pub(crate) fn limit(&self, dimension: Dimension) -> Option<Limit> {
         self.bucket(dimension).map(Bucket::limit)
     }
 
     /// The bucket of `dimension`, if limited (for stores and diagnostics).
     #[must_use]
-    pub fn bucket(&self, dimension: Dimension) -> Option<&Bucket> {
+    pub(crate) fn bucket(&self, dimension: Dimension) -> Option<&Bucket> {
         self.buckets[dimension.index()].as_ref()
     }
 
     /// Replaces the bucket of `dimension` (restoring stored state), or removes it.
-    pub fn set_bucket(&mut self, dimension: Dimension, bucket: Option<Bucket>) {
+    #[cfg(test)]
+    pub(crate) fn set_bucket(&mut self, dimension: Dimension, bucket: Option<Bucket>) {
         self.buckets[dimension.index()] = bucket;
     }
 
@@ -322,7 +296,7 @@ impl Gcra {
     /// [`Denied::CostExceedsBurst`] if some cost is above its bucket's burst
     /// (checked first: it never succeeds), else [`Denied::Until`] with the
     /// earliest time at which every dimension has room.
-    pub fn check(&self, cost: [u64; DIMENSIONS], now: u64) -> Result<(), Denied> {
+    pub(crate) fn check(&self, cost: [u64; DIMENSIONS], now: u64) -> Result<(), Denied> {
         let mut latest: Option<(u64, Dimension)> = None;
         for dimension in Dimension::ALL {
             let units = cost[dimension.index()];
@@ -355,7 +329,7 @@ impl Gcra {
     /// # Errors
     ///
     /// As for [`check`](Self::check).
-    pub fn reserve(&mut self, cost: [u64; DIMENSIONS], now: u64) -> Result<(), Denied> {
+    pub(crate) fn reserve(&mut self, cost: [u64; DIMENSIONS], now: u64) -> Result<(), Denied> {
         self.check(cost, now)?;
         for (bucket, units) in self.buckets.iter_mut().zip(cost) {
             if let Some(bucket) = bucket.as_mut().filter(|_| units > 0) {
@@ -373,7 +347,7 @@ impl Gcra {
     /// exceeds the burst. This mirrors the provider's own bucket, which
     /// corrects the output-token reservation when a response ends. A no-op on
     /// an unlimited dimension.
-    pub fn refund(&mut self, dimension: Dimension, amount: u64, now: u64) {
+    pub(crate) fn refund(&mut self, dimension: Dimension, amount: u64, now: u64) {
         if let Some(bucket) = &mut self.buckets[dimension.index()] {
             bucket.refund(amount, now);
         }
@@ -386,7 +360,7 @@ impl Gcra {
     /// need be: the overuse really happened, so it is a debt that delays
     /// later reservations until it is paid off by time. A no-op on an
     /// unlimited dimension.
-    pub fn charge(&mut self, dimension: Dimension, amount: u64, now: u64) {
+    pub(crate) fn charge(&mut self, dimension: Dimension, amount: u64, now: u64) {
         if let Some(bucket) = &mut self.buckets[dimension.index()] {
             bucket.advance(amount, now);
         }
@@ -395,7 +369,7 @@ impl Gcra {
     /// How many units of `dimension` a reservation could take at `now`
     /// (0 when in debt, at most the burst; `u64::MAX` if unlimited).
     #[must_use]
-    pub fn available(&self, dimension: Dimension, now: u64) -> u64 {
+    pub(crate) fn available(&self, dimension: Dimension, now: u64) -> u64 {
         self.bucket(dimension)
             .map_or(u64::MAX, |bucket| bucket.available(now))
     }
@@ -403,7 +377,7 @@ impl Gcra {
     /// How long until `dimension`'s bucket is full again (zero if it is, or
     /// if the dimension is unlimited).
     #[must_use]
-    pub fn time_until_full(&self, dimension: Dimension, now: u64) -> Duration {
+    pub(crate) fn time_until_full(&self, dimension: Dimension, now: u64) -> Duration {
         self.bucket(dimension).map_or(Duration::ZERO, |bucket| {
             Duration::from_nanos(bucket.tat.saturating_sub(now))
         })
@@ -417,7 +391,7 @@ impl Gcra {
     /// traffic on the same key is using quota this limiter cannot see. Local
     /// availability is lowered to match; if the local view is already
     /// stricter it is kept. A no-op on an unlimited dimension.
-    pub fn tighten(&mut self, dimension: Dimension, remaining: u64, now: u64) {
+    pub(crate) fn tighten(&mut self, dimension: Dimension, remaining: u64, now: u64) {
         if let Some(bucket) = &mut self.buckets[dimension.index()] {
             bucket.tighten(remaining, now);
         }
@@ -432,7 +406,7 @@ impl Gcra {
     /// spent (so it cannot over-admit), a higher one frees room in
     /// proportion instead of all at once. Debt is carried the same way. A
     /// dimension that was unlimited starts full.
-    pub fn set_limit(&mut self, dimension: Dimension, limit: Limit, now: u64) {
+    pub(crate) fn set_limit(&mut self, dimension: Dimension, limit: Limit, now: u64) {
         match &mut self.buckets[dimension.index()] {
             Some(bucket) => bucket.set_limit(limit, now),
             slot @ None => *slot = Some(Bucket::new(limit)),
@@ -440,7 +414,7 @@ impl Gcra {
     }
 
     /// Makes `dimension` unlimited (its bucket is forgotten).
-    pub fn remove_limit(&mut self, dimension: Dimension) {
+    pub(crate) fn remove_limit(&mut self, dimension: Dimension) {
         self.buckets[dimension.index()] = None;
     }
 }

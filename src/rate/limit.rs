@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::error::InvalidConfig;
 
 #[cfg(test)]
+#[path = "limit/tests.rs"]
 mod tests;
 
 /// How many dimensions a [`Gcra`] can limit at once (requests, input tokens,
@@ -15,7 +16,7 @@ mod tests;
 /// [`Dimension::index`].
 ///
 /// [`Gcra`]: super::gcra::Gcra
-pub const DIMENSIONS: usize = 3;
+pub(crate) const DIMENSIONS: usize = 3;
 
 /// The longest span, in nanoseconds, one bucket may cover (`burst · T` and
 /// `per`): 2^62 ns, about 146 years. Far beyond any real limit, and it leaves
@@ -27,7 +28,7 @@ const MAX_SPAN_NANOS: u64 = 1 << 62;
 /// Use it to turn `instant.duration_since(base)` into the `now` the GCRA
 /// operations take.
 #[must_use]
-pub fn nanos(duration: Duration) -> u64 {
+pub(crate) fn nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 

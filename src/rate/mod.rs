@@ -78,7 +78,7 @@
 
 mod config;
 pub mod future;
-pub mod gcra;
+mod gcra;
 mod layer;
 mod limit;
 mod service;
@@ -86,7 +86,7 @@ mod state;
 mod stats;
 
 pub use config::{Learning, Limits, RateLimitBuilder};
-pub use gcra::{CostExceedsBurst, Dimension, Limit};
 pub use layer::RateLimitLayer;
+pub use limit::{Dimension, Limit};
 pub use service::RateLimit;
 pub use stats::{GroupStats, ThresholdEvent};

@@ -435,3 +435,34 @@ proptest! {
         }
     }
 }
+
+/// The walk-through that was the module's doc example.
+#[test]
+fn module_example() -> Result<(), Box<dyn std::error::Error>> {
+    // 60 requests and 1 000 input tokens per minute, each bursting to its full amount.
+    let mut gcra = Gcra::default()
+        .with_limit(Dimension::Requests, Limit::per_minute(60)?)
+        .with_limit(Dimension::InputTokens, Limit::per_minute(1_000)?);
+
+    let now = 0;
+    // One request of 900 input tokens fits…
+    assert_eq!(gcra.reserve([1, 900, 0], now), Ok(()));
+    // …a second one does not, and nothing was taken from the request bucket.
+    let denied = gcra.reserve([1, 900, 0], now).unwrap_err();
+    assert_eq!(gcra.available(Dimension::Requests, now), 59);
+    // 1 000 tokens/min is one token per 60 ms: 800 more tokens take 48 s.
+    assert_eq!(denied.wait(now), Some(Duration::from_secs(48)));
+    let at = denied.retry_at().unwrap();
+    assert_eq!(gcra.reserve([1, 900, 0], at), Ok(()));
+
+    // The first call used only 200 tokens: give the rest back.
+    gcra.refund(Dimension::InputTokens, 700, at);
+    assert_eq!(gcra.available(Dimension::InputTokens, at), 700);
+
+    // A cost above a bucket's burst can never succeed, so it is its own outcome.
+    assert!(matches!(
+        gcra.reserve([1, 5_000, 0], at),
+        Err(Denied::CostExceedsBurst(_))
+    ));
+    Ok(())
+}
