@@ -11,6 +11,20 @@
 //! while a request is really on the wire. Each layer also works alone in a
 //! `tower::ServiceBuilder`.
 //!
+//! # Readiness
+//!
+//! Always ready, as its first layer, `BufferBody`, is. Readiness is asked
+//! down the stack at the call, without waiting, for a request that can be
+//! sent at once: a buffered body asks the cache, a request the cache passes
+//! asks the fallback layer (a passthrough without targets), retry asks the
+//! limiters, which forward the transport's readiness. When every layer can
+//! act at once the request reaches the transport inside `call`; otherwise
+//! it waits in the response future of the first layer that cannot. A
+//! transport that reserves capacity in `poll_ready` (tower's
+//! `ConcurrencyLimit`, not the crate's `HyperClient`) has it taken only by
+//! a request that then calls it: not by a cache hit, a body still being
+//! read, or a request waiting for admission.
+//!
 //! ```
 //! use std::convert::Infallible;
 //! use http::{Request, Response};

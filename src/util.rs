@@ -103,6 +103,17 @@ pub(crate) fn hand_off<S: Clone>(service: &mut S) -> S {
     std::mem::replace(service, clone)
 }
 
+/// A fresh clone for a response future that waits (for admission) before
+/// it asks the service's readiness itself. The instance the caller may just
+/// have made ready is dropped, a clone taking its place: whatever it
+/// reserved when asked (tower's `ConcurrencyLimit` takes a permit) is not
+/// held by a request that is still waiting.
+pub(crate) fn unready_clone<S: Clone>(service: &mut S) -> S {
+    let fresh = service.clone();
+    drop(std::mem::replace(service, fresh.clone()));
+    fresh
+}
+
 /// An inner service with *opportunistic readiness* (ARCHITECTURE.md): a
 /// layer whose own `poll_ready` is always ready also asks its inner service,
 /// without waiting, and when that one said it was ready, `call` sends on
@@ -136,6 +147,20 @@ impl<S> Inner<S> {
 
     /// Whether the inner service said it was ready.
     pub(crate) fn is_ready(&self) -> bool {
+        self.ready
+    }
+
+    /// Asks the inner service's readiness at the call, for a request that
+    /// is sent on it at once if it is ready — so what a service reserves
+    /// when asked is never held by a request that does not call it (a
+    /// cache hit, a body still to read). There is no task to wake: a
+    /// `Pending` is met again by the response future, which asks with its
+    /// own waker.
+    pub(crate) fn ready_now<R>(&mut self) -> bool
+    where
+        S: tower_service::Service<R>,
+    {
+        self.ask::<R>(&mut std::task::Context::from_waker(std::task::Waker::noop()));
         self.ready
     }
 

@@ -11,11 +11,6 @@
 //! permit is still held. tower-test's mock panics on a `call` not preceded
 //! by a ready `poll_ready` on the same instance, so every test also checks
 //! that each layer keeps the `poll_ready` → `call` contract below it.
-//!
-//! Tests marked `#[ignore = "needs fix: …"]` state the behaviour after a
-//! proposed change of the layer; the test beside each, which passes today,
-//! states the bound that holds now ("as it stands") and goes when the fix
-//! lands, as its sibling loses its `ignore`.
 
 mod support;
 
@@ -310,23 +305,9 @@ mod buffer_body {
         assert!(received(&mut handle).is_some(), "sent once read");
     }
 
-    /// The hazard, as it stands: what an inner service reserved when asked
-    /// by `poll_ready` goes with a body still to read into the response
-    /// future, and stays held for the whole upload — one reservation per
-    /// request being read, released when it is sent or its future dropped.
-    /// (Goes when the fix below lands.)
-    #[test]
-    fn an_upload_holds_what_the_inner_service_reserved_when_asked() {
-        let (upload, mut other, _handle) = uploading(buffer_body);
-        assert_pending(other.poll_ready::<Req>());
-        drop(upload);
-        assert_ready(other.poll_ready::<Req>());
-    }
-
     /// After the fix: a request whose body is still to read holds nothing
     /// below while it is read.
     #[test]
-    #[ignore = "needs fix: BufferBody asks the inner service only for a body already buffered (see the readiness report)"]
     fn an_upload_holds_no_reservation_below() {
         let (_upload, mut other, _handle) = uploading(buffer_body);
         assert_ready(other.poll_ready::<Req>());
@@ -383,26 +364,6 @@ mod cache {
         assert!(received(&mut handle).is_none());
     }
 
-    /// The hazard, as it stands: `poll_ready` asked the inner service,
-    /// which reserved a permit; the request was a hit, so no inner `call`
-    /// followed, and the permit stays with this cache instance — at most
-    /// one per instance, used by its next call that goes upstream (or
-    /// released when the instance is dropped). (Goes when the fix lands.)
-    #[tokio::test]
-    async fn a_hit_keeps_what_the_inner_service_reserved_until_the_next_call() {
-        let (mut svc, mut other, mut handle) = after_a_hit(cache, false).await;
-        assert_pending(other.poll_ready::<Req>());
-        // The instance's next call that goes upstream uses the permit.
-        assert_ready(svc.poll_ready::<Req>());
-        let mut next = Box::pin(svc.call(pass()));
-        received(&mut handle)
-            .expect("sent at the call, on the held permit")
-            .send_response(ok_json());
-        assert!(poll_once(&mut next).expect("answered").is_ok());
-        drop(next);
-        assert_ready(other.poll_ready::<Req>());
-    }
-
     /// The bound's common case: a service cloned per request and dropped
     /// after its call (`oneshot`) gives the reservation back at once.
     #[tokio::test]
@@ -418,29 +379,13 @@ mod cache {
 
     /// After the fix: a hit leaves nothing reserved below.
     #[tokio::test]
-    #[ignore = "needs fix: Cache asks the inner service at the call, for a pass only (see the readiness report)"]
     async fn a_hit_holds_no_reservation_below() {
         let (_svc, mut other, _handle) = after_a_hit(cache, false).await;
         assert_ready(other.poll_ready::<Req>());
     }
 
-    /// The same with an inner service that was *not* ready when asked:
-    /// its `Pending` queued it for a permit (tower's `ConcurrencyLimit`
-    /// keeps its semaphore acquire), so the next permit released goes to
-    /// this cache instance after its hit, and stays there as above. A
-    /// `Pending` answer costs more than a spurious wake-up here. (Goes when
-    /// the fix lands.)
-    #[tokio::test]
-    async fn a_hit_after_a_pending_ask_ends_up_holding_a_released_permit() {
-        let (svc, mut other, _handle) = after_a_hit(cache, true).await;
-        assert_pending(other.poll_ready::<Req>());
-        drop(svc);
-        assert_ready(other.poll_ready::<Req>());
-    }
-
     /// After the fix: a hit leaves nothing queued below either.
     #[tokio::test]
-    #[ignore = "needs fix: Cache asks the inner service at the call, for a pass only (see the readiness report)"]
     async fn a_hit_after_a_pending_ask_holds_no_permit() {
         let (_svc, mut other, _handle) = after_a_hit(cache, true).await;
         assert_ready(other.poll_ready::<Req>());
@@ -464,33 +409,9 @@ mod cache {
         (led, waits, handle)
     }
 
-    /// The hazard for coalesced requests, as it stands: a request waiting
-    /// for an identical one in flight keeps what its inner service reserved
-    /// when asked, for as long as it waits. When its leader needs that very
-    /// capacity, both wait until the waiter gives up (`coalesce_timeout`,
-    /// 5 min by default) and goes upstream alone. (Goes when the fix lands.)
-    #[tokio::test(start_paused = true)]
-    async fn a_coalesced_waiter_keeps_what_its_inner_service_reserved_while_it_waits() {
-        let (mut led, mut waits, mut handle) = coalescing();
-        tokio::time::advance(Duration::from_secs(299)).await;
-        assert!(poll_once(&mut led).is_none() && poll_once(&mut waits).is_none());
-        assert!(received(&mut handle).is_none(), "neither has been sent");
-        tokio::time::advance(Duration::from_secs(1)).await;
-        assert!(poll_once(&mut waits).is_none(), "gave up waiting: sent");
-        received(&mut handle)
-            .expect("the waiter's request, on its permit")
-            .send_response(ok_json());
-        let res = poll_once(&mut waits).expect("answered").expect("response");
-        assert_eq!(res.headers()["x-llm-cache"], "MISS");
-        drop(waits);
-        assert!(poll_once(&mut led).is_none(), "the permit is free: sent");
-        assert!(received(&mut handle).is_some(), "the leader's request");
-    }
-
     /// After the fix: a waiter holds nothing below, so its leader is sent
     /// at once and serves it.
     #[tokio::test(start_paused = true)]
-    #[ignore = "needs fix: Cache asks the inner service at the call, for a pass only (see the readiness report)"]
     async fn a_coalesced_waiter_holds_no_reservation_below() {
         let (mut led, mut waits, mut handle) = coalescing();
         assert!(poll_once(&mut led).is_none(), "sent");
@@ -672,23 +593,9 @@ mod rate {
         (waiting(&mut svc), other, handle)
     }
 
-    /// The hazard, as it stands: a request that must wait takes into its
-    /// response future the inner service that said it was ready, with what
-    /// it reserved — one reservation per waiting request, released when the
-    /// request is sent or its future ends (dropped, timed out, refused).
-    /// (Goes when the fix lands.)
-    #[tokio::test(start_paused = true)]
-    async fn a_waiting_request_keeps_what_the_inner_service_reserved() {
-        let (waiting, mut other, _handle) = waiting_over_one_permit().await;
-        assert_pending(other.poll_ready::<Req>());
-        drop(waiting);
-        assert_ready(other.poll_ready::<Req>());
-    }
-
     /// After the fix: a waiting request holds nothing below until it is
     /// admitted.
     #[tokio::test(start_paused = true)]
-    #[ignore = "needs fix: RateLimit gives a waiting request an unreserved clone of the inner service (see the readiness report)"]
     async fn a_waiting_request_holds_no_reservation_below() {
         let (_waiting, mut other, _handle) = waiting_over_one_permit().await;
         assert_ready(other.poll_ready::<Req>());
@@ -751,23 +658,9 @@ mod concurrency {
         (waiting(&mut svc), other, held, handle)
     }
 
-    /// The hazard, as it stands: a request that waits for a permit takes
-    /// into its response future the inner service that said it was ready,
-    /// with what it reserved — one reservation per waiting request,
-    /// released when the request is sent or its future ends. (Goes when
-    /// the fix lands.)
-    #[test]
-    fn a_waiting_request_keeps_what_the_inner_service_reserved() {
-        let (waiting, mut other, _held, _handle) = waiting_over_one_permit();
-        assert_pending(other.poll_ready::<Req>());
-        drop(waiting);
-        assert_ready(other.poll_ready::<Req>());
-    }
-
     /// After the fix: a waiting request holds nothing below until it has
     /// its permit.
     #[test]
-    #[ignore = "needs fix: ConcurrencyLimit gives a waiting request an unreserved clone of the inner service (see the readiness report)"]
     fn a_waiting_request_holds_no_reservation_below() {
         let (_waiting, mut other, _held, _handle) = waiting_over_one_permit();
         assert_ready(other.poll_ready::<Req>());
@@ -805,42 +698,17 @@ mod stack {
         assert_eq!(res.status(), 200);
     }
 
-    /// The cache's hazard, through the whole stack: what the transport
-    /// reserved when the stack was polled stays with the stack instance
-    /// after a hit — at most one reservation per instance, until its next
-    /// call that goes upstream or its drop. (Goes when the fix lands.)
-    #[tokio::test]
-    async fn a_hit_keeps_what_the_transport_reserved_until_the_instance_drops() {
-        let (svc, mut other, _handle) = after_a_hit(stack, false).await;
-        assert_pending(other.poll_ready::<Req>());
-        drop(svc);
-        assert_ready(other.poll_ready::<Req>());
-    }
-
     /// After the cache's fix: a hit through the stack leaves nothing
     /// reserved at the transport.
     #[tokio::test]
-    #[ignore = "needs fix: Cache asks the inner service at the call, for a pass only (see the readiness report)"]
     async fn a_hit_holds_no_transport_reservation() {
         let (_svc, mut other, _handle) = after_a_hit(stack, false).await;
-        assert_ready(other.poll_ready::<Req>());
-    }
-
-    /// BufferBody's hazard, through the whole stack: what the transport
-    /// reserved when the stack was polled is held while the request's body
-    /// is uploaded. (Goes when the fix lands.)
-    #[test]
-    fn an_upload_holds_what_the_transport_reserved_when_asked() {
-        let (upload, mut other, _handle) = uploading(stack);
-        assert_pending(other.poll_ready::<Req>());
-        drop(upload);
         assert_ready(other.poll_ready::<Req>());
     }
 
     /// After BufferBody's fix: an upload through the stack holds nothing at
     /// the transport.
     #[test]
-    #[ignore = "needs fix: BufferBody asks the inner service only for a body already buffered (see the readiness report)"]
     fn an_upload_holds_no_transport_reservation() {
         let (_upload, mut other, _handle) = uploading(stack);
         assert_ready(other.poll_ready::<Req>());

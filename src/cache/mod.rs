@@ -85,26 +85,15 @@
 //!
 //! # Readiness
 //!
-//! Always ready: a hit needs nothing from the inner service, so
-//! `poll_ready` never waits for it. It also asks the inner service once,
-//! without waiting (*opportunistic readiness*): when that said it was
-//! ready, a request that is not cached is sent on it inside `call`, with no
-//! clone of the services below and no state machine. Otherwise — and for
+//! Always ready, and `poll_ready` asks nothing below: a hit needs nothing
+//! from the inner service. A request that is not cached asks the inner
+//! service at the call, without waiting, and is sent there when it is ready
+//! (no clone of the services below, no state machine); otherwise — and for
 //! every request that is looked up — the response future waits for the
-//! inner service's readiness and then calls it.
-//!
-//! The layers of this crate reserve nothing of their own in `poll_ready`,
-//! but a service below that does (tower's `ConcurrencyLimit` takes a
-//! permit, its `Buffer` a slot; the crate's `HyperClient` reserves nothing)
-//! does not get its reservation back when no inner `call` follows: after a
-//! hit it stays with this cache instance — at most one per instance, until
-//! the instance's next call that goes upstream (which uses it) or its drop
-//! (at once for a service cloned per request: `ServiceExt::oneshot` drops
-//! it after its call). An inner service that answered `Pending` may have
-//! queued the instance for capacity, which it then receives and holds the
-//! same way. A request waiting for an identical one in flight holds what
-//! its instance reserved for as long as it waits, up to
-//! [`coalesce_timeout`](CacheBuilder::coalesce_timeout).
+//! inner service's readiness and then calls it. So what a service below
+//! reserves when asked (tower's `ConcurrencyLimit` takes a permit) is only
+//! ever taken by a request that calls it: a hit, or a waiter of a
+//! coalesced miss, holds nothing below.
 
 use std::time::Duration;
 

@@ -168,17 +168,16 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S, B, St>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        // A hit never touches the inner service, so this is always ready;
-        // the inner service is asked too, without waiting: when it is
-        // ready, a request that passes (not cached) is sent on it at once.
-        self.inner.ask(cx);
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // A hit never touches the inner service, so this is always ready.
+        // The inner service is asked at the call, and only for a request
+        // that passes: a hit must not hold what it reserves when asked.
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let plan = self.plan(&req);
-        if plan.key.is_none() && self.inner.is_ready() {
+        if plan.key.is_none() && self.inner.ready_now::<Request<B>>() {
             return ResponseFuture::pass(self.inner.call_ready(req));
         }
         // The inner service is handed off only when it will be called (not

@@ -77,17 +77,11 @@
 //! `poll_ready` is the inner service's readiness, not a permit's: a request
 //! waits for its permit in the queue, where its priority counts, and only
 //! the request carries that. When a permit is free and nobody waits, `call`
-//! takes it and sends on the ready inner service at once; otherwise the
-//! response future waits its turn with that inner service and, once it has
-//! a permit, drives it (`poll_ready` → `call`).
-//!
-//! What the inner service reserved when the caller polled it travels with a
-//! waiting request: one reservation per waiting request, held until the
-//! request is sent or its future ends (dropped, timed out, refused). A
-//! transport that reserves nothing in `poll_ready` (the crate's
-//! `HyperClient`) leaves waiters holding nothing; one that does (tower's
-//! `ConcurrencyLimit` takes a permit, its `Buffer` a slot) stays reserved
-//! by every waiting request.
+//! takes it and sends on the ready inner service at once. Otherwise the
+//! response future waits its turn with a fresh clone of the inner service
+//! and, once it has a permit, drives it (`poll_ready` → `call`); the
+//! instance the caller made ready is let go at the call, so whatever it
+//! reserved when asked is not held by a waiting request.
 
 mod adaptive;
 pub mod future;

@@ -103,8 +103,10 @@ where
             };
             return ResponseFuture::called(self.inner.call(req), permit);
         }
-        // Else the ready service goes with the request to wait its turn.
-        let inner = crate::util::hand_off(&mut self.inner);
+        // Else the request waits its turn with a clone of the service, which
+        // its future asks once admitted (the ready one, and whatever it
+        // reserved when asked, is let go).
+        let inner = crate::util::unready_clone(&mut self.inner);
         ResponseFuture::waiting(Arc::clone(&self.shared), req, inner)
     }
 }

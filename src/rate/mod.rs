@@ -63,18 +63,13 @@
 //! `poll_ready` is the inner service's readiness: admission depends on the
 //! request (its group, cost and priority), so `call` decides it. When
 //! nobody of the group waits and the cost fits now, `call` reserves and
-//! sends on the ready inner service at once; otherwise the response future
-//! waits its turn with that inner service and, once admitted, drives it
-//! (`poll_ready` → `call`).
-//!
-//! What the inner service reserved when the caller polled it travels with a
-//! waiting request: one reservation per waiting request, held until the
-//! request is sent or its future ends (dropped, timed out, refused). In the
-//! prebuilt stack the service below is the concurrency limit, which
-//! forwards the transport's readiness: a transport that reserves nothing in
-//! `poll_ready` (the crate's `HyperClient`) leaves waiters holding nothing;
-//! one that does (tower's `ConcurrencyLimit` takes a permit, its `Buffer` a
-//! slot) stays reserved by every waiting request.
+//! sends on the ready inner service at once. Otherwise the response future
+//! waits its turn with a fresh clone of the inner service and, once
+//! admitted, drives it (`poll_ready` → `call`); the instance the caller made
+//! ready is let go at the call, so whatever it reserved when asked (tower's
+//! `ConcurrencyLimit` takes a permit) is not held by a waiting request. A
+//! request admitted after waiting may then wait for the inner service while
+//! holding its reservation, as tower's own layers order it.
 
 mod config;
 pub mod future;

@@ -121,10 +121,12 @@ where
             };
             return ResponseFuture::called(self.inner.call(req), hold);
         }
-        // Else it waits its turn, by priority, with the ready service.
+        // Else it waits its turn, by priority, with a clone of the service,
+        // which its future asks once admitted (the ready one, and whatever it
+        // reserved when asked, is let go).
         let priority = Priority::of(&req, config.priority_header.as_ref());
         let deadline = req.extensions().get::<Deadline>().copied();
-        let inner = crate::util::hand_off(&mut self.inner);
+        let inner = crate::util::unready_clone(&mut self.inner);
         ResponseFuture::waiting(
             Arc::clone(&self.shared),
             group,

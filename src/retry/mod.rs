@@ -68,8 +68,8 @@
 //! Always ready: every attempt, the first included, can wait for the inner
 //! service's readiness in the response future (a retry has to, after its
 //! delay), so the layer needs none before the call. `poll_ready` also asks
-//! the inner service once, without waiting (*opportunistic readiness*, as
-//! the cache does): when that said it was ready, the first attempt is sent
+//! the inner service once, without waiting (*opportunistic readiness*):
+//! when that said it was ready, the first attempt is sent
 //! inside `call` on it, and the request never travels through the future;
 //! otherwise the response future waits for it and calls it. Retries wait
 //! for readiness on the service the future keeps (a clone, when the first

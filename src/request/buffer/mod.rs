@@ -7,6 +7,16 @@
 //! - `future.rs`: its response future ([`future::ResponseFuture`]), which
 //!   reads the body, then waits for the inner service and calls it.
 //!
+//! # Readiness
+//!
+//! Always ready, and `poll_ready` asks nothing below: the body is read
+//! first, and the inner service is waited for only once it has been read
+//! (the response future then drives it, `poll_ready` → `call`), so a slow
+//! upload holds nothing the inner service reserves when asked. A body
+//! already buffered (a `ReplayBody` within the limit) asks the inner
+//! service at the call, without waiting, and is sent there when it is
+//! ready, with no clone of the services below.
+//!
 //! [`ReplayBody`]: crate::request::ReplayBody
 //! [`RequestMeta`]: crate::request::RequestMeta
 

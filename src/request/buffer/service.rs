@@ -51,20 +51,20 @@ where
     type Error = BoxError;
     type Future = future::ResponseFuture<S, B>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         // Readiness of the inner service is awaited after the body is read:
         // holding a reserved slot of it while a slow client uploads would
-        // starve everyone else. It is asked here too, without waiting: a
-        // body already buffered (a `ReplayBody`) is then sent at the call,
-        // with no clone of the inner service.
-        self.inner.ask(cx);
+        // starve everyone else. A body already buffered (a `ReplayBody`)
+        // asks it at the call, and is sent there when it is ready.
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let (parts, body) = req.into_parts();
         let body = match crate::util::downcast::<ReplayBody, B>(body) {
-            Ok(replay) if self.inner.is_ready() && replay.len() <= self.limit => {
+            Ok(replay)
+                if replay.len() <= self.limit && self.inner.ready_now::<Request<ReplayBody>>() =>
+            {
                 let req = future::finish(parts, replay);
                 return future::ResponseFuture::calling(self.inner.call_ready(req));
             }
