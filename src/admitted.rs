@@ -118,7 +118,7 @@ where
     }
 }
 
-/// The end of a wait: the ready service the request waited with is driven
+/// The end of a wait: the service the request waited with is driven
 /// (`poll_ready` → `call`), and the response takes over what the request
 /// holds.
 pub(crate) async fn send<S, B, RB, T>(

@@ -42,8 +42,8 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
         }
     }
 
-    /// Waits for a permit in the shared queue, then drives `inner` (the
-    /// ready service handed over by the call).
+    /// Waits for a permit in the shared queue, then drives `inner` (a clone
+    /// of the service, asked for its readiness only once a permit is held).
     pub(crate) fn waiting<RB>(shared: Arc<Shared>, req: Request<B>, inner: S) -> Self
     where
         S: Service<Request<B>, Response = Response<RB>> + Send + 'static,

@@ -1,4 +1,3 @@
-use std::fmt;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -18,30 +17,13 @@ use crate::sync::Arc;
 /// `poll_ready` is the inner service's readiness, not a permit's. `call`
 /// takes a free permit when nobody waits and calls `S` at once; otherwise
 /// the response future waits in the shared queue (where the request's
-/// priority counts), then drives the ready `S` it was given
+/// priority counts), then drives a clone of `S` it was given
 /// (`poll_ready` → `call`). The permit is held until the response body
 /// ends or is dropped.
+#[derive(Clone, Debug)]
 pub struct ConcurrencyLimit<S> {
     inner: S,
     shared: Arc<Shared>,
-}
-
-impl<S: Clone> Clone for ConcurrencyLimit<S> {
-    fn clone(&self) -> Self {
-        ConcurrencyLimit {
-            inner: self.inner.clone(),
-            shared: Arc::clone(&self.shared),
-        }
-    }
-}
-
-impl<S: fmt::Debug> fmt::Debug for ConcurrencyLimit<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConcurrencyLimit")
-            .field("inner", &self.inner)
-            .field("state", &self.shared)
-            .finish()
-    }
 }
 
 impl<S> ConcurrencyLimit<S> {

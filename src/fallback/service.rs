@@ -1,4 +1,3 @@
-use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -15,27 +14,10 @@ use crate::response::ResponseBody;
 
 /// Model fallback in front of `S` — made by
 /// [`FallbackLayer`](super::FallbackLayer).
+#[derive(Clone, Debug)]
 pub struct Fallback<S> {
     inner: S,
     config: Arc<Config>,
-}
-
-impl<S: Clone> Clone for Fallback<S> {
-    fn clone(&self) -> Self {
-        Fallback {
-            inner: self.inner.clone(),
-            config: Arc::clone(&self.config),
-        }
-    }
-}
-
-impl<S: fmt::Debug> fmt::Debug for Fallback<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Fallback")
-            .field("inner", &self.inner)
-            .field("config", &self.config)
-            .finish()
-    }
 }
 
 impl<S> Fallback<S> {

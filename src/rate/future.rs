@@ -41,8 +41,8 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
         }
     }
 
-    /// Waits for admission in the queue, then drives `inner` (the ready
-    /// service handed over by the call).
+    /// Waits for admission in the queue, then drives `inner` (a clone of
+    /// the service, asked for its readiness only once admitted).
     pub(crate) fn waiting<RB>(
         shared: Arc<Shared>,
         group: Arc<Group>,

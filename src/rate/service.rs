@@ -1,4 +1,3 @@
-use std::fmt;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
@@ -23,29 +22,12 @@ use crate::sync::Arc;
 /// request (its cost, group and priority), so `call` decides it. When no
 /// request of the group is waiting and the cost fits now, `call` reserves
 /// and sends on the ready `S` at once; otherwise the response future waits
-/// its turn in the queue with that ready `S`, then drives it
+/// its turn in the queue with a clone of `S`, then drives it
 /// (`poll_ready` → `call`).
+#[derive(Clone, Debug)]
 pub struct RateLimit<S> {
     inner: S,
     shared: Arc<Shared>,
-}
-
-impl<S: Clone> Clone for RateLimit<S> {
-    fn clone(&self) -> Self {
-        RateLimit {
-            inner: self.inner.clone(),
-            shared: Arc::clone(&self.shared),
-        }
-    }
-}
-
-impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RateLimit")
-            .field("inner", &self.inner)
-            .field("state", &self.shared)
-            .finish()
-    }
 }
 
 impl<S> RateLimit<S> {

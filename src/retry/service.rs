@@ -1,5 +1,4 @@
 use std::any::Any;
-use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -18,27 +17,10 @@ use crate::util::Inner;
 
 /// Retries failures worth retrying in front of `S` — made by
 /// [`RetryLayer`](super::RetryLayer).
+#[derive(Clone, Debug)]
 pub struct Retry<S> {
     inner: Inner<S>,
     config: Arc<Config>,
-}
-
-impl<S: Clone> Clone for Retry<S> {
-    fn clone(&self) -> Self {
-        Retry {
-            inner: self.inner.clone(),
-            config: Arc::clone(&self.config),
-        }
-    }
-}
-
-impl<S: fmt::Debug> fmt::Debug for Retry<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Retry")
-            .field("inner", &self.inner)
-            .field("config", &self.config)
-            .finish()
-    }
 }
 
 impl<S> Retry<S> {
