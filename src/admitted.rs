@@ -22,9 +22,7 @@ use tower_service::Service;
 
 use crate::error::BoxError;
 use crate::response::ResponseBody;
-
-/// A limiter's wait: an `async` block, boxed (its type cannot be named).
-type Waiting = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, BoxError>> + Send>>;
+use crate::util::SlowPath;
 
 /// What an admitted request holds until its response arrives (a permit, a
 /// reservation), and how the response takes it over.
@@ -54,8 +52,7 @@ pin_project! {
         // The common case, kept small: no request, no inner service, no
         // queue state.
         Sent { #[pin] fut: F, held: Option<T> },
-        // `None` once it has answered.
-        Waiting { fut: Option<Waiting> },
+        Waiting { fut: SlowPath },
     }
 }
 
@@ -71,7 +68,7 @@ impl<F, T> Admitted<F, T> {
         fut: impl Future<Output = Result<Response<ResponseBody>, BoxError>> + Send + 'static,
     ) -> Self {
         Admitted::Waiting {
-            fut: Some(Box::pin(fut)),
+            fut: SlowPath::new(fut),
         }
     }
 }
@@ -81,7 +78,7 @@ impl<F, T> fmt::Debug for Admitted<F, T> {
         let mut d = f.debug_struct("ResponseFuture");
         match self {
             Admitted::Sent { held, .. } => d.field("admitted", &held.is_some()),
-            Admitted::Waiting { fut } => d.field("waiting", &fut.is_some()),
+            Admitted::Waiting { fut } => d.field("waiting", &fut.is_pending()),
         };
         d.finish_non_exhaustive()
     }
@@ -104,16 +101,7 @@ where
                 let result = ready!(fut.poll(cx));
                 Poll::Ready(T::respond(result, held.take()))
             }
-            AdmittedProj::Waiting { fut } => {
-                // An `async` block resumed after it completed panics: a
-                // future polled again answers an error instead.
-                let Some(waiting) = fut.as_mut() else {
-                    return Poll::Ready(Err(T::POLLED_AFTER_COMPLETION.into()));
-                };
-                let res = ready!(waiting.as_mut().poll(cx));
-                *fut = None;
-                Poll::Ready(res)
-            }
+            AdmittedProj::Waiting { fut } => fut.poll(cx, T::POLLED_AFTER_COMPLETION),
         }
     }
 }

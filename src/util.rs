@@ -95,6 +95,61 @@ macro_rules! inner_service_accessors {
 }
 pub(crate) use inner_service_accessors;
 
+#[cfg(any(
+    feature = "rate",
+    feature = "concurrency",
+    feature = "cache",
+    feature = "fallback"
+))]
+pub(crate) use slow_path::SlowPath;
+
+#[cfg(any(
+    feature = "rate",
+    feature = "concurrency",
+    feature = "cache",
+    feature = "fallback"
+))]
+mod slow_path {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll, ready};
+
+    use http::Response;
+
+    use crate::error::BoxError;
+    use crate::response::ResponseBody;
+
+    /// A boxed `async` slow path answering a response: a waiting limiter, a
+    /// cache lookup, a fallback chain. Its type cannot be named, hence the box
+    /// (paid only off the fast path); it is freed once it has answered, and
+    /// polled again it answers an error instead of panicking as a finished
+    /// `async` block would.
+    pub(crate) struct SlowPath(Option<Pin<Box<dyn Future<Output = Answer> + Send>>>);
+
+    type Answer = Result<Response<ResponseBody>, BoxError>;
+
+    impl SlowPath {
+        pub(crate) fn new(fut: impl Future<Output = Answer> + Send + 'static) -> Self {
+            SlowPath(Some(Box::pin(fut)))
+        }
+
+        /// Whether it has not answered yet.
+        pub(crate) fn is_pending(&self) -> bool {
+            self.0.is_some()
+        }
+
+        /// Polls the path; `after` is the error once it has answered.
+        pub(crate) fn poll(&mut self, cx: &mut Context<'_>, after: &'static str) -> Poll<Answer> {
+            let Some(fut) = self.0.as_mut() else {
+                return Poll::Ready(Err(after.into()));
+            };
+            let res = ready!(fut.as_mut().poll(cx));
+            self.0 = None;
+            Poll::Ready(res)
+        }
+    }
+}
+
 /// The service a response future will drive, with a clone left in its
 /// place (tower's clone-and-swap): the one given away is the one whose
 /// readiness the caller may just have seen.
@@ -108,6 +163,7 @@ pub(crate) fn hand_off<S: Clone>(service: &mut S) -> S {
 /// have made ready is dropped, a clone taking its place: whatever it
 /// reserved when asked (tower's `ConcurrencyLimit` takes a permit) is not
 /// held by a request that is still waiting.
+#[cfg(any(feature = "rate", feature = "concurrency"))]
 pub(crate) fn unready_clone<S: Clone>(service: &mut S) -> S {
     let fresh = service.clone();
     drop(std::mem::replace(service, fresh.clone()));
@@ -161,7 +217,7 @@ impl<S> Inner<S> {
         S: tower_service::Service<R>,
     {
         self.ask::<R>(&mut std::task::Context::from_waker(std::task::Waker::noop()));
-        self.ready
+        self.is_ready()
     }
 
     /// Sends on the inner service, which said it was ready (see

@@ -305,7 +305,7 @@ mod buffer_body {
         assert!(received(&mut handle).is_some(), "sent once read");
     }
 
-    /// After the fix: a request whose body is still to read holds nothing
+    /// A request whose body is still to read holds nothing
     /// below while it is read.
     #[test]
     fn an_upload_holds_no_reservation_below() {
@@ -377,14 +377,14 @@ mod cache {
         assert_ready(other.poll_ready::<Req>());
     }
 
-    /// After the fix: a hit leaves nothing reserved below.
+    /// A hit leaves nothing reserved below.
     #[tokio::test]
     async fn a_hit_holds_no_reservation_below() {
         let (_svc, mut other, _handle) = after_a_hit(cache, false).await;
         assert_ready(other.poll_ready::<Req>());
     }
 
-    /// After the fix: a hit leaves nothing queued below either.
+    /// A hit leaves nothing queued below either.
     #[tokio::test]
     async fn a_hit_after_a_pending_ask_holds_no_permit() {
         let (_svc, mut other, _handle) = after_a_hit(cache, true).await;
@@ -409,7 +409,7 @@ mod cache {
         (led, waits, handle)
     }
 
-    /// After the fix: a waiter holds nothing below, so its leader is sent
+    /// A waiter holds nothing below, so its leader is sent
     /// at once and serves it.
     #[tokio::test(start_paused = true)]
     async fn a_coalesced_waiter_holds_no_reservation_below() {
@@ -593,7 +593,7 @@ mod rate {
         (waiting(&mut svc), other, handle)
     }
 
-    /// After the fix: a waiting request holds nothing below until it is
+    /// A waiting request holds nothing below until it is
     /// admitted.
     #[tokio::test(start_paused = true)]
     async fn a_waiting_request_holds_no_reservation_below() {
@@ -658,7 +658,7 @@ mod concurrency {
         (waiting(&mut svc), other, held, handle)
     }
 
-    /// After the fix: a waiting request holds nothing below until it has
+    /// A waiting request holds nothing below until it has
     /// its permit.
     #[test]
     fn a_waiting_request_holds_no_reservation_below() {

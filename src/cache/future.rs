@@ -24,11 +24,9 @@ use super::store::{CacheStore, CachedResponse};
 use super::{CACHE_HEADER, CacheStatus, Status};
 use crate::error::BoxError;
 use crate::response::{BodyObserver, Completion, ResponseBody};
+use crate::util::SlowPath;
 
 const AFTER_COMPLETION: &str = "cache future polled after completion";
-
-/// The lookup: an `async` block, boxed (its type cannot be named).
-type BoxLookup = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, BoxError>> + Send>>;
 
 pin_project! {
     /// Answers from the cache, or waits for an identical request in
@@ -52,9 +50,8 @@ pin_project! {
         Hit { res: Option<Response<ResponseBody>> },
         // Boxed: it holds the request, the inner service and the flight
         // state, and the request goes upstream anyway (or waits for one
-        // that does); inline it would make every future larger. `None`
-        // once it has answered.
-        Lookup { fut: Option<BoxLookup> },
+        // that does); inline it would make every future larger.
+        Lookup { fut: SlowPath },
     }
 }
 
@@ -67,7 +64,7 @@ impl<S: Service<Request<B>>, B, St: CacheStore> fmt::Debug for ResponseFuture<S,
                 d.field("hit", &true);
             }
             Kind::Lookup { fut } => {
-                d.field("lookup", &fut.is_some());
+                d.field("lookup", &fut.is_pending());
             }
         }
         d.finish_non_exhaustive()
@@ -138,7 +135,7 @@ impl<S: Service<Request<B>>, B, St: CacheStore> ResponseFuture<S, B, St> {
         };
         ResponseFuture {
             kind: Kind::Lookup {
-                fut: Some(Box::pin(lookup.run(start))),
+                fut: SlowPath::new(lookup.run(start)),
             },
             _store: PhantomData,
         }
@@ -164,16 +161,7 @@ where
                 Poll::Ready(Ok(res))
             }
             KindProj::Hit { res } => Poll::Ready(res.take().ok_or_else(|| AFTER_COMPLETION.into())),
-            KindProj::Lookup { fut } => {
-                // An `async` block resumed after it completed panics: a
-                // future polled again answers an error instead.
-                let Some(lookup) = fut.as_mut() else {
-                    return Poll::Ready(Err(AFTER_COMPLETION.into()));
-                };
-                let res = ready!(lookup.as_mut().poll(cx));
-                *fut = None;
-                Poll::Ready(res)
-            }
+            KindProj::Lookup { fut } => fut.poll(cx, AFTER_COMPLETION),
         }
     }
 }

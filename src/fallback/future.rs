@@ -14,13 +14,14 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower_service::Service;
 
-use super::chain::{BoxFuture, Failure, Route, Trigger, rewrite_model};
+use super::chain::{Failure, Route, Trigger, rewrite_model};
 use super::layer::Config;
 use super::{FallbackInfo, Hop};
 use crate::error::BoxError;
 use crate::provider::{ErrorKind, classify_error, retry_after};
 use crate::request::{Deadline, ReplayBody, RequestMeta, replay_request};
 use crate::response::{Format, ResponseBody, StreamStart};
+use crate::util::SlowPath;
 
 /// Header naming the model that answered.
 pub const MODEL_USED: &str = "x-llm-model-used";
@@ -47,8 +48,7 @@ pin_project! {
         Passthrough { #[pin] fut: F },
         // Boxed: a chain's future holds the original request and the last
         // failure; inline it would make every layer above move them.
-        // `None` once it has answered.
-        Chain { fut: Option<BoxFuture> },
+        Chain { fut: SlowPath },
     }
 }
 
@@ -75,7 +75,7 @@ impl<S: Service<Request<ReplayBody>>> ResponseFuture<S> {
         let deadline = original.extensions().get::<Deadline>().map(|d| d.0);
         ResponseFuture {
             kind: Kind::Chain {
-                fut: Some(Box::pin(run_chain(config, inner, original, meta, deadline))),
+                fut: SlowPath::new(run_chain(config, inner, original, meta, deadline)),
             },
         }
     }
@@ -85,7 +85,7 @@ impl<S: Service<Request<ReplayBody>>> fmt::Debug for ResponseFuture<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("ResponseFuture");
         if let Kind::Chain { fut } = &self.kind {
-            d.field("chain", &fut.is_some());
+            d.field("chain", &fut.is_pending());
         }
         d.finish_non_exhaustive()
     }
@@ -106,16 +106,7 @@ where
                 let res = ready!(fut.poll(cx)).map_err(Into::into)?;
                 Poll::Ready(Ok(ResponseBody::from_response(res)))
             }
-            KindProj::Chain { fut } => {
-                // An `async` block resumed after it completed panics: a
-                // future polled again answers an error instead.
-                let Some(chain) = fut.as_mut() else {
-                    return Poll::Ready(Err(AFTER_COMPLETION.into()));
-                };
-                let res = ready!(chain.as_mut().poll(cx));
-                *fut = None;
-                Poll::Ready(res)
-            }
+            KindProj::Chain { fut } => fut.poll(cx, AFTER_COMPLETION),
         }
     }
 }
