@@ -18,7 +18,7 @@ use crate::error::{BoxError, QueueTimeout};
 use crate::provider::ErrorKind;
 use crate::queue::Priority;
 use crate::request::Deadline;
-use crate::response::{Completion, Outcome, ResponseBody};
+use crate::response::{BodyObserver, Completion, Outcome, ResponseBody};
 use crate::sync::Arc;
 
 pin_project! {
@@ -131,11 +131,11 @@ impl Held for Permit {
             success = status.is_success();
         }
         let mut res = ResponseBody::from_response(res);
-        res.body_mut().hold_permit(Release {
+        res.body_mut().observe(Box::new(Release {
             permit,
             signalled,
             success,
-        });
+        }));
         Ok(res)
     }
 }
@@ -182,20 +182,20 @@ fn is_overload_status(status: StatusCode) -> bool {
 
 /// A permit held by a response body, released when the body ends (or is
 /// dropped), with what adaptive mode needs to learn from how it ended.
-pub(crate) struct Release {
+struct Release {
     permit: Permit,
     signalled: bool,
     success: bool,
 }
 
-impl Release {
+impl BodyObserver for Release {
     /// Gives the permit back (and, in adaptive mode, tells how it went).
-    pub(crate) fn on_complete(self, completion: &Completion) {
+    fn on_complete(self: Box<Self>, completion: &Completion) {
         let Release {
             permit,
             signalled,
             success,
-        } = self;
+        } = *self;
         if signalled || !permit.shared.is_adaptive() {
             return;
         }

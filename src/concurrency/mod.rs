@@ -23,8 +23,8 @@
 //!   [`QueueFull`](crate::queue::QueueFull) at once; the maximum wait or
 //!   the request's [`Deadline`](crate::request::Deadline) ends a wait with
 //!   [`QueueTimeout`](crate::error::QueueTimeout).
-//! - **Release.** The permit moves into the [`ResponseBody`] (held inline,
-//!   without an allocation, like a [`BodyObserver`](crate::response::BodyObserver)): released when the body
+//! - **Release.** The permit moves into the [`ResponseBody`] as one of its
+//!   [`BodyObserver`](crate::response::BodyObserver)s: released when the body
 //!   ends, fails or is dropped; at once if the inner service fails or the
 //!   response future is dropped. Each release wakes the head of the queue.
 //! - **Adaptive mode** ([`Adaptive`]): AIMD on the provider's overload
@@ -94,4 +94,3 @@ pub use layer::{ConcurrencyLimitBuilder, ConcurrencyLimitLayer};
 pub use service::ConcurrencyLimit;
 pub use state::ConcurrencyStats;
 
-pub(crate) use future::Release;

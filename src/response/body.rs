@@ -18,7 +18,7 @@ use crate::error::BoxError;
 use crate::provider::Usage;
 
 use super::json::JsonTracker;
-use super::observer::{BodyObserver, Completion, OnComplete, Outcome, Watcher, Watchers};
+use super::observer::{BodyObserver, Completion, OnComplete, Outcome, Watchers};
 use super::peek::Peek;
 use super::sse::SseTracker;
 
@@ -39,9 +39,6 @@ pub struct ResponseBody {
     pub(super) kind: Kind,
     pub(super) tracker: Tracker,
     observers: Watchers,
-    /// Whether [`ResponseBody::from_response`] already chose the format
-    /// (so the layers above do not read the `content-type` again).
-    format_chosen: bool,
     bytes: u64,
     /// Set once the body ended: what every observer was told.
     pub(super) ended: Option<Box<Completion>>,
@@ -124,29 +121,14 @@ impl ResponseBody {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        // A response whose body already is a `ResponseBody` keeps the
-        // observation a layer below chose: each layer of the stack converts
-        // its inner response, and only the first reads the `content-type`
-        // (the whole response is moved once, not taken apart).
-        let mut slot = Some(res);
-        let mut res = match (&mut slot as &mut dyn std::any::Any)
-            .downcast_mut::<Option<Response<ResponseBody>>>()
-            .and_then(Option::take)
-        {
-            Some(res) => res,
-            None => match slot {
-                Some(res) => res.map(ResponseBody::new),
-                None => unreachable!("the slot is only taken for a ResponseBody"),
-            },
-        };
-        let body = res.body_mut();
-        if !body.format_chosen {
-            body.format_chosen = true;
-            if matches!(body.tracker, Tracker::Opaque) {
-                match Format::from_headers(res.headers()) {
-                    Format::Opaque => {}
-                    format => res.body_mut().set_format(format),
-                }
+        // `ResponseBody::new` returns a `ResponseBody` as it is, so a body a
+        // layer below already observes (as JSON or SSE) keeps its tracker;
+        // the `content-type` is read only while it is still opaque.
+        let mut res = res.map(ResponseBody::new);
+        if matches!(res.body().tracker, Tracker::Opaque) {
+            match Format::from_headers(res.headers()) {
+                Format::Opaque => {}
+                format => res.body_mut().set_format(format),
             }
         }
         res
@@ -178,7 +160,6 @@ impl ResponseBody {
             kind,
             tracker: Tracker::Opaque,
             observers: Watchers::default(),
-            format_chosen: false,
             bytes: 0,
             ended: None,
             peek: None,
@@ -208,20 +189,10 @@ impl ResponseBody {
     /// order they were added. An observer added after the body ended is
     /// told at once how it ended.
     pub fn observe(&mut self, observer: Box<dyn BodyObserver>) {
-        self.watch(Watcher::Boxed(observer));
-    }
-
-    /// Holds a concurrency permit until the body ends (no allocation).
-    #[cfg(feature = "concurrency")]
-    pub(crate) fn hold_permit(&mut self, release: crate::concurrency::Release) {
-        self.watch(Watcher::Permit(release));
-    }
-
-    fn watch(&mut self, watcher: Watcher) {
         if let Some(completion) = &self.ended {
-            watcher.on_complete(completion);
+            observer.on_complete(completion);
         } else {
-            self.observers.push(watcher);
+            self.observers.push(observer);
         }
     }
 
@@ -333,7 +304,7 @@ impl ResponseBody {
     fn on_data(&mut self, data: &Bytes) {
         self.bytes = self.bytes.saturating_add(data.len() as u64);
         self.tracker.feed(data);
-        self.observers.for_each_mut(|w| w.on_data(data));
+        self.observers.on_data(data);
     }
 }
 

@@ -12,9 +12,7 @@ use super::JSON_USAGE_LIMIT;
 
 #[derive(Default)]
 pub(super) struct JsonTracker {
-    /// The first chunk, kept apart: most JSON bodies arrive in one.
-    first: Option<Bytes>,
-    rest: Vec<Bytes>,
+    chunks: Vec<Bytes>,
     len: usize,
     overflow: bool,
 }
@@ -27,12 +25,9 @@ impl JsonTracker {
         self.len = self.len.saturating_add(data.len());
         if self.len > JSON_USAGE_LIMIT {
             self.overflow = true;
-            self.first = None;
-            self.rest = Vec::new();
-        } else if self.first.is_none() {
-            self.first = Some(data.clone());
+            self.chunks = Vec::new();
         } else {
-            self.rest.push(data.clone());
+            self.chunks.push(data.clone());
         }
     }
 
@@ -40,16 +35,11 @@ impl JsonTracker {
         if self.overflow {
             return None;
         }
-        let first = self.first.as_deref().unwrap_or_default();
-        if self.rest.is_empty() {
-            return crate::provider::usage_from_json(first);
+        // Most JSON bodies arrive in one chunk: read it in place.
+        if let [one] = self.chunks.as_slice() {
+            return crate::provider::usage_from_json(one);
         }
-        let mut all = Vec::with_capacity(self.len);
-        all.extend_from_slice(first);
-        for chunk in &self.rest {
-            all.extend_from_slice(chunk);
-        }
-        crate::provider::usage_from_json(&all)
+        crate::provider::usage_from_json(&self.chunks.concat())
     }
 }
 

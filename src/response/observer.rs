@@ -70,71 +70,33 @@ pub trait BodyObserver: Send + 'static {
 
 pub(super) struct OnComplete<F>(pub(super) F);
 
-/// An observer a body holds: boxed, or a concurrency permit held inline
-/// (no allocation for the commonest observer of the stack).
-pub(super) enum Watcher {
-    Boxed(Box<dyn BodyObserver>),
-    #[cfg(feature = "concurrency")]
-    Permit(crate::concurrency::Release),
-}
-
-impl Watcher {
-    pub(super) fn on_data(&mut self, data: &Bytes) {
-        match self {
-            Watcher::Boxed(observer) => observer.on_data(data),
-            #[cfg(feature = "concurrency")]
-            Watcher::Permit(_) => {}
-        }
-    }
-
-    pub(super) fn on_complete(self, completion: &Completion) {
-        match self {
-            Watcher::Boxed(observer) => observer.on_complete(completion),
-            #[cfg(feature = "concurrency")]
-            Watcher::Permit(release) => release.on_complete(completion),
-        }
-    }
-}
-
-/// The observers of a body, the first one inline (most bodies have one or
-/// two: a `Vec` would allocate for the first).
+/// The observers of a body, in the order they were added.
 #[derive(Default)]
-pub(super) struct Watchers {
-    first: Option<Watcher>,
-    rest: Vec<Watcher>,
-}
+pub(super) struct Watchers(Vec<Box<dyn BodyObserver>>);
 
 impl Watchers {
     pub(super) fn len(&self) -> usize {
-        usize::from(self.first.is_some()) + self.rest.len()
+        self.0.len()
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.first.is_none()
+        self.0.is_empty()
     }
 
-    pub(super) fn push(&mut self, watcher: Watcher) {
-        if self.first.is_none() {
-            self.first = Some(watcher);
-        } else {
-            self.rest.push(watcher);
-        }
+    pub(super) fn push(&mut self, observer: Box<dyn BodyObserver>) {
+        self.0.push(observer);
     }
 
-    pub(super) fn for_each_mut(&mut self, mut f: impl FnMut(&mut Watcher)) {
-        if let Some(first) = self.first.as_mut() {
-            f(first);
-            self.rest.iter_mut().for_each(f);
+    pub(super) fn on_data(&mut self, data: &Bytes) {
+        for observer in &mut self.0 {
+            observer.on_data(data);
         }
     }
 
     /// Tells each, in the order they were added, and forgets them.
     pub(super) fn complete(&mut self, completion: &Completion) {
-        if let Some(first) = self.first.take() {
-            first.on_complete(completion);
-            for watcher in std::mem::take(&mut self.rest) {
-                watcher.on_complete(completion);
-            }
+        for observer in std::mem::take(&mut self.0) {
+            observer.on_complete(completion);
         }
     }
 }

@@ -476,15 +476,7 @@ fn finish(
     info: RetryInfo,
     template: Option<Template>,
 ) -> Response<ResponseBody> {
-    match template.map(Template::into_extensions) {
-        Some(mut ext) if !ext.is_empty() && res.extensions().is_empty() => {
-            ext.clear();
-            ext.insert(info);
-            *res.extensions_mut() = ext;
-        }
-        _ => {
-            res.extensions_mut().insert(info);
-        }
-    }
+    drop(template);
+    res.extensions_mut().insert(info);
     res
 }

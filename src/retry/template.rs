@@ -94,11 +94,6 @@ impl Template {
         })
     }
 
-    /// The copy of the request's extensions, for reuse of its allocation.
-    pub(crate) fn into_extensions(self) -> Extensions {
-        self.extensions
-    }
-
     /// A fresh request equal to the one packed. `None` only when a header
     /// value fails validation — possible only for values made with
     /// `unsafe` unchecked constructors.
