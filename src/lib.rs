@@ -49,8 +49,9 @@
 //! | [`ConcurrencyLimitLayer`] | `concurrency` | `concurrency` | in `call` when a permit is free; otherwise the response future queues |
 //!
 //! What each layer's `poll_ready` means is written in its module docs and in
-//! the crate's ARCHITECTURE.md: the limiters forward the inner readiness,
-//! the others are always ready (admission happens per request).
+//! the crate's ARCHITECTURE.md: the limiters (and the fallback layer with
+//! nothing to fall back to) forward the inner readiness, the others are
+//! always ready — admission happens per request, in `call`.
 //!
 //! # The foundation
 //!
@@ -143,6 +144,13 @@ pub use retry::{Retry, RetryLayer};
 pub use stack::{Stack, StackService};
 
 /// The README's examples, compiled and run as doc tests.
-#[cfg(doctest)]
+#[cfg(all(
+    doctest,
+    feature = "rate",
+    feature = "concurrency",
+    feature = "retry",
+    feature = "fallback",
+    feature = "cache"
+))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

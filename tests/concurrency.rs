@@ -233,7 +233,7 @@ async fn cap_respected_under_many_concurrent_callers() {
     assert_eq!(mock.calls.lock().unwrap().len(), 200);
 }
 
-/// Guards DESIGN §3 (tower's per-instance trap): 64 clones of services made
+/// Guards shared state (tower's per-instance trap): 64 clones of services made
 /// by four `layer()` calls are one limiter.
 #[tokio::test(start_paused = true)]
 async fn clones_and_layer_calls_share_one_limiter() {

@@ -25,6 +25,21 @@ use loom::thread;
 use tokio::time::Instant;
 use tower_llm_resilience::queue::{Priority, QueueConfig, QueueKey, WaitQueue};
 
+use gcra::{Dimension, Gcra, Limit};
+
+// The GCRA is private to the crate: the model compiles its two source files
+// as modules of its own (with the crate's error type, all they import), as
+// the admission bench does, to check the accounting the rate limiter runs.
+#[allow(dead_code, unreachable_pub)]
+#[path = "../src/rate/gcra.rs"]
+mod gcra;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../src/rate/limit.rs"]
+mod limit;
+mod error {
+    pub(crate) use tower_llm_resilience::error::InvalidConfig;
+}
+
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
     // Small enough to finish in seconds, large enough for the races that
@@ -103,34 +118,37 @@ fn enqueue_wait_and_cancel_concurrently() {
 }
 
 /// Weighted admission the way the rate layer does it: wait for the turn,
-/// then reserve from a shared, locked budget of 3 units (the rate limiter's
-/// bucket with time frozen); if it has no room, stay head and return
-/// `Pending` (the waker is registered by `poll_turn`); the releaser refunds
-/// and calls `wake_head`. In-flight weight never exceeds 3, no wake-up is
-/// lost, and everything is given back at the end.
+/// then reserve from a shared `Mutex<Gcra>`; if the bucket has no room, stay
+/// head and return `Pending` (the waker is registered by `poll_turn`); the
+/// releaser refunds and calls `wake_head`. Time is frozen, so the bucket acts
+/// as a 3-unit weighted semaphore. In-flight weight never exceeds 3, no
+/// wake-up is lost, and everything is given back at the end.
 #[test]
 fn weighted_reserve_and_refund_through_the_queue() {
+    const NOW: u64 = 1_000;
     const CAPACITY: u64 = 3;
     model(|| {
         let now = Instant::now();
-        let available = Arc::new(Mutex::new(CAPACITY));
-        let key = QueueKey::unique();
+        let limit = Limit::new(CAPACITY, Duration::from_secs(1), CAPACITY).unwrap();
+        let gcra = Arc::new(Mutex::new(
+            Gcra::default().with_limit(Dimension::InputTokens, limit),
+        ));
         let queue = WaitQueue::new(QueueConfig::new(4, Duration::from_millis(1)).unwrap());
+        let key = QueueKey::unique();
         let in_flight = Arc::new(AtomicU64::new(0));
 
         let threads: Vec<_> = [2u64, 2]
             .into_iter()
             .map(|weight| {
-                let available = Arc::clone(&available);
+                let gcra = Arc::clone(&gcra);
                 let queue = queue.clone();
                 let in_flight = Arc::clone(&in_flight);
                 thread::spawn(move || {
                     let mut waiter = queue.try_enqueue(key, Priority::NORMAL, now).unwrap();
                     block_on(poll_fn(|cx| {
                         ready!(waiter.poll_turn(cx));
-                        let mut available = available.lock().unwrap();
-                        if *available >= weight {
-                            *available -= weight;
+                        let admitted = gcra.lock().unwrap().reserve([0, weight, 0], NOW);
+                        if admitted.is_ok() {
                             Poll::Ready(())
                         } else {
                             Poll::Pending
@@ -143,7 +161,9 @@ fn weighted_reserve_and_refund_through_the_queue() {
                     assert!(total <= CAPACITY, "in flight {total} > {CAPACITY}");
                     in_flight.fetch_sub(weight, Ordering::SeqCst);
 
-                    *available.lock().unwrap() += weight;
+                    gcra.lock()
+                        .unwrap()
+                        .refund(Dimension::InputTokens, weight, NOW);
                     queue.wake_head(key);
                 })
             })
@@ -154,7 +174,8 @@ fn weighted_reserve_and_refund_through_the_queue() {
         }
         assert_eq!(in_flight.load(Ordering::SeqCst), 0);
         assert!(queue.is_empty());
-        assert_eq!(*available.lock().unwrap(), CAPACITY);
+        let gcra = gcra.lock().unwrap();
+        assert_eq!(gcra.available(Dimension::InputTokens, NOW), CAPACITY);
     });
 }
 

@@ -397,8 +397,8 @@ proptest! {
 
 // ------------------------------------------------------- 2. shared limiter
 
-/// Guards DESIGN §3 "shared state by default" (tower's per-instance
-/// `RateLimit` trap): 64 clones and several `layer()` calls of one layer
+/// Guards "shared state by default" (tower's per-instance `RateLimit`
+/// trap): 64 clones and several `layer()` calls of one layer
 /// value admit no more than the one limit.
 #[tokio::test(start_paused = true)]
 async fn clones_and_layer_calls_share_one_limiter() {

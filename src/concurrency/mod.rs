@@ -1,8 +1,8 @@
 //! A shared in-flight cap whose permit lives until the response **body**
 //! ends — so a streaming response counts while it streams.
 //!
-//! [`ConcurrencyLimitLayer`] is the innermost layer of the stack (DESIGN
-//! §2): the permit is held only while a request is really on the wire.
+//! [`ConcurrencyLimitLayer`] is the innermost layer of the stack, so the
+//! permit is held only while a request is really on the wire.
 //! Every service made from one layer value, and every clone of them, shares
 //! one cap; tower's `ConcurrencyLimit` keeps one per service instance and
 //! releases its permit when the response *head* arrives, which is when an
@@ -12,7 +12,7 @@
 //!   readiness. A free permit with no one waiting is taken in `call`, which
 //!   sends at once without touching the queue (the future is then only the
 //!   inner one and the permit); otherwise the response future waits for a
-//!   permit with the ready inner service and then drives it
+//!   permit with a fresh clone of the inner service and then drives it
 //!   (`poll_ready` → `call`), as the rate limiter does.
 //! - **Waiting** goes through a [`WaitQueue`](crate::queue::WaitQueue) under
 //!   a key of this limiter's own — its own queue, or the rate limiter's
@@ -93,4 +93,3 @@ pub use adaptive::Adaptive;
 pub use layer::{ConcurrencyLimitBuilder, ConcurrencyLimitLayer};
 pub use service::ConcurrencyLimit;
 pub use state::ConcurrencyStats;
-

@@ -241,8 +241,8 @@ impl RateLimitBuilder {
         self
     }
 
-    /// The wait queue's bound and aging (default 10,000 waiters, one
-    /// priority level per second of waiting).
+    /// The wait queue's bound and aging (default 1,024 waiters, one
+    /// priority level gained per 250 ms of waiting).
     pub fn queue(mut self, config: QueueConfig) -> Self {
         self.queue = config;
         self

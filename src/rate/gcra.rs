@@ -46,10 +46,10 @@ use std::fmt;
 use std::time::Duration;
 
 // What is limited, and by how much, is defined in `limit.rs`; this file is
-// the algorithm. The public paths stay here.
+// the algorithm.
 pub(crate) use super::limit::{DIMENSIONS, Dimension, Limit, nanos};
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 #[path = "gcra/tests.rs"]
 mod tests;
 

@@ -29,7 +29,9 @@ impl fmt::Debug for RateLimitLayer {
 
 impl RateLimitLayer {
     /// A limiter with these limits for every group and the default settings
-    /// (learning: tighten only; no maximum wait; 10,000 waiters at most).
+    /// (learning: tighten only; no maximum wait; the default
+    /// [`QueueConfig`](crate::queue::QueueConfig): 1,024 waiters, a priority
+    /// level gained per 250 ms of waiting).
     pub fn new(limits: Limits) -> Self {
         RateLimitBuilder::default().limits(limits).finish()
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::error::InvalidConfig;
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 #[path = "limit/tests.rs"]
 mod tests;
 

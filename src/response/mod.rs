@@ -48,7 +48,7 @@
 //! - `body.rs`: [`ResponseBody`] (upstream, replayed or given bytes), the
 //!   [`Format`] it is observed as, its `Body` and `Drop` impls;
 //! - `observer.rs`: [`Outcome`], [`Completion`], [`BodyObserver`], and the
-//!   observers a body holds (the first inline, a concurrency permit unboxed);
+//!   list of observers a body holds;
 //! - `peek.rs`: read-ahead ([`poll_peek`](ResponseBody::poll_peek),
 //!   [`poll_stream_start`](ResponseBody::poll_stream_start), [`StreamStart`]);
 //! - `sse.rs`: the incremental SSE reader (usage, terminal and `error` events);

@@ -467,10 +467,7 @@ where
     }
 }
 
-/// Puts `info` in the response's extensions. When the response has none
-/// and the template's copy of the request's extensions holds a map, that
-/// map (emptied) carries it: the template is done with, and its allocation
-/// saves the two a new map would make.
+/// Puts `info` in the response's extensions; the template is done with.
 fn finish(
     mut res: Response<ResponseBody>,
     info: RetryInfo,
