@@ -25,7 +25,7 @@ use tower_layer::Layer;
 use tower_llm_resilience::Stack;
 use tower_llm_resilience::cache::CacheLayer;
 use tower_llm_resilience::concurrency::ConcurrencyLimitLayer;
-use tower_llm_resilience::error::{BodyStalled, DeadlineElapsed};
+use tower_llm_resilience::error::DeadlineElapsed;
 use tower_llm_resilience::fallback::{FallbackLayer, MODEL_USED, Target};
 use tower_llm_resilience::rate::{Limit, Limits, RateLimitLayer};
 use tower_llm_resilience::request::{Deadline, ReplayBody, RequestMeta};
@@ -81,13 +81,22 @@ impl Body for StallBody {
 struct Answer {
     status: u16,
     stall: Stall,
+    /// A `text/event-stream` body (else JSON).
+    sse: bool,
+}
+
+impl Answer {
+    const fn json(status: u16, stall: Stall) -> Self {
+        Answer {
+            status,
+            stall,
+            sse: false,
+        }
+    }
 }
 
 const fn ok() -> Answer {
-    Answer {
-        status: 200,
-        stall: Stall::No,
-    }
+    Answer::json(200, Stall::No)
 }
 
 /// An upstream that answers from a script per call (the last answer
@@ -144,11 +153,15 @@ impl Service<Request<ReplayBody>> for Upstream {
             .lock()
             .expect("lock")
             .push(meta.model().unwrap_or_default().to_owned());
-        let Answer { status, stall } = self.next();
-        let body = if status == 200 {
-            r#"{"id":"m","type":"message","content":[{"type":"text","text":"hi"}],"usage":{"input_tokens":5,"output_tokens":2}}"#
-        } else {
-            r#"{"type":"error","error":{"type":"overloaded_error","message":"busy"}}"#
+        let Answer { status, stall, sse } = self.next();
+        let body = match (status, sse) {
+            (200, false) => {
+                r#"{"id":"m","type":"message","content":[{"type":"text","text":"hi"}],"usage":{"input_tokens":5,"output_tokens":2}}"#
+            }
+            (200, true) => {
+                "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":5}}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
+            }
+            _ => r#"{"type":"error","error":{"type":"overloaded_error","message":"busy"}}"#,
         };
         let (frames, stalls) = match stall {
             Stall::BeforeHead => return Box::pin(std::future::pending()),
@@ -158,7 +171,14 @@ impl Service<Request<ReplayBody>> for Upstream {
         };
         let res = Response::builder()
             .status(status)
-            .header("content-type", "application/json")
+            .header(
+                "content-type",
+                if sse && status == 200 {
+                    "text/event-stream"
+                } else {
+                    "application/json"
+                },
+            )
             .body(StallBody {
                 frames,
                 stall: stalls,
@@ -169,12 +189,21 @@ impl Service<Request<ReplayBody>> for Upstream {
 }
 
 fn request(model: &str, deadline: Option<Duration>) -> Request<ReplayBody> {
+    request_with(model, deadline, "")
+}
+
+/// A deterministic request (`temperature: 0`): one the cache keys.
+fn cacheable(model: &str, deadline: Option<Duration>) -> Request<ReplayBody> {
+    request_with(model, deadline, r#""temperature":0,"#)
+}
+
+fn request_with(model: &str, deadline: Option<Duration>, extra: &str) -> Request<ReplayBody> {
     let mut req = Request::post("http://upstream/v1/messages")
         .header("x-api-key", "sk-test")
         .header("anthropic-version", "2023-06-01")
         .header("content-type", "application/json")
         .body(ReplayBody::from(format!(
-            r#"{{"model":"{model}","max_tokens":64,"messages":[{{"role":"user","content":"Hello"}}]}}"#
+            r#"{{"model":"{model}","max_tokens":64,{extra}"messages":[{{"role":"user","content":"Hello"}}]}}"#
         )))
         .expect("request");
     if let Some(d) = deadline {
@@ -219,10 +248,7 @@ fn fallback_to(model: &str) -> FallbackLayer {
 /// the caller is answered.
 #[tokio::test(start_paused = true)]
 async fn stalled_429_body_without_deadline_is_bounded() {
-    let upstream = Upstream::new([Answer {
-        status: 429,
-        stall: Stall::AfterHead,
-    }]);
+    let upstream = Upstream::new([Answer::json(429, Stall::AfterHead)]);
     let limit = ConcurrencyLimitLayer::new(4);
     let svc = RetryLayer::new().layer(limit.layer(upstream.clone()));
     let (res, took) = answered(svc.oneshot(request("a", None))).await;
@@ -241,10 +267,7 @@ async fn stalled_429_body_without_deadline_is_bounded() {
 /// target, not watching the deadline: with a 5 s `Deadline`, no answer.
 #[tokio::test(start_paused = true)]
 async fn fallback_stalled_error_body_answers_by_deadline() {
-    let upstream = Upstream::new([Answer {
-        status: 503,
-        stall: Stall::AfterHead,
-    }]);
+    let upstream = Upstream::new([Answer::json(503, Stall::AfterHead)]);
     let svc = fallback_to("b").layer(upstream.clone());
     let (res, took) = answered(svc.oneshot(request("a", Some(Duration::from_secs(5))))).await;
     assert!(took <= Duration::from_secs(5) + MARGIN, "took {took:?}");
@@ -256,10 +279,7 @@ async fn fallback_stalled_error_body_answers_by_deadline() {
 /// The same through the whole `Stack`.
 #[tokio::test(start_paused = true)]
 async fn stack_stalled_error_body_answers_by_deadline() {
-    let upstream = Upstream::new([Answer {
-        status: 503,
-        stall: Stall::AfterHead,
-    }]);
+    let upstream = Upstream::new([Answer::json(503, Stall::AfterHead)]);
     let limit = ConcurrencyLimitLayer::new(8);
     let svc = Stack::builder()
         .fallback(fallback_to("b"))
@@ -276,14 +296,8 @@ async fn stack_stalled_error_body_answers_by_deadline() {
 #[tokio::test(start_paused = true)]
 async fn hung_retry_attempt_answers_by_deadline() {
     let upstream = Upstream::new([
-        Answer {
-            status: 503,
-            stall: Stall::No,
-        },
-        Answer {
-            status: 200,
-            stall: Stall::BeforeHead,
-        },
+        Answer::json(503, Stall::No),
+        Answer::json(200, Stall::BeforeHead),
     ]);
     let limit = ConcurrencyLimitLayer::new(4);
     let svc = RetryLayer::new().layer(limit.layer(upstream.clone()));
@@ -300,14 +314,8 @@ async fn hung_retry_attempt_answers_by_deadline() {
 #[tokio::test(start_paused = true)]
 async fn hung_retry_attempt_answers_by_retry_timeout() {
     let upstream = Upstream::new([
-        Answer {
-            status: 503,
-            stall: Stall::No,
-        },
-        Answer {
-            status: 200,
-            stall: Stall::BeforeHead,
-        },
+        Answer::json(503, Stall::No),
+        Answer::json(200, Stall::BeforeHead),
     ]);
     let retry = RetryLayer::builder()
         .timeout(Duration::from_secs(5))
@@ -323,14 +331,8 @@ async fn hung_retry_attempt_answers_by_retry_timeout() {
 #[tokio::test(start_paused = true)]
 async fn stack_hung_retry_attempt_answers_by_deadline() {
     let upstream = Upstream::new([
-        Answer {
-            status: 503,
-            stall: Stall::No,
-        },
-        Answer {
-            status: 200,
-            stall: Stall::BeforeHead,
-        },
+        Answer::json(503, Stall::No),
+        Answer::json(200, Stall::BeforeHead),
     ]);
     let limit = ConcurrencyLimitLayer::new(8);
     let svc = Stack::builder()
@@ -349,20 +351,19 @@ async fn stack_hung_retry_attempt_answers_by_deadline() {
 #[tokio::test(start_paused = true)]
 async fn stalled_error_bodies_do_not_pin_concurrency_permits() {
     let upstream = Upstream::new([
-        Answer {
-            status: 429,
-            stall: Stall::MidBody,
-        },
-        Answer {
-            status: 429,
-            stall: Stall::MidBody,
-        },
+        Answer::json(429, Stall::MidBody),
+        Answer::json(429, Stall::MidBody),
         ok(),
     ]);
     let limit = ConcurrencyLimitLayer::new(2);
     let svc = Stack::builder()
         .concurrency_limit(limit.clone())
-        .retry(RetryLayer::builder().max_attempts(1).build().expect("config"))
+        .retry(
+            RetryLayer::builder()
+                .max_attempts(1)
+                .build()
+                .expect("config"),
+        )
         .service(upstream.clone());
     let five = Some(Duration::from_secs(5));
     let (a, b) = tokio::join!(
@@ -374,7 +375,10 @@ async fn stalled_error_bodies_do_not_pin_concurrency_permits() {
     assert_eq!(limit.stats().in_flight, 0, "both permits are back");
     let (c, took) = answered(svc.clone().oneshot(request("a", five))).await;
     assert_eq!(c.expect("admitted").status(), 200);
-    assert!(took < Duration::from_secs(1), "no wait for a permit: {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "no wait for a permit: {took:?}"
+    );
     // What the callers read: the bytes that came, then the stall.
     let err = drain(a.into_body()).await.expect_err("stalled");
     assert!(err.contains("stalled"), "{err}");
@@ -389,12 +393,12 @@ async fn stalled_error_bodies_do_not_pin_concurrency_permits() {
 /// *first* model. It is marked with the one that answered.
 #[tokio::test(start_paused = true)]
 async fn fallback_all_failed_marks_the_model_that_answered() {
-    let upstream = Upstream::new([Answer {
-        status: 503,
-        stall: Stall::No,
-    }]);
+    let upstream = Upstream::new([Answer::json(503, Stall::No)]);
     let svc = FallbackLayer::new([Target::model("b"), Target::model("c")]).layer(upstream.clone());
-    let res = svc.oneshot(request("a", None)).await.expect("the last failure");
+    let res = svc
+        .oneshot(request("a", None))
+        .await
+        .expect("the last failure");
     assert_eq!(res.status(), 503);
     assert_eq!(*upstream.models.lock().expect("lock"), ["a", "b", "c"]);
     assert_eq!(res.headers()[MODEL_USED], "c");
@@ -406,12 +410,308 @@ async fn fallback_all_failed_marks_the_model_that_answered() {
 #[tokio::test(start_paused = true)]
 async fn rate_future_dropped_before_first_poll_refunds_its_reservation() {
     let upstream = Upstream::new([ok()]);
-    let limits = Limits::unlimited()
-        .requests(Limit::new(1, Duration::from_secs(6), 1).expect("limit"));
+    let limits =
+        Limits::unlimited().requests(Limit::new(1, Duration::from_secs(6), 1).expect("limit"));
     let mut svc = RateLimitLayer::new(limits).layer(upstream.clone());
     let fut = svc.ready().await.expect("ready").call(request("a", None));
     drop(fut);
     let (res, took) = answered(svc.oneshot(request("a", None))).await;
     assert_eq!(res.expect("admitted").status(), 200);
     assert_eq!(took, Duration::ZERO, "admitted at once: {took:?}");
+}
+
+/// A cache waiter, coalesced behind a leader whose upstream never answers,
+/// waited for the leader up to `coalesce_timeout` (5 min) whatever its own
+/// `Deadline`, then went upstream alone. It ends at its deadline.
+#[tokio::test(start_paused = true)]
+async fn cache_waiter_behind_a_hung_leader_answers_by_deadline() {
+    let upstream = Upstream::new([Answer::json(200, Stall::BeforeHead)]);
+    let svc = CacheLayer::default().layer(upstream.clone());
+    // The leader has no deadline: its hang is the upstream's.
+    let leader = tokio::spawn(svc.clone().oneshot(cacheable("a", None)));
+    tokio::task::yield_now().await;
+    assert_eq!(upstream.calls(), 1);
+    let (res, took) = answered(
+        svc.clone()
+            .oneshot(cacheable("a", Some(Duration::from_secs(5)))),
+    )
+    .await;
+    assert!(took <= Duration::from_secs(5) + MARGIN, "took {took:?}");
+    assert!(res.expect_err("no answer").is::<DeadlineElapsed>());
+    assert_eq!(
+        upstream.calls(),
+        1,
+        "no call upstream alone at the deadline"
+    );
+    leader.abort();
+}
+
+/// A look-ahead timeout bounds a 2xx stream that never starts, too: it is
+/// handed over as it is when the bound passes (no deadline).
+#[tokio::test(start_paused = true)]
+async fn retry_stream_that_never_starts_is_handed_over_at_peek_timeout() {
+    let upstream = Upstream::new([Answer {
+        status: 200,
+        stall: Stall::AfterHead,
+        sse: true,
+    }]);
+    let retry = RetryLayer::builder()
+        .peek_timeout(Duration::from_secs(2))
+        .build()
+        .expect("config");
+    let (res, took) = answered(retry.layer(upstream).oneshot(request("a", None))).await;
+    assert_eq!(res.expect("the stream").status(), 200);
+    assert_eq!(took, Duration::from_secs(2));
+}
+
+/// `attempt_timeout` bounds each attempt, and a timed-out attempt is
+/// retried as a transport failure.
+#[tokio::test(start_paused = true)]
+async fn attempt_timeout_bounds_each_attempt_and_retries() {
+    let upstream = Upstream::new([Answer::json(200, Stall::BeforeHead), ok()]);
+    let limit = ConcurrencyLimitLayer::new(4);
+    let retry = RetryLayer::builder()
+        .attempt_timeout(Duration::from_secs(2))
+        .build()
+        .expect("config");
+    let svc = retry.layer(limit.layer(upstream.clone()));
+    let (res, took) = answered(svc.oneshot(request("a", None))).await;
+    let res = res.expect("the second attempt's answer");
+    assert_eq!(res.status(), 200);
+    let info = res.extensions().get::<RetryInfo>().expect("info");
+    assert_eq!(info.attempts, 2);
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(4));
+    drop(res);
+    assert_eq!(limit.stats().in_flight, 0);
+}
+
+/// Every attempt timing out: the last `AttemptTimeout` is the answer.
+#[tokio::test(start_paused = true)]
+async fn attempt_timeout_every_attempt_gives_the_timeout() {
+    let upstream = Upstream::new([Answer::json(200, Stall::BeforeHead)]);
+    let retry = RetryLayer::builder()
+        .attempt_timeout(Duration::from_secs(1))
+        .no_budget()
+        .build()
+        .expect("config");
+    let (res, _) = answered(retry.layer(upstream.clone()).oneshot(request("a", None))).await;
+    let err = res.expect_err("timed out");
+    assert!(
+        err.is::<tower_llm_resilience::error::AttemptTimeout>(),
+        "{err}"
+    );
+    assert_eq!(upstream.calls(), 3);
+}
+
+#[test]
+fn retry_builder_refuses_zero_timeouts() {
+    for builder in [
+        RetryLayer::builder().timeout(Duration::ZERO),
+        RetryLayer::builder().attempt_timeout(Duration::ZERO),
+        RetryLayer::builder().peek_timeout(Duration::ZERO),
+    ] {
+        let err = builder.build().expect_err("refused");
+        assert!(err.to_string().contains("above zero"), "{err}");
+    }
+}
+
+/// With a deadline, the request's stop at a hung attempt is recorded as
+/// the deadline (for the dead-letter hook and `RetryInfo`).
+#[tokio::test(start_paused = true)]
+async fn hung_attempt_at_deadline_is_dead_lettered_as_deadline() {
+    let upstream = Upstream::new([
+        Answer::json(503, Stall::No),
+        Answer::json(200, Stall::BeforeHead),
+    ]);
+    let stops = Arc::new(Mutex::new(Vec::new()));
+    let retry = {
+        let stops = Arc::clone(&stops);
+        RetryLayer::builder()
+            .dead_letter(move |_req, info: &RetryInfo| {
+                stops.lock().expect("lock").push(info.stopped);
+            })
+            .build()
+            .expect("config")
+    };
+    let (res, _) = answered(
+        retry
+            .layer(upstream)
+            .oneshot(request("a", Some(Duration::from_secs(5)))),
+    )
+    .await;
+    assert!(res.is_err());
+    assert_eq!(*stops.lock().expect("lock"), [Some(StopReason::Deadline)]);
+}
+
+// ---------------------------------------------------------------------------
+// The property: whatever the upstream does, every request with a deadline
+// is answered by deadline + margin, and every permit comes back.
+
+/// The layer (or composition) under test, over a concurrency limit.
+#[derive(Debug, Clone, Copy)]
+enum Under {
+    Retry,
+    Fallback,
+    Stack,
+    /// Waiters behind a cache leader that has no deadline.
+    CacheWaiters,
+    /// Requests queued for a permit behind one with no deadline.
+    ConcurrencyWaiters,
+    /// Requests queued for the bucket behind one with no deadline.
+    RateWaiters,
+}
+
+fn stall() -> impl Strategy<Value = Stall> {
+    prop_oneof![
+        Just(Stall::BeforeHead),
+        Just(Stall::AfterHead),
+        Just(Stall::MidBody),
+        Just(Stall::No),
+    ]
+}
+
+fn answer() -> impl Strategy<Value = Answer> {
+    (
+        prop_oneof![Just(200u16), Just(429), Just(500), Just(503), Just(529)],
+        stall(),
+        any::<bool>(),
+    )
+        .prop_map(|(status, stall, sse)| Answer { status, stall, sse })
+}
+
+fn under() -> impl Strategy<Value = Under> {
+    prop_oneof![
+        Just(Under::Retry),
+        Just(Under::Fallback),
+        Just(Under::Stack),
+        Just(Under::CacheWaiters),
+        Just(Under::ConcurrencyWaiters),
+        Just(Under::RateWaiters),
+    ]
+}
+
+type Svc = tower::util::BoxCloneService<
+    Request<ReplayBody>,
+    Response<tower_llm_resilience::ResponseBody>,
+    tower_llm_resilience::BoxError,
+>;
+
+/// The service under test, and the concurrency limit at its bottom.
+fn build(under: Under, upstream: Upstream, cap: usize) -> (Svc, ConcurrencyLimitLayer) {
+    let limit = ConcurrencyLimitLayer::new(cap);
+    let bottom = limit.layer(upstream);
+    let svc = match under {
+        Under::Retry => Svc::new(RetryLayer::new().layer(bottom)),
+        Under::Fallback => Svc::new(fallback_to("b").layer(bottom)),
+        Under::Stack => Svc::new(
+            Stack::builder()
+                .fallback(fallback_to("b"))
+                .concurrency_limit(limit.clone())
+                .service(bottom.into_inner()),
+        ),
+        Under::CacheWaiters => Svc::new(CacheLayer::default().layer(bottom)),
+        Under::ConcurrencyWaiters => Svc::new(bottom),
+        Under::RateWaiters => {
+            let limits = Limits::unlimited()
+                .requests(Limit::new(1, Duration::from_secs(3600), 1).expect("limit"));
+            Svc::new(RateLimitLayer::new(limits).layer(bottom))
+        }
+    };
+    (svc, limit)
+}
+
+async fn every_wait_is_bounded(
+    under: Under,
+    first: Answer,
+    then: Answer,
+    deadline: Duration,
+    n: usize,
+    cap: usize,
+) {
+    let waiters = matches!(
+        under,
+        Under::CacheWaiters | Under::ConcurrencyWaiters | Under::RateWaiters
+    );
+    // In the waiter scenarios a waiter, once through, calls the upstream
+    // itself (as the new leader, or with its permit): that wait is the
+    // upstream's, so its head comes — only the head request's may not.
+    let then = match then.stall {
+        Stall::BeforeHead if waiters => Answer {
+            stall: Stall::AfterHead,
+            ..then
+        },
+        _ => then,
+    };
+    let upstream = Upstream::new([first, then]);
+    let (svc, limit) = build(under, upstream, cap);
+    let make = |d| match under {
+        Under::CacheWaiters => cacheable("a", d),
+        _ => request("a", d),
+    };
+    // In the waiter scenarios the first request, without a deadline, goes
+    // first and may hang (its wait is the upstream's, not the layer's).
+    let head = waiters.then(|| tokio::spawn(svc.clone().oneshot(make(None))));
+    if waiters {
+        tokio::task::yield_now().await;
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let svc = svc.clone();
+        let req = make(Some(deadline));
+        tasks.push(tokio::spawn(async move {
+            let res = svc.oneshot(req).await;
+            (res, Instant::now())
+        }));
+    }
+    let mut responses = Vec::new();
+    for t in tasks {
+        let (res, at) = tokio::time::timeout(HUNG, t)
+            .await
+            .expect("a request hung")
+            .expect("task");
+        let took = at - start;
+        assert!(
+            took <= deadline + MARGIN,
+            "{under:?} {first:?} then {then:?}: answered after {took:?} (deadline {deadline:?})"
+        );
+        responses.push(res);
+    }
+    // A body handed over is the caller's: dropping it gives its permit back.
+    drop(responses);
+    if let Some(head) = head {
+        head.abort();
+        let _ = head.await;
+    }
+    let stats = limit.stats();
+    assert_eq!(stats.in_flight, 0, "{under:?}: a permit was kept");
+    assert_eq!(stats.queued, 0, "{under:?}: a waiter was left queued");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_wait_ends_by_the_deadline_and_permits_come_back(
+        under in under(),
+        first in answer(),
+        then in answer(),
+        deadline_ms in 100u64..20_000,
+        n in 1usize..4,
+        cap in 1usize..3,
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .expect("runtime");
+        rt.block_on(every_wait_is_bounded(
+            under,
+            first,
+            then,
+            Duration::from_millis(deadline_ms),
+            n,
+            cap,
+        ));
+    }
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame};
-use tokio::time::{Instant, sleep_until};
+use tokio::time::{Instant, Sleep, sleep_until};
 
 use crate::error::{BodyStalled, BoxError};
 use crate::provider::ErrorClass;
@@ -212,17 +212,25 @@ impl Body for Stalled {
 /// Polls `look` on `body` until it is ready — or, first, `until` passes
 /// (`None`). Without `until` it waits as long as `look` does: callers pass
 /// the earlier of the request's deadline and their own look-ahead timeout.
+/// The timer is made only when `look` has to wait (a body already there
+/// needs no runtime timer).
 pub(crate) async fn look_until<T>(
     body: &mut ResponseBody,
     until: Option<Instant>,
     mut look: impl FnMut(&mut ResponseBody, &mut Context<'_>) -> Poll<T>,
 ) -> Option<T> {
-    let mut until = pin!(until.map(sleep_until));
+    let mut timer = pin!(None::<Sleep>);
     poll_fn(|cx| {
         if let Poll::Ready(t) = look(body, cx) {
             return Poll::Ready(Some(t));
         }
-        match until.as_mut().as_pin_mut().map(|until| until.poll(cx)) {
+        let Some(at) = until else {
+            return Poll::Pending;
+        };
+        if timer.is_none() {
+            timer.set(Some(sleep_until(at)));
+        }
+        match timer.as_mut().as_pin_mut().map(|t| t.poll(cx)) {
             Some(Poll::Ready(())) => Poll::Ready(None),
             _ => Poll::Pending,
         }

@@ -389,14 +389,14 @@ where
                         Err(timed_out(reached))
                     }
                     Poll::Ready(Ok(())) => {
-                    let Some(req) = req.take() else {
-                        this.state.set(State::Done);
-                        return Poll::Ready(Err("retry future polled after completion".into()));
-                    };
-                    this.info.attempts += 1;
-                    let fut = this.inner.call(*req);
-                    this.state.set(State::Call { fut });
-                    continue;
+                        let Some(req) = req.take() else {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err("retry future polled after completion".into()));
+                        };
+                        this.info.attempts += 1;
+                        let fut = this.inner.call(*req);
+                        this.state.set(State::Call { fut });
+                        continue;
                     }
                 },
                 StateProj::Call { fut } => match fut.poll(cx) {
