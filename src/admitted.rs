@@ -44,6 +44,12 @@ pub(crate) trait Held: Sized + Send {
     /// A request admitted after a wait has just been sent (one admitted at
     /// the call is held as sent from the start).
     fn sent(&mut self) {}
+
+    /// The inner future of a request sent at the call is being polled. A
+    /// tower service sends when its future is polled, not when it is
+    /// made: until this is called, a dropped future sent nothing, and
+    /// what it holds is given back in full.
+    fn polled(&mut self) {}
 }
 
 pin_project! {
@@ -98,6 +104,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
             AdmittedProj::Sent { fut, held } => {
+                if let Some(held) = held.as_mut() {
+                    held.polled();
+                }
                 let result = ready!(fut.poll(cx));
                 Poll::Ready(T::respond(result, held.take()))
             }

@@ -207,3 +207,95 @@ impl fmt::Display for InvalidConfig {
 }
 
 impl std::error::Error for InvalidConfig {}
+
+/// The request's deadline (its [`Deadline`](crate::request::Deadline), or
+/// a layer's total timeout) passed while a layer waited for an answer, and
+/// no answer was there to return.
+///
+/// A layer that has an answer at its deadline (a failed attempt, a stale
+/// entry) returns that instead; this error means there was none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeadlineElapsed {}
+
+impl DeadlineElapsed {
+    /// The error for a request whose deadline passed unanswered.
+    #[must_use]
+    pub fn new() -> Self {
+        DeadlineElapsed {}
+    }
+}
+
+impl fmt::Display for DeadlineElapsed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the request's deadline passed before an answer came")
+    }
+}
+
+impl std::error::Error for DeadlineElapsed {}
+
+/// One attempt got no response head within the retry layer's
+/// [`attempt_timeout`](crate::retry::RetryBuilder::attempt_timeout).
+///
+/// Treated as a transport failure: the retry policy may try again, time
+/// and budget permitting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AttemptTimeout {
+    /// The configured per-attempt timeout.
+    pub timeout: Duration,
+}
+
+impl AttemptTimeout {
+    /// The error for an attempt unanswered after `timeout`.
+    #[must_use]
+    pub fn new(timeout: Duration) -> Self {
+        AttemptTimeout { timeout }
+    }
+}
+
+impl fmt::Display for AttemptTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "attempt got no response within {:.3}s",
+            self.timeout.as_secs_f64()
+        )
+    }
+}
+
+impl std::error::Error for AttemptTimeout {}
+
+/// A layer stopped reading ahead in a response body that made no progress
+/// within its bound (the request's deadline or the layer's look-ahead
+/// timeout), and gave the body up: the bytes read before are delivered,
+/// then this error ends the body.
+///
+/// Giving the body up drops the upstream body at once, so whatever it held
+/// below (a concurrency permit, a connection) is released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BodyStalled {
+    /// How long the layer waited for the body.
+    pub waited: Duration,
+}
+
+impl BodyStalled {
+    /// The error for a body given up after waiting `waited`.
+    #[must_use]
+    pub fn new(waited: Duration) -> Self {
+        BodyStalled { waited }
+    }
+}
+
+impl fmt::Display for BodyStalled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "response body stalled: given up after waiting {:.3}s",
+            self.waited.as_secs_f64()
+        )
+    }
+}
+
+impl std::error::Error for BodyStalled {}

@@ -22,7 +22,8 @@ use super::layer::Shared;
 use super::service::Plan;
 use super::store::{CacheStore, CachedResponse};
 use super::{CACHE_HEADER, CacheStatus, Status};
-use crate::error::BoxError;
+use crate::error::{BoxError, DeadlineElapsed};
+use crate::request::Deadline;
 use crate::response::{BodyObserver, Completion, ResponseBody};
 use crate::util::SlowPath;
 
@@ -235,9 +236,24 @@ where
                 }
                 Joined::Wait(waiter) => {
                     tracing::trace!(key = ?k, "cache miss: waiting for the leader");
-                    let waited = tokio::time::timeout(shared.coalesce_timeout, waiter.wait())
+                    // Bounded by `coalesce_timeout` and, first, by the
+                    // request's deadline: past it, going upstream alone
+                    // is pointless.
+                    let give_up = Instant::now() + shared.coalesce_timeout;
+                    let deadline = req.extensions().get::<Deadline>().map(|d| d.0);
+                    let at = deadline.map_or(give_up, |d| d.min(give_up));
+                    let waited = tokio::time::timeout_at(at, waiter.wait())
                         .await
                         .unwrap_or(Waited::TimedOut);
+                    if matches!(waited, Waited::TimedOut)
+                        && deadline.is_some_and(|d| Instant::now() >= d)
+                    {
+                        tracing::debug!(key = ?key, "deadline passed waiting for the leader");
+                        return match stale {
+                            Some(entry) => Ok(serve(&entry, Status::Stale, Instant::now())),
+                            None => Err(DeadlineElapsed::new().into()),
+                        };
+                    }
                     match waited {
                         Waited::Served((entry, status)) => {
                             tracing::trace!(key = ?key, ?status, "served by the leader");

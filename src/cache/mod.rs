@@ -27,7 +27,10 @@
 //!   the others wait for its entry. If the leader fails, is cancelled, or
 //!   gets an answer that cannot be cached, exactly one waiter takes over. A
 //!   waiter gives up waiting after the
-//!   [`coalesce_timeout`](CacheBuilder::coalesce_timeout) and goes alone.
+//!   [`coalesce_timeout`](CacheBuilder::coalesce_timeout) and goes alone —
+//!   or, first, at its request's [`Deadline`](crate::request::Deadline),
+//!   answered with a usable stale entry or
+//!   [`DeadlineElapsed`](crate::error::DeadlineElapsed).
 //! - **Expiry**: entries are fresh for the [`ttl`](CacheBuilder::ttl) (or a
 //!   request's [`CacheTtl`]) and
 //!   then kept for a [stale-if-error](CacheBuilder::stale_if_error) window,

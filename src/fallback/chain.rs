@@ -322,6 +322,8 @@ fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(e);
     while let Some(err) = cur {
         if err.is::<tokio::time::error::Elapsed>()
+            || err.is::<crate::error::AttemptTimeout>()
+            || err.is::<crate::error::DeadlineElapsed>()
             || err
                 .downcast_ref::<std::io::Error>()
                 .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)

@@ -17,10 +17,10 @@ use tower_service::Service;
 use super::chain::{Failure, Route, Trigger, rewrite_model};
 use super::layer::Config;
 use super::{FallbackInfo, Hop};
-use crate::error::BoxError;
+use crate::error::{BoxError, DeadlineElapsed};
 use crate::provider::{ErrorKind, classify_error, retry_after};
 use crate::request::{Deadline, ReplayBody, RequestMeta, replay_request};
-use crate::response::{Format, ResponseBody, StreamStart};
+use crate::response::{Format, ResponseBody, StreamStart, look_until};
 use crate::util::SlowPath;
 
 /// Header naming the model that answered.
@@ -31,6 +31,12 @@ pub const ORIGINAL_MODEL: &str = "x-llm-original-model";
 pub const HOPS: &str = "x-llm-fallback-hops";
 
 const AFTER_COMPLETION: &str = "fallback future polled after completion";
+
+/// How long the layer reads ahead in a body (an error body to classify, a
+/// stream's start) when the request's deadline is further away or there is
+/// none: long enough for a slow error body, short enough that a stalled one
+/// cannot hold the chain — and what the body holds below — for good.
+pub(crate) const PEEK_TIMEOUT: Duration = Duration::from_secs(30);
 
 pin_project! {
     /// Tries the request's own model, then each target of the chain, until
@@ -114,6 +120,13 @@ where
 /// The chain: the request's own model, then each target in turn, until one
 /// answers without a trigger; then the degraded response, or the last
 /// failure.
+///
+/// Every wait here is bounded: each call (readiness and response head) by
+/// the request's deadline, each read ahead in a body by the deadline or
+/// [`PEEK_TIMEOUT`], whichever is first. At the deadline the chain stops
+/// with what it has: the last failure, or [`DeadlineElapsed`] when none
+/// came. An error body that stalls is given up (its bytes so far kept,
+/// the upstream body dropped at once) and judged on what was read.
 async fn run_chain<S, RB>(
     config: Arc<Config>,
     mut inner: S,
@@ -135,10 +148,15 @@ where
         degraded: false,
     };
     let mut last = None;
+    // The chain's entry that gave `last` (what marks it).
+    let mut last_from = 0;
+    // Whether the chain stopped at the deadline.
+    let mut late = false;
     let targets = &config.targets;
     // 0 = the request as sent; i = the chain's target i − 1.
     for i in 0..=targets.len() {
         if i > 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+            late = true;
             break;
         }
         // A target known to be exhausted is skipped without sending —
@@ -164,7 +182,7 @@ where
             } else {
                 replay_request(&original)
             };
-            call(&mut inner, req).await
+            within(deadline, call(&mut inner, req)).await
         } else {
             match &targets[i - 1].route {
                 Route::Model {
@@ -173,34 +191,56 @@ where
                     overrides,
                 } => {
                     match rewrite_model(replay_request(&original), model, *max_tokens, overrides) {
-                        Ok(req) => call(&mut inner, req).await,
+                        Ok(req) => within(deadline, call(&mut inner, req)).await,
                         Err(_) => continue,
                     }
                 }
                 Route::Service {
                     svc, map_request, ..
                 } => match map_request(replay_request(&original)) {
-                    Ok(req) => svc.call(req).await,
+                    Ok(req) => within(deadline, svc.call(req)).await,
                     Err(_) => continue,
                 },
             }
+        };
+        // The deadline passed before this target answered: it is dropped
+        // (releasing what it holds below), and the chain stops.
+        let Some(answer) = answer else {
+            late = true;
+            break;
         };
         // An answer from the current target: a response or an error may
         // still move on.
         let res = match answer {
             Ok(mut res) => {
                 let limit = config.peek_limit;
+                let until = look_until_time(deadline);
+                let mut stalled = false;
                 let error = if res.status().is_success() {
-                    match poll_fn(|cx| res.body_mut().poll_stream_start(cx, limit)).await {
-                        StreamStart::Error(class) => Some(class),
+                    // A stream not started by then is handed over as it is.
+                    let start = look_until(res.body_mut(), Some(until), |body, cx| {
+                        body.poll_stream_start(cx, limit)
+                    })
+                    .await;
+                    match start {
+                        Some(StreamStart::Error(class)) => Some(class),
                         _ => None,
                     }
                 } else {
                     // Error bodies are small: read them to classify (and to
                     // keep the last failure without holding what its body
                     // holds below).
-                    poll_fn(|cx| res.body_mut().poll_peek_to_end(cx, limit)).await;
-                    Some(classify_error(res.status(), &res.body().peeked()))
+                    let started = Instant::now();
+                    let read = look_until(res.body_mut(), Some(until), |body, cx| {
+                        body.poll_peek_to_end(cx, limit)
+                    })
+                    .await;
+                    let class = classify_error(res.status(), &res.body().peeked());
+                    if read.is_none() {
+                        res.body_mut().give_up_stalled(started.elapsed());
+                        stalled = true;
+                    }
+                    Some(class)
                 };
                 let failure = Failure::Response {
                     status: res.status(),
@@ -210,7 +250,10 @@ where
                     None => res,
                     Some(trigger) => {
                         hop(&config, &mut info, i, trigger, Some(&res));
-                        last = Some(Ok(detach(res)));
+                        // A body given up is detached already (and keeps
+                        // its bytes, then the stall).
+                        last = Some(Ok(if stalled { res } else { detach(res) }));
+                        last_from = i;
                         continue;
                     }
                 }
@@ -219,6 +262,7 @@ where
                 Some(trigger) => {
                     hop(&config, &mut info, i, trigger, None);
                     last = Some(Err(e));
+                    last_from = i;
                     continue;
                 }
                 None => return Err(e),
@@ -232,11 +276,36 @@ where
             } = &targets[i - 1].route
             && let Some(meta) = meta.clone()
         {
-            return map(res, meta).await.map(|r| mark(r, &info));
+            return match within(deadline, map(res, meta)).await {
+                Some(mapped) => mapped.map(|r| mark(r, &info)),
+                None => Err(DeadlineElapsed::new().into()),
+            };
         }
         return Ok(mark(res, &info));
     }
+    // The last failure is marked with the entry that answered it.
+    if last.is_some() {
+        info.model_used = name_of(&config, &info, last_from);
+    } else if late && config.degraded.is_none() {
+        return Err(DeadlineElapsed::new().into());
+    }
     give_up(&config, &mut info, last, meta.as_deref())
+}
+
+/// `fut`'s output, or `None` when `deadline` passes first (`fut` is then
+/// dropped).
+async fn within<F: Future>(deadline: Option<Instant>, fut: F) -> Option<F::Output> {
+    match deadline {
+        Some(at) => tokio::time::timeout_at(at, fut).await.ok(),
+        None => Some(fut.await),
+    }
+}
+
+/// When a look ahead at a body starting now gives up: at the deadline, or
+/// after [`PEEK_TIMEOUT`], whichever is first.
+fn look_until_time(deadline: Option<Instant>) -> Instant {
+    let own = Instant::now() + PEEK_TIMEOUT;
+    deadline.map_or(own, |d| d.min(own))
 }
 
 /// Sends a request on the inner service, once it is ready.

@@ -26,8 +26,17 @@
 //! - **Streams** fall back only before their first byte reached the caller:
 //!   the layer decides on the status and the stream's first event, then
 //!   hands the response over whole.
+//! - **Every wait is bounded**: each target's call by the request's
+//!   [`Deadline`](crate::request::Deadline), each read ahead (an error
+//!   body, a stream's start) by the deadline or 30 s, whichever is first.
+//!   At the deadline the chain stops with the last failure (or
+//!   [`DeadlineElapsed`](crate::error::DeadlineElapsed)); an error body
+//!   that stalls is given up — its bytes kept, then
+//!   [`BodyStalled`](crate::error::BodyStalled) — and its upstream body
+//!   dropped, releasing what it holds below.
 //! - **Marking**: [`FallbackInfo`] in the response extensions and the
-//!   headers `x-llm-model-used`, `x-llm-original-model` (when they differ),
+//!   headers `x-llm-model-used` (the target that answered — the last one
+//!   tried when all failed), `x-llm-original-model` (when they differ),
 //!   `x-llm-fallback-hops` and `x-llm-degraded`.
 //! - **Nothing to fall back to** (no target, no degraded response, as in
 //!   the prebuilt [`Stack`](crate::stack::Stack)'s default): the layer

@@ -123,7 +123,12 @@ impl Held for Box<Reconcile> {
     /// Counted in flight; dropped from now on, the estimate stands.
     fn sent(&mut self) {
         self.hold.sent = true;
+        self.polled = true;
         self.hold.shared.sent(&self.hold.group);
+    }
+
+    fn polled(&mut self) {
+        self.polled = true;
     }
 }
 
@@ -334,7 +339,7 @@ pub(crate) struct Hold {
 }
 
 impl Hold {
-    fn settle(mut self, outcome: Settle) {
+    fn settle(&mut self, outcome: Settle) {
         self.done = true;
         self.shared.settle(&self.group, &self.ticket, outcome);
     }
@@ -360,6 +365,10 @@ impl Drop for Hold {
 pub(crate) struct Reconcile {
     hold: Hold,
     success: bool,
+    /// Whether the inner future was polled: a request admitted and called
+    /// at the call is counted as sent there, but a tower service sends
+    /// only when its future is polled.
+    polled: bool,
 }
 
 impl Reconcile {
@@ -367,12 +376,25 @@ impl Reconcile {
         Box::new(Reconcile {
             hold,
             success: false,
+            polled: false,
         })
     }
 }
 
+impl Drop for Reconcile {
+    fn drop(&mut self) {
+        // Made at the call, dropped before its first poll: nothing was
+        // sent, so the reservation is given back in full (as a request
+        // dropped before sending is), not left standing until refill.
+        if !self.polled && self.hold.sent && !self.hold.done {
+            self.hold.shared.unsent(&self.hold.group);
+            self.hold.sent = false;
+        }
+    }
+}
+
 impl BodyObserver for Reconcile {
-    fn on_complete(self: Box<Self>, c: &Completion) {
+    fn on_complete(mut self: Box<Self>, c: &Completion) {
         let outcome = if !self.success {
             Settle::Refused
         } else {

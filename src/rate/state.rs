@@ -346,6 +346,14 @@ impl Shared {
         lock(&group.state).in_flight += 1;
     }
 
+    /// A request counted as sent at the call was not sent after all (its
+    /// future was dropped before its first poll): no longer in flight. Its
+    /// hold then cancels the reservation.
+    pub(crate) fn unsent(&self, group: &Group) {
+        let mut s = lock(&group.state);
+        s.in_flight = s.in_flight.saturating_sub(1);
+    }
+
     /// A reserved request was dropped before it was sent: everything back.
     pub(crate) fn cancel(&self, group: &Group, ticket: &Ticket) {
         let now = self.now();

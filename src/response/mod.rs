@@ -50,7 +50,9 @@
 //! - `observer.rs`: [`Outcome`], [`Completion`], [`BodyObserver`], and the
 //!   list of observers a body holds;
 //! - `peek.rs`: read-ahead ([`poll_peek`](ResponseBody::poll_peek),
-//!   [`poll_stream_start`](ResponseBody::poll_stream_start), [`StreamStart`]);
+//!   [`poll_stream_start`](ResponseBody::poll_stream_start), [`StreamStart`]),
+//!   bounded in time by the layer's `look_until`, and a stalled body given up
+//!   (read bytes kept, then [`BodyStalled`](crate::error::BodyStalled));
 //! - `sse.rs`: the incremental SSE reader (usage, terminal and `error` events);
 //! - `json.rs`: a JSON body's `usage`, read at its end, and the JSON helpers
 //!   the SSE reader uses.
@@ -66,6 +68,7 @@ mod tests;
 pub use body::{Format, ResponseBody};
 pub use observer::{BodyObserver, Completion, Outcome};
 pub use peek::StreamStart;
+pub(crate) use peek::look_until;
 
 /// The most bytes of a JSON response body kept to read its `usage` at the
 /// end; a larger body is passed through with its usage unknown.

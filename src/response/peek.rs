@@ -2,16 +2,27 @@
 //! them, so that a layer can look at an error body or at how a stream starts
 //! ([`StreamStart`]) before the response reaches the caller. Every byte is
 //! still delivered, in order, and observers see it only then.
+//!
+//! A read-ahead is a wait the layer makes on its own account, so it is
+//! always bounded in time as well as in size ([`look_until`]); a body that
+//! stalls past the bound is given up ([`ResponseBody::give_up_stalled`]):
+//! what was read is kept, the upstream body — and what it holds below — is
+//! let go at once.
 
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
-use http_body::Frame;
+use http_body::{Body, Frame};
+use tokio::time::{Instant, Sleep, sleep_until};
 
-use crate::error::BoxError;
+use crate::error::{BodyStalled, BoxError};
 use crate::provider::ErrorClass;
 
-use super::body::{ResponseBody, Tracker};
+use super::body::{Format, ResponseBody, Tracker};
 use super::sse::SseTracker;
 
 /// Frames read ahead of the caller.
@@ -147,4 +158,82 @@ impl ResponseBody {
             }
         }
     }
+}
+
+impl ResponseBody {
+    /// Gives up a body whose read-ahead stalled for `waited`: the frames
+    /// read ahead are kept and delivered, then a [`BodyStalled`] error ends
+    /// the body. The upstream body is dropped now — its observers are told
+    /// [`Dropped`](super::Outcome::Dropped), which releases what they hold
+    /// (a concurrency permit, a rate-limit reservation) — instead of when a
+    /// caller that may never read it lets it go.
+    pub(crate) fn give_up_stalled(&mut self, waited: Duration) {
+        let frames = self.peek.take().map(|p| p.frames).unwrap_or_default();
+        let format = match &self.tracker {
+            Tracker::Opaque => Format::Opaque,
+            Tracker::Json(_) => Format::Json,
+            Tracker::Sse(_) => Format::Sse,
+        };
+        let rest = Stalled {
+            frames,
+            error: Some(BodyStalled::new(waited)),
+        };
+        // The old body is dropped here, telling its observers.
+        *self = ResponseBody::new(rest).with_format(format);
+    }
+}
+
+/// What is left of a body given up: the frames read ahead, then the error.
+struct Stalled {
+    frames: VecDeque<Frame<Bytes>>,
+    error: Option<BodyStalled>,
+}
+
+impl Body for Stalled {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Some(frame) = this.frames.pop_front() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        Poll::Ready(this.error.take().map(|e| Err(e.into())))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.frames.is_empty() && self.error.is_none()
+    }
+}
+
+/// Polls `look` on `body` until it is ready — or, first, `until` passes
+/// (`None`). Without `until` it waits as long as `look` does: callers pass
+/// the earlier of the request's deadline and their own look-ahead timeout.
+/// The timer is made only when `look` has to wait (a body already there
+/// needs no runtime timer).
+pub(crate) async fn look_until<T>(
+    body: &mut ResponseBody,
+    until: Option<Instant>,
+    mut look: impl FnMut(&mut ResponseBody, &mut Context<'_>) -> Poll<T>,
+) -> Option<T> {
+    let mut timer = pin!(None::<Sleep>);
+    poll_fn(|cx| {
+        if let Poll::Ready(t) = look(body, cx) {
+            return Poll::Ready(Some(t));
+        }
+        let Some(at) = until else {
+            return Poll::Pending;
+        };
+        if timer.is_none() {
+            timer.set(Some(sleep_until(at)));
+        }
+        match timer.as_mut().as_pin_mut().map(|t| t.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(None),
+            _ => Poll::Pending,
+        }
+    })
+    .await
 }

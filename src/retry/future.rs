@@ -1,8 +1,8 @@
 //! The response future of [`Retry`](super::Retry).
 
 use std::fmt;
-use std::future::{Future, poll_fn};
-use std::pin::{Pin, pin};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
@@ -19,9 +19,9 @@ use super::layer::{Config, OverCap};
 use super::policy::{Attempted, RetryReason, StopReason};
 use super::service::as_request;
 use super::template::Template;
-use crate::error::BoxError;
+use crate::error::{AttemptTimeout, BoxError, DeadlineElapsed};
 use crate::provider::{ErrorClass, QuotaSnapshot, classify_error, retry_after};
-use crate::response::{ResponseBody, StreamStart};
+use crate::response::{ResponseBody, StreamStart, look_until};
 
 pin_project! {
     /// Sends the request, and again after each retryable failure, until it
@@ -36,9 +36,26 @@ pin_project! {
         deadline: Option<Instant>,
         info: RetryInfo,
         prev_delay: Duration,
+        // The timer of a wait for the inner service (its readiness, an
+        // attempt's head), armed only when such a wait has a bound: boxed,
+        // so a request that never waits carries one pointer.
+        bound: Option<Box<Bound>>,
         #[pin]
         state: State<S::Future, B>,
     }
+}
+
+/// What bounds a wait for the inner service: the request's deadline (in
+/// the future), and the attempt's own end under `attempt_timeout`.
+struct Bound {
+    attempt_until: Option<Instant>,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+/// Which bound a wait reached.
+enum Reached {
+    Deadline,
+    Attempt(Duration),
 }
 
 pin_project! {
@@ -77,7 +94,9 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
         replayable: bool,
         template: Option<Template>,
         deadline: Option<Instant>,
+        started: Option<Instant>,
     ) -> Self {
+        let bound = Bound::starting(&config, started);
         ResponseFuture {
             config,
             inner,
@@ -86,6 +105,7 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
             deadline,
             info: RetryInfo::default(),
             prev_delay: Duration::ZERO,
+            bound,
             state: State::Ready {
                 req: Some(Box::new(req)),
             },
@@ -100,7 +120,9 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
         replayable: bool,
         template: Option<Template>,
         deadline: Option<Instant>,
+        started: Option<Instant>,
     ) -> Self {
+        let bound = Bound::starting(&config, started);
         ResponseFuture {
             config,
             inner,
@@ -112,6 +134,7 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
                 ..RetryInfo::default()
             },
             prev_delay: Duration::ZERO,
+            bound,
             state: State::Call { fut },
         }
     }
@@ -136,19 +159,22 @@ enum Looked {
     Deliver(Response<ResponseBody>),
 }
 
-/// Reads a 429's body to its end (bounded), to tell a rate limit from an
-/// exhausted quota. At the deadline the error is judged on what was read
-/// (the decision then stops: no time is left).
-async fn read_error(
-    mut res: Response<ResponseBody>,
-    limit: usize,
-    deadline: Option<Instant>,
-) -> Looked {
-    look_ahead(&mut res, deadline, |body, cx| {
+/// Reads a 429's body to its end (bounded in size), to tell a rate limit
+/// from an exhausted quota. At `until` (the deadline, or the look-ahead
+/// timeout first) the error is judged on what was read and the stalled
+/// body is given up: its bytes are kept, the upstream body — and what it
+/// holds below — is dropped now, whether the response is retried or
+/// returned.
+async fn read_error(mut res: Response<ResponseBody>, limit: usize, until: Instant) -> Looked {
+    let started = Instant::now();
+    let read = look_until(res.body_mut(), Some(until), |body, cx| {
         body.poll_peek_to_end(cx, limit)
     })
     .await;
     let error = Some(classify_error(res.status(), &res.body().peeked()));
+    if read.is_none() {
+        res.body_mut().give_up_stalled(started.elapsed());
+    }
     Looked::Judge(Inspected {
         res,
         error,
@@ -156,15 +182,11 @@ async fn read_error(
     })
 }
 
-/// Reads a 2xx stream to its first content or error event. At the
-/// deadline the stream is handed over as it is: nothing wrong was seen,
-/// and no time is left to try again.
-async fn stream_start(
-    mut res: Response<ResponseBody>,
-    limit: usize,
-    deadline: Option<Instant>,
-) -> Looked {
-    let start = look_ahead(&mut res, deadline, |body, cx| {
+/// Reads a 2xx stream to its first content or error event. At `until`
+/// the stream is handed over as it is: nothing wrong was seen, and a
+/// stream slow to start is the caller's to wait for.
+async fn stream_start(mut res: Response<ResponseBody>, limit: usize, until: Instant) -> Looked {
+    let start = look_until(res.body_mut(), Some(until), |body, cx| {
         body.poll_stream_start(cx, limit)
     })
     .await;
@@ -178,24 +200,86 @@ async fn stream_start(
     }
 }
 
-/// Polls `look` on the body until it is ready — or, first, the deadline
-/// passes (`None`).
-async fn look_ahead<T>(
-    res: &mut Response<ResponseBody>,
-    deadline: Option<Instant>,
-    mut look: impl FnMut(&mut ResponseBody, &mut Context<'_>) -> Poll<T>,
-) -> Option<T> {
-    let mut until = pin!(deadline.map(sleep_until));
-    poll_fn(|cx| {
-        if let Poll::Ready(t) = look(res.body_mut(), cx) {
-            return Poll::Ready(Some(t));
+/// When a look-ahead starting now gives up: at the deadline, or after the
+/// layer's look-ahead timeout, whichever is first.
+fn look_until_time(config: &Config, deadline: Option<Instant>) -> Instant {
+    let own = Instant::now() + config.peek_timeout;
+    deadline.map_or(own, |d| d.min(own))
+}
+
+impl Bound {
+    /// The bound of the first attempt: boxed at once only when the attempt
+    /// has a timeout of its own (a deadline alone is armed at the first
+    /// wait).
+    fn starting(config: &Config, started: Option<Instant>) -> Option<Box<Bound>> {
+        let t = config.attempt_timeout?;
+        let started = started.unwrap_or_else(Instant::now);
+        Some(Box::new(Bound {
+            attempt_until: Some(started + t),
+            timer: None,
+        }))
+    }
+
+    /// A new attempt starts now.
+    fn restart(bound: &mut Option<Box<Bound>>, config: &Config) {
+        if let Some(t) = config.attempt_timeout {
+            bound
+                .get_or_insert_with(|| {
+                    Box::new(Bound {
+                        attempt_until: None,
+                        timer: None,
+                    })
+                })
+                .attempt_until = Some(Instant::now() + t);
         }
-        match until.as_mut().as_pin_mut().map(|until| until.poll(cx)) {
-            Some(Poll::Ready(())) => Poll::Ready(None),
-            _ => Poll::Pending,
-        }
-    })
-    .await
+    }
+
+    /// Polls the bound of a wait for the inner service: `Pending` while
+    /// neither the deadline nor the attempt's timeout has passed (or when
+    /// there is neither).
+    fn poll(
+        bound: &mut Option<Box<Bound>>,
+        deadline: Option<Instant>,
+        config: &Config,
+        cx: &mut Context<'_>,
+    ) -> Poll<Reached> {
+        let attempt_until = bound.as_ref().and_then(|b| b.attempt_until);
+        let at = match (deadline, attempt_until) {
+            (Some(d), Some(a)) => d.min(a),
+            (Some(d), None) => d,
+            (None, Some(a)) => a,
+            (None, None) => return Poll::Pending,
+        };
+        let b = bound.get_or_insert_with(|| {
+            Box::new(Bound {
+                attempt_until,
+                timer: None,
+            })
+        });
+        let timer = match &mut b.timer {
+            Some(timer) => {
+                if timer.deadline() != at {
+                    timer.as_mut().reset(at);
+                }
+                timer
+            }
+            slot @ None => slot.insert(Box::pin(sleep_until(at))),
+        };
+        ready!(timer.as_mut().poll(cx));
+        Poll::Ready(match (deadline, config.attempt_timeout) {
+            (Some(d), _) if d <= at => Reached::Deadline,
+            (_, Some(t)) => Reached::Attempt(t),
+            _ => Reached::Deadline,
+        })
+    }
+}
+
+/// The failure of an attempt that reached a bound while it waited.
+fn timed_out(reached: Reached) -> BoxError {
+    match reached {
+        Reached::Deadline => DeadlineElapsed::new().into(),
+        Reached::Attempt(t) => AttemptTimeout::new(t).into(),
+    }
 }
 
 enum Decision {
@@ -293,22 +377,37 @@ where
             // What a finished attempt is, once inspected: a response to
             // judge (with its classified error), or an error.
             let judged: Result<Inspected, BoxError> = match this.state.as_mut().project() {
-                StateProj::Ready { req } => {
-                    if let Err(e) = ready!(this.inner.poll_ready(cx)) {
+                StateProj::Ready { req } => match this.inner.poll_ready(cx) {
+                    Poll::Ready(Err(e)) => {
                         this.state.set(State::Done);
                         return Poll::Ready(Err(e.into()));
                     }
-                    let Some(req) = req.take() else {
-                        this.state.set(State::Done);
-                        return Poll::Ready(Err("retry future polled after completion".into()));
-                    };
-                    this.info.attempts += 1;
-                    let fut = this.inner.call(*req);
-                    this.state.set(State::Call { fut });
-                    continue;
-                }
-                StateProj::Call { fut } => match ready!(fut.poll(cx)) {
-                    Ok(res) => {
+                    Poll::Pending => {
+                        let reached =
+                            ready!(Bound::poll(this.bound, *this.deadline, this.config, cx));
+                        // Not sent: the request is dropped with the state.
+                        Err(timed_out(reached))
+                    }
+                    Poll::Ready(Ok(())) => {
+                        let Some(req) = req.take() else {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err("retry future polled after completion".into()));
+                        };
+                        this.info.attempts += 1;
+                        let fut = this.inner.call(*req);
+                        this.state.set(State::Call { fut });
+                        continue;
+                    }
+                },
+                StateProj::Call { fut } => match fut.poll(cx) {
+                    Poll::Pending => {
+                        let reached =
+                            ready!(Bound::poll(this.bound, *this.deadline, this.config, cx));
+                        // The attempt is dropped (releasing what it holds
+                        // below) when the state moves on.
+                        Err(timed_out(reached))
+                    }
+                    Poll::Ready(Ok(res)) => {
                         let mut res = ResponseBody::from_response(res);
                         let status = res.status();
                         let limit = this.config.peek_limit;
@@ -333,8 +432,9 @@ where
                                 Poll::Pending => {
                                     // Polled again there, with the
                                     // deadline's timer armed.
+                                    let until = look_until_time(this.config, *this.deadline);
                                     this.state.set(State::Look {
-                                        fut: Box::pin(stream_start(res, limit, *this.deadline)),
+                                        fut: Box::pin(stream_start(res, limit, until)),
                                     });
                                     continue;
                                 }
@@ -343,8 +443,9 @@ where
                             // A 429 means "wait" or "quota gone for the
                             // month": only the body tells.
                             if res.body_mut().poll_peek_to_end(cx, limit).is_pending() {
+                                let until = look_until_time(this.config, *this.deadline);
                                 this.state.set(State::Look {
-                                    fut: Box::pin(read_error(res, limit, *this.deadline)),
+                                    fut: Box::pin(read_error(res, limit, until)),
                                 });
                                 continue;
                             }
@@ -362,7 +463,7 @@ where
                             })
                         }
                     }
-                    Err(e) => Err(e.into()),
+                    Poll::Ready(Err(e)) => Err(e.into()),
                 },
                 StateProj::Look { fut } => match ready!(fut.as_mut().poll(cx)) {
                     Looked::Judge(inspected) => Ok(inspected),
@@ -374,6 +475,7 @@ where
                 StateProj::Sleep { sleep, next } => {
                     ready!(sleep.as_mut().poll(cx));
                     let req = next.take();
+                    Bound::restart(this.bound, this.config);
                     this.state.set(State::Ready { req });
                     continue;
                 }

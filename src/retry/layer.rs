@@ -26,6 +26,11 @@ pub enum OverCap {
     Backoff,
 }
 
+/// How long a look-ahead waits for a body when the deadline is further
+/// away or there is none: long enough for a slow error body, short enough
+/// that a stalled one cannot hold a caller (and a permit below) for good.
+const DEFAULT_PEEK_TIMEOUT: Duration = Duration::from_secs(30);
+
 type DeadLetter = dyn Fn(Request<ReplayBody>, &RetryInfo) + Send + Sync;
 
 /// The shared configuration and state of one retry layer.
@@ -39,6 +44,8 @@ pub(crate) struct Config {
     pub(crate) over_cap: OverCap,
     pub(crate) budget: Option<RetryBudget>,
     pub(crate) timeout: Option<Duration>,
+    pub(crate) attempt_timeout: Option<Duration>,
+    pub(crate) peek_timeout: Duration,
     pub(crate) peek_limit: usize,
     pub(crate) dead_letter: Option<Box<DeadLetter>>,
     pub(crate) seed: crate::util::SharedRng,
@@ -53,6 +60,8 @@ impl fmt::Debug for Config {
             .field("over_cap", &self.over_cap)
             .field("budget", &self.budget)
             .field("timeout", &self.timeout)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("peek_timeout", &self.peek_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -77,7 +86,8 @@ impl RetryLayer {
     /// The defaults: [`DefaultPolicy`], 3 attempts in all, [`Backoff`]'s
     /// default schedule, server advice honoured up to 60 s plus up to 10 %
     /// (at most 1 s) of positive jitter, a budget of 20 % of requests plus
-    /// 10 retries per second over 10 s.
+    /// 10 retries per second over 10 s, no total or per-attempt timeout, a
+    /// 30 s look-ahead timeout.
     pub fn new() -> Self {
         RetryBuilder::default().finish()
     }
@@ -113,6 +123,8 @@ pub struct RetryBuilder {
     over_cap: OverCap,
     budget: Option<(Duration, u32, f64)>,
     timeout: Option<Duration>,
+    attempt_timeout: Option<Duration>,
+    peek_timeout: Duration,
     peek_limit: usize,
     dead_letter: Option<Box<DeadLetter>>,
 }
@@ -138,6 +150,8 @@ impl Default for RetryBuilder {
             over_cap: OverCap::GiveUp,
             budget: Some((Duration::from_secs(10), 10, 0.2)),
             timeout: None,
+            attempt_timeout: None,
+            peek_timeout: DEFAULT_PEEK_TIMEOUT,
             peek_limit: 64 * 1024,
             dead_letter: None,
         }
@@ -195,11 +209,42 @@ impl RetryBuilder {
         self
     }
 
-    /// A default deadline for requests without a
-    /// [`Deadline`](crate::request::Deadline) extension, from when the
-    /// request enters the layer.
+    /// The total timeout (default none): from when the request enters the
+    /// layer, every attempt, look-ahead and delay included. It acts as the
+    /// request's deadline, or shortens the
+    /// [`Deadline`](crate::request::Deadline) extension when it ends
+    /// first: no retry starts that cannot finish its delay by it, and a
+    /// request still waiting then is answered — with the failure in hand,
+    /// or [`DeadlineElapsed`](crate::error::DeadlineElapsed) when an
+    /// attempt is still waiting for its response.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// The per-attempt timeout (default none): from when an attempt starts
+    /// waiting for the inner service (its readiness, then its response
+    /// head). An attempt past it is dropped — releasing what it holds
+    /// below — and fails with
+    /// [`AttemptTimeout`](crate::error::AttemptTimeout), which the policy
+    /// may retry (the default does, as a transport failure). The body is
+    /// not covered: reading it is the caller's wait, but for the layer's
+    /// own look-ahead ([`peek_timeout`](Self::peek_timeout)).
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = Some(timeout);
+        self
+    }
+
+    /// How long the layer reads ahead in a body — a 429's error body, a
+    /// 2xx stream up to its first event — when the deadline is further
+    /// away, or there is none (default 30 s). A 429 body that stalls past
+    /// it is given up (its bytes so far are kept, then
+    /// [`BodyStalled`](crate::error::BodyStalled) ends it; the upstream
+    /// body, and what it holds below, is dropped) and judged on what was
+    /// read; a stream that has not started by then is handed over as it
+    /// is.
+    pub fn peek_timeout(mut self, timeout: Duration) -> Self {
+        self.peek_timeout = timeout;
         self
     }
 
@@ -227,7 +272,7 @@ impl RetryBuilder {
     /// # Errors
     ///
     /// [`InvalidConfig`] for zero attempts, a jitter ratio outside [0, 1],
-    /// durations over a day, or an invalid budget.
+    /// durations over a day, a zero timeout, or an invalid budget.
     pub fn build(self) -> Result<RetryLayer, InvalidConfig> {
         let invalid = |field, reason| Err(InvalidConfig::new(field, reason));
         if self.max_attempts == 0 {
@@ -243,9 +288,19 @@ impl RetryBuilder {
             ("server_jitter", Some(self.server_jitter_max)),
             ("max_server_delay", Some(self.max_server_delay)),
             ("timeout", self.timeout),
+            ("attempt_timeout", self.attempt_timeout),
+            ("peek_timeout", Some(self.peek_timeout)),
         ];
         if let Some((field, _)) = durations.iter().find(|(_, d)| d.is_some_and(|d| d > day)) {
             return invalid(field, "must be under a day");
+        }
+        let zero = [
+            ("timeout", self.timeout),
+            ("attempt_timeout", self.attempt_timeout),
+            ("peek_timeout", Some(self.peek_timeout)),
+        ];
+        if let Some((field, _)) = zero.iter().find(|(_, d)| d.is_some_and(|d| d.is_zero())) {
+            return invalid(field, "must be above zero");
         }
         if let Some((ttl, min, ratio)) = self.budget {
             RetryBudget::new(ttl, min, ratio)?;
@@ -268,6 +323,8 @@ impl RetryBuilder {
                 over_cap: self.over_cap,
                 budget,
                 timeout: self.timeout,
+                attempt_timeout: self.attempt_timeout,
+                peek_timeout: self.peek_timeout,
                 peek_limit: self.peek_limit,
                 dead_letter: self.dead_letter,
                 seed: crate::util::SharedRng::new(0x2545_F491_4F6C_DD1D),

@@ -16,9 +16,20 @@
 //!   advice longer than [`max_server_delay`](RetryBuilder::max_server_delay)
 //!   gives up at once by default ([`OverCap`]), so a fallback above can
 //!   degrade instead.
-//! - **Deadline**: a [`Deadline`](crate::request::Deadline) extension (or
-//!   the layer's [`timeout`](RetryBuilder::timeout)); no sleep runs past it —
-//!   when the wait would, the last response is returned at once.
+//! - **Every wait is bounded**: by the request's
+//!   [`Deadline`](crate::request::Deadline) extension or the layer's total
+//!   [`timeout`](RetryBuilder::timeout), whichever ends first. No sleep runs
+//!   past it — when the wait would, the last response is returned at once —
+//!   and an attempt still waiting for the inner service then is dropped
+//!   ([`DeadlineElapsed`](crate::error::DeadlineElapsed)). Each attempt may
+//!   have its own [`attempt_timeout`](RetryBuilder::attempt_timeout)
+//!   ([`AttemptTimeout`](crate::error::AttemptTimeout), retried as a
+//!   transport failure). The look ahead at a body (a 429's error body, a
+//!   stream's start) also ends at
+//!   [`peek_timeout`](RetryBuilder::peek_timeout) (30 s): a 429 body that
+//!   stalls is given up — its bytes kept, then
+//!   [`BodyStalled`](crate::error::BodyStalled) — and its upstream body
+//!   dropped, so the permit it holds below comes back.
 //! - **Budget** ([`RetryBudget`]): retries at most a ratio of requests plus
 //!   a floor per second, over a sliding window.
 //! - **Outcome**: the final response — success or the last failure — is

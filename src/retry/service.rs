@@ -85,11 +85,17 @@ where
             } else {
                 (replay.is_some(), None)
             };
-        let deadline = req
-            .extensions()
-            .get::<Deadline>()
-            .map(|d| d.0)
-            .or_else(|| self.config.timeout.map(|t| tokio::time::Instant::now() + t));
+        // The request's deadline, shortened by the layer's total timeout;
+        // the clock is read only when a timeout needs it.
+        let requested = req.extensions().get::<Deadline>().map(|d| d.0);
+        let started = (self.config.timeout.is_some() || self.config.attempt_timeout.is_some())
+            .then(tokio::time::Instant::now);
+        let deadline = match (requested, self.config.timeout.zip(started)) {
+            (Some(d), Some((t, now))) => Some(d.min(now + t)),
+            (Some(d), None) => Some(d),
+            (None, Some((t, now))) => Some(now + t),
+            (None, None) => None,
+        };
         if self.inner.is_ready() {
             // The ready service sends the first attempt; a clone waits for
             // readiness only if a retry is due.
@@ -102,6 +108,7 @@ where
                 can_replay,
                 template,
                 deadline,
+                started,
             );
         }
         ResponseFuture::new(
@@ -111,6 +118,7 @@ where
             can_replay,
             template,
             deadline,
+            started,
         )
     }
 }
