@@ -37,8 +37,11 @@ fn request(uri: &str, headers: &[(&str, &str)]) -> Request<ReplayBody> {
 fn cached(
     body: &'static str,
 ) -> (
-    impl Service<Request<ReplayBody>, Response = Response<ResponseBody>, Error = tower_llm_resilience::BoxError>
-    + Clone,
+    impl Service<
+        Request<ReplayBody>,
+        Response = Response<ResponseBody>,
+        Error = tower_llm_resilience::BoxError,
+    > + Clone,
     Arc<AtomicUsize>,
 ) {
     let calls = Arc::new(AtomicUsize::new(0));
@@ -67,8 +70,18 @@ where
             Error = tower_llm_resilience::BoxError,
         >,
 {
-    let res = svc.ready().await.expect("ready").call(req).await.expect("response");
-    let status = res.extensions().get::<CacheStatus>().expect("status").status;
+    let res = svc
+        .ready()
+        .await
+        .expect("ready")
+        .call(req)
+        .await
+        .expect("response");
+    let status = res
+        .extensions()
+        .get::<CacheStatus>()
+        .expect("status")
+        .status;
     res.into_body().collect().await.expect("body");
     status
 }
@@ -108,7 +121,11 @@ async fn gemini_key_query_parameter_names_the_rate_limit_group() {
     let counted = Arc::clone(&calls);
     let upstream = service_fn(move |_req: Request<ReplayBody>| {
         counted.fetch_add(1, Ordering::SeqCst);
-        async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(ANSWER.as_bytes())))) }
+        async {
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
+                ANSWER.as_bytes(),
+            ))))
+        }
     });
     let layer = RateLimitLayer::new(Limits::unlimited());
     let mut svc = layer.layer(upstream);
@@ -133,8 +150,14 @@ async fn gemini_key_query_parameter_names_the_rate_limit_group() {
 
 #[tokio::test(start_paused = true)]
 async fn repeated_x_api_key_header_counts_every_value() {
-    let a = request(MESSAGES, &[("x-api-key", "sk-first"), ("x-api-key", "sk-second-a")]);
-    let b = request(MESSAGES, &[("x-api-key", "sk-first"), ("x-api-key", "sk-second-b")]);
+    let a = request(
+        MESSAGES,
+        &[("x-api-key", "sk-first"), ("x-api-key", "sk-second-a")],
+    );
+    let b = request(
+        MESSAGES,
+        &[("x-api-key", "sk-first"), ("x-api-key", "sk-second-b")],
+    );
     assert_ne!(
         KeyId::from_headers(a.headers()),
         KeyId::from_headers(b.headers())
@@ -176,8 +199,8 @@ fn invert_old_fingerprint(id: u64) -> [u8; 8] {
     // input64 = lo32(last 4 bytes) + (first 4 bytes << 32), xor a constant
     // of the default secret — learnt from one known input.
     let input64 = |b: &[u8; 8]| {
-        u64::from(u32::from_le_bytes(b[4..].try_into().unwrap()))
-            | (u64::from(u32::from_le_bytes(b[..4].try_into().unwrap())) << 32)
+        u64::from(u32::from_le_bytes(b[4..].try_into().expect("4 bytes")))
+            | (u64::from(u32::from_le_bytes(b[..4].try_into().expect("4 bytes"))) << 32)
     };
     let probe = *b"probe-01";
     let flip = undo(old_fingerprint(&probe)) ^ input64(&probe);
@@ -273,10 +296,15 @@ async fn credential_headers_are_marked_sensitive_by_buffer_body() {
     let seen = Arc::new(Mutex::new(None));
     let keep = Arc::clone(&seen);
     let inner = service_fn(move |req: Request<ReplayBody>| {
-        *keep.lock().unwrap() = Some(format!("{req:?}"));
+        *keep.lock().expect("lock") = Some(format!("{req:?}"));
         let sensitive: Vec<bool> = ["authorization", "x-api-key", "api-key", "x-goog-api-key"]
             .iter()
-            .flat_map(|n| req.headers().get_all(*n).iter().map(HeaderValue::is_sensitive))
+            .flat_map(|n| {
+                req.headers()
+                    .get_all(*n)
+                    .iter()
+                    .map(HeaderValue::is_sensitive)
+            })
             .collect();
         async move { Ok::<_, Infallible>(sensitive) }
     });
@@ -289,7 +317,8 @@ async fn credential_headers_are_marked_sensitive_by_buffer_body() {
         .header("x-goog-api-key", "gemini-SECRET-5")
         .body(Full::new(Bytes::from_static(PROMPT.as_bytes())))
         .expect("request");
-    req.headers_mut().insert("x-other", HeaderValue::from_static("visible"));
+    req.headers_mut()
+        .insert("x-other", HeaderValue::from_static("visible"));
     let sensitive = ServiceExt::<Request<Full<Bytes>>>::ready(&mut svc)
         .await
         .expect("ready")
@@ -297,7 +326,7 @@ async fn credential_headers_are_marked_sensitive_by_buffer_body() {
         .await
         .expect("call");
     assert_eq!(sensitive, vec![true; 5]);
-    let shown = seen.lock().unwrap().clone().expect("called");
+    let shown = seen.lock().expect("lock").clone().expect("called");
     assert!(!shown.contains("SECRET"), "{shown}");
     assert!(shown.contains("visible"), "{shown}");
 }
@@ -331,7 +360,13 @@ fn build(creds: &[Cred]) -> Request<ReplayBody> {
 /// (the interleaving of different headers is not kept by HTTP).
 fn canonical(creds: &[Cred]) -> Vec<Vec<String>> {
     (0..=SOURCES.len())
-        .map(|s| creds.iter().filter(|c| c.0 == s).map(|c| c.1.clone()).collect())
+        .map(|s| {
+            creds
+                .iter()
+                .filter(|c| c.0 == s)
+                .map(|c| c.1.clone())
+                .collect()
+        })
         .collect()
 }
 

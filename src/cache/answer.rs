@@ -176,7 +176,10 @@ mod tests {
     #[test]
     fn chunks_are_read_as_one_body() {
         let h = HeaderMap::new();
-        let parts = [Bytes::from_static(b"{\"type\":\"mess"), Bytes::from_static(b"age\"}")];
+        let parts = [
+            Bytes::from_static(b"{\"type\":\"mess"),
+            Bytes::from_static(b"age\"}"),
+        ];
         assert!(is_answer(&h, &parts));
         assert!(!is_answer(&h, &parts[..1]));
         assert!(!is_answer(&h, &[]));

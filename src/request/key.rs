@@ -249,11 +249,13 @@ pub(crate) fn mark_sensitive(headers: &mut HeaderMap) {
 
 /// The values of the `key` parameters of a query (raw, as sent).
 fn query_keys(query: &str) -> impl Iterator<Item = &str> {
-    query.split('&').filter_map(|pair| match pair.split_once('=') {
-        Some(("key", value)) => Some(value),
-        None if pair == "key" => Some(""),
-        _ => None,
-    })
+    query
+        .split('&')
+        .filter_map(|pair| match pair.split_once('=') {
+            Some(("key", value)) => Some(value),
+            None if pair == "key" => Some(""),
+            _ => None,
+        })
 }
 
 /// `path_and_query` with the values of its `key` query parameters removed

@@ -62,7 +62,7 @@ mod sip;
 
 pub use buffer::{BufferBody, BufferBodyLayer, DEFAULT_BODY_LIMIT, future};
 pub use deadline::Deadline;
-pub use key::{CREDENTIAL_HEADERS, KeyId, KeyIdentity};
 pub(crate) use key::without_query_keys;
+pub use key::{CREDENTIAL_HEADERS, KeyId, KeyIdentity};
 pub use meta::RequestMeta;
 pub use replay::{ReplayBody, replay_request};

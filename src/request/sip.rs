@@ -135,7 +135,10 @@ mod tests {
             (63, "5150d1772f50834a503e069a973fbd7c"),
         ];
         for (len, want) in cases {
-            let got: String = sip(&msg[..len]).iter().map(|b| format!("{b:02x}")).collect();
+            let got: String = sip(&msg[..len])
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
             assert_eq!(got, want, "length {len}");
         }
     }
