@@ -424,7 +424,9 @@ fn storable(headers: &HeaderMap) -> HeaderMap {
 }
 
 /// Collects a miss's body as it passes to the caller, and commits it when
-/// — and only when — the body completed.
+/// — and only when — the body completed and is a complete provider answer
+/// (`answer.rs`: a stream through its terminal event, or one JSON object
+/// that is not an error object).
 struct Filler<St> {
     shared: Arc<Shared<St>>,
     key: Option<CacheKey>,
@@ -459,6 +461,10 @@ impl<St: CacheStore> BodyObserver for Filler<St> {
         if self.overflow || !completion.outcome.is_complete() {
             tracing::trace!(key = ?key, outcome = ?completion.outcome, "not cached");
             return; // dropping the leadership lets one waiter try
+        }
+        if !super::answer::is_answer(&self.headers, &self.chunks) {
+            tracing::trace!(key = ?key, "not a complete provider answer: not cached");
+            return;
         }
         let entry = Arc::new(CachedResponse::new(
             self.status,

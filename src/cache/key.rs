@@ -16,8 +16,9 @@ use crate::request::{KeyId, ReplayBody};
 /// A caller-chosen tenant, as a request extension: requests with different
 /// tenants never share cache entries.
 ///
-/// Without it the tenant is the request's API key identity
-/// ([`KeyId`]), so two API keys never see each other's answers.
+/// Without it the tenant is the identity of the request's credentials
+/// ([`KeyId`]: a keyed 128-bit hash of every credential header and `key=`
+/// query parameter), so two API keys never see each other's answers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Tenant(pub Arc<str>);
 
@@ -33,8 +34,9 @@ impl Tenant {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum TenantId {
-    /// The API key identity of the request (a non-reversible
-    /// fingerprint; the key itself is never held).
+    /// The credentials' identity: the whole keyed 128-bit [`KeyId`]
+    /// (compared whole; its `Debug` shows only its short label, which
+    /// names no entry). The key itself is never held.
     Key(KeyId),
     /// A tenant named by the caller ([`Tenant`] extension or a closure).
     Named(Arc<str>),
@@ -49,7 +51,9 @@ pub enum TenantId {
 /// query), the `anthropic-version` and `anthropic-beta` header values,
 /// whether the request streams, whether it is deterministic, and the
 /// 128-bit xxh3 hash of the canonical body. Its `Debug` output shows the
-/// tenant as a [`KeyId`] fingerprint, never an API key.
+/// tenant as a [`KeyId`] label, never an API key; the default policy keeps
+/// the path without the values of `key=` query parameters (the tenant
+/// covers them).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
     tenant: TenantId,
@@ -279,7 +283,7 @@ impl DefaultKeyPolicy {
         if let Some(name) = self.tenant.as_ref().and_then(|f| f(req)) {
             return TenantId::Named(name);
         }
-        KeyId::from_headers(req.headers()).map_or(TenantId::Anonymous, TenantId::Key)
+        KeyId::of(req).map_or(TenantId::Anonymous, TenantId::Key)
     }
 }
 
@@ -290,10 +294,14 @@ impl KeyPolicy for DefaultKeyPolicy {
             return None;
         }
         let tenant = self.tenant_of(req);
-        let path = req
-            .uri()
-            .path_and_query()
-            .map_or_else(|| req.uri().path(), |p| p.as_str());
+        // A Gemini key in the query is in the tenant; kept in the path it
+        // would be shown wherever the key is.
+        let path = crate::request::without_query_keys(
+            req.uri()
+                .path_and_query()
+                .map_or_else(|| req.uri().path(), |p| p.as_str()),
+        );
+        let path = path.as_ref();
         let headers = req.headers();
         let alias = AliasRef {
             tenant: &tenant,

@@ -3,17 +3,24 @@
 //!
 //! - **Keys** ([`CacheKey`], made by a [`KeyPolicy`], default
 //!   [`DefaultKeyPolicy`]): the tenant — a [`Tenant`] extension, a
-//!   closure, or else the API key's non-reversible [`KeyId`](crate::request::KeyId) —
-//!   kept as its own component and compared exactly; the method, path,
+//!   closure, or else the credentials' [`KeyId`](crate::request::KeyId), a
+//!   keyed 128-bit hash of every credential header and `key=` parameter —
+//!   kept as its own component and compared exactly (what logs show of it
+//!   is a short label under another key, which names no entry); the
+//!   method, path (less `key=` values),
 //!   `anthropic-version` and `anthropic-beta` headers, whether the request
 //!   streams, and a 128-bit xxh3 hash of the *canonical* JSON body (object
 //!   key order and whitespace do not matter). Byte-identical repeats skip
 //!   canonicalization through a bounded alias index on the raw bytes. No
 //!   API key is held in a key, shown in `Debug` or logged.
-//! - **What is cached**: only responses that are 2xx *and* whose body
-//!   completed ([`Outcome::Complete`](crate::response::Outcome)) — never an
-//!   error status, a truncated stream, a stream that carried an `error`
-//!   event or one the caller dropped; only deterministic requests
+//! - **What is cached**: only complete provider answers: a 2xx whose body
+//!   completed ([`Outcome::Complete`](crate::response::Outcome)) and is
+//!   either a stream that reached its terminal event or one whole JSON
+//!   object that is not an error object (`{"type":"error",…}`,
+//!   `{"error":…}`) — never an error status, an empty or truncated body, a
+//!   stream that carried an `error` event or one the caller dropped (a 200
+//!   can carry any of these, and would be replayed for the whole TTL);
+//!   only deterministic requests
 //!   (`temperature` 0) unless
 //!   [`cache_nondeterministic`](CacheBuilder::cache_nondeterministic); at
 //!   most [`max_entry_size`](CacheBuilder::max_entry_size) bytes. The
@@ -100,6 +107,7 @@
 
 use std::time::Duration;
 
+mod answer;
 mod flight;
 pub mod future;
 mod key;

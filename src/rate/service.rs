@@ -83,7 +83,7 @@ where
             _ => [1, 0, 0],
         };
         let key = GroupKey::new(
-            KeyId::from_headers(req.headers()),
+            KeyId::of(&req),
             meta.as_ref().and_then(|m| m.model_arc().cloned()),
         );
         let group = self.shared.group(key);

@@ -32,7 +32,7 @@ impl GroupKey {
         let model_hash = model
             .as_deref()
             .map_or(0, |m| xxhash_rust::xxh3::xxh3_64(m.as_bytes()));
-        let key_word = key.map_or(0, |k| k.as_u64() ^ crate::util::GOLDEN_GAMMA);
+        let key_word = key.map_or(0, |k| k.word() ^ crate::util::GOLDEN_GAMMA);
         GroupKey {
             hash: crate::util::splitmix64(key_word ^ model_hash.rotate_left(32)),
             key,

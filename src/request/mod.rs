@@ -47,7 +47,8 @@
 //! - `meta.rs`: [`RequestMeta`], parsed by serde or, first, by the
 //!   single-pass scanner of `scan/`;
 //! - `replay.rs`: [`ReplayBody`] and [`replay_request`];
-//! - `key.rs`: [`KeyId`]; `deadline.rs`: [`Deadline`];
+//! - `key.rs`: [`KeyId`] and [`KeyIdentity`] (`sip.rs`, the keyed hash);
+//!   `deadline.rs`: [`Deadline`];
 //! - `buffer/`: the buffering middleware, [`BufferBodyLayer`] and
 //!   [`BufferBody`].
 
@@ -57,9 +58,11 @@ mod key;
 mod meta;
 mod replay;
 mod scan;
+mod sip;
 
 pub use buffer::{BufferBody, BufferBodyLayer, DEFAULT_BODY_LIMIT, future};
 pub use deadline::Deadline;
-pub use key::KeyId;
+pub(crate) use key::without_query_keys;
+pub use key::{CREDENTIAL_HEADERS, KeyId, KeyIdentity};
 pub use meta::RequestMeta;
 pub use replay::{ReplayBody, replay_request};

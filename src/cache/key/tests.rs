@@ -106,3 +106,31 @@ fn alias_ref_hashes_like_alias_key() {
     assert_eq!(s.hash_one(&key), s.hash_one(&r));
     assert!(quick_cache::Equivalent::equivalent(&r, &key));
 }
+
+/// The tenant is the whole keyed [`KeyId`] of the request's credentials
+/// (headers and `key=` parameters); a Gemini key in the query is kept out
+/// of the path and out of `Debug`.
+#[test]
+fn tenant_is_the_keyed_id_and_query_keys_stay_out_of_the_key() {
+    let policy = DefaultKeyPolicy::new();
+    let body = r#"{"contents":[],"generationConfig":{"temperature":0}}"#;
+    let req = |uri: &str| {
+        Request::post(uri)
+            .body(ReplayBody::from(body))
+            .expect("request")
+    };
+    let a = req("/v1beta/models/g:generateContent?key=GEMINI-SECRET-A&alt=json");
+    let b = req("/v1beta/models/g:generateContent?key=GEMINI-SECRET-B&alt=json");
+    let (ka, kb) = (policy.key(&a).expect("key"), policy.key(&b).expect("key"));
+    assert_eq!(ka.tenant(), &TenantId::Key(KeyId::of(&a).expect("id")));
+    assert_ne!(ka, kb);
+    assert_eq!(ka.path(), "/v1beta/models/g:generateContent?key=&alt=json");
+    assert_eq!(ka.path(), kb.path());
+    let shown = format!("{ka:?}");
+    assert!(!shown.contains("SECRET"), "{shown}");
+    // What `Debug` shows of the tenant is its label, nothing more.
+    let id = KeyId::of(&a).expect("id");
+    assert!(shown.contains(&format!("Key(KeyId({id}))")), "{shown}");
+    // And the repeat is found through the alias index.
+    assert_eq!(policy.key(&a), Some(ka));
+}

@@ -108,6 +108,7 @@ impl<S: Service<Request<ReplayBody>>, B: Body + 'static> ResponseFuture<S, B> {
 
 pub(super) fn finish(parts: http::request::Parts, body: ReplayBody) -> Request<ReplayBody> {
     let mut req = Request::from_parts(parts, body);
+    crate::request::key::mark_sensitive(req.headers_mut());
     RequestMeta::for_request(&mut req);
     req
 }

@@ -1,6 +1,9 @@
 //! The buffering middleware: [`BufferBodyLayer`] reads a request body of any
 //! type into a [`ReplayBody`] (refusing one over its limit), and attaches
-//! the [`RequestMeta`] parsed from it.
+//! the [`RequestMeta`] parsed from it. It also marks every value of every
+//! credential header ([`KeyIdentity::headers`]) sensitive, so that `http`'s
+//! `Debug` of the request — in a log line, a panic message, an error —
+//! prints `Sensitive` instead of the key.
 //!
 //! - `layer.rs`: [`BufferBodyLayer`];
 //! - `service.rs`: [`BufferBody`];
@@ -19,6 +22,7 @@
 //!
 //! [`ReplayBody`]: crate::request::ReplayBody
 //! [`RequestMeta`]: crate::request::RequestMeta
+//! [`KeyIdentity::headers`]: crate::request::KeyIdentity::headers
 
 pub mod future;
 mod layer;
