@@ -280,7 +280,9 @@ impl RateLimitBuilder {
     }
 
     /// The cooldown after a 429 that gives no advice (default 1 s), and the
-    /// longest cooldown honoured (default 60 s).
+    /// longest cooldown honoured (default 60 s): advice longer than it —
+    /// however long, even past what a `Duration` holds — closes the gate for
+    /// this maximum.
     pub fn cooldown(mut self, default: Duration, max: Duration) -> Self {
         self.default_cooldown = default;
         self.max_cooldown = max;
