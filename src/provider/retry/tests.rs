@@ -234,7 +234,11 @@ fn longer_advice_is_too_long_not_none() {
 #[test]
 fn too_long_ms_does_not_fall_through() {
     let now = SystemTime::now();
-    for long in [&b"999999999999"[..], b"86400001", b"18446744073709551616000"] {
+    for long in [
+        &b"999999999999"[..],
+        b"86400001",
+        b"18446744073709551616000",
+    ] {
         let h = headers(&[("retry-after-ms", long), ("retry-after", b"7")]);
         assert_eq!(
             retry_after(&h, now),
