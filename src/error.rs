@@ -299,3 +299,44 @@ impl fmt::Display for BodyStalled {
 }
 
 impl std::error::Error for BodyStalled {}
+
+/// The rate limiter could not read the request's body, and was built to
+/// refuse such requests ([`Unparsed::Refuse`](crate::rate::Unparsed::Refuse))
+/// rather than charge an estimate.
+///
+/// A body is unreadable when it is not a JSON object, is truncated or
+/// malformed, nests too deep, gives a read field a value of the wrong type
+/// (a `model` that is not a string), or is not buffered at all (no
+/// [`BufferBodyLayer`](crate::request::BufferBodyLayer) above): its cost
+/// cannot be known. An empty body costs no tokens and is not refused.
+/// Never retried: the same body would be refused again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UnreadableRequest {
+    /// The body's length in bytes, when the limiter saw it.
+    pub body_len: Option<usize>,
+}
+
+impl UnreadableRequest {
+    /// The error for a body of `body_len` bytes (`None`: not seen).
+    #[must_use]
+    pub fn new(body_len: Option<usize>) -> Self {
+        UnreadableRequest { body_len }
+    }
+}
+
+impl fmt::Display for UnreadableRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.body_len {
+            Some(n) => write!(
+                f,
+                "request refused: its {n}-byte body could not be read to know its cost"
+            ),
+            None => {
+                f.write_str("request refused: its body was not buffered, so its cost is unknown")
+            }
+        }
+    }
+}
+
+impl std::error::Error for UnreadableRequest {}

@@ -1635,24 +1635,50 @@ async fn groups_held_by_pending_requests_are_not_evicted() {
     let _ = first.await;
 }
 
-/// Guards the metadata fallback: a body that is not JSON is limited by
-/// request count only.
+/// Guards the metadata fallback: a body that is not JSON is charged a
+/// conservative estimate — its length ÷ 3.5 in input tokens and the
+/// default output budget — never nothing (Step 7: it used to count as a
+/// request only, while a provider that could read it spent tokens).
 #[tokio::test(start_paused = true)]
-async fn requests_without_metadata_count_as_requests_only() {
+async fn requests_without_metadata_are_charged_an_estimate() {
     start_clock();
-    let layer = tokens_layer();
-    let mock = Mock::exact();
+    let layer = || {
+        RateLimitLayer::builder()
+            .limits(Limits::per_minute(100, 10_000, 1_000).unwrap())
+            .default_output_tokens(500)
+            .build()
+            .unwrap()
+    };
+    let reserved: Arc<Mutex<Vec<[Option<u64>; 3]>>> = Arc::default();
+    let l = layer();
+    let seen = Arc::clone(&reserved);
+    let probe = l.clone();
+    let mock = Mock::new(move |s| {
+        // What was reserved while the request is in flight.
+        seen.lock().unwrap().push(probe.stats()[0].available);
+        (Duration::ZERO, usage(s.cost[I], s.cost[O], 0))
+    });
+    let body = "not json at all, but long ".repeat(100);
     let req = Request::post("https://api.anthropic.com/v1/messages")
         .header("x-api-key", "k")
-        .body(ReplayBody::from("not json at all, but long ".repeat(100)))
+        .body(ReplayBody::from(body.clone()))
         .unwrap();
-    send(layer.layer(mock.service()), req).await.unwrap();
-    let g = only_group(&layer);
+    send(l.layer(mock.service()), req).await.unwrap();
+    let estimate = (body.len() as u64 * 2).div_ceil(7);
+    assert_eq!(
+        reserved.lock().unwrap()[0],
+        [Some(99), Some(10_000 - estimate), Some(500)]
+    );
+    let g = only_group(&l);
     assert_eq!(g.model, None);
-    assert_eq!(g.available, [Some(99), Some(10_000), Some(1_000)]);
+    // The mock reported no input (the estimate stands) and no output.
+    assert_eq!(
+        g.available,
+        [Some(99), Some(10_000 - estimate), Some(1_000)]
+    );
 
     // A body the layer cannot read (not a ReplayBody, no metadata attached).
-    let layer = tokens_layer();
+    let l = layer();
     let plain =
         service_fn(|_req: Request<String>| async { Ok::<_, Infallible>(usage(1_000, 1_000, 0)) });
     let req = Request::post("https://api.anthropic.com/v1/messages")
@@ -1661,12 +1687,13 @@ async fn requests_without_metadata_count_as_requests_only() {
             r#"{"model":"m","max_tokens":900,"messages":[]}"#,
         ))
         .unwrap();
-    let res = layer.layer(plain).oneshot(req).await.unwrap();
+    let res = l.layer(plain).oneshot(req).await.unwrap();
     res.into_body().collect().await.unwrap();
-    let g = only_group(&layer);
+    let g = only_group(&l);
     assert_eq!(g.model, None);
-    // Admitted on its request count alone; the usage it reported is still
-    // what it used, so it is charged for the requests that follow.
+    // Admitted on the default output budget (its length unknown, no input
+    // tokens); the usage it reported is still what it used, so it is
+    // charged for the requests that follow.
     assert_eq!(g.available, [Some(99), Some(9_000), Some(0)]);
 }
 

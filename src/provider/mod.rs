@@ -4,8 +4,9 @@
 //! (error) body; the layers above decide what to do with the answers.
 //!
 //! - **Retry advice**: [`retry_after`] reads `retry-after-ms`,
-//!   `x-ms-retry-after-ms` and `retry-after` (seconds or HTTP-date), bounded
-//!   by [`MAX_RETRY_AFTER`]; [`should_retry`] reads `x-should-retry`.
+//!   `x-ms-retry-after-ms` and `retry-after` (seconds or HTTP-date); advice
+//!   longer than [`MAX_RETRY_AFTER`] is `Duration::MAX`, too long (never
+//!   "none"); [`should_retry`] reads `x-should-retry`.
 //! - **Quota snapshots**: [`QuotaSnapshot::from_headers`] reads Anthropic's
 //!   `anthropic-ratelimit-*`, OpenAI's and Azure's `x-ratelimit-*` and the
 //!   IETF `RateLimit` / `RateLimit-Policy` fields into one provider-neutral

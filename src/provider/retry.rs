@@ -6,14 +6,18 @@ use http::HeaderMap;
 
 use super::parse::{self, NANOS_PER_MILLI, NANOS_PER_SEC};
 
-/// The longest server-advised wait [`retry_after`] reports: one day.
+/// The longest server-advised wait [`retry_after`] reports as itself: one
+/// day. Longer advice is reported as [`Duration::MAX`], "too long".
 ///
-/// Longer values are treated as nonsense (a misconfigured proxy, a
-/// timestamp sent where seconds were expected, a hostile server) and give
-/// `None`, so the caller falls back to its own backoff. One day still covers
-/// every real provider window (per-minute and per-day limits). This is a
-/// sanity bound, not a retry policy: a retry layer applies its own, much
-/// shorter, cap on what it is willing to wait.
+/// Such advice may be nonsense (a misconfigured proxy, a timestamp sent
+/// where seconds were expected, a hostile server), but it is never read as
+/// "no advice": a caller that fell back to its own, shorter, backoff would
+/// retry sooner the longer the server asked it to wait. Reported as
+/// `Duration::MAX`, it is over every cap a caller applies (the retry
+/// layer's `max_server_delay`, the rate limiter's and the fallback's
+/// longest cooldown are all at most a day), so the caller gives up or waits
+/// its maximum. One day still covers every real provider window (per-minute
+/// and per-day limits).
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// How long the server asks the client to wait before retrying.
@@ -32,13 +36,21 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 ///    from the server's clock, so local clock skew cancels out), else from
 ///    `now`.
 ///
-/// A value gives `None` when it is zero, negative, not a plain decimal
-/// (`1e3`, `inf`, `NaN`, `+5`), a date at or before the reference time,
-/// longer than [`MAX_RETRY_AFTER`], not UTF-8, or repeated (the field is a
+/// **Too long is not "none".** A usable value longer than
+/// [`MAX_RETRY_AFTER`] — however long: `86401`, `99999999999999999999`
+/// (more than a `Duration` holds), a date in the year 9999 — gives
+/// `Some(Duration::MAX)`, so longer advice is never reported shorter. Cap
+/// the result before adding it to an instant (`d.min(cap)`, or
+/// `Instant::checked_add`).
+///
+/// A value is *unusable* (`None`, or the next source) when it is zero,
+/// negative, not a plain decimal (`1e3`, `inf`, `NaN`, `+5`), a date at or
+/// before the reference time, not UTF-8, or repeated (the field is a
 /// singleton). Values with leading or trailing whitespace (`" 120"`) are
-/// rejected, not trimmed: conforming HTTP/1 parsers strip that whitespace
+/// unusable, not trimmed: conforming HTTP/1 parsers strip that whitespace
 /// before the value reaches a `HeaderMap` and HTTP/2 forbids it, so a value
-/// that still has it is not trusted. Never panics; all arithmetic is checked.
+/// that still has it is not trusted. Never panics; all arithmetic is
+/// checked or saturating.
 ///
 /// # Examples
 ///
@@ -58,30 +70,68 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 /// headers.clear();
 /// headers.insert("retry-after", "-1".parse().unwrap());
 /// assert_eq!(retry_after(&headers, SystemTime::now()), None);
+///
+/// // Longer than a day: too long, not "no advice".
+/// headers.insert("retry-after", "100000".parse().unwrap());
+/// assert_eq!(retry_after(&headers, SystemTime::now()), Some(Duration::MAX));
 /// ```
 pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     for name in ["retry-after-ms", "x-ms-retry-after-ms"] {
-        let advice = parse::single(headers, name)
-            .and_then(|v| parse::decimal(v, NANOS_PER_MILLI))
+        let advice = one_value(headers, name)
+            .and_then(|v| delay(v, NANOS_PER_MILLI))
             .and_then(usable);
         if advice.is_some() {
             return advice;
         }
     }
-    let value = parse::single(headers, "retry-after")?;
-    if let Some(nanos) = parse::decimal(value, NANOS_PER_SEC) {
+    let value = one_value(headers, "retry-after")?;
+    if let Some(nanos) = delay(value, NANOS_PER_SEC) {
         return usable(nanos);
     }
+    // Dates are short: the shared bound on a value's length applies.
+    let value = parse::single(headers, "retry-after")?;
     let target = parse::http_date(value)?;
     let reference = parse::date_header(headers).unwrap_or_else(|| parse::unix_nanos(now));
     let wait = parse::until(target, reference)?;
     usable(wait.as_nanos())
 }
 
-/// A positive wait no longer than [`MAX_RETRY_AFTER`].
-fn usable(nanos: u128) -> Option<Duration> {
-    if nanos == 0 || nanos > MAX_RETRY_AFTER.as_nanos() {
+/// The one value of a singleton field, as `parse::single` reads it but
+/// of any length: a long run of digits is still a (too long) delay, and
+/// checking its grammar is linear.
+fn one_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    let mut values = headers.get_all(name).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
         return None;
+    }
+    let bytes = value.as_bytes();
+    let ws = |b: &u8| b.is_ascii_whitespace();
+    if bytes.is_empty() || bytes.first().is_some_and(ws) || bytes.last().is_some_and(ws) {
+        return None;
+    }
+    std::str::from_utf8(bytes).ok()
+}
+
+/// `1*DIGIT ["." 1*DIGIT]` as nanoseconds of `unit`, saturating at
+/// `u128::MAX` (a grammatical delay too large to compute is too long, not
+/// unusable); `None` for anything else.
+fn delay(s: &str, unit: u128) -> Option<u128> {
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    let digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
+    if int.is_empty() || !digits(int) || !digits(frac) || (frac.is_empty() && s.ends_with('.')) {
+        return None;
+    }
+    Some(parse::decimal(s, unit).unwrap_or(u128::MAX))
+}
+
+/// A positive wait; `Duration::MAX` ("too long") above [`MAX_RETRY_AFTER`].
+fn usable(nanos: u128) -> Option<Duration> {
+    if nanos == 0 {
+        return None;
+    }
+    if nanos > MAX_RETRY_AFTER.as_nanos() {
+        return Some(Duration::MAX);
     }
     parse::nanos_to_duration(nanos)
 }

@@ -7,8 +7,11 @@ use std::time::Duration;
 
 use super::gcra::{DIMENSIONS, Dimension, Limit};
 use super::stats::ThresholdEvent;
-use crate::error::InvalidConfig;
+use http::HeaderMap;
+
+use crate::error::{InvalidConfig, UnreadableRequest};
 use crate::queue::QueueConfig;
+use crate::request::RequestMeta;
 
 /// The limits of one group: requests, input tokens and output tokens, each
 /// optional (an absent dimension is not limited).
@@ -106,6 +109,36 @@ pub enum Learning {
     Auto,
 }
 
+/// What the limiter charges for a request whose body it cannot read.
+///
+/// A body is unreadable when it is not a JSON object, is truncated or
+/// malformed, nests deeper than the parser follows, gives a read field a
+/// value of the wrong type (a `model` that is not a string), or was not
+/// buffered (no [`BufferBodyLayer`](crate::request::BufferBodyLayer)
+/// above, so the limiter never sees it). Its real cost is unknown, but the
+/// provider's parser may still read it and spend tokens: charging nothing
+/// would let such bodies through for free. An empty body (or
+/// `content-length: 0`) asks for nothing and costs one request, no tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Unparsed {
+    /// The default: charge a conservative estimate — input tokens the
+    /// body's length ÷ 3.5, rounded up (every byte as if it were text, at
+    /// the same rate as parsed text: an over-count), and output tokens
+    /// [`default_output_tokens`](RateLimitBuilder::default_output_tokens).
+    /// A body that was not buffered is measured by its `content-length`
+    /// (none: no input tokens, the output budget still). As with any
+    /// reservation, a response reporting its usage corrects it, and a
+    /// refusal (a 400 for a body the provider cannot read either) refunds
+    /// the tokens.
+    #[default]
+    Estimate,
+    /// Refuse the request with
+    /// [`UnreadableRequest`](crate::error::UnreadableRequest), without
+    /// sending it.
+    Refuse,
+}
+
 pub(crate) struct Threshold {
     pub(crate) fraction: f64,
     pub(crate) callback: Arc<dyn Fn(&ThresholdEvent) + Send + Sync>,
@@ -127,6 +160,7 @@ pub(crate) struct Config {
     pub(crate) thresholds: Vec<Threshold>,
     pub(crate) priority_header: Option<http::HeaderName>,
     pub(crate) default_output_tokens: u64,
+    pub(crate) unparsed: Unparsed,
 }
 
 impl fmt::Debug for Config {
@@ -143,6 +177,39 @@ impl fmt::Debug for Config {
 }
 
 impl Config {
+    /// What a request costs: one request, its estimated input tokens and
+    /// its `max_tokens` (else the default output budget) — or, for a body
+    /// that cannot be read, the [`Unparsed`] policy's estimate or refusal.
+    pub(crate) fn cost(
+        &self,
+        meta: Option<&RequestMeta>,
+        headers: &HeaderMap,
+    ) -> Result<[u64; DIMENSIONS], UnreadableRequest> {
+        let body_len = match meta {
+            Some(m) if m.is_parsed() => {
+                return Ok([
+                    1,
+                    m.input_tokens(),
+                    m.max_tokens().unwrap_or(self.default_output_tokens),
+                ]);
+            }
+            Some(m) => Some(m.body_len()),
+            // Not buffered: only its announced length is known.
+            None => content_length(headers),
+        };
+        if body_len == Some(0) {
+            return Ok([1, 0, 0]);
+        }
+        match self.unparsed {
+            Unparsed::Refuse => Err(UnreadableRequest::new(meta.map(RequestMeta::body_len))),
+            Unparsed::Estimate => Ok([
+                1,
+                body_len.map_or(0, unparsed_input_tokens),
+                self.default_output_tokens,
+            ]),
+        }
+    }
+
     /// The limits of a new group for `model`: the most specific model
     /// entry whose name is a prefix of the model (so `claude-haiku` covers
     /// `claude-haiku-4-5`), else the defaults.
@@ -157,6 +224,27 @@ impl Config {
             .map_or(self.limits, |(_, l)| *l)
             .as_array()
     }
+}
+
+/// The input tokens charged for an unreadable body of `len` bytes: the
+/// length ÷ 3.5, rounded up, as for parsed text.
+pub(crate) fn unparsed_input_tokens(len: usize) -> u64 {
+    let tokens = (u128::from(len as u64) * 2).div_ceil(7);
+    u64::try_from(tokens).unwrap_or(u64::MAX)
+}
+
+/// A single, well-formed `content-length`.
+fn content_length(headers: &HeaderMap) -> Option<usize> {
+    let mut values = headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let v = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let s = v.to_str().ok()?;
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
 }
 
 /// Builds a [`RateLimitLayer`](super::RateLimitLayer).
@@ -178,6 +266,7 @@ pub struct RateLimitBuilder {
     thresholds: Vec<Threshold>,
     priority_header: Option<http::HeaderName>,
     default_output_tokens: u64,
+    unparsed: Unparsed,
 }
 
 impl fmt::Debug for RateLimitBuilder {
@@ -208,6 +297,7 @@ impl Default for RateLimitBuilder {
             thresholds: Vec::new(),
             priority_header: Some(http::HeaderName::from_static("x-llm-priority")),
             default_output_tokens: 4096,
+            unparsed: Unparsed::Estimate,
         }
     }
 }
@@ -280,7 +370,9 @@ impl RateLimitBuilder {
     }
 
     /// The cooldown after a 429 that gives no advice (default 1 s), and the
-    /// longest cooldown honoured (default 60 s).
+    /// longest cooldown honoured (default 60 s): advice longer than it —
+    /// however long, even past what a `Duration` holds — closes the gate for
+    /// this maximum.
     pub fn cooldown(mut self, default: Duration, max: Duration) -> Self {
         self.default_cooldown = default;
         self.max_cooldown = max;
@@ -325,9 +417,21 @@ impl RateLimitBuilder {
     }
 
     /// The output tokens reserved for a request that names no `max_tokens`
-    /// (OpenAI makes it optional); default 4,096.
+    /// (OpenAI makes it optional), or whose body cannot be read
+    /// ([`Unparsed::Estimate`]); default 4,096. An unreadable body may ask
+    /// for more than this: set it to the largest `max_tokens` your callers
+    /// send, or refuse such bodies.
     pub fn default_output_tokens(mut self, tokens: u64) -> Self {
         self.default_output_tokens = tokens;
+        self
+    }
+
+    /// What a request whose body cannot be read is charged: a conservative
+    /// estimate from its size (default, [`Unparsed::Estimate`]), or
+    /// refused with [`UnreadableRequest`] ([`Unparsed::Refuse`]). Never
+    /// nothing.
+    pub fn unparsed(mut self, policy: Unparsed) -> Self {
+        self.unparsed = policy;
         self
     }
 
@@ -386,6 +490,7 @@ impl RateLimitBuilder {
             thresholds: self.thresholds,
             priority_header: self.priority_header,
             default_output_tokens: self.default_output_tokens,
+            unparsed: self.unparsed,
         };
         super::RateLimitLayer::from_config(config, queue)
     }

@@ -41,6 +41,13 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
         }
     }
 
+    /// Answers `error` without sending (a request refused at the call).
+    pub(crate) fn refused(error: BoxError) -> Self {
+        ResponseFuture {
+            kind: Admitted::waiting(async move { Err(error) }),
+        }
+    }
+
     /// Waits for admission in the queue, then drives `inner` (a clone of
     /// the service, asked for its readiness only once admitted).
     pub(crate) fn waiting<RB>(

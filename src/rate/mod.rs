@@ -80,7 +80,7 @@ mod service;
 mod state;
 mod stats;
 
-pub use config::{Learning, Limits, RateLimitBuilder};
+pub use config::{Learning, Limits, RateLimitBuilder, Unparsed};
 pub use layer::RateLimitLayer;
 pub use limit::{Dimension, Limit};
 pub use service::RateLimit;

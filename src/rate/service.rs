@@ -73,14 +73,11 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let config = &self.shared.config;
         let meta = RequestMeta::for_request(&mut req);
-        // Requests without readable metadata still count as requests.
-        let cost = match &meta {
-            Some(m) if m.is_parsed() => [
-                1,
-                m.input_tokens(),
-                m.max_tokens().unwrap_or(config.default_output_tokens),
-            ],
-            _ => [1, 0, 0],
+        // A body that cannot be read is charged an estimate (never nothing),
+        // or refused, as configured.
+        let cost = match config.cost(meta.as_deref(), req.headers()) {
+            Ok(cost) => cost,
+            Err(refused) => return ResponseFuture::refused(refused.into()),
         };
         let key = GroupKey::new(
             KeyId::of(&req),

@@ -76,38 +76,115 @@ impl fmt::Debug for RequestMeta {
 
 /// The fields of a Messages / Chat Completions body the stack reads; every
 /// other field is skipped without allocating.
-#[derive(Deserialize)]
+///
+/// Deserialized by hand, not derived: a derived struct refuses a key given
+/// twice ("duplicate field"), while the providers' JSON parsers take the
+/// last value — a body refused here but read there was charged no tokens.
+/// So each key seen overwrites what an earlier one set.
+#[derive(Default)]
 struct WireRequest<'a> {
-    #[serde(borrow, default)]
     model: Option<Cow<'a, str>>,
-    #[serde(default)]
     max_tokens: Option<u64>,
-    #[serde(default)]
     max_completion_tokens: Option<u64>,
-    #[serde(default)]
     max_output_tokens: Option<u64>,
-    #[serde(default)]
     stream: Option<bool>,
-    #[serde(default)]
     stream_options: Option<StreamOptions>,
-    #[serde(default)]
     temperature: Option<f64>,
-    #[serde(default)]
     system: Option<TextBytes>,
-    #[serde(default)]
     messages: Option<Messages>,
-    #[serde(default)]
     tools: Option<TextBytes>,
-    #[serde(default)]
     input: Option<TextBytes>,
-    #[serde(default)]
     instructions: Option<TextBytes>,
 }
 
-#[derive(Deserialize)]
+impl<'de: 'a, 'a> Deserialize<'de> for WireRequest<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = WireRequest<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a request object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut w = WireRequest::default();
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    match &*key {
+                        "model" => {
+                            w.model = map.next_value::<Option<BorrowedStr<'de>>>()?.map(|s| s.0)
+                        }
+                        "max_tokens" => w.max_tokens = map.next_value()?,
+                        "max_completion_tokens" => w.max_completion_tokens = map.next_value()?,
+                        "max_output_tokens" => w.max_output_tokens = map.next_value()?,
+                        "stream" => w.stream = map.next_value()?,
+                        "stream_options" => w.stream_options = map.next_value()?,
+                        "temperature" => w.temperature = map.next_value()?,
+                        "system" => w.system = map.next_value()?,
+                        "messages" => w.messages = map.next_value()?,
+                        "tools" => w.tools = map.next_value()?,
+                        "input" => w.input = map.next_value()?,
+                        "instructions" => w.instructions = map.next_value()?,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(w)
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// A string borrowed from the body when it has no escapes, else unescaped
+/// into an owned copy (what `#[serde(borrow)]` does for a `Cow<str>`).
+struct BorrowedStr<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for BorrowedStr<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = BorrowedStr<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(BorrowedStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(BorrowedStr(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
+/// `stream_options`: `include_usage`, the last one given.
 struct StreamOptions {
-    #[serde(default)]
     include_usage: Option<bool>,
+}
+
+impl<'de> Deserialize<'de> for StreamOptions {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = StreamOptions;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StreamOptions, A::Error> {
+                let mut include_usage = None;
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    if key == "include_usage" {
+                        include_usage = map.next_value()?;
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(StreamOptions { include_usage })
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// The number of text bytes in any JSON value: the lengths of its strings

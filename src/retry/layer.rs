@@ -189,7 +189,10 @@ impl RetryBuilder {
     }
 
     /// The longest server advice honoured (default 60 s), and what to do
-    /// beyond it (default: give up and return the response).
+    /// beyond it (default: give up and return the response). Advice of any
+    /// length counts: a `retry-after` too large to represent, or past a day
+    /// ([`MAX_RETRY_AFTER`](crate::provider::MAX_RETRY_AFTER)), is over
+    /// the cap, never read as no advice.
     pub fn max_server_delay(mut self, max: Duration, over_cap: OverCap) -> Self {
         self.max_server_delay = max;
         self.over_cap = over_cap;

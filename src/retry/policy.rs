@@ -6,6 +6,7 @@ use http::{HeaderMap, StatusCode};
 
 use crate::error::{
     BodyTooLarge, BoxError, InvalidConfig, QueueTimeout, RateLimited, RequestTooLarge,
+    UnreadableRequest,
 };
 use crate::provider::{ErrorClass, ErrorKind, should_retry};
 use crate::queue::QueueFull;
@@ -63,7 +64,8 @@ where
 ///   `enforced_spend_limit_reached`) — waiting cannot help;
 /// - never the errors this crate's own layers create on purpose
 ///   ([`RateLimited`], [`QueueFull`], [`QueueTimeout`],
-///   [`RequestTooLarge`], [`BodyTooLarge`], [`InvalidConfig`]): they are
+///   [`RequestTooLarge`], [`BodyTooLarge`], [`InvalidConfig`],
+///   [`UnreadableRequest`]): they are
 ///   decisions, not accidents, and a layer above (fallback) acts on them.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DefaultPolicy;
@@ -112,6 +114,7 @@ pub(crate) fn is_deliberate(e: &BoxError) -> bool {
         || e.is::<RequestTooLarge>()
         || e.is::<BodyTooLarge>()
         || e.is::<InvalidConfig>()
+        || e.is::<UnreadableRequest>()
 }
 
 /// Why an attempt was retried (the last one is kept in

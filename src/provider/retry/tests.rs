@@ -16,6 +16,9 @@ fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
     h
 }
 
+/// What `retry_after` reports for advice longer than [`MAX_RETRY_AFTER`].
+const TOO_LONG: Option<Duration> = Some(Duration::MAX);
+
 #[test]
 fn example_instant_is_right() {
     assert_eq!(
@@ -40,18 +43,18 @@ fn retry_after_table() {
         ("retry-after", b"1.5", Some(ms(1_500))),
         ("retry-after", b"0.001", Some(ms(1))),
         ("retry-after", b"86400", Some(s(86_400))),
-        ("retry-after", b"86401", None),
+        ("retry-after", b"86401", TOO_LONG),
         ("retry-after", b"0", None),
         ("retry-after", b"0.0", None),
         ("retry-after", b"-1", None),
         ("retry-after", b"1e999", None),
         ("retry-after", b"1e3", None),
-        ("retry-after", b"9223372037", None),
-        ("retry-after", b"18446744073709551616", None),
+        ("retry-after", b"9223372037", TOO_LONG),
+        ("retry-after", b"18446744073709551616", TOO_LONG),
         (
             "retry-after",
             b"99999999999999999999999999999999999999999999",
-            None,
+            TOO_LONG,
         ),
         ("retry-after", b" 120", None),
         ("retry-after", b"120 ", None),
@@ -85,8 +88,8 @@ fn retry_after_table() {
         ("retry-after", past.as_bytes(), None),
         ("retry-after", exactly_now.as_bytes(), None),
         ("retry-after", at_max.as_bytes(), Some(MAX_RETRY_AFTER)),
-        ("retry-after", far.as_bytes(), None),
-        ("retry-after", b"Fri, 31 Dec 9999 23:59:59 GMT", None),
+        ("retry-after", far.as_bytes(), TOO_LONG),
+        ("retry-after", b"Fri, 31 Dec 9999 23:59:59 GMT", TOO_LONG),
         ("retry-after", b"Thu, 01 Jan 1970 00:00:00 GMT", None),
         // milliseconds
         ("retry-after-ms", b"1500", Some(ms(1_500))),
@@ -102,8 +105,8 @@ fn retry_after_table() {
         ("retry-after-ms", b"NaN", None),
         ("retry-after-ms", b" 1500", None),
         ("retry-after-ms", b"86400000", Some(MAX_RETRY_AFTER)),
-        ("retry-after-ms", b"86400001", None),
-        ("retry-after-ms", b"9223372036854775808", None),
+        ("retry-after-ms", b"86400001", TOO_LONG),
+        ("retry-after-ms", b"9223372036854775808", TOO_LONG),
         ("x-ms-retry-after-ms", b"250", Some(ms(250))),
         ("x-ms-retry-after-ms", b"abc", None),
         // unrelated header
@@ -129,7 +132,7 @@ fn retry_after_ms_wins_over_retry_after() {
 #[test]
 fn unusable_ms_falls_through_to_retry_after() {
     let now = SystemTime::now();
-    for bad in [&b"junk"[..], b"0", b"-1", b"1e999", b"999999999999"] {
+    for bad in [&b"junk"[..], b"0", b"-1", b"1e999", b" 5", b"NaN"] {
         let h = headers(&[("retry-after-ms", bad), ("retry-after", b"7")]);
         assert_eq!(
             retry_after(&h, now),
@@ -195,4 +198,102 @@ fn should_retry_table() {
     assert_eq!(should_retry(&HeaderMap::new()), None);
     let h = headers(&[("x-should-retry", b"true"), ("x-should-retry", b"false")]);
     assert_eq!(should_retry(&h), None, "contradictory repeated field");
+}
+
+/// Defect 4: advice longer than a day was "no advice" (`None`), so the
+/// retry layer backed off ~300 ms and the limiter's gate paused its 1 s
+/// default. Longer advice is now too long, never none.
+#[test]
+fn longer_advice_is_too_long_not_none() {
+    let now = SystemTime::now();
+    for v in [
+        &b"3600"[..],
+        b"86401",
+        b"100000",
+        b"99999999999999999999",
+        b"000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000086401",
+        b"99999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999.5",
+    ] {
+        let got = retry_after(&headers(&[("retry-after", v)]), now);
+        let want = if v == b"3600" {
+            Some(Duration::from_secs(3600))
+        } else {
+            Some(Duration::MAX)
+        };
+        assert_eq!(got, want, "{:?}", String::from_utf8_lossy(v));
+    }
+    // A long run of leading zeros is still the small value it spells.
+    let padded = format!("{}7", "0".repeat(300));
+    let h = headers(&[("retry-after", padded.as_bytes())]);
+    assert_eq!(retry_after(&h, now), Some(Duration::from_secs(7)));
+}
+
+/// A too-long `retry-after-ms` is usable (it is the server's word), so it
+/// wins over `retry-after` as any usable value does; only what breaks the
+/// grammar falls through.
+#[test]
+fn too_long_ms_does_not_fall_through() {
+    let now = SystemTime::now();
+    for long in [
+        &b"999999999999"[..],
+        b"86400001",
+        b"18446744073709551616000",
+    ] {
+        let h = headers(&[("retry-after-ms", long), ("retry-after", b"7")]);
+        assert_eq!(
+            retry_after(&h, now),
+            Some(Duration::MAX),
+            "{:?}",
+            String::from_utf8_lossy(long)
+        );
+    }
+}
+
+proptest::proptest! {
+    /// For any advice value `v` in seconds (decimal text, however long),
+    /// `retry_after` is `v` exactly up to [`MAX_RETRY_AFTER`] and
+    /// `Duration::MAX` above: monotone in `v`, never `None` for `v > 0`.
+    #[test]
+    fn advice_is_monotone_and_too_long_above_the_cap(
+        digits in "[0-9]{1,60}",
+        frac in proptest::option::of("[0-9]{1,12}"),
+        other in "[0-9]{1,60}",
+    ) {
+        let text = |int: &str| match &frac {
+            Some(f) => format!("{int}.{f}"),
+            None => int.to_string(),
+        };
+        let read = |s: &str| retry_after(&headers(&[("retry-after", s.as_bytes())]), SystemTime::UNIX_EPOCH);
+        // The exact value, as a rational in nanoseconds (saturating).
+        let exact = |s: &str| -> Option<u128> {
+            let (i, f) = s.split_once('.').unwrap_or((s, ""));
+            let mut n: u128 = 0;
+            for b in i.bytes() {
+                n = n.checked_mul(10)?.checked_add(u128::from(b - b'0'))?;
+            }
+            let mut nanos = n.checked_mul(1_000_000_000)?;
+            let f9: String = f.chars().chain(std::iter::repeat('0')).take(9).collect();
+            nanos = nanos.checked_add(f9.parse::<u128>().ok()?)?;
+            Some(nanos)
+        };
+        let (a, b) = (text(&digits), text(&other));
+        let (ra, rb) = (read(&a), read(&b));
+        for (s, r) in [(&a, ra), (&b, rb)] {
+            match exact(s) {
+                Some(0) => proptest::prop_assert_eq!(r, None, "{}", s),
+                Some(n) if n <= MAX_RETRY_AFTER.as_nanos() => {
+                    proptest::prop_assert_eq!(r.map(|d| d.as_nanos()), Some(n), "{}", s)
+                }
+                _ => proptest::prop_assert_eq!(r, Some(Duration::MAX), "{}", s),
+            }
+        }
+        // Monotone: the longer advice never reads shorter.
+        let (ea, eb) = (exact(&a).unwrap_or(u128::MAX), exact(&b).unwrap_or(u128::MAX));
+        let key = |r: Option<Duration>| r.unwrap_or(Duration::ZERO);
+        if ea <= eb {
+            proptest::prop_assert!(key(ra) <= key(rb), "{} {}", a, b);
+        } else {
+            proptest::prop_assert!(key(ra) >= key(rb), "{} {}", a, b);
+        }
+    }
 }

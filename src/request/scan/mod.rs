@@ -10,13 +10,18 @@
 //! correctness rests on one rule: **it must never accept a body that serde
 //! rejects, and never compute a different value for one it accepts**.
 //!
+//! Both read a body the way the providers do: a key given twice at the top
+//! level or in `stream_options` is not an error, and **the last value
+//! wins** (a body serde refused for it used to be charged no tokens while
+//! the provider spent them).
+//!
 //! It falls back on:
 //! - malformed JSON of any kind, and anything after the top-level object
 //!   but JSON whitespace (serde_json's four: space, tab, LF, CR);
 //! - a backslash escape inside any object key (serde would unescape it and
 //!   might then match `model` or `text`), and inside `model`'s value;
-//! - a read field of an unexpected type, a duplicate read field at the top
-//!   level or in `stream_options`, and `stream_options` given as an array;
+//! - a read field of an unexpected type, and `stream_options` given as an
+//!   array;
 //! - `max_tokens` / `max_completion_tokens` / `max_output_tokens` that are
 //!   not plain non-negative integers fitting `u64`;
 //! - `temperature` with an exponent, a significand over 2^53 or more than
@@ -243,7 +248,6 @@ impl<'a> Scanner<'a> {
     fn stream_options(&mut self) -> Option<Option<bool>> {
         self.eat(b'{')?;
         let mut include = None;
-        let mut seen = false;
         if self.ws()? == b'}' {
             self.i += 1;
             return Some(None);
@@ -252,13 +256,12 @@ impl<'a> Scanner<'a> {
             self.eat(b'"')?;
             if self.key()? == b"include_usage" {
                 self.eat(b':')?;
-                if seen {
-                    return None;
-                }
-                seen = true;
-                if !self.null()? {
-                    include = Some(self.bool()?);
-                }
+                // Given twice, the last wins.
+                include = if self.null()? {
+                    None
+                } else {
+                    Some(self.bool()?)
+                };
             } else {
                 self.eat(b':')?;
                 self.value(3)?;
@@ -274,23 +277,19 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// The top-level object.
+    /// The top-level object. A key given twice is read as the providers
+    /// read it (JSON parsers in Python, JavaScript, Go): the last value
+    /// wins, for every field read and for each text field's bytes.
     fn top(&mut self) -> Option<Fields<'a>> {
-        const MODEL: u16 = 1;
-        const MAX_TOKENS: u16 = 1 << 1;
-        const MAX_COMPLETION: u16 = 1 << 2;
-        const MAX_OUTPUT: u16 = 1 << 3;
-        const STREAM: u16 = 1 << 4;
-        const STREAM_OPTIONS: u16 = 1 << 5;
-        const TEMPERATURE: u16 = 1 << 6;
-        const SYSTEM: u16 = 1 << 7;
-        const MESSAGES: u16 = 1 << 8;
-        const TOOLS: u16 = 1 << 9;
-        const INPUT: u16 = 1 << 10;
-        const INSTRUCTIONS: u16 = 1 << 11;
+        // Text fields, each counted by its last value.
+        const SYSTEM: usize = 0;
+        const MESSAGES: usize = 1;
+        const TOOLS: usize = 2;
+        const INPUT: usize = 3;
+        const INSTRUCTIONS: usize = 4;
 
         let mut out = Fields::default();
-        let mut seen = 0u16;
+        let mut text = [0u64; 5];
         self.eat(b'{')?;
         if self.ws()? == b'}' {
             self.i += 1;
@@ -300,30 +299,9 @@ impl<'a> Scanner<'a> {
             self.eat(b'"')?;
             let key = self.key()?;
             self.eat(b':')?;
-            let field = match key {
-                b"model" => MODEL,
-                b"max_tokens" => MAX_TOKENS,
-                b"max_completion_tokens" => MAX_COMPLETION,
-                b"max_output_tokens" => MAX_OUTPUT,
-                b"stream" => STREAM,
-                b"stream_options" => STREAM_OPTIONS,
-                b"temperature" => TEMPERATURE,
-                b"system" => SYSTEM,
-                b"messages" => MESSAGES,
-                b"tools" => TOOLS,
-                b"input" => INPUT,
-                b"instructions" => INSTRUCTIONS,
-                _ => 0,
-            };
-            if field & seen != 0 {
-                return None; // serde: "duplicate field"
-            }
-            seen |= field;
-            match field {
-                0 => {
-                    self.value(2)?;
-                }
-                MODEL => {
+            match key {
+                b"model" => {
+                    out.model = None;
                     if !self.null()? {
                         self.eat(b'"')?;
                         let start = self.i;
@@ -335,33 +313,35 @@ impl<'a> Scanner<'a> {
                         out.model = Some(Cow::Borrowed(std::str::from_utf8(raw).ok()?));
                     }
                 }
-                MAX_TOKENS | MAX_COMPLETION | MAX_OUTPUT => {
-                    if !self.null()? {
-                        let n = Some(self.uint()?);
-                        match field {
-                            MAX_TOKENS => out.max_tokens = n,
-                            MAX_COMPLETION => out.max_completion_tokens = n,
-                            _ => out.max_output_tokens = n,
-                        }
-                    }
+                b"max_tokens" => out.max_tokens = self.opt_uint()?,
+                b"max_completion_tokens" => out.max_completion_tokens = self.opt_uint()?,
+                b"max_output_tokens" => out.max_output_tokens = self.opt_uint()?,
+                b"stream" => {
+                    out.stream = if self.null()? {
+                        None
+                    } else {
+                        Some(self.bool()?)
+                    };
                 }
-                STREAM => {
-                    if !self.null()? {
-                        out.stream = Some(self.bool()?);
-                    }
+                b"stream_options" => {
+                    out.include_usage = if self.null()? {
+                        None
+                    } else {
+                        self.stream_options()?
+                    };
                 }
-                STREAM_OPTIONS => {
-                    if !self.null()? {
-                        out.include_usage = self.stream_options()?;
-                    }
+                b"temperature" => {
+                    out.temperature = if self.null()? {
+                        None
+                    } else {
+                        Some(self.simple_f64()?)
+                    };
                 }
-                TEMPERATURE => {
-                    if !self.null()? {
-                        out.temperature = Some(self.simple_f64()?);
-                    }
-                }
-                MESSAGES => {
-                    if !self.null()? {
+                b"messages" => {
+                    if self.null()? {
+                        text[MESSAGES] = 0;
+                        out.messages = None;
+                    } else {
                         let (bytes, count) = match self.ws()? {
                             b'[' => {
                                 self.i += 1;
@@ -377,25 +357,39 @@ impl<'a> Scanner<'a> {
                             }
                             _ => return None,
                         };
-                        out.text = out.text.saturating_add(bytes);
+                        text[MESSAGES] = bytes;
                         out.messages = Some(count);
                     }
                 }
                 // system, tools, input, instructions: text of any value
                 // (null counts 0, as `None` does).
+                b"system" => text[SYSTEM] = self.value(2)?,
+                b"tools" => text[TOOLS] = self.value(2)?,
+                b"input" => text[INPUT] = self.value(2)?,
+                b"instructions" => text[INSTRUCTIONS] = self.value(2)?,
                 _ => {
-                    let v = self.value(2)?;
-                    out.text = out.text.saturating_add(v);
+                    self.value(2)?;
                 }
             }
             match self.ws()? {
                 b',' => self.i += 1,
                 b'}' => {
                     self.i += 1;
+                    out.text = text.iter().copied().fold(0, u64::saturating_add);
                     return Some(out);
                 }
                 _ => return None,
             }
+        }
+    }
+
+    /// `null` or a `u64` field.
+    #[inline]
+    fn opt_uint(&mut self) -> Option<Option<u64>> {
+        if self.null()? {
+            Some(None)
+        } else {
+            Some(Some(self.uint()?))
         }
     }
 }

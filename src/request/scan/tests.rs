@@ -251,11 +251,9 @@ fn unusual_bodies_fall_back_to_serde() {
         br#"{"stream_options":[true]}"#,
         br#"{"stream_options":{"include_usage":1}}"#,
         br#"{"temperature":"hot"}"#,
-        // duplicates
-        br#"{"model":"a","model":"b"}"#,
-        br#"{"model":null,"model":"b"}"#,
-        br#"{"messages":[],"messages":[]}"#,
-        br#"{"stream_options":{"include_usage":true,"include_usage":true}}"#,
+        // a duplicate whose value the scanner leaves to serde
+        br#"{"model":"a","model":"b\n"}"#,
+        br#"{"model":"a","model":5}"#,
         // malformed
         b"{",
         b"{\"model\":",
@@ -310,7 +308,17 @@ fn unusual_bodies_fall_back_to_serde() {
     }
     // What serde then decides, for a few of them.
     assert!(!parsed(br#"{"max_tokens":1.5}"#));
-    assert!(!parsed(br#"{"model":"a","model":"b"}"#));
+    assert_eq!(
+        RequestMeta::parse(
+            "/v1/messages",
+            &HeaderMap::new(),
+            br#"{"model":"a","model":"b\n"}"#
+        )
+        .model(),
+        Some("b\n"),
+        "serde: the last wins"
+    );
+    assert!(!parsed(br#"{"model":"a","model":5}"#));
     assert!(!parsed(b"{} x"));
     assert!(!parsed(br#"{"messages":[1e400]}"#));
     assert!(!parsed(br#"{"system":"\ud83d"}"#));
@@ -328,6 +336,42 @@ fn unusual_bodies_fall_back_to_serde() {
         RequestMeta::parse("/v1/messages", &HeaderMap::new(), br#"{"model":"a\nb"}"#).model(),
         Some("a\nb")
     );
+}
+
+/// Defect 3: a body with a key given twice was refused by serde (so
+/// charged no tokens) while the providers read the last value. Both paths
+/// now read it so, and the scanner answers it itself.
+#[test]
+fn duplicate_keys_are_read_last_wins() {
+    let f = fast_ok(r#"{"model":"a","max_tokens":4000,"model":"claude-sonnet-4-5"}"#);
+    assert_eq!(f.model.as_deref(), Some("claude-sonnet-4-5"));
+    assert_eq!(f.max_tokens, Some(4000));
+    assert_eq!(fast_ok(r#"{"model":"b","model":null}"#).model, None);
+    assert_eq!(
+        fast_ok(r#"{"model":null,"model":"b"}"#).model.as_deref(),
+        Some("b")
+    );
+    let f = fast_ok(
+        r#"{"max_tokens":1,"max_tokens":4000,"max_output_tokens":9,"max_output_tokens":null}"#,
+    );
+    assert_eq!((f.max_tokens, f.max_output_tokens), (Some(4000), None));
+    let f = fast_ok(r#"{"stream":true,"stream":false,"temperature":0.5,"temperature":1}"#);
+    assert_eq!((f.stream, f.temperature), (Some(false), Some(1.0)));
+    // Text fields: the last value's text only, and the last messages' count.
+    let f = fast_ok(
+        r#"{"system":"aaaa","messages":[{"role":"user","content":"xy"}],"system":"b",
+            "messages":[{"role":"user","content":"abc"},{"role":"user","content":"d"}]}"#,
+    );
+    assert_eq!((f.text, f.messages), (1 + 4, Some(2)));
+    let f = fast_ok(r#"{"messages":[{"content":"abc"}],"messages":null,"tools":[1],"tools":null}"#);
+    assert_eq!((f.text, f.messages), (0, None));
+    // stream_options: the last object, and in it the last include_usage.
+    let f = fast_ok(r#"{"stream_options":{"include_usage":true,"include_usage":false}}"#);
+    assert_eq!(f.include_usage, Some(false));
+    let f = fast_ok(r#"{"stream_options":{"include_usage":true},"stream_options":{}}"#);
+    assert_eq!(f.include_usage, None);
+    let f = fast_ok(r#"{"stream_options":null,"stream_options":{"include_usage":true}}"#);
+    assert_eq!(f.include_usage, Some(true));
 }
 
 #[test]
@@ -674,6 +718,78 @@ fn body() -> impl Strategy<Value = String> {
         })
 }
 
+/// A body of [`body`]'s kind in which some read fields are given twice
+/// or three times, the copies spread through the object.
+fn body_with_duplicates() -> impl Strategy<Value = String> {
+    (
+        body(),
+        body(),
+        body(),
+        prop::collection::vec(any::<prop::sample::Index>(), 0..12),
+    )
+        .prop_map(|(a, b, c, picks)| {
+            // The members of each body, split at top-level commas.
+            let members = |s: &str| -> Vec<String> { top_members(s.trim()) };
+            let mut parts = members(&a);
+            for extra in [members(&b), members(&c)] {
+                for m in extra {
+                    // Only read fields: unknown ones say nothing new.
+                    let known = named_keys()
+                        .iter()
+                        .any(|k| m.trim_start().starts_with(&format!("\"{k}\"")));
+                    if known {
+                        parts.push(m);
+                    }
+                }
+            }
+            // Move some members to other places (order decides the winner).
+            for (n, p) in picks.iter().enumerate() {
+                if parts.len() > 1 {
+                    let from = p.index(parts.len());
+                    let m = parts.remove(from);
+                    let to = (from + n * 7 + 1) % (parts.len() + 1);
+                    parts.insert(to, m);
+                }
+            }
+            format!("{{{}}}", parts.join(","))
+        })
+}
+
+/// The members of a JSON object's text (`{…}`), split at its top-level
+/// commas (strings and nesting respected).
+fn top_members(obj: &str) -> Vec<String> {
+    let inner = &obj[1..obj.len() - 1];
+    let (mut out, mut cur) = (Vec::new(), String::new());
+    let (mut depth, mut in_str, mut esc) = (0i32, false, false);
+    for c in inner.chars() {
+        if in_str {
+            cur.push(c);
+            match (esc, c) {
+                (true, _) => esc = false,
+                (false, '\\') => esc = true,
+                (false, '"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => in_str = true,
+            '[' | '{' => depth += 1,
+            ']' | '}' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(std::mem::take(&mut cur));
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    if !cur.trim().is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
 fn named_keys() -> Vec<&'static str> {
     vec![
         "model",
@@ -762,6 +878,30 @@ proptest! {
     fn fast_path_equals_serde(body in body()) {
         prop_assert!(fields_serde(body.as_bytes()).is_some(), "serde refused: {}", body);
         prop_assert!(check(body.as_bytes()), "fell back: {}", body);
+    }
+
+    /// Bodies with read fields given more than once: the scanner answers
+    /// every one, as serde does (the last value wins on both paths), and
+    /// as a last-wins reading of the body (serde_json's `Value`) has it.
+    #[test]
+    fn duplicates_last_wins_on_both_paths(body in body_with_duplicates()) {
+        prop_assert!(fields_serde(body.as_bytes()).is_some(), "serde refused: {}", body);
+        prop_assert!(check(body.as_bytes()), "fell back: {}", body);
+        let f = fast(body.as_bytes()).expect("answered");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        let last = |k: &str| v.get(k).filter(|x| !x.is_null());
+        prop_assert_eq!(f.model.as_deref(), last("model").and_then(|m| m.as_str()));
+        prop_assert_eq!(f.max_tokens, last("max_tokens").and_then(|m| m.as_u64()));
+        prop_assert_eq!(f.max_completion_tokens, last("max_completion_tokens").and_then(|m| m.as_u64()));
+        prop_assert_eq!(f.max_output_tokens, last("max_output_tokens").and_then(|m| m.as_u64()));
+        prop_assert_eq!(f.stream, last("stream").and_then(|m| m.as_bool()));
+        prop_assert_eq!(
+            f.include_usage,
+            last("stream_options").and_then(|o| o.get("include_usage")).and_then(|b| b.as_bool())
+        );
+        prop_assert_eq!(f.temperature, last("temperature").and_then(|t| t.as_f64()));
+        let messages = last("messages").map(|m| m.as_array().map_or(1, |a| a.len() as u32));
+        prop_assert_eq!(f.messages, messages);
     }
 
     /// Mutated bodies: whenever the scanner answers, serde accepted the
