@@ -11,6 +11,7 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderName, HeaderValue, Request};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 
 use crate::provider::Api;
 
@@ -106,33 +107,78 @@ impl<'de: 'a, 'a> Deserialize<'de> for WireRequest<'a> {
                 f.write_str("a request object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut w = WireRequest::default();
+                // Each field's last value is kept raw and read only at the
+                // end: an earlier value of another type is overwritten, as
+                // the providers' parsers overwrite it, not an error.
+                let mut raw: [Option<&'de RawValue>; FIELDS.len()] = [None; FIELDS.len()];
                 while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                    match &*key {
-                        "model" => {
-                            w.model = map.next_value::<Option<BorrowedStr<'de>>>()?.map(|s| s.0)
-                        }
-                        "max_tokens" => w.max_tokens = map.next_value()?,
-                        "max_completion_tokens" => w.max_completion_tokens = map.next_value()?,
-                        "max_output_tokens" => w.max_output_tokens = map.next_value()?,
-                        "stream" => w.stream = map.next_value()?,
-                        "stream_options" => w.stream_options = map.next_value()?,
-                        "temperature" => w.temperature = map.next_value()?,
-                        "system" => w.system = map.next_value()?,
-                        "messages" => w.messages = map.next_value()?,
-                        "tools" => w.tools = map.next_value()?,
-                        "input" => w.input = map.next_value()?,
-                        "instructions" => w.instructions = map.next_value()?,
-                        _ => {
+                    match FIELDS.iter().position(|f| *f == &*key) {
+                        Some(i) => raw[i] = Some(map.next_value()?),
+                        None => {
                             map.next_value::<IgnoredAny>()?;
                         }
                     }
                 }
-                Ok(w)
+                let [
+                    model,
+                    max_tokens,
+                    max_completion_tokens,
+                    max_output_tokens,
+                    stream,
+                    stream_options,
+                    temperature,
+                    system,
+                    messages,
+                    tools,
+                    input,
+                    instructions,
+                ] = raw;
+                Ok(WireRequest {
+                    model: last::<Option<BorrowedStr<'de>>, A::Error>(model)?
+                        .flatten()
+                        .map(|s| s.0),
+                    max_tokens: last(max_tokens)?.flatten(),
+                    max_completion_tokens: last(max_completion_tokens)?.flatten(),
+                    max_output_tokens: last(max_output_tokens)?.flatten(),
+                    stream: last(stream)?.flatten(),
+                    stream_options: last(stream_options)?.flatten(),
+                    temperature: last(temperature)?.flatten(),
+                    system: last(system)?.flatten(),
+                    messages: last(messages)?.flatten(),
+                    tools: last(tools)?.flatten(),
+                    input: last(input)?.flatten(),
+                    instructions: last(instructions)?.flatten(),
+                })
             }
         }
         d.deserialize_map(V(std::marker::PhantomData))
     }
+}
+
+/// The top-level keys read, in the order `WireRequest`'s visitor keeps them.
+const FIELDS: [&str; 12] = [
+    "model",
+    "max_tokens",
+    "max_completion_tokens",
+    "max_output_tokens",
+    "stream",
+    "stream_options",
+    "temperature",
+    "system",
+    "messages",
+    "tools",
+    "input",
+    "instructions",
+];
+
+/// Reads a field's last raw value (kept by a visitor) as `T`; the serde
+/// path only ever sees bodies from `serde_json::from_slice`, whose raw
+/// values borrow from the body.
+fn last<'de, T: Deserialize<'de>, E: de::Error>(
+    raw: Option<&'de RawValue>,
+) -> Result<Option<T>, E> {
+    raw.map(|r| serde_json::from_str(r.get()).map_err(E::custom))
+        .transpose()
 }
 
 /// A string borrowed from the body when it has no escapes, else unescaped
@@ -175,12 +221,14 @@ impl<'de> Deserialize<'de> for StreamOptions {
                 let mut include_usage = None;
                 while let Some(key) = map.next_key::<Cow<'de, str>>()? {
                     if key == "include_usage" {
-                        include_usage = map.next_value()?;
+                        include_usage = Some(map.next_value::<&'de RawValue>()?);
                     } else {
                         map.next_value::<IgnoredAny>()?;
                     }
                 }
-                Ok(StreamOptions { include_usage })
+                Ok(StreamOptions {
+                    include_usage: last::<Option<bool>, A::Error>(include_usage)?.flatten(),
+                })
             }
         }
         d.deserialize_map(V)

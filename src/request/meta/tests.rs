@@ -140,3 +140,21 @@ fn for_request_parses_replay_bodies_only() {
         .expect("req");
     assert!(RequestMeta::for_request(&mut other).is_none());
 }
+
+/// An earlier value of another type is overwritten by the last one, as the
+/// providers read it — found by `charged_tokens_are_never_below_what_the_provider_counts`:
+/// a first `model` that is an array made the whole body unreadable.
+#[test]
+fn an_overwritten_value_of_another_type_is_no_error() {
+    let m = anthropic(
+        r#"{"model":[{"role":"user","content":"Hi"}],"max_tokens":"many","stream":1,
+            "stream_options":{"include_usage":"yes","include_usage":true},
+            "max_tokens":4097,"model":"claude-sonnet-4-5","stream":true}"#,
+    );
+    assert!(m.is_parsed());
+    assert_eq!(m.model(), Some("claude-sonnet-4-5"));
+    assert_eq!(m.max_tokens(), Some(4097));
+    assert!(m.is_stream() && m.include_usage());
+    // The last value still decides: a last `model` of the wrong type is not read.
+    assert!(!anthropic(r#"{"model":"a","max_tokens":1,"model":[1]}"#).is_parsed());
+}
