@@ -41,6 +41,13 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
         }
     }
 
+    /// Fails at once with `error` (the request never had a group).
+    pub(crate) fn refused(error: crate::error::TooManyGroups) -> Self {
+        ResponseFuture {
+            kind: Admitted::waiting(async move { Err(error.into()) }),
+        }
+    }
+
     /// Waits for admission in the queue, then drives `inner` (a clone of
     /// the service, asked for its readiness only once admitted).
     pub(crate) fn waiting<RB>(

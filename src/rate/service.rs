@@ -86,7 +86,10 @@ where
             KeyId::from_headers(req.headers()),
             meta.as_ref().and_then(|m| m.model_arc().cloned()),
         );
-        let group = self.shared.group(key);
+        let group = match self.shared.group(key) {
+            Ok(group) => group,
+            Err(full) => return ResponseFuture::refused(full),
+        };
         // Nobody of the group waiting, and the cost fits now: reserve, and
         // send on the (ready) inner service at once.
         if group.queued.load(Ordering::SeqCst) == 0

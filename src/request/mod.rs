@@ -55,6 +55,7 @@ mod buffer;
 mod deadline;
 mod key;
 mod meta;
+mod model;
 mod replay;
 mod scan;
 
@@ -62,4 +63,6 @@ pub use buffer::{BufferBody, BufferBodyLayer, DEFAULT_BODY_LIMIT, future};
 pub use deadline::Deadline;
 pub use key::KeyId;
 pub use meta::RequestMeta;
+pub use model::MAX_MODEL_NAME;
+pub(crate) use model::bounded_model;
 pub use replay::{ReplayBody, replay_request};
