@@ -4,6 +4,10 @@
 //! own, `stats_alloc`), so the tests here take one lock and run one at a
 //! time.
 
+// The serializing lock is held across awaits on purpose: each test runs
+// on its own thread and current-thread runtime, so nothing else awaits it.
+#![allow(clippy::await_holding_lock)]
+
 mod support;
 
 use std::alloc::System;
@@ -354,4 +358,61 @@ async fn the_weight_is_not_below_the_heap_an_entry_takes() {
         held as f64 <= weight as f64 * 1.10,
         "heap {held} B for a weight of {weight} B"
     );
+}
+
+// ---- a million keys ----
+
+/// Distinct API keys through the cache and the rate limiter (1,000,000 in
+/// release builds; 50,000 by default in debug ones, where each request costs
+/// ~10× more; `HARDEN_KEYS=n` sets it): every map stays at its cap, and
+/// the heap the layers hold at the end stays under what the caps allow.
+#[tokio::test(start_paused = true)]
+async fn a_million_keys_stay_under_the_caps() {
+    let _serial = serial();
+    const MAX_GROUPS: usize = 10_000;
+    const CAPACITY: u64 = 8 * 1024 * 1024;
+    let n: usize = std::env::var("HARDEN_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if cfg!(debug_assertions) {
+            50_000
+        } else {
+            1_000_000
+        });
+    let base = live();
+    let rate = RateLimitLayer::builder()
+        .limits(one_a_minute())
+        .max_groups(MAX_GROUPS)
+        .build()
+        .expect("rate");
+    let cache = tower_llm_resilience::cache::CacheLayer::builder()
+        .capacity(CAPACITY)
+        .build()
+        .expect("cache");
+    let svc = cache.layer(rate.layer(upstream()));
+    for i in 0..n {
+        let res = svc
+            .clone()
+            .oneshot(msg(&format!("sk-{i:09}"), "claude-haiku-4-5"))
+            .await
+            .expect("answered");
+        assert_eq!(text(res).await.len(), ok_json().body().len());
+    }
+    let groups = rate.stats().len();
+    let store = cache.store();
+    let held = live().saturating_sub(base);
+    println!(
+        "{n} keys: {groups} groups, {} cache entries ({} B weighed), {} in flight; heap held {held} B, {} B per group + entry",
+        store.len(),
+        store.weight(),
+        cache.in_flight(),
+        held / (groups + store.len()).max(1),
+    );
+    assert!(groups <= MAX_GROUPS);
+    assert!(store.weight() <= CAPACITY);
+    assert_eq!(cache.in_flight(), 0);
+    // Groups ~1 KiB each, the store its capacity within 25 %, 16 Ki
+    // aliases under 1 KiB each.
+    let bound = MAX_GROUPS * 1024 + (CAPACITY as usize) * 5 / 4 + 16 * 1024 * 1024;
+    assert!(held <= bound, "{held} B held, bound {bound} B");
 }

@@ -181,6 +181,12 @@ impl Shared {
         }
     }
 
+    /// The groups map (for its tests).
+    #[cfg(test)]
+    pub(crate) fn groups(&self) -> &Groups {
+        &self.groups
+    }
+
     /// Nanoseconds since this limiter was created, on tokio's clock.
     pub(crate) fn now(&self) -> u64 {
         nanos(Instant::now().saturating_duration_since(self.base))
@@ -217,7 +223,7 @@ impl Shared {
         )
     }
 
-    fn new_group(&self, key: GroupKey, tomb: Option<Tomb>, now: u64) -> Arc<Group> {
+    pub(crate) fn new_group(&self, key: GroupKey, tomb: Option<Tomb>, now: u64) -> Arc<Group> {
         let limits = self.config.limits_for(key.model.as_deref());
         let mut gcra = Gcra::new(limits);
         let mut cooldown_until = 0;

@@ -18,8 +18,13 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-/// The longest model name kept or echoed as it is, in bytes; longer names
-/// are truncated and hashed (see the [module docs](self)).
+/// The longest model name kept or echoed as it is, in bytes.
+///
+/// Wherever a layer keeps a model name (rate-limit groups, fallback
+/// cooldowns) or echoes it (`x-llm-model-used`, `x-llm-original-model`), a
+/// longer one is kept as its first bytes (at most 239, cut back to a
+/// character boundary), `#`, and the 16 lowercase hex digits of the XXH3 of
+/// the whole name. The request itself is sent unchanged.
 pub const MAX_MODEL_NAME: usize = 256;
 
 /// `#` and 16 hex digits.
