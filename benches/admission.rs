@@ -212,6 +212,39 @@ fn bench(c: &mut Criterion) {
         )
     });
 
+    // Scaling over threads: every iteration admits the same `PER_ITER`
+    // requests over the same 1,000 warm groups, split between 1 or 2
+    // threads (each a clone of the service, keys interleaved), so
+    // `threads_1 / threads_2` is the speed-up. Requests are built inside
+    // the timing, the same way in both; spawning the threads is timed too
+    // (a few tens of µs against milliseconds of work).
+    const PER_ITER: usize = 20_000;
+    for threads in [1usize, 2] {
+        g.bench_function(format!("threads_{threads}_keyed_1k"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let start = std::time::Instant::now();
+                    std::thread::scope(|scope| {
+                        for t in 0..threads {
+                            let mut svc = keyed.clone();
+                            let (meta, keys, handle) = (&meta, &keys, rt.handle().clone());
+                            scope.spawn(move || {
+                                let _entered = handle.enter();
+                                for n in 0..PER_ITER / threads {
+                                    let k = &keys[(n * threads + t) % keys.len()];
+                                    send(&mut svc, request(meta, k));
+                                }
+                            });
+                        }
+                    });
+                    total += start.elapsed();
+                }
+                total
+            })
+        });
+    }
+
     // The algorithm alone, as the in-memory store runs it: lock, clock,
     // reserve — the peer of governor's bare `check_n`.
     let base = tokio::time::Instant::now();

@@ -340,3 +340,38 @@ impl fmt::Display for UnreadableRequest {
 }
 
 impl std::error::Error for UnreadableRequest {}
+
+/// A request of a new limit group (API key and model) found its part of
+/// the rate limiter's group map full, with every group in it in use by a
+/// request (waiting, reserved or in flight): none could make room without
+/// splitting a group in two.
+///
+/// Returned at once by [`RateLimit`](crate::rate::RateLimit); the map never
+/// holds more than `max_groups` groups. Raise `max_groups` if it is seen
+/// under normal load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TooManyGroups {
+    /// The most groups the map holds.
+    pub max_groups: usize,
+}
+
+impl TooManyGroups {
+    /// The error for a map holding at most `max_groups` groups.
+    #[must_use]
+    pub fn new(max_groups: usize) -> Self {
+        TooManyGroups { max_groups }
+    }
+}
+
+impl fmt::Display for TooManyGroups {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "rate limiter: every group that could make room for a new key is in use ({} groups at most)",
+            self.max_groups
+        )
+    }
+}
+
+impl std::error::Error for TooManyGroups {}

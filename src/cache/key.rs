@@ -131,6 +131,22 @@ impl CacheKey {
     pub fn body_hash(&self) -> u128 {
         self.body
     }
+
+    /// Bytes the key owns on the heap (path, header values, a named
+    /// tenant), with `per_alloc` for each allocation: part of its weight.
+    pub(crate) fn heap_bytes(&self, per_alloc: usize) -> usize {
+        let tenant = match &self.tenant {
+            TenantId::Named(n) => n.len() + 16 + per_alloc,
+            _ => 0,
+        };
+        let header = |h: &Option<HeaderValue>| h.as_ref().map_or(0, |v| v.len() + per_alloc);
+        tenant
+            + self.path.len()
+            + 16
+            + per_alloc
+            + header(&self.anthropic_version)
+            + header(&self.anthropic_beta)
+    }
 }
 
 /// Decides the cache key of a request, or that it has none (and passes
@@ -236,6 +252,10 @@ impl Default for DefaultKeyPolicy {
 
 /// The default largest body keyed: 2 MiB.
 pub const DEFAULT_MAX_KEY_BODY: usize = 2 * 1024 * 1024;
+/// The longest components (path and query, version headers, a named
+/// tenant; bytes) of a request whose alias is remembered: an alias then
+/// costs at most about this plus 300 bytes.
+pub(crate) const MAX_ALIAS_BYTES: usize = 1024;
 /// The default number of raw-body aliases remembered.
 pub const DEFAULT_ALIASES: usize = 16 * 1024;
 
@@ -325,6 +345,11 @@ impl KeyPolicy for DefaultKeyPolicy {
             deterministic: canon.temperature.is_some_and(|t| t <= 0.0),
             body: canon.hash,
         };
+        // Aliases are bounded in number; their size too: a request whose
+        // other components are long is canonicalized each time instead.
+        if key.heap_bytes(0) > MAX_ALIAS_BYTES {
+            return Some(key);
+        }
         let raw = alias.raw;
         self.aliases.insert(
             AliasKey {

@@ -20,6 +20,8 @@ pub struct CachedResponse {
     headers: HeaderMap,
     chunks: Arc<[Bytes]>,
     size: usize,
+    /// What the entry costs in memory, estimated (see [`Self::weight`]).
+    weight: usize,
     stored_at: Instant,
     ttl: Duration,
 }
@@ -41,27 +43,38 @@ impl CachedResponse {
     /// The headers are kept as a hit replays them: with
     /// [`x-llm-cache: HIT`](super::CACHE_HEADER) already set, so a hit
     /// only clones them.
+    ///
+    /// Headers and chunks are copied into storage of their own (one buffer
+    /// for the body, its chunks slices of it; each header value its own
+    /// exact allocation): what arrived from a connection is often a slice
+    /// of a larger read buffer, which an entry would otherwise keep alive
+    /// whole — the weight could not tell.
     pub fn new(
         status: StatusCode,
-        mut headers: HeaderMap,
+        headers: HeaderMap,
         chunks: Arc<[Bytes]>,
         stored_at: Instant,
         ttl: Duration,
     ) -> Self {
+        let mut headers = compact_headers(&headers);
         headers.insert(
             super::CACHE_HEADER,
             http::HeaderValue::from_static(super::Status::Hit.as_str()),
         );
-        let size = chunks.iter().map(Bytes::len).sum::<usize>()
+        let chunks = compact_chunks(&chunks);
+        let body = chunks.iter().map(Bytes::len).sum::<usize>();
+        let size = body
             + headers
                 .iter()
                 .map(|(n, v)| n.as_str().len() + v.len() + 32)
                 .sum::<usize>();
+        let weight = entry_weight(&headers, chunks.len(), body);
         CachedResponse {
             status,
             headers,
             chunks,
             size,
+            weight,
             stored_at,
             ttl,
         }
@@ -82,6 +95,13 @@ impl CachedResponse {
     /// its weight against the store's capacity.
     pub fn size(&self) -> usize {
         self.size
+    }
+    /// What the entry costs in memory, estimated from above: the body's
+    /// buffer, each chunk's handle, each header's slot, name and value,
+    /// the tables, and the allocator's bookkeeping per allocation. (The
+    /// store adds its key's cost.)
+    pub fn weight(&self) -> usize {
+        self.weight
     }
     /// When it was stored.
     pub fn stored_at(&self) -> Instant {
@@ -131,18 +151,99 @@ pub trait CacheStore: Send + Sync + 'static {
     fn put(&self, key: CacheKey, entry: Arc<CachedResponse>, retain: Duration) -> Self::Put;
 }
 
+/// The allocator's bookkeeping per allocation, and rounding, counted
+/// high (glibc: 8–16 bytes of header, sizes rounded to 16).
+const PER_ALLOC: usize = 32;
+/// One header's slot in a `HeaderMap` (its bucket, about 100 bytes, and
+/// its index), counted high.
+const PER_HEADER: usize = 128;
+/// The quick_cache slot of an entry (key and value in place, its hash,
+/// links and table index), beside the key's own size.
+const PER_ENTRY: usize = 64;
+
+fn compact_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(headers.len() + 1);
+    for (name, value) in headers {
+        // `from_bytes` copies (a standard name is a constant, no copy).
+        let (Ok(name), Ok(mut copy)) = (
+            http::HeaderName::from_bytes(name.as_str().as_bytes()),
+            http::HeaderValue::from_bytes(value.as_bytes()),
+        ) else {
+            continue;
+        };
+        copy.set_sensitive(value.is_sensitive());
+        out.append(name, copy);
+    }
+    out
+}
+
+fn compact_chunks(chunks: &[Bytes]) -> Arc<[Bytes]> {
+    let total = chunks.iter().map(Bytes::len).sum::<usize>();
+    let mut buf = bytes::BytesMut::with_capacity(total);
+    for c in chunks {
+        buf.extend_from_slice(c);
+    }
+    let buf = buf.freeze();
+    let mut at = 0;
+    chunks
+        .iter()
+        .map(|c| {
+            let part = buf.slice(at..at + c.len());
+            at += c.len();
+            part
+        })
+        .collect()
+}
+
+/// The estimate behind [`CachedResponse::weight`].
+fn entry_weight(headers: &HeaderMap, chunks: usize, body: usize) -> usize {
+    let names_and_values = headers
+        .iter()
+        .map(|(n, v)| {
+            // A custom name and every value own an allocation; a standard
+            // name is a constant.
+            let name = if http::HeaderName::from_bytes(n.as_str().as_bytes())
+                .is_ok_and(|c| c.as_str().as_ptr() == n.as_str().as_ptr())
+            {
+                0
+            } else {
+                n.as_str().len() + PER_ALLOC
+            };
+            PER_HEADER + name + v.len() + PER_ALLOC
+        })
+        .sum::<usize>();
+    // The `Arc` of the entry, the header table and index, the chunk list
+    // and the body's buffer with its shared handle.
+    std::mem::size_of::<CachedResponse>()
+        + 16
+        + names_and_values
+        + chunks * std::mem::size_of::<Bytes>()
+        + 16
+        + body
+        + 32
+        + 5 * PER_ALLOC
+}
+
+/// What a key costs beside its entry: its size in the slot, its path and
+/// header values (each an allocation), and the slot's bookkeeping.
+fn key_weight(key: &CacheKey) -> usize {
+    std::mem::size_of::<CacheKey>() + PER_ENTRY + key.heap_bytes(PER_ALLOC)
+}
+
 #[derive(Clone, Copy)]
 struct Weigh;
 
 impl quick_cache::Weighter<CacheKey, Arc<CachedResponse>> for Weigh {
-    fn weight(&self, _key: &CacheKey, val: &Arc<CachedResponse>) -> u64 {
-        // Key, pointers and bookkeeping, plus the entry.
-        (val.size() as u64).saturating_add(128)
+    fn weight(&self, key: &CacheKey, val: &Arc<CachedResponse>) -> u64 {
+        (val.weight() + key_weight(key)) as u64
     }
 }
 
 /// The in-memory store: a concurrent S3-FIFO cache (quick_cache) bounded
-/// by bytes, each entry weighing its body and headers.
+/// by bytes, each entry weighing what it costs in memory — key, headers,
+/// body and fixed overheads ([`CachedResponse::weight`]), so the capacity
+/// holds in real memory too (`tests/harden_bounds.rs` measures the heap
+/// held per entry against the weight).
 ///
 /// Old entries are not swept by a clock: the layer judges freshness and
 /// ignores entries past their stale window, and eviction by weight reclaims
@@ -248,7 +349,7 @@ impl CacheStore for MemoryStore {
     }
 
     fn put(&self, key: CacheKey, entry: Arc<CachedResponse>, _retain: Duration) -> Self::Put {
-        if entry.size() as u64 <= self.capacity {
+        if (entry.weight() + key_weight(&key)) as u64 <= self.capacity {
             self.cache.insert(key, entry);
         }
         ready(())

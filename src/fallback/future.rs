@@ -140,7 +140,10 @@ where
     RB: Body<Data = Bytes> + Send + 'static,
     RB::Error: Into<BoxError>,
 {
-    let model = meta.as_ref().and_then(|m| m.model_arc().cloned());
+    // Bounded: the name is kept (cooling) and echoed (headers).
+    let model = meta
+        .as_ref()
+        .and_then(|m| m.model_arc().map(crate::request::bounded_model));
     let mut info = FallbackInfo {
         original_model: model.clone(),
         model_used: model,

@@ -1,13 +1,12 @@
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
 use tower_layer::Layer;
 
 use super::FallbackInfo;
 use super::chain::{DefaultTriggers, FallbackPolicy, Target};
+use super::cooling::Cooling;
 use super::service::Fallback;
 use crate::error::InvalidConfig;
 use crate::request::RequestMeta;
@@ -23,8 +22,9 @@ pub(crate) struct Config {
     pub(crate) max_cooldown: Duration,
     pub(crate) peek_limit: usize,
     pub(crate) degraded: Option<Box<Degraded>>,
-    /// Until when each target (by name) is skipped.
-    cooling: Mutex<HashMap<Arc<str>, Instant>>,
+    /// Until when each target (by name) is skipped: bounded
+    /// (`cooling.rs`).
+    cooling: Cooling,
 }
 
 impl fmt::Debug for Config {
@@ -44,42 +44,16 @@ impl Config {
     }
 
     pub(crate) fn is_cooling(&self, name: &str) -> bool {
-        let now = Instant::now();
-        let cooling = self
-            .cooling
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        cooling.get(name).is_some_and(|until| *until > now)
+        self.cooling.is_cooling(name)
     }
 
     pub(crate) fn cool(&self, name: &Arc<str>, d: Duration) {
-        let until = Instant::now() + d;
-        let mut cooling = self
-            .cooling
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Bounded: only names of the chain and of requested models; expired
-        // entries are dropped whenever it grows.
-        if cooling.len() >= 1024 {
-            let now = Instant::now();
-            cooling.retain(|_, t| *t > now);
-        }
-        let e = cooling.entry(Arc::clone(name)).or_insert(until);
-        *e = (*e).max(until);
+        self.cooling.cool(name, d);
     }
 
     /// Time left in each target's cooldown (for stats and tests).
     pub(crate) fn cooling(&self) -> Vec<(Arc<str>, Duration)> {
-        let now = Instant::now();
-        let cooling = self
-            .cooling
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        cooling
-            .iter()
-            .filter(|(_, t)| **t > now)
-            .map(|(n, t)| (Arc::clone(n), *t - now))
-            .collect()
+        self.cooling.cooling()
     }
 }
 
@@ -211,6 +185,7 @@ impl FallbackBuilder {
     }
 
     fn finish(self) -> FallbackLayer {
+        let names = self.targets.iter().map(|t| Arc::clone(&t.name)).collect();
         FallbackLayer {
             config: Arc::new(Config {
                 targets: self.targets,
@@ -219,7 +194,7 @@ impl FallbackBuilder {
                 max_cooldown: self.max_cooldown,
                 peek_limit: self.peek_limit,
                 degraded: self.degraded,
-                cooling: Mutex::new(HashMap::new()),
+                cooling: Cooling::new(names),
             }),
         }
     }

@@ -86,6 +86,7 @@
 use std::sync::Arc;
 
 mod chain;
+mod cooling;
 pub mod future;
 mod layer;
 pub mod openai;

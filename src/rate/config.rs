@@ -386,8 +386,16 @@ impl RateLimitBuilder {
         self
     }
 
-    /// … and whenever more than this many groups exist (default 10,000),
-    /// the least recently used idle ones go first.
+    /// … and at most this many groups exist (default 10,000; a hard
+    /// bound). The map is sharded; a new group in a full shard takes the
+    /// place of one no request holds, chosen by CLOCK (recently used ones
+    /// are passed over once), in O(1) amortised time. A group evicted while
+    /// its bucket refills leaves a 48-byte tombstone of its state (as many
+    /// as groups), so its key gets no second burst unless the tombstones
+    /// themselves overflow — more than twice this many keys active within
+    /// one refill time. When every group of the shard is held by a request,
+    /// the new one is refused with
+    /// [`TooManyGroups`](crate::error::TooManyGroups). See `rate/groups.rs`.
     pub fn max_groups(mut self, max: usize) -> Self {
         self.max_groups = max;
         self

@@ -12,7 +12,7 @@
 //! Points in time are **`u64` nanoseconds since a base the caller picks**
 //! (for the in-memory store: a `tokio::time::Instant` captured when the
 //! limiter is built; a store outside the process would use its own clock,
-//! e.g. Redis's `TIME`). Lengths of time are [`Duration`]s. Why not
+//! e.g. Redis's `TIME`). Lengths of time are [`Duration`](std::time::Duration)s. Why not
 //! `Instant`: plain integers are what such a store works in, they make the
 //! arithmetic exact and easy to property-test, and `u64` nanoseconds cover
 //! 584 years from the base. [`nanos`] converts a `Duration` (e.g.
@@ -43,6 +43,7 @@
 //! and a cost above the burst.
 
 use std::fmt;
+#[cfg(test)]
 use std::time::Duration;
 
 // What is limited, and by how much, is defined in `limit.rs`; this file is
@@ -152,7 +153,6 @@ impl Bucket {
 
     /// A bucket restored from stored state.
     #[must_use]
-    #[cfg(test)]
     pub(crate) fn from_parts(limit: Limit, tat: u64) -> Self {
         Bucket { limit, tat }
     }
@@ -166,7 +166,6 @@ impl Bucket {
     /// The theoretical arrival time: when the bucket is full again
     /// (nanoseconds since the base). At or before `now` means full.
     #[must_use]
-    #[cfg(test)]
     pub(crate) fn tat(&self) -> u64 {
         self.tat
     }
@@ -280,7 +279,6 @@ impl Gcra {
     }
 
     /// Replaces the bucket of `dimension` (restoring stored state), or removes it.
-    #[cfg(test)]
     pub(crate) fn set_bucket(&mut self, dimension: Dimension, bucket: Option<Bucket>) {
         self.buckets[dimension.index()] = bucket;
     }
@@ -377,6 +375,7 @@ impl Gcra {
     /// How long until `dimension`'s bucket is full again (zero if it is, or
     /// if the dimension is unlimited).
     #[must_use]
+    #[cfg(test)]
     pub(crate) fn time_until_full(&self, dimension: Dimension, now: u64) -> Duration {
         self.bucket(dimension).map_or(Duration::ZERO, |bucket| {
             Duration::from_nanos(bucket.tat.saturating_sub(now))

@@ -47,6 +47,12 @@ impl RateLimitLayer {
         }
     }
 
+    /// The shared state (for unit tests).
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// A snapshot of every limit group: limits, availability, what the
     /// provider said, queue depth, cooldown.
     pub fn stats(&self) -> Vec<GroupStats> {

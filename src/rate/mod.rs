@@ -74,6 +74,7 @@
 mod config;
 pub mod future;
 mod gcra;
+mod groups;
 mod layer;
 mod limit;
 mod service;

@@ -83,7 +83,10 @@ where
             KeyId::of(&req),
             meta.as_ref().and_then(|m| m.model_arc().cloned()),
         );
-        let group = self.shared.group(key);
+        let group = match self.shared.group(key) {
+            Ok(group) => group,
+            Err(full) => return ResponseFuture::refused(full.into()),
+        };
         // Nobody of the group waiting, and the cost fits now: reserve, and
         // send on the (ready) inner service at once.
         if group.queued.load(Ordering::SeqCst) == 0

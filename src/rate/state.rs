@@ -1,7 +1,6 @@
 //! The shared state of one rate limiter: limit groups, their GCRA state, what
 //! was learned from the provider, and the queue they wait in.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::AtomicU32;
 use std::time::{Duration, SystemTime};
@@ -10,11 +9,13 @@ use http::{HeaderMap, StatusCode};
 use tokio::time::Instant;
 
 use super::config::{Config, Learning};
-use super::gcra::{DIMENSIONS, Denied, Dimension, Gcra, Limit, nanos};
+use super::gcra::{Bucket, DIMENSIONS, Denied, Dimension, Gcra, Limit, nanos};
+use super::groups::{Groups, Judged, Tomb};
 use super::stats::{GroupStats, ThresholdEvent};
+use crate::error::TooManyGroups;
 use crate::provider::{Quota, QuotaSnapshot, Usage, may_carry_quota, retry_after};
 use crate::queue::{QueueKey, WaitQueue};
-use crate::request::KeyId;
+use crate::request::{KeyId, bounded_model};
 use crate::sync::{Arc, Mutex, lock};
 use crate::util::SharedRng;
 
@@ -28,7 +29,10 @@ pub(crate) struct GroupKey {
 }
 
 impl GroupKey {
+    /// A model name over [`MAX_MODEL_NAME`](crate::request::MAX_MODEL_NAME)
+    /// bytes is kept truncated and hashed (`request/model.rs`).
     pub(crate) fn new(key: Option<KeyId>, model: Option<std::sync::Arc<str>>) -> Self {
+        let model = model.as_ref().map(bounded_model);
         let model_hash = model
             .as_deref()
             .map_or(0, |m| xxhash_rust::xxh3::xxh3_64(m.as_bytes()));
@@ -38,6 +42,13 @@ impl GroupKey {
             key,
             model,
         }
+    }
+}
+
+impl GroupKey {
+    /// The precomputed hash (shard, table and tombstone).
+    pub(crate) fn hash(&self) -> u64 {
+        self.hash
     }
 }
 
@@ -74,20 +85,18 @@ impl std::hash::Hasher for PreHashed {
     }
 }
 
-type Groups = HashMap<GroupKey, Arc<Group>, std::hash::BuildHasherDefault<PreHashed>>;
-
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) queue: WaitQueue,
     base: Instant,
-    groups: Mutex<Groups>,
+    groups: Groups,
     jitter: SharedRng,
 }
 
 impl fmt::Debug for Shared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimitState")
-            .field("groups", &lock(&self.groups).len())
+            .field("groups", &self.groups.len())
             .field("queued", &self.queue.len())
             .finish_non_exhaustive()
     }
@@ -162,13 +171,20 @@ pub(crate) struct Ticket {
 
 impl Shared {
     pub(crate) fn new(config: Config, queue: WaitQueue) -> Self {
+        let groups = Groups::new(config.max_groups);
         Shared {
             config,
             queue,
             base: Instant::now(),
-            groups: Mutex::new(Groups::default()),
+            groups,
             jitter: SharedRng::new(crate::util::GOLDEN_GAMMA),
         }
+    }
+
+    /// The groups map (for its tests).
+    #[cfg(test)]
+    pub(crate) fn groups(&self) -> &Groups {
+        &self.groups
     }
 
     /// Nanoseconds since this limiter was created, on tokio's clock.
@@ -190,27 +206,45 @@ impl Shared {
         Duration::from_nanos(self.jitter.next_u64() % (max + 1))
     }
 
-    /// The group of `key`, created with the configured limits if new.
-    pub(crate) fn group(&self, key: GroupKey) -> Arc<Group> {
-        let mut groups = lock(&self.groups);
-        if let Some(g) = groups.get(&key) {
-            return Arc::clone(g);
-        }
+    /// The group of `key`, created with the configured limits if new (from
+    /// its tombstone if it was evicted still refilling; see `groups.rs`).
+    ///
+    /// # Errors
+    ///
+    /// [`TooManyGroups`] when the key's shard is full and every group in it
+    /// is in use.
+    pub(crate) fn group(&self, key: GroupKey) -> Result<Arc<Group>, TooManyGroups> {
         let now = self.now();
-        if groups.len() >= self.config.max_groups {
-            self.evict(&mut groups, now);
-        }
+        self.groups.get_or_insert(
+            key,
+            now,
+            |g| self.judge(g, now),
+            |key, tomb| self.new_group(key, tomb, now),
+        )
+    }
+
+    pub(crate) fn new_group(&self, key: GroupKey, tomb: Option<Tomb>, now: u64) -> Arc<Group> {
         let limits = self.config.limits_for(key.model.as_deref());
-        let group = Arc::new(Group {
+        let mut gcra = Gcra::new(limits);
+        let mut cooldown_until = 0;
+        if let Some(t) = tomb {
+            for d in Dimension::ALL {
+                if let Some(limit) = gcra.limit(d) {
+                    gcra.set_bucket(d, Some(Bucket::from_parts(limit, t.tat[d.index()])));
+                }
+            }
+            cooldown_until = t.cooldown_until;
+        }
+        Arc::new(Group {
             id: QueueKey::unique(),
-            key: key.clone(),
+            key,
             state: Mutex::new(GroupState {
-                gcra: Gcra::new(limits),
+                gcra,
                 configured: limits,
                 learned: [None; DIMENSIONS],
                 server_remaining: [None; DIMENSIONS],
                 net_reserved: [0; DIMENSIONS],
-                cooldown_until: 0,
+                cooldown_until,
                 probing: self.config.learning == Learning::Auto,
                 in_flight: 0,
                 holds: 0,
@@ -218,43 +252,36 @@ impl Shared {
                 above: vec![[false; DIMENSIONS]; self.config.thresholds.len()],
             }),
             queued: AtomicU32::new(0),
-        });
-        groups.insert(key, Arc::clone(&group));
-        group
+        })
     }
 
-    /// Drops groups idle for longer than the idle timeout (bucket full again,
-    /// nothing held, nobody queued); if still at the cap, the least recently
-    /// used idle ones.
-    fn evict(&self, groups: &mut Groups, now: u64) {
-        let idle = nanos(self.config.idle_timeout);
-        let mut candidates: Vec<(u64, GroupKey)> = Vec::new();
-        groups.retain(|key, group| {
-            let s = lock(&group.state);
-            // A group whose bucket is not full again must stay: a new one
-            // would start full and hand the key a second burst.
-            let refilled = Dimension::ALL
-                .iter()
-                .all(|d| s.gcra.time_until_full(*d, now).is_zero());
-            // Only the map holds it: no request future (waiting, not yet
-            // polled, or holding a reservation) uses it, so none would go on
-            // using a bucket a new group of the same key no longer sees.
-            let unused = Arc::strong_count(group) == 1;
-            let quiet = unused && s.holds == 0 && self.queue.len_of(group.id) == 0 && refilled;
-            if quiet && now.saturating_sub(s.last_used) >= idle && s.cooldown_until <= now {
-                return false;
+    /// How eviction sees `group` (which only the map holds): busy while it
+    /// holds a reservation or anyone of it queues; else free, idle once
+    /// unused for the idle timeout with its buckets full and its gate open,
+    /// and with a tombstone when they are not (dropping it as it is would
+    /// hand the key a second burst).
+    fn judge(&self, group: &Group, now: u64) -> Judged {
+        let s = lock(&group.state);
+        if s.holds > 0 || self.queue.len_of(group.id) > 0 {
+            return Judged::Busy;
+        }
+        let mut tat = [0; DIMENSIONS];
+        let mut until = s.cooldown_until;
+        for d in Dimension::ALL {
+            if let Some(b) = s.gcra.bucket(d) {
+                tat[d.index()] = b.tat();
+                until = until.max(b.tat());
             }
-            if quiet {
-                candidates.push((s.last_used, key.clone()));
-            }
-            true
-        });
-        if groups.len() >= self.config.max_groups {
-            candidates.sort_unstable_by_key(|(last, _)| *last);
-            let excess = groups.len() + 1 - self.config.max_groups;
-            for (_, key) in candidates.into_iter().take(excess) {
-                groups.remove(&key);
-            }
+        }
+        let settled = until <= now;
+        Judged::Free {
+            idle: settled && now.saturating_sub(s.last_used) >= nanos(self.config.idle_timeout),
+            tomb: (!settled).then_some(Tomb {
+                hash: group.key.hash(),
+                tat,
+                cooldown_until: s.cooldown_until,
+                until,
+            }),
         }
     }
 
@@ -491,7 +518,7 @@ impl Shared {
     /// A snapshot of every group.
     pub(crate) fn stats(&self) -> Vec<GroupStats> {
         let now = self.now();
-        let groups: Vec<Arc<Group>> = lock(&self.groups).values().cloned().collect();
+        let groups = self.groups.all();
         groups
             .iter()
             .map(|g| {

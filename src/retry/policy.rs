@@ -115,6 +115,7 @@ pub(crate) fn is_deliberate(e: &BoxError) -> bool {
         || e.is::<BodyTooLarge>()
         || e.is::<InvalidConfig>()
         || e.is::<UnreadableRequest>()
+        || e.is::<crate::error::TooManyGroups>()
 }
 
 /// Why an attempt was retried (the last one is kept in
