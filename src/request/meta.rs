@@ -156,7 +156,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for WireRequest<'a> {
 }
 
 /// The top-level keys read, in the order `WireRequest`'s visitor keeps them.
-const FIELDS: [&str; 12] = [
+pub(crate) const FIELDS: [&str; 12] = [
     "model",
     "max_tokens",
     "max_completion_tokens",

@@ -793,20 +793,7 @@ fn top_members(obj: &str) -> Vec<String> {
 }
 
 fn named_keys() -> Vec<&'static str> {
-    vec![
-        "model",
-        "max_tokens",
-        "max_completion_tokens",
-        "max_output_tokens",
-        "stream",
-        "stream_options",
-        "temperature",
-        "system",
-        "messages",
-        "tools",
-        "input",
-        "instructions",
-    ]
+    crate::request::meta::FIELDS.to_vec()
 }
 
 #[derive(Debug, Clone)]
