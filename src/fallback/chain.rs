@@ -40,13 +40,7 @@ where
 {
     fn call(&self, req: Request<ReplayBody>) -> BoxFuture {
         let mut svc = self.svc.clone();
-        Box::pin(async move {
-            std::future::poll_fn(|cx| svc.poll_ready(cx))
-                .await
-                .map_err(Into::into)?;
-            let res = svc.call(req).await.map_err(Into::into)?;
-            Ok(ResponseBody::from_response(res))
-        })
+        Box::pin(async move { call(&mut svc, req).await })
     }
 }
 
@@ -333,4 +327,23 @@ fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
         cur = err.source();
     }
     false
+}
+
+/// Sends a request on a service once it is ready: how the chain calls its
+/// own model's service and every service target.
+pub(super) async fn call<S, RB>(
+    svc: &mut S,
+    req: Request<ReplayBody>,
+) -> Result<Response<ResponseBody>, BoxError>
+where
+    S: Service<Request<ReplayBody>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    RB: http_body::Body<Data = Bytes> + Send + 'static,
+    RB::Error: Into<BoxError>,
+{
+    std::future::poll_fn(|cx| svc.poll_ready(cx))
+        .await
+        .map_err(Into::into)?;
+    let res = svc.call(req).await.map_err(Into::into)?;
+    Ok(ResponseBody::from_response(res))
 }

@@ -1,7 +1,7 @@
 //! The response future of [`Fallback`](super::Fallback).
 
 use std::fmt;
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -14,7 +14,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower_service::Service;
 
-use super::chain::{Failure, Route, Trigger, rewrite_model};
+use super::chain::{Failure, Route, Trigger, call, rewrite_model};
 use super::layer::Config;
 use super::{FallbackInfo, Hop};
 use crate::error::{BoxError, DeadlineElapsed};
@@ -309,24 +309,6 @@ async fn within<F: Future>(deadline: Option<Instant>, fut: F) -> Option<F::Outpu
 fn look_until_time(deadline: Option<Instant>) -> Instant {
     let own = Instant::now() + PEEK_TIMEOUT;
     deadline.map_or(own, |d| d.min(own))
-}
-
-/// Sends a request on the inner service, once it is ready.
-async fn call<S, RB>(
-    inner: &mut S,
-    req: Request<ReplayBody>,
-) -> Result<Response<ResponseBody>, BoxError>
-where
-    S: Service<Request<ReplayBody>, Response = Response<RB>>,
-    S::Error: Into<BoxError>,
-    RB: Body<Data = Bytes> + Send + 'static,
-    RB::Error: Into<BoxError>,
-{
-    poll_fn(|cx| inner.poll_ready(cx))
-        .await
-        .map_err(Into::into)?;
-    let res = inner.call(req).await.map_err(Into::into)?;
-    Ok(ResponseBody::from_response(res))
 }
 
 /// How long a target is skipped after a trigger.
