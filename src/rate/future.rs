@@ -51,7 +51,6 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
     /// Waits for admission in the queue, then drives `inner` (a clone of
     /// the service, asked for its readiness only once admitted).
     pub(crate) fn waiting<RB>(
-        shared: Arc<Shared>,
         group: Arc<Group>,
         cost: [u64; DIMENSIONS],
         priority: Priority,
@@ -69,10 +68,10 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
     {
         // The wait is measured from the call, not from the first poll.
         let started = Instant::now();
-        let give_up_at = give_up_at(deadline.map(|d| d.0), shared.config.max_wait, started);
+        let give_up_at = give_up_at(deadline.map(|d| d.0), group.shared.config.max_wait, started);
         ResponseFuture {
             kind: Admitted::waiting(async move {
-                let held = admit(shared, group, cost, priority, started, give_up_at).await?;
+                let held = admit(group, cost, priority, started, give_up_at).await?;
                 send(inner, req, held).await
             }),
         }
@@ -119,7 +118,8 @@ impl Held for Box<Reconcile> {
             return Ok(ResponseBody::from_response(res));
         };
         let hold = &reconcile.hold;
-        hold.shared
+        hold.group
+            .shared
             .learn(&hold.group, &hold.ticket, res.status(), res.headers());
         reconcile.success = res.status().is_success();
         let mut res = ResponseBody::from_response(res);
@@ -131,7 +131,7 @@ impl Held for Box<Reconcile> {
     fn sent(&mut self) {
         self.hold.sent = true;
         self.polled = true;
-        self.hold.shared.sent(&self.hold.group);
+        self.hold.group.shared.sent(&self.hold.group);
     }
 
     fn polled(&mut self) {
@@ -187,13 +187,13 @@ impl Drop for Queued {
 /// again from the top. Dropped at any await, it gives its place back (and
 /// the next in line is woken) as `Queued` and `Waiter` drop.
 async fn admit(
-    shared: Arc<Shared>,
     group: Arc<Group>,
     cost: [u64; DIMENSIONS],
     priority: Priority,
     started: Instant,
     give_up_at: Option<Instant>,
 ) -> Result<Box<Reconcile>, BoxError> {
+    let shared = Arc::clone(&group.shared);
     let fail_fast = shared.config.fail_fast;
     // The request's own gate after a cooldown, and its jitter.
     let mut gate: Option<Instant> = None;
@@ -236,7 +236,6 @@ async fn admit(
                 // Leaving the queue wakes the next in line.
                 drop(queued);
                 return Ok(Reconcile::boxed(Hold {
-                    shared,
                     group,
                     ticket,
                     sent: false,
@@ -338,7 +337,6 @@ fn give_up(fail_fast: bool, started: Instant, at: Instant) -> BoxError {
 /// A reservation held by a request: settled from its response's usage, or
 /// given back (cancelled) when the request is dropped before it was sent.
 pub(crate) struct Hold {
-    pub(crate) shared: Arc<Shared>,
     pub(crate) group: Arc<Group>,
     pub(crate) ticket: Ticket,
     pub(crate) sent: bool,
@@ -348,7 +346,7 @@ pub(crate) struct Hold {
 impl Hold {
     fn settle(&mut self, outcome: Settle) {
         self.done = true;
-        self.shared.settle(&self.group, &self.ticket, outcome);
+        self.group.shared.settle(&self.group, &self.ticket, outcome);
     }
 }
 
@@ -359,10 +357,11 @@ impl Drop for Hold {
         }
         if self.sent {
             // Dropped after sending: the estimate stands.
-            self.shared
+            self.group
+                .shared
                 .settle(&self.group, &self.ticket, Settle::Unknown);
         } else {
-            self.shared.cancel(&self.group, &self.ticket);
+            self.group.shared.cancel(&self.group, &self.ticket);
         }
     }
 }
@@ -394,7 +393,7 @@ impl Drop for Reconcile {
         // sent, so the reservation is given back in full (as a request
         // dropped before sending is), not left standing until refill.
         if !self.polled && self.hold.sent && !self.hold.done {
-            self.hold.shared.unsent(&self.hold.group);
+            self.hold.group.shared.unsent(&self.hold.group);
             self.hold.sent = false;
         }
     }

@@ -262,6 +262,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::rate::state::Shared;
     use crate::rate::{Limits, RateLimitLayer};
 
     fn layer(max_groups: usize) -> RateLimitLayer {
@@ -288,8 +289,8 @@ mod tests {
     #[test]
     fn eviction_work_is_amortised_constant() {
         let layer = layer(10_000);
-        let shared = layer.shared();
-        let groups = shared.groups();
+        let limiter = layer.limiter();
+        let (shared, groups) = (limiter.shared(), limiter.groups());
         let judged = Cell::new(0usize);
         let judge = |g: &Group| {
             judged.set(judged.get() + 1);
@@ -297,7 +298,7 @@ mod tests {
         };
         let get = |i: u64| {
             groups
-                .get_or_insert(key(i), 0, judge, |k, t| shared.new_group(k, t, 0))
+                .get_or_insert(key(i), 0, judge, |k, t| Shared::new_group(shared, k, t, 0))
                 .expect("group")
         };
         for i in 0..10_000 {
@@ -325,8 +326,8 @@ mod tests {
     #[test]
     fn a_tombstone_is_restored_to_its_key() {
         let layer = layer(1);
-        let shared = layer.shared();
-        let groups = shared.groups();
+        let limiter = layer.limiter();
+        let (shared, groups) = (limiter.shared(), limiter.groups());
         let tomb = |g: &Group| Judged::Free {
             idle: false,
             tomb: Some(Tomb {
@@ -339,7 +340,7 @@ mod tests {
         let restored = Cell::new(None);
         let make = |k, t: Option<Tomb>| {
             restored.set(t.map(|t| t.cooldown_until));
-            shared.new_group(k, t, 0)
+            Shared::new_group(shared, k, t, 0)
         };
         groups.get_or_insert(key(1), 0, tomb, make).expect("a");
         groups.get_or_insert(key(2), 0, tomb, make).expect("b");
@@ -366,12 +367,12 @@ mod tests {
             ops in proptest::collection::vec((0u64..400, any::<bool>(), any::<bool>()), 1..600),
         ) {
             let layer = layer(max_groups);
-            let shared = layer.shared();
-            let groups = shared.groups();
+            let limiter = layer.limiter();
+            let (shared, groups) = (limiter.shared(), limiter.groups());
             prop_assert!(groups.capacity() <= max_groups);
             let mut held: Vec<Arc<Group>> = Vec::new();
             for (k, hold, release) in ops {
-                let got = groups.get_or_insert(key(k), 0, free, |key, t| shared.new_group(key, t, 0));
+                let got = groups.get_or_insert(key(k), 0, free, |key, t| Shared::new_group(shared, key, t, 0));
                 match got {
                     Ok(g) => {
                         if let Some(h) = held.iter().find(|h| h.key == g.key) {

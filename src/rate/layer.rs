@@ -4,7 +4,7 @@ use tower_layer::Layer;
 
 use super::config::{Config, Limits, RateLimitBuilder};
 use super::service::RateLimit;
-use super::state::Shared;
+use super::state::Limiter;
 use super::stats::GroupStats;
 use crate::queue::WaitQueue;
 use crate::sync::Arc;
@@ -16,13 +16,13 @@ use crate::sync::Arc;
 /// one limiter.
 #[derive(Clone)]
 pub struct RateLimitLayer {
-    shared: Arc<Shared>,
+    limiter: Arc<Limiter>,
 }
 
 impl fmt::Debug for RateLimitLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimitLayer")
-            .field("state", &self.shared)
+            .field("state", &self.limiter)
             .finish()
     }
 }
@@ -43,26 +43,26 @@ impl RateLimitLayer {
 
     pub(crate) fn from_config(config: Config, queue: WaitQueue) -> Self {
         RateLimitLayer {
-            shared: Arc::new(Shared::new(config, queue)),
+            limiter: Arc::new(Limiter::new(config, queue)),
         }
     }
 
     /// The shared state (for unit tests).
     #[cfg(test)]
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.shared
+    pub(crate) fn limiter(&self) -> &Arc<Limiter> {
+        &self.limiter
     }
 
     /// A snapshot of every limit group: limits, availability, what the
     /// provider said, queue depth, cooldown.
     pub fn stats(&self) -> Vec<GroupStats> {
-        self.shared.stats()
+        self.limiter.stats()
     }
 
     /// The wait queue this limiter waits in (to share it with a
     /// concurrency limit).
     pub fn queue(&self) -> &WaitQueue {
-        &self.shared.queue
+        &self.limiter.shared().queue
     }
 }
 
@@ -70,6 +70,6 @@ impl<S> Layer<S> for RateLimitLayer {
     type Service = RateLimit<S>;
 
     fn layer(&self, inner: S) -> RateLimit<S> {
-        RateLimit::from_shared(inner, Arc::clone(&self.shared))
+        RateLimit::from_limiter(inner, Arc::clone(&self.limiter))
     }
 }

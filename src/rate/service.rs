@@ -7,7 +7,7 @@ use http_body::Body;
 use tower_service::Service;
 
 use super::future::{Hold, ResponseFuture};
-use super::state::{Attempt, GroupKey, Shared};
+use super::state::{Attempt, GroupKey, Limiter};
 use super::stats::GroupStats;
 use crate::error::BoxError;
 use crate::queue::Priority;
@@ -27,12 +27,12 @@ use crate::sync::Arc;
 #[derive(Clone, Debug)]
 pub struct RateLimit<S> {
     inner: S,
-    shared: Arc<Shared>,
+    limiter: Arc<Limiter>,
 }
 
 impl<S> RateLimit<S> {
-    pub(crate) fn from_shared(inner: S, shared: Arc<Shared>) -> Self {
-        RateLimit { inner, shared }
+    pub(crate) fn from_limiter(inner: S, limiter: Arc<Limiter>) -> Self {
+        RateLimit { inner, limiter }
     }
     /// `inner` behind a rate limiter of its own with these limits for
     /// every group ([`RateLimitLayer::new`](super::RateLimitLayer::new)).
@@ -47,7 +47,7 @@ impl<S> RateLimit<S> {
     crate::util::inner_service_accessors!();
     /// A snapshot of every limit group.
     pub fn stats(&self) -> Vec<GroupStats> {
-        self.shared.stats()
+        self.limiter.stats()
     }
 }
 
@@ -71,7 +71,8 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let config = &self.shared.config;
+        let shared = self.limiter.shared();
+        let config = &shared.config;
         let meta = RequestMeta::for_request(&mut req);
         // A body that cannot be read is charged an estimate (never nothing),
         // or refused, as configured.
@@ -83,7 +84,7 @@ where
             KeyId::of(&req),
             meta.as_ref().and_then(|m| m.model_arc().cloned()),
         );
-        let group = match self.shared.group(key) {
+        let group = match self.limiter.group(key) {
             Ok(group) => group,
             Err(full) => return ResponseFuture::refused(full.into()),
         };
@@ -91,11 +92,9 @@ where
         // send on the (ready) inner service at once.
         if group.queued.load(Ordering::SeqCst) == 0
             && let Attempt::Admitted(ticket) =
-                self.shared
-                    .attempt(&group, cost, self.shared.now(), false, true)
+                shared.attempt(&group, cost, shared.now(), false, true)
         {
             let hold = Hold {
-                shared: Arc::clone(&self.shared),
                 group,
                 ticket,
                 sent: true,
@@ -109,14 +108,6 @@ where
         let priority = Priority::of(&req, config.priority_header.as_ref());
         let deadline = req.extensions().get::<Deadline>().copied();
         let inner = crate::util::unready_clone(&mut self.inner);
-        ResponseFuture::waiting(
-            Arc::clone(&self.shared),
-            group,
-            cost,
-            priority,
-            deadline,
-            req,
-            inner,
-        )
+        ResponseFuture::waiting(group, cost, priority, deadline, req, inner)
     }
 }

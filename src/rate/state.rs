@@ -85,25 +85,40 @@ impl std::hash::Hasher for PreHashed {
     }
 }
 
+/// One rate limiter: its groups, and what they share.
+pub(crate) struct Limiter {
+    shared: Arc<Shared>,
+    groups: Groups,
+}
+
+/// What every group of one limiter shares. Each group holds it, so a
+/// request's reservation reaches it through its group: the reference count
+/// a request takes is its group's, not one every thread takes (which made
+/// admitting over many groups from two threads scale poorly).
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) queue: WaitQueue,
     base: Instant,
-    groups: Groups,
     jitter: SharedRng,
 }
 
-impl fmt::Debug for Shared {
+impl fmt::Debug for Limiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimitState")
             .field("groups", &self.groups.len())
-            .field("queued", &self.queue.len())
+            .field("queued", &self.shared.queue.len())
             .finish_non_exhaustive()
     }
 }
 
 /// One limit group: the state every request of one (key, model) shares.
+///
+/// Aligned to a cache line pair (as the groups map's shards are), so two
+/// threads admitting in two groups made one after the other do not share
+/// a line.
+#[repr(align(128))]
 pub(crate) struct Group {
+    pub(crate) shared: Arc<Shared>,
     /// The group's key in the wait queue (unique: groups and limiters
     /// sharing one queue never wait behind each other).
     pub(crate) id: QueueKey,
@@ -169,16 +184,21 @@ pub(crate) struct Ticket {
     at: u64,
 }
 
-impl Shared {
+impl Limiter {
     pub(crate) fn new(config: Config, queue: WaitQueue) -> Self {
-        let groups = Groups::new(config.max_groups);
-        Shared {
-            config,
-            queue,
-            base: Instant::now(),
-            groups,
-            jitter: SharedRng::new(crate::util::GOLDEN_GAMMA),
+        Limiter {
+            groups: Groups::new(config.max_groups),
+            shared: Arc::new(Shared {
+                config,
+                queue,
+                base: Instant::now(),
+                jitter: SharedRng::new(crate::util::GOLDEN_GAMMA),
+            }),
         }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// The groups map (for its tests).
@@ -187,6 +207,38 @@ impl Shared {
         &self.groups
     }
 
+    /// The group of `key`, created with the configured limits if new (from
+    /// its tombstone if it was evicted still refilling; see `groups.rs`).
+    ///
+    /// # Errors
+    ///
+    /// [`TooManyGroups`] when the key's shard is full and every group in it
+    /// is in use.
+    pub(crate) fn group(&self, key: GroupKey) -> Result<Arc<Group>, TooManyGroups> {
+        let now = self.shared.now();
+        self.groups.get_or_insert(
+            key,
+            now,
+            |g| self.shared.judge(g, now),
+            |key, tomb| Shared::new_group(&self.shared, key, tomb, now),
+        )
+    }
+
+    /// A snapshot of every group.
+    pub(crate) fn stats(&self) -> Vec<GroupStats> {
+        let now = self.shared.now();
+        self.groups
+            .all()
+            .iter()
+            .map(|g| {
+                let s = lock(&g.state);
+                s.stats(g, self.shared.queue.len_of(g.id), now)
+            })
+            .collect()
+    }
+}
+
+impl Shared {
     /// Nanoseconds since this limiter was created, on tokio's clock.
     pub(crate) fn now(&self) -> u64 {
         nanos(Instant::now().saturating_duration_since(self.base))
@@ -206,25 +258,13 @@ impl Shared {
         Duration::from_nanos(self.jitter.next_u64() % (max + 1))
     }
 
-    /// The group of `key`, created with the configured limits if new (from
-    /// its tombstone if it was evicted still refilling; see `groups.rs`).
-    ///
-    /// # Errors
-    ///
-    /// [`TooManyGroups`] when the key's shard is full and every group in it
-    /// is in use.
-    pub(crate) fn group(&self, key: GroupKey) -> Result<Arc<Group>, TooManyGroups> {
-        let now = self.now();
-        self.groups.get_or_insert(
-            key,
-            now,
-            |g| self.judge(g, now),
-            |key, tomb| self.new_group(key, tomb, now),
-        )
-    }
-
-    pub(crate) fn new_group(&self, key: GroupKey, tomb: Option<Tomb>, now: u64) -> Arc<Group> {
-        let limits = self.config.limits_for(key.model.as_deref());
+    pub(crate) fn new_group(
+        shared: &Arc<Shared>,
+        key: GroupKey,
+        tomb: Option<Tomb>,
+        now: u64,
+    ) -> Arc<Group> {
+        let limits = shared.config.limits_for(key.model.as_deref());
         let mut gcra = Gcra::new(limits);
         let mut cooldown_until = 0;
         if let Some(t) = tomb {
@@ -236,6 +276,7 @@ impl Shared {
             cooldown_until = t.cooldown_until;
         }
         Arc::new(Group {
+            shared: Arc::clone(shared),
             id: QueueKey::unique(),
             key,
             state: Mutex::new(GroupState {
@@ -245,11 +286,11 @@ impl Shared {
                 server_remaining: [None; DIMENSIONS],
                 net_reserved: [0; DIMENSIONS],
                 cooldown_until,
-                probing: self.config.learning == Learning::Auto,
+                probing: shared.config.learning == Learning::Auto,
                 in_flight: 0,
                 holds: 0,
                 last_used: now,
-                above: vec![[false; DIMENSIONS]; self.config.thresholds.len()],
+                above: vec![[false; DIMENSIONS]; shared.config.thresholds.len()],
             }),
             queued: AtomicU32::new(0),
         })
@@ -513,19 +554,6 @@ impl Shared {
         // The end of a probe, a lower limit or a cooldown: the head of the
         // queue re-decides.
         self.queue.wake_head(group.id);
-    }
-
-    /// A snapshot of every group.
-    pub(crate) fn stats(&self) -> Vec<GroupStats> {
-        let now = self.now();
-        let groups = self.groups.all();
-        groups
-            .iter()
-            .map(|g| {
-                let s = lock(&g.state);
-                s.stats(g, self.queue.len_of(g.id), now)
-            })
-            .collect()
     }
 
     fn check_thresholds(&self, group: &Group, s: &mut GroupState, now: u64) -> Vec<ThresholdEvent> {
