@@ -375,3 +375,54 @@ impl fmt::Display for TooManyGroups {
 }
 
 impl std::error::Error for TooManyGroups {}
+
+/// A shared backend (Redis) failed a command or did not answer within its
+/// timeout. A store meeting it follows its failure policy; this error
+/// reaches the caller only under a fail-closed policy.
+///
+/// `reason` is redis-rs's category of the failure (never a URL, a key or
+/// a value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BackendError {
+    /// Set when the command timed out: the bound it exceeded.
+    pub timeout: Option<Duration>,
+    /// What failed.
+    pub reason: Cow<'static, str>,
+}
+
+impl BackendError {
+    /// A failure for `reason`.
+    #[must_use]
+    pub fn new(reason: impl Into<Cow<'static, str>>) -> Self {
+        BackendError {
+            timeout: None,
+            reason: reason.into(),
+        }
+    }
+
+    /// No answer within `timeout`.
+    #[must_use]
+    pub fn timeout(timeout: Duration) -> Self {
+        BackendError {
+            timeout: Some(timeout),
+            reason: Cow::Borrowed("timed out"),
+        }
+    }
+
+    #[cfg(feature = "redis")]
+    pub(crate) fn unavailable(reason: &str) -> Self {
+        BackendError::new(reason.to_owned())
+    }
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.timeout {
+            Some(t) => write!(f, "shared backend gave no answer within {t:?}"),
+            None => write!(f, "shared backend failed: {}", self.reason),
+        }
+    }
+}
+
+impl std::error::Error for BackendError {}

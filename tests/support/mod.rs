@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod http;
+pub(crate) mod redis;
 
 use std::future::Future;
 use std::pin::Pin;

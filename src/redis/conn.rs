@@ -1,0 +1,164 @@
+//! The connection every Redis store shares.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{FromRedisValue, Script, ScriptInvocation};
+
+use crate::error::{BackendError, InvalidConfig};
+
+/// A handle to one Redis server, cheap to clone: every clone shares one
+/// multiplexed, reconnecting connection and one error count.
+///
+/// Every command is bounded by [`timeout`](Redis::with_timeout) (default
+/// 50 ms): a store decides what to do when Redis is slow or down (its
+/// failure policy), never waits on it unboundedly. The connection is made
+/// lazily, so a service starts while Redis is down and uses it once it is
+/// up.
+///
+/// `Debug` shows the server's address without its password.
+#[derive(Clone)]
+pub struct Redis {
+    conn: ConnectionManager,
+    timeout: Duration,
+    errors: Arc<AtomicU64>,
+    prefix: Arc<str>,
+    address: Arc<str>,
+}
+
+impl fmt::Debug for Redis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Redis")
+            .field("address", &self.address)
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("errors", &self.errors())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Redis {
+    /// A handle to the server at `url` (`redis://[:password@]host:port[/db]`),
+    /// connecting on first use; keys are prefixed `llm:`.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidConfig`] for a URL redis-rs cannot parse (the message never
+    /// repeats the URL, which may hold a password), or when called outside
+    /// a tokio runtime (the connection manager runs a task of its own).
+    pub fn new(url: &str) -> Result<Self, InvalidConfig> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(InvalidConfig::new(
+                "redis",
+                "must be made inside a tokio runtime",
+            ));
+        }
+        let client = redis::Client::open(url)
+            .map_err(|_| InvalidConfig::new("redis.url", "not a valid Redis URL"))?;
+        let address = client.get_connection_info().addr().to_string();
+        let timeout = Duration::from_millis(50);
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            // Reconnect attempts are the manager's; a command does not wait
+            // for them beyond its own timeout.
+            .set_number_of_retries(1);
+        let conn = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|_| InvalidConfig::new("redis.url", "cannot make a connection manager"))?;
+        Ok(Redis {
+            conn,
+            timeout,
+            errors: Arc::new(AtomicU64::new(0)),
+            prefix: Arc::from("llm:"),
+            address: Arc::from(address),
+        })
+    }
+
+    /// The bound on every command (connecting included).
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The prefix of every key this crate writes (default `llm:`): lets
+    /// deployments, or tests, share one server without meeting.
+    #[must_use]
+    pub fn with_prefix(mut self, prefix: impl Into<Arc<str>>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The configured command timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Commands that failed or timed out, since this handle was made.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// `PING`, bounded by the timeout: whether Redis answers now.
+    ///
+    /// # Errors
+    ///
+    /// [`BackendError`] when it does not.
+    pub async fn ping(&self) -> Result<(), BackendError> {
+        self.query::<String>(&redis::cmd("PING")).await.map(drop)
+    }
+
+    /// A fresh clone of the connection (multiplexed: clones share it).
+    pub(crate) fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Runs `invocation` of a script: `EVALSHA`, and after `NOSCRIPT` the
+    /// script is loaded and run again (redis-rs does this), all within the
+    /// timeout. A failure is counted and returned typed.
+    pub(crate) async fn run<T: FromRedisValue>(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<T, BackendError> {
+        let mut conn = self.conn.clone();
+        self.bounded(async move { invocation.invoke_async(&mut conn).await })
+            .await
+    }
+
+    /// Runs one command, bounded and counted like [`run`](Self::run).
+    pub(crate) async fn query<T: FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> Result<T, BackendError> {
+        let mut conn = self.conn.clone();
+        self.bounded(async move { cmd.query_async(&mut conn).await })
+            .await
+    }
+
+    async fn bounded<T>(
+        &self,
+        fut: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, BackendError> {
+        let result = match tokio::time::timeout(self.timeout, fut).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) => BackendError::unavailable(e.category()),
+            Err(_) => BackendError::timeout(self.timeout),
+        };
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        Err(result)
+    }
+
+    /// A script, for stores to keep in a `static` (its SHA is computed
+    /// once).
+    pub(crate) fn script(source: &str) -> Script {
+        Script::new(source)
+    }
+}
