@@ -72,6 +72,9 @@
 
 #[cfg(any(feature = "rate", feature = "concurrency"))]
 mod admitted;
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+mod builder;
 #[cfg(feature = "cache")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
 pub mod cache;
@@ -122,6 +125,8 @@ pub mod stack;
 mod sync;
 mod util;
 
+#[cfg(feature = "tower")]
+pub use builder::ServiceBuilderExt;
 pub use error::BoxError;
 pub use queue::Priority;
 pub use request::{BufferBody, BufferBodyLayer, Deadline, KeyId, ReplayBody, RequestMeta};
