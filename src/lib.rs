@@ -78,8 +78,8 @@ mod builder;
 #[cfg(feature = "cache")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
 pub mod cache;
-#[cfg(feature = "hyper-client")]
-#[cfg_attr(docsrs, doc(cfg(feature = "hyper-client")))]
+#[cfg(any(feature = "hyper-client", feature = "reqwest"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "hyper-client", feature = "reqwest"))))]
 pub mod client;
 #[cfg(feature = "concurrency")]
 #[cfg_attr(docsrs, doc(cfg(feature = "concurrency")))]
