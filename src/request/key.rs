@@ -73,6 +73,7 @@ impl KeyId {
 
     /// 64 bits of the identity, for tables that hash it again (the rate
     /// limiter's groups); never shown.
+    #[cfg_attr(not(feature = "rate"), allow(dead_code))]
     pub(crate) fn word(self) -> u64 {
         (self.0 as u64) ^ ((self.0 >> 64) as u64)
     }
@@ -289,6 +290,7 @@ fn query_keys(query: &str) -> impl Iterator<Item = &str> {
 /// `path_and_query` with the values of its `key` query parameters removed
 /// (`key=SECRET` becomes `key=`): what may be kept and shown of a request's
 /// target once [`KeyId::of`] has taken those values in.
+#[cfg_attr(not(feature = "cache"), allow(dead_code))]
 pub(crate) fn without_query_keys(path_and_query: &str) -> Cow<'_, str> {
     let Some((path, query)) = path_and_query.split_once('?') else {
         return Cow::Borrowed(path_and_query);
