@@ -77,6 +77,8 @@ mod gcra;
 mod groups;
 mod layer;
 mod limit;
+#[cfg(feature = "redis")]
+mod remote;
 mod service;
 mod state;
 mod stats;

@@ -62,7 +62,10 @@ impl Redis {
         let timeout = Duration::from_millis(50);
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
+            // No response timeout of the manager's own: the bound is the
+            // handle's `timeout`, which `with_timeout` may change after the
+            // manager is made (a fixed one would cut every command at 50 ms).
+            .set_response_timeout(None)
             // Reconnect attempts are the manager's; a command does not wait
             // for them beyond its own timeout.
             .set_number_of_retries(1);

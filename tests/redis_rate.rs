@@ -1,0 +1,372 @@
+//! The rate limiter's buckets in Redis: two limiters ("processes") sharing
+//! one server admit no more than one limit between them; the scripts
+//! survive `SCRIPT FLUSH`; a dead or stalled Redis is met by each failure
+//! policy within the handle's timeout, and its return is used; clocks of
+//! the clients do not matter. Each test skips (one line) without Redis.
+
+mod support;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use tower::{Service, ServiceExt, service_fn};
+use tower_llm_resilience::BoxError;
+use tower_llm_resilience::error::{BackendError, RateLimited};
+use tower_llm_resilience::rate::{Limit, Limits, RateLimitBuilder, RateLimitLayer};
+use tower_llm_resilience::redis::{FailurePolicy, Redis};
+use tower_llm_resilience::request::ReplayBody;
+
+use support::redis::RedisServer;
+
+fn request() -> Request<ReplayBody> {
+    Request::post("https://api.anthropic.com/v1/messages")
+        .header("x-api-key", "sk-test-shared-quota")
+        .body(ReplayBody::from(
+            r#"{"model":"claude-test","max_tokens":16,"messages":[{"role":"user","content":"Hi"}]}"#,
+        ))
+        .expect("request")
+}
+
+/// A transport that counts what it is sent.
+fn counting(
+    sent: Arc<AtomicU64>,
+) -> impl Service<
+    Request<ReplayBody>,
+    Response = Response<String>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<String>, Infallible>> + Send,
+> + Clone
++ Send
++ 'static {
+    service_fn(move |_req: Request<ReplayBody>| {
+        sent.fetch_add(1, Ordering::Relaxed);
+        async { Ok::<_, Infallible>(Response::new(String::from("{}"))) }
+    })
+}
+
+fn requests(amount: u64, per: Duration, burst: u64) -> Limits {
+    Limits::unlimited().requests(Limit::new(amount, per, burst).expect("limit"))
+}
+
+/// One admission through `layer`: `Ok` when sent.
+async fn one(layer: &RateLimitLayer, sent: &Arc<AtomicU64>) -> Result<(), BoxError> {
+    let svc = tower::Layer::layer(layer, counting(Arc::clone(sent)));
+    svc.oneshot(request()).await.map(drop)
+}
+
+fn limiter(redis: Option<Redis>, limits: Limits, policy: FailurePolicy) -> RateLimitLayer {
+    let mut b = RateLimitBuilder::default()
+        .limits(limits)
+        .fail_fast(true)
+        .max_wait(Duration::from_millis(200))
+        .redis_failure(policy);
+    if let Some(redis) = redis {
+        b = b.redis(redis);
+    }
+    b.build().expect("config")
+}
+
+/// Runs `callers` loops against each layer for `window`; what each sent.
+async fn hammer(
+    layers: &[RateLimitLayer],
+    callers: usize,
+    window: Duration,
+) -> (Vec<u64>, Duration) {
+    let started = Instant::now();
+    let counts: Vec<Arc<AtomicU64>> = layers.iter().map(|_| Arc::default()).collect();
+    let mut tasks = Vec::new();
+    for (layer, sent) in layers.iter().zip(&counts) {
+        for _ in 0..callers {
+            let layer = layer.clone();
+            let sent = Arc::clone(sent);
+            tasks.push(tokio::spawn(async move {
+                while started.elapsed() < window {
+                    if one(&layer, &sent).await.is_err() {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.expect("caller");
+    }
+    let elapsed = started.elapsed();
+    (
+        counts.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
+        elapsed,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_limiters_sharing_redis_never_admit_more_than_one_limit() {
+    let Some(server) = RedisServer::get("redis_rate") else {
+        return;
+    };
+    let redis = server.handle().with_timeout(Duration::from_millis(500));
+    // 40 a second, bursting to 10.
+    let limits = requests(40, Duration::from_secs(1), 10);
+    let a = limiter(Some(redis.clone()), limits, FailurePolicy::FailClosed);
+    let b = limiter(Some(redis.clone()), limits, FailurePolicy::FailClosed);
+    let (counts, elapsed) = hammer(&[a.clone(), b.clone()], 8, Duration::from_millis(1500)).await;
+    let total: u64 = counts.iter().sum();
+    let bound = (40.0 * elapsed.as_secs_f64()).ceil() as u64 + 10;
+    assert!(
+        total <= bound,
+        "admitted {total} > {bound} over {elapsed:?}: {counts:?}"
+    );
+    assert!(
+        counts.iter().all(|&c| c > 0),
+        "both instances admitted: {counts:?}"
+    );
+    assert!(total >= 10, "the burst at least: {counts:?}");
+    assert_eq!(redis.errors(), 0);
+
+    // The control: two limiters without Redis each admit a whole limit.
+    let a = limiter(None, limits, FailurePolicy::FailClosed);
+    let b = limiter(None, limits, FailurePolicy::FailClosed);
+    let (counts, elapsed) = hammer(&[a, b], 8, Duration::from_millis(1500)).await;
+    let total: u64 = counts.iter().sum();
+    let bound = (40.0 * elapsed.as_secs_f64()).ceil() as u64 + 10;
+    assert!(
+        total > bound,
+        "unshared, the two overshoot: {total} ≤ {bound}"
+    );
+}
+
+#[tokio::test]
+async fn script_flush_mid_run_recovers_and_the_state_stays() {
+    let Some(server) = RedisServer::get("redis_rate") else {
+        return;
+    };
+    let Some(port) = server.port else {
+        // SCRIPT FLUSH on a shared REDIS_URL server would touch others.
+        eprintln!("redis_rate: script flush test needs a private server");
+        return;
+    };
+    let _ = port;
+    let redis = server.handle().with_timeout(Duration::from_millis(500));
+    let layer = limiter(
+        Some(redis.clone()),
+        requests(5, Duration::from_secs(60), 5),
+        FailurePolicy::FailClosed,
+    );
+    let sent = Arc::new(AtomicU64::new(0));
+    for _ in 0..3 {
+        one(&layer, &sent).await.expect("admitted");
+    }
+    assert_eq!(server.command(&["SCRIPT", "FLUSH"]), "+OK");
+    for _ in 0..2 {
+        one(&layer, &sent).await.expect("admitted after the flush");
+    }
+    // The buckets outlived the scripts: the sixth is refused.
+    let err = one(&layer, &sent).await.expect_err("over the limit");
+    assert!(err.downcast_ref::<RateLimited>().is_some(), "{err}");
+    assert_eq!(sent.load(Ordering::Relaxed), 5);
+    assert_eq!(redis.errors(), 0, "NOSCRIPT was handled, not failed");
+    assert_eq!(layer.remote_stats().expect("redis").failed_decisions, 0);
+}
+
+/// Waits until `layer` admits through Redis again (its retry interval
+/// over, the connection back).
+async fn until_shared_again(layer: &RateLimitLayer, sent: &Arc<AtomicU64>) {
+    for _ in 0..100 {
+        let before = layer.remote_stats().expect("redis");
+        let ok = one(layer, sent).await.is_ok();
+        let after = layer.remote_stats().expect("redis");
+        if ok && after.failed_decisions == before.failed_decisions {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the limiter never used Redis again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_run_each_policy_answers_within_its_timeout_and_recovers() {
+    let Some(_probe) = RedisServer::get("redis_rate") else {
+        return;
+    };
+    let mut server = RedisServer::start().expect("redis-server");
+    let port = server.port.expect("port");
+    let timeout = Duration::from_millis(100);
+    let redis = server.handle().with_timeout(timeout);
+    let limits = requests(4, Duration::from_secs(60), 4);
+    let closed = limiter(Some(redis.clone()), limits, FailurePolicy::FailClosed);
+    let open = limiter(Some(redis.clone()), limits, FailurePolicy::FailOpen);
+    let local = limiter(
+        Some(redis.clone()),
+        limits,
+        FailurePolicy::Local { instances: 2 },
+    );
+    let sent = Arc::new(AtomicU64::new(0));
+    // The shared bucket, drained by the three together.
+    for layer in [&closed, &open, &local, &closed] {
+        one(layer, &sent).await.expect("admitted");
+    }
+    for layer in [&closed, &open, &local] {
+        let err = one(layer, &sent).await.expect_err("shared bucket empty");
+        assert!(err.downcast_ref::<RateLimited>().is_some(), "{err}");
+    }
+
+    server.kill();
+    let bound = timeout * 3 + Duration::from_millis(400);
+
+    let started = Instant::now();
+    let err = one(&closed, &sent).await.expect_err("fail closed");
+    assert!(err.downcast_ref::<BackendError>().is_some(), "{err}");
+    assert!(started.elapsed() < bound, "{:?}", started.elapsed());
+
+    // Fail open admits past the (empty) shared bucket.
+    let started = Instant::now();
+    for _ in 0..6 {
+        one(&open, &sent).await.expect("fail open admits");
+    }
+    assert!(started.elapsed() < bound * 6, "{:?}", started.elapsed());
+
+    // Local: limit ÷ 2 = 2 requests, then refused by the local bucket.
+    let started = Instant::now();
+    one(&local, &sent).await.expect("local 1");
+    one(&local, &sent).await.expect("local 2");
+    let err = one(&local, &sent).await.expect_err("local limit");
+    assert!(err.downcast_ref::<RateLimited>().is_some(), "{err}");
+    assert!(started.elapsed() < bound * 3, "{:?}", started.elapsed());
+    for layer in [&closed, &open, &local] {
+        assert!(layer.remote_stats().expect("redis").failed_decisions > 0);
+    }
+    assert!(redis.errors() > 0);
+
+    // Redis is back, empty: the shared state is used again (a fresh
+    // bucket of four, for all three together).
+    let back = RedisServer::start_on(port).expect("restart");
+    until_shared_again(&closed, &sent).await;
+    until_shared_again(&open, &sent).await;
+    until_shared_again(&local, &sent).await;
+    one(&closed, &sent).await.expect("shared 4");
+    for layer in [&closed, &open, &local] {
+        let err = one(layer, &sent)
+            .await
+            .expect_err("shared bucket empty again");
+        assert!(err.downcast_ref::<RateLimited>().is_some(), "{err}");
+    }
+    // One group, one hash, under this test's prefix.
+    let pattern = format!("{}*", redis.prefix());
+    let count = "return #redis.call('KEYS', ARGV[1])";
+    assert_eq!(back.command(&["EVAL", count, "0", &pattern]), ":1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_seconds_of_latency_time_admissions_out_as_configured() {
+    let Some(_probe) = RedisServer::get("redis_rate") else {
+        return;
+    };
+    let server = RedisServer::start().expect("redis-server");
+    let timeout = Duration::from_millis(100);
+    let redis = server.handle().with_timeout(timeout);
+    let limits = requests(100, Duration::from_secs(60), 100);
+    let closed = limiter(Some(redis.clone()), limits, FailurePolicy::FailClosed);
+    let local = limiter(
+        Some(redis.clone()),
+        limits,
+        FailurePolicy::Local { instances: 4 },
+    );
+    let sent = Arc::new(AtomicU64::new(0));
+    one(&closed, &sent).await.expect("warm");
+    one(&local, &sent).await.expect("warm");
+
+    // Every client's commands stall for two seconds.
+    assert_eq!(server.command(&["CLIENT", "PAUSE", "2000", "ALL"]), "+OK");
+    let started = Instant::now();
+    let err = one(&closed, &sent).await.expect_err("timed out");
+    let backend = err.downcast_ref::<BackendError>().expect("a backend error");
+    assert_eq!(backend.timeout, Some(timeout), "{backend}");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let started = Instant::now();
+    one(&local, &sent).await.expect("the local fallback admits");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(local.remote_stats().expect("redis").failed_decisions >= 1);
+}
+
+#[test]
+fn client_clocks_thirty_seconds_apart_change_nothing() {
+    // Two runtimes, two clocks: B's jumps 30 s ahead after it is built.
+    // A minute's limit of 10: 30 s would refill 5 in a local bucket.
+    let server = match RedisServer::get("redis_rate") {
+        Some(s) => s,
+        None => return,
+    };
+    let prefix = format!("test:{}:skew:", std::process::id());
+    let url = server.url.clone();
+    let limits = requests(10, Duration::from_secs(60), 10);
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    };
+    let make = |local_only: bool| {
+        let redis = Redis::new(&url)
+            .expect("url")
+            .with_prefix(prefix.clone())
+            .with_timeout(Duration::from_millis(500));
+        limiter(
+            (!local_only).then_some(redis),
+            limits,
+            FailurePolicy::FailClosed,
+        )
+    };
+    let sent = Arc::new(AtomicU64::new(0));
+
+    // A drains the shared bucket on its own clock.
+    let rt_a = runtime();
+    rt_a.block_on(async {
+        let a = make(false);
+        for _ in 0..10 {
+            one(&a, &sent).await.expect("admitted");
+        }
+        assert!(one(&a, &sent).await.is_err());
+    });
+
+    let rt_b = runtime();
+    rt_b.block_on(async {
+        let b = make(false);
+        let control = make(true);
+        for _ in 0..10 {
+            one(&control, &sent)
+                .await
+                .expect("the local control drains");
+        }
+        // B's clock (and the control's) jumps 30 s.
+        tokio::time::pause();
+        tokio::time::advance(Duration::from_secs(30)).await;
+        tokio::time::resume();
+        // The control refilled on its own clock: the injection is real.
+        one(&control, &sent).await.expect("local clock refilled");
+        // Through Redis, B's clock is not asked: still empty.
+        let err = one(&b, &sent).await.expect_err("shared bucket still empty");
+        let limited = err.downcast_ref::<RateLimited>().expect("rate limited");
+        // About 6 s to the next unit, by Redis's clock.
+        assert!(
+            limited.retry_after > Duration::from_secs(3),
+            "{:?}",
+            limited.retry_after
+        );
+    });
+    // And A, 30 s behind B, sees the same.
+    rt_a.block_on(async {
+        let a = make(false);
+        assert!(one(&a, &sent).await.is_err());
+    });
+}
