@@ -370,3 +370,168 @@ fn client_clocks_thirty_seconds_apart_change_nothing() {
         assert!(one(&a, &sent).await.is_err());
     });
 }
+
+/// A transport answering `status` with `body` (JSON) and `headers`.
+fn answering(
+    status: u16,
+    body: &'static str,
+    headers: &'static [(&'static str, &'static str)],
+) -> impl Service<
+    Request<ReplayBody>,
+    Response = Response<String>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<String>, Infallible>> + Send,
+> + Clone
++ Send
++ 'static {
+    service_fn(move |_req: Request<ReplayBody>| async move {
+        let mut res = Response::builder()
+            .status(status)
+            .header("content-type", "application/json");
+        for (k, v) in headers {
+            res = res.header(*k, *v);
+        }
+        Ok::<_, Infallible>(res.body(String::from(body)).expect("response"))
+    })
+}
+
+/// Sends one request through `layer` to `svc` and reads its body to the end.
+async fn through<S>(layer: &RateLimitLayer, svc: S) -> Result<u16, BoxError>
+where
+    S: Service<Request<ReplayBody>, Response = Response<String>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    use http_body_util::BodyExt;
+    let res = tower::Layer::layer(layer, svc).oneshot(request()).await?;
+    let status = res.status().as_u16();
+    res.into_body().collect().await?;
+    Ok(status)
+}
+
+/// Retries `f` for up to two seconds (a reconciliation is spawned).
+async fn eventually(mut f: impl AsyncFnMut() -> bool) -> bool {
+    for _ in 0..40 {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_refund_settled_in_one_process_frees_room_in_the_other() {
+    let Some(server) = RedisServer::get("redis_rate") else {
+        return;
+    };
+    let redis = server.handle().with_timeout(Duration::from_millis(500));
+    // Output tokens: 20 a minute; each request reserves its max_tokens (16).
+    let limits = Limits::unlimited()
+        .output_tokens(Limit::new(20, Duration::from_secs(60), 20).expect("limit"));
+    let a = limiter(Some(redis.clone()), limits, FailurePolicy::FailClosed);
+    let b = limiter(Some(redis.clone()), limits, FailurePolicy::FailClosed);
+    let sent = Arc::new(AtomicU64::new(0));
+    // Reserved 16 in A: B's 16 do not fit…
+    let svc = answering(
+        200,
+        r#"{"usage":{"input_tokens":5,"output_tokens":2}}"#,
+        &[],
+    );
+    let held = tower::Layer::layer(&a, svc)
+        .oneshot(request())
+        .await
+        .expect("a");
+    let err = one(&b, &sent).await.expect_err("b does not fit");
+    assert!(err.downcast_ref::<RateLimited>().is_some(), "{err}");
+    // …until A's response ends having used 2: 14 come back, in Redis.
+    use http_body_util::BodyExt;
+    held.into_body().collect().await.expect("body");
+    assert!(
+        eventually(async || one(&b, &sent).await.is_ok()).await,
+        "the refund never reached the shared bucket"
+    );
+    assert_eq!(a.remote_stats().expect("redis").failed_reconciles, 0);
+}
+
+#[tokio::test]
+async fn a_429_closes_the_gate_for_every_process() {
+    let Some(server) = RedisServer::get("redis_rate") else {
+        return;
+    };
+    let redis = server.handle().with_timeout(Duration::from_millis(500));
+    let limits = requests(100, Duration::from_secs(60), 100);
+    let a = limiter(Some(redis.clone()), limits, FailurePolicy::FailClosed);
+    let b = limiter(Some(redis.clone()), limits, FailurePolicy::FailClosed);
+    let limited = answering(429, r#"{"type":"error"}"#, &[("retry-after", "20")]);
+    assert_eq!(through(&a, limited).await.expect("answered"), 429);
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut retry_after = Duration::ZERO;
+    let closed = eventually(async || match one(&b, &sent).await {
+        Ok(()) => false,
+        Err(e) => {
+            retry_after = e.downcast_ref::<RateLimited>().expect("gate").retry_after;
+            true
+        }
+    })
+    .await;
+    // B never saw the 429; the gate it meets is the one A wrote.
+    assert!(closed, "b was admitted through the gate");
+    assert!(
+        retry_after > Duration::from_secs(10) && retry_after <= Duration::from_secs(21),
+        "{retry_after:?}"
+    );
+}
+
+#[tokio::test]
+async fn every_key_is_hash_tagged_and_expires_once_full() {
+    let Some(server) = RedisServer::get("redis_rate") else {
+        return;
+    };
+    if server.port.is_none() {
+        eprintln!("redis_rate: key listing needs a private server");
+        return;
+    }
+    let redis = server.handle().with_timeout(Duration::from_millis(500));
+    // Refills in 2 s.
+    let layer = limiter(
+        Some(redis.clone()),
+        requests(10, Duration::from_secs(2), 10),
+        FailurePolicy::FailClosed,
+    );
+    let sent = Arc::new(AtomicU64::new(0));
+    for _ in 0..5 {
+        one(&layer, &sent).await.expect("admitted");
+    }
+    // The group's one key, named `{prefix}{rl:…}`: its hash tag.
+    let pattern = format!("{}{{rl:*}}", redis.prefix());
+    let count = "return #redis.call('KEYS', ARGV[1])";
+    assert_eq!(server.command(&["EVAL", count, "0", &pattern]), ":1");
+    let pttl = "local k = redis.call('KEYS', ARGV[1]); return redis.call('PTTL', k[1])";
+    let ttl: i64 = server
+        .command(&["EVAL", pttl, "0", &pattern])
+        .trim_start_matches(':')
+        .parse()
+        .expect("ttl");
+    // Five of ten used: full again in ≤ 1 s, kept one second more.
+    assert!(ttl > 0 && ttl <= 2_000, "{ttl}");
+}
+
+#[tokio::test]
+async fn a_cost_above_the_burst_is_refused_by_the_script() {
+    let Some(server) = RedisServer::get("redis_rate") else {
+        return;
+    };
+    let redis = server.handle();
+    let limits = Limits::unlimited()
+        .output_tokens(Limit::new(100, Duration::from_secs(60), 8).expect("limit"));
+    let layer = limiter(Some(redis), limits, FailurePolicy::FailClosed);
+    let err = one(&layer, &Arc::default()).await.expect_err("16 > 8");
+    let too_large = err
+        .downcast_ref::<tower_llm_resilience::error::RequestTooLarge>()
+        .expect("RequestTooLarge");
+    assert_eq!((too_large.cost, too_large.burst), (16, 8));
+    assert_eq!(layer.remote_stats().expect("redis").round_trips, 1);
+}
