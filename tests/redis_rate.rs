@@ -535,3 +535,158 @@ async fn a_cost_above_the_burst_is_refused_by_the_script() {
     assert_eq!((too_large.cost, too_large.burst), (16, 8));
     assert_eq!(layer.remote_stats().expect("redis").round_trips, 1);
 }
+
+fn leasing(redis: Redis, limits: Limits, lease: u32) -> RateLimitLayer {
+    RateLimitBuilder::default()
+        .limits(limits)
+        .fail_fast(true)
+        .max_wait(Duration::from_millis(500))
+        .redis(redis)
+        .redis_failure(FailurePolicy::FailClosed)
+        .redis_lease(lease)
+        .build()
+        .expect("config")
+}
+
+/// Like [`hammer`], each caller sending once per `every` (a steady rate,
+/// below the limit): what each layer sent.
+async fn paced(
+    layers: &[RateLimitLayer],
+    callers: usize,
+    every: Duration,
+    window: Duration,
+) -> u64 {
+    let started = Instant::now();
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for layer in layers {
+        for _ in 0..callers {
+            let layer = layer.clone();
+            let sent = Arc::clone(&sent);
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                while started.elapsed() < window {
+                    tick.tick().await;
+                    let _ = one(&layer, &sent).await;
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.expect("caller");
+    }
+    sent.load(Ordering::Relaxed)
+}
+
+fn trips(layers: &[&RateLimitLayer]) -> u64 {
+    layers
+        .iter()
+        .map(|l| l.remote_stats().expect("redis").round_trips)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_over_admit_at_most_instances_times_lease() {
+    let Some(server) = RedisServer::get("redis_rate") else {
+        return;
+    };
+    let redis = server.handle().with_timeout(Duration::from_millis(500));
+    // 200 a second, bursting to 40; leases of 20 requests; saturated.
+    let (rate, burst, lease) = (200.0, 40, 20);
+    let limits = requests(200, Duration::from_secs(1), burst);
+    let a = leasing(redis.clone(), limits, lease);
+    let b = leasing(redis.clone(), limits, lease);
+    let (counts, elapsed) = hammer(&[a.clone(), b.clone()], 8, Duration::from_millis(1500)).await;
+    let total: u64 = counts.iter().sum();
+    // What leasing allows beyond the limit: each instance's lease.
+    let bound = (rate * elapsed.as_secs_f64()).ceil() as u64 + burst + 2 * u64::from(lease);
+    assert!(
+        total <= bound,
+        "admitted {total} > {bound} over {elapsed:?}: {counts:?}"
+    );
+    assert!(counts.iter().all(|&c| c > u64::from(lease)), "{counts:?}");
+    let trips = trips(&[&a, &b]);
+    // Saturated, two instances race for each lease: reported, not bounded.
+    eprintln!(
+        "saturated: {trips} round trips for {total} admissions ({:.3})",
+        trips as f64 / total as f64
+    );
+    assert!(trips < total, "{trips} round trips for {total} admissions");
+    assert_eq!(redis.errors(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_a_steady_rate_leases_ask_redis_at_most_once_in_ten_admissions() {
+    let Some(server) = RedisServer::get("redis_rate") else {
+        return;
+    };
+    let redis = server.handle().with_timeout(Duration::from_millis(500));
+    let limits = requests(200, Duration::from_secs(1), 40);
+    let a = leasing(redis.clone(), limits, 20);
+    let b = leasing(redis.clone(), limits, 20);
+    // Two instances × 4 callers × 20 a second: 160 a second, 80 % of the limit.
+    let total = paced(
+        &[a.clone(), b.clone()],
+        4,
+        Duration::from_millis(50),
+        Duration::from_millis(1500),
+    )
+    .await;
+    let trips = trips(&[&a, &b]);
+    let per = trips as f64 / total as f64;
+    eprintln!("steady: {trips} round trips for {total} admissions ({per:.3})");
+    assert!(total > 100, "{total}");
+    assert!(
+        per <= 0.1,
+        "{trips} round trips for {total} admissions: {per:.3}"
+    );
+    // Without leases, every admission is a round trip.
+    let c = limiter(Some(redis.clone()), limits, FailurePolicy::FailClosed);
+    let total = paced(
+        &[c.clone()],
+        4,
+        Duration::from_millis(50),
+        Duration::from_millis(500),
+    )
+    .await;
+    assert!(trips_of(&c) >= total, "{} < {total}", trips_of(&c));
+}
+
+fn trips_of(layer: &RateLimitLayer) -> u64 {
+    trips(&[layer])
+}
+
+#[tokio::test]
+async fn a_lease_keeps_refunds_and_sends_them_with_the_next() {
+    let Some(server) = RedisServer::get("redis_rate") else {
+        return;
+    };
+    let redis = server.handle().with_timeout(Duration::from_millis(500));
+    // Output tokens: 64 a minute; each request reserves 16; leases of 2.
+    let limits = Limits::unlimited()
+        .output_tokens(Limit::new(64, Duration::from_secs(60), 64).expect("limit"));
+    let a = leasing(redis.clone(), limits, 2);
+    let other = limiter(Some(redis.clone()), limits, FailurePolicy::FailClosed);
+    let svc = answering(
+        200,
+        r#"{"usage":{"input_tokens":5,"output_tokens":1}}"#,
+        &[],
+    );
+    // One lease (32 in Redis) serves two requests; each gives 15 back to
+    // the lease, not to Redis: one round trip.
+    for _ in 0..2 {
+        assert_eq!(through(&a, svc.clone()).await.expect("a"), 200);
+    }
+    assert_eq!(a.remote_stats().expect("redis").round_trips, 1);
+    // Redis holds 32 of 64: the other instance fits two requests, not three.
+    let sent = Arc::new(AtomicU64::new(0));
+    one(&other, &sent).await.expect("other 1");
+    one(&other, &sent).await.expect("other 2");
+    assert!(
+        one(&other, &sent).await.is_err(),
+        "Redis still counts the lease"
+    );
+    // A's refunds of 30 units let it admit from its lease again without a trip.
+    assert_eq!(through(&a, svc.clone()).await.expect("a"), 200);
+    assert_eq!(a.remote_stats().expect("redis").round_trips, 1);
+}

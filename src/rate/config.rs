@@ -274,6 +274,8 @@ pub struct RateLimitBuilder {
     redis: Option<crate::redis::Redis>,
     #[cfg(feature = "redis")]
     redis_failure: crate::redis::FailurePolicy,
+    #[cfg(feature = "redis")]
+    redis_lease: u32,
 }
 
 impl fmt::Debug for RateLimitBuilder {
@@ -309,6 +311,8 @@ impl Default for RateLimitBuilder {
             redis: None,
             #[cfg(feature = "redis")]
             redis_failure: crate::redis::FailurePolicy::default(),
+            #[cfg(feature = "redis")]
+            redis_lease: 0,
         }
     }
 }
@@ -488,6 +492,29 @@ impl RateLimitBuilder {
         self
     }
 
+    /// Leases: a process takes `requests` requests' worth of each
+    /// dimension from Redis in one round trip (`requests` × the cost of
+    /// the request that asked; fewer when a burst holds fewer), all or
+    /// none, and admits locally from it, so one admission in about
+    /// `requests` asks Redis, however saturated the limit. The request
+    /// that asks waits until the whole lease fits (and fail-fast judges
+    /// that wait); the others are then admitted from it at once. Settlements (refunds, charges) are kept with the lease
+    /// and sent with the next one; a 429's gate is still sent at once.
+    /// Unused units go back with the next lease, or once a lease is a
+    /// second old.
+    ///
+    /// The cost: units are counted in Redis when leased, not when used, so
+    /// over any window the instances together may admit up to
+    /// `instances × requests × cost` per dimension beyond the limit and
+    /// burst (what each held, unused, as the window began). Default 0: no
+    /// leases, every admission its own round trip.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis_lease(mut self, requests: u32) -> Self {
+        self.redis_lease = requests;
+        self
+    }
+
     /// Validates the configuration.
     ///
     /// # Errors
@@ -580,7 +607,7 @@ impl RateLimitBuilder {
                 }
                 _ => None,
             };
-            super::remote::Remote::new(redis, self.redis_failure, fallback)
+            super::remote::Remote::new(redis, self.redis_failure, fallback, self.redis_lease)
         });
         let config = Config {
             limits: self.limits,

@@ -387,6 +387,7 @@ pub(crate) struct Hold {
     pub(crate) sent: bool,
     pub(crate) done: bool,
     /// Reserved in Redis: the correction goes there too.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) remote: bool,
 }
 
@@ -416,6 +417,20 @@ impl Hold {
         }
         let shared = &self.group.shared;
         if let Some(remote) = &shared.config.remote {
+            if remote.leases() {
+                // Kept with the lease, sent with the next one; a gate
+                // still goes at once.
+                crate::sync::lock(&self.group.lease.state).correct(&delta);
+                if gate.is_zero() {
+                    return;
+                }
+                let limits = shared.limits_of(&self.group);
+                let none = [0; DIMENSIONS];
+                remote
+                    .store
+                    .reconcile(self.group.key.hash(), limits, none, gate);
+                return;
+            }
             let limits = shared.limits_of(&self.group);
             remote
                 .store

@@ -127,6 +127,9 @@ pub(crate) struct Group {
     /// Requests of the group waiting in the queue (a newcomer that sees
     /// any queues behind them instead of trying at the call).
     pub(crate) queued: AtomicU32,
+    /// What this process holds of a Redis lease (with leases configured).
+    #[cfg(feature = "redis")]
+    pub(crate) lease: super::remote::LeaseCell,
 }
 
 pub(crate) struct GroupState {
@@ -293,6 +296,8 @@ impl Shared {
                 above: vec![[false; DIMENSIONS]; shared.config.thresholds.len()],
             }),
             queued: AtomicU32::new(0),
+            #[cfg(feature = "redis")]
+            lease: super::remote::LeaseCell::default(),
         })
     }
 

@@ -120,6 +120,7 @@ impl Redis {
     }
 
     /// A fresh clone of the connection (multiplexed: clones share it).
+    #[allow(dead_code)] // for the stores that pipeline; the limiter does not
     pub(crate) fn connection(&self) -> ConnectionManager {
         self.conn.clone()
     }

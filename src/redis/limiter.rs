@@ -74,6 +74,13 @@ static SETTLE: LazyLock<Script> = LazyLock::new(|| {
     ))
 });
 
+static LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Redis::script(concat!(
+        include_str!("scripts/prelude.lua"),
+        include_str!("scripts/lease.lua")
+    ))
+});
+
 /// What a rate limiter with a Redis store does when Redis gives no answer
 /// within its timeout (or an error).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +127,8 @@ pub struct RemoteStats {
 pub(crate) enum Decision {
     /// Reserved in every dimension.
     Admitted,
+    /// A lease: this many multiples of the cost reserved (at least one).
+    Leased(u64),
     /// Not yet: try again after `wait` (measured on Redis's clock); `gate`
     /// when a 429's cooldown, not a bucket, holds it.
     Wait { wait: Duration, gate: bool },
@@ -218,6 +227,59 @@ impl RemoteStore {
         })
     }
 
+    /// Runs the lease script: applies `corrections` (negative: give
+    /// back), then reserves up to `multiples` × `cost`, at least one.
+    pub(crate) async fn lease(
+        &self,
+        group: u64,
+        limits: &[Option<Limit>; DIMENSIONS],
+        cost: &[u64; DIMENSIONS],
+        multiples: u64,
+        corrections: &[i128; DIMENSIONS],
+    ) -> Result<Decision, BackendError> {
+        if self.clock() < self.skip_until.load(Ordering::Relaxed) {
+            self.failed_decisions.fetch_add(1, Ordering::Relaxed);
+            return Err(BackendError::new("skipped: Redis failed just before"));
+        }
+        let mut invocation = LEASE.prepare_invoke();
+        invocation
+            .key(self.key(group))
+            .arg(DIMENSIONS)
+            .arg(multiples);
+        for ((limit, cost), delta) in limits.iter().zip(cost).zip(corrections) {
+            let (refund, charge) = split(*delta);
+            match limit {
+                Some(l) => invocation
+                    .arg(l.interval_nanos())
+                    .arg(l.burst())
+                    .arg(*cost)
+                    .arg(refund)
+                    .arg(charge),
+                None => invocation.arg(0).arg(0).arg(0).arg(0).arg(0),
+            };
+        }
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let reply: Vec<i64> = match self.redis.run(&invocation).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                self.failed(&e);
+                return Err(e);
+            }
+        };
+        let decision = match *reply {
+            [0, m] => u64::try_from(m)
+                .ok()
+                .filter(|&m| m >= 1)
+                .map(Decision::Leased),
+            _ => decode(&reply),
+        };
+        decision.ok_or_else(|| {
+            let e = BackendError::new("unexpected reply from the lease script");
+            self.failed(&e);
+            e
+        })
+    }
+
     fn failed(&self, _e: &BackendError) {
         self.failed_decisions.fetch_add(1, Ordering::Relaxed);
         let until = self
@@ -253,12 +315,7 @@ impl RemoteStore {
             let gate = u64::try_from(gate.as_nanos()).unwrap_or(u64::MAX);
             invocation.key(key).arg(DIMENSIONS).arg(gate);
             for (limit, delta) in limits.iter().zip(delta) {
-                let magnitude = u64::try_from(delta.unsigned_abs()).unwrap_or(u64::MAX);
-                let (refund, charge) = if delta < 0 {
-                    (magnitude, 0)
-                } else {
-                    (0, magnitude)
-                };
+                let (refund, charge) = split(delta);
                 match limit {
                     Some(l) => invocation.arg(l.interval_nanos()).arg(refund).arg(charge),
                     None => invocation.arg(0).arg(0).arg(0),
@@ -269,6 +326,16 @@ impl RemoteStore {
                 store.failed_reconciles.fetch_add(1, Ordering::Relaxed);
             }
         });
+    }
+}
+
+/// A correction as (units to give back, units to charge).
+fn split(delta: i128) -> (u64, u64) {
+    let magnitude = u64::try_from(delta.unsigned_abs()).unwrap_or(u64::MAX);
+    if delta < 0 {
+        (magnitude, 0)
+    } else {
+        (0, magnitude)
     }
 }
 
