@@ -643,7 +643,7 @@ async fn at_a_steady_rate_leases_ask_redis_at_most_once_in_ten_admissions() {
     // Without leases, every admission is a round trip.
     let c = limiter(Some(redis.clone()), limits, FailurePolicy::FailClosed);
     let total = paced(
-        &[c.clone()],
+        std::slice::from_ref(&c),
         4,
         Duration::from_millis(50),
         Duration::from_millis(500),

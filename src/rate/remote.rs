@@ -97,8 +97,7 @@ impl Lease {
     /// to the cap; the rest is sent later), a charge is taken from it (what
     /// it lacks is sent later).
     pub(crate) fn correct(&mut self, delta: &[i128; DIMENSIONS]) {
-        for i in 0..DIMENSIONS {
-            let d = delta[i];
+        for (i, &d) in delta.iter().enumerate() {
             if d < 0 {
                 let back = u64::try_from(-d).unwrap_or(u64::MAX);
                 let room = self.cap[i].saturating_sub(self.credit[i]);
