@@ -15,7 +15,9 @@
 //!   `ConnectionManager`: the floor.
 //!
 //! Both are driven by `block_on` of one current-thread runtime, so the
-//! runtime's cost is in both.
+//! runtime's cost is in both. `REDIS_BENCH_AB=1` runs them interleaved
+//! instead (31 rounds of 2,000 each) and prints both medians and the
+//! median ratio: on a shared machine, the fairer comparison.
 
 mod support;
 
@@ -68,89 +70,149 @@ fn start() -> Option<Server> {
     None
 }
 
+/// The server, the runtime, and one admission of each kind.
+struct Fixture {
+    _server: Server,
+    rt: tokio::runtime::Runtime,
+    layer: tower_llm_resilience::rate::RateLimitLayer,
+    svc: tower_llm_resilience::rate::RateLimit<support::Noop>,
+    script: redis::Script,
+    limit: tower_llm_resilience::rate::Limit,
+    conn: redis::aio::ConnectionManager,
+}
+
+fn request() -> Request<ReplayBody> {
+    Request::post("https://api.anthropic.com/v1/messages")
+        .header("x-api-key", "sk-bench")
+        .body(ReplayBody::from(BODY))
+        .expect("request")
+}
+
+impl Fixture {
+    fn new() -> Option<Fixture> {
+        let Some(server) = start() else {
+            eprintln!("redis bench: skipped: cannot start redis-server");
+            return None;
+        };
+        let url = format!("redis://127.0.0.1:{}", server.port);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let layer = rt.block_on(async {
+            let redis = Redis::new(&url)
+                .expect("url")
+                .with_prefix("bench:")
+                .with_timeout(Duration::from_secs(1));
+            RateLimitBuilder::default()
+                .limits(Limits::unlimited().requests(support::huge(1_000_000_000)))
+                .redis(redis)
+                .redis_failure(FailurePolicy::FailClosed)
+                .build()
+                .expect("config")
+        });
+        let svc = layer.layer(support::Noop);
+        let script = redis::Script::new(concat!(
+            include_str!("../src/redis/scripts/prelude.lua"),
+            include_str!("../src/redis/scripts/admit.lua")
+        ));
+        let conn = rt.block_on(async {
+            redis::Client::open(url.as_str())
+                .expect("url")
+                .get_connection_manager()
+                .await
+                .expect("connection")
+        });
+        let mut f = Fixture {
+            _server: server,
+            rt,
+            layer,
+            svc,
+            script,
+            limit: support::huge(1_000_000_000),
+            conn,
+        };
+        f.ours();
+        f.raw();
+        Some(f)
+    }
+
+    /// One admission through the layer.
+    fn ours(&self) {
+        self.rt
+            .block_on(self.svc.clone().oneshot(request()))
+            .expect("admitted");
+    }
+
+    /// The same script, keys and arguments, straight through redis-rs.
+    fn raw(&mut self) {
+        let (script, limit, conn) = (&self.script, self.limit, &mut self.conn);
+        self.rt.block_on(async {
+            let reply: Vec<i64> = script
+                .key("bench:{rl:raw}")
+                .arg(3)
+                .arg(limit.interval_nanos())
+                .arg(limit.burst())
+                .arg(1)
+                .arg(0)
+                .arg(0)
+                .arg(0)
+                .arg(0)
+                .arg(0)
+                .arg(0)
+                .invoke_async(conn)
+                .await
+                .expect("script");
+            assert_eq!(reply[0], 0);
+        });
+    }
+}
+
+/// `REDIS_BENCH_AB=1`: interleaved rounds of each, the medians and the
+/// median of the per-round ratios (ours ÷ raw).
+fn ab() {
+    let Some(mut f) = Fixture::new() else { return };
+    const ROUNDS: usize = 31;
+    const N: u32 = 2_000;
+    let mut ours = Vec::new();
+    let mut raw = Vec::new();
+    for round in 0..ROUNDS {
+        let mut pair = [0.0; 2];
+        for k in 0..2 {
+            let i = (round + k) % 2;
+            pair[i] = if i == 0 {
+                support::time(N, || f.ours())
+            } else {
+                support::time(N, || f.raw())
+            };
+        }
+        ours.push(pair[0]);
+        raw.push(pair[1]);
+    }
+    let mut ratios: Vec<f64> = ours.iter().zip(&raw).map(|(o, r)| o / r).collect();
+    println!(
+        "redis/admit_roundtrip {:.1} µs, redis/raw_evalsha {:.1} µs, ratio (median of {ROUNDS} interleaved rounds) {:.3}",
+        support::median(&mut ours) / 1e3,
+        support::median(&mut raw) / 1e3,
+        support::median(&mut ratios)
+    );
+    let stats = f.layer.remote_stats().expect("redis");
+    assert_eq!(stats.failed_decisions, 0, "{stats:?}");
+}
+
 fn bench(c: &mut Criterion) {
-    let Some(server) = start() else {
-        eprintln!("redis bench: skipped: cannot start redis-server");
-        return;
-    };
-    let url = format!("redis://127.0.0.1:{}", server.port);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let Some(mut f) = Fixture::new() else { return };
     let mut g = c.benchmark_group("redis");
 
-    // Ours: through the layer.
-    let layer = rt.block_on(async {
-        let redis = Redis::new(&url)
-            .expect("url")
-            .with_prefix("bench:")
-            .with_timeout(Duration::from_secs(1));
-        RateLimitBuilder::default()
-            .limits(Limits::unlimited().requests(support::huge(1_000_000_000)))
-            .redis(redis)
-            .redis_failure(FailurePolicy::FailClosed)
-            .build()
-            .expect("config")
-    });
-    let svc = layer.layer(support::Noop);
-    let request = || {
-        Request::post("https://api.anthropic.com/v1/messages")
-            .header("x-api-key", "sk-bench")
-            .body(ReplayBody::from(BODY))
-            .expect("request")
-    };
-    rt.block_on(svc.clone().oneshot(request())).expect("warm");
-    g.bench_function("admit_roundtrip", |b| {
-        b.iter(|| {
-            rt.block_on(svc.clone().oneshot(request()))
-                .expect("admitted")
-        });
-    });
-    let stats = layer.remote_stats().expect("redis");
-    assert_eq!(stats.failed_decisions, 0, "{stats:?}");
-
-    // Raw: the same script, keys and arguments, straight through redis-rs.
-    let script = redis::Script::new(concat!(
-        include_str!("../src/redis/scripts/prelude.lua"),
-        include_str!("../src/redis/scripts/admit.lua")
-    ));
-    let limit = support::huge(1_000_000_000);
-    let mut conn = rt.block_on(async {
-        redis::Client::open(url.as_str())
-            .expect("url")
-            .get_connection_manager()
-            .await
-            .expect("connection")
-    });
-    g.bench_function("raw_evalsha", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                let reply: Vec<i64> = script
-                    .key("bench:{rl:raw}")
-                    .arg(3)
-                    .arg(limit.interval_nanos())
-                    .arg(limit.burst())
-                    .arg(1)
-                    .arg(0)
-                    .arg(0)
-                    .arg(0)
-                    .arg(0)
-                    .arg(0)
-                    .arg(0)
-                    .invoke_async(&mut conn)
-                    .await
-                    .expect("script");
-                assert_eq!(reply[0], 0);
-            });
-        });
-    });
+    g.bench_function("admit_roundtrip", |b| b.iter(|| f.ours()));
+    g.bench_function("raw_evalsha", |b| b.iter(|| f.raw()));
     g.finish();
-    drop(server);
+    let stats = f.layer.remote_stats().expect("redis");
+    assert_eq!(stats.failed_decisions, 0, "{stats:?}");
 }
 
 criterion_group!(benches, bench);
 
 fn main() {
-    support::main("REDIS_BENCH_AB", || {}, benches);
+    support::main("REDIS_BENCH_AB", ab, benches);
 }
