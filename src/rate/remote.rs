@@ -321,3 +321,57 @@ pub(crate) fn divided(limits: super::Limits, instances: u32) -> super::Limits {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limited() -> [Option<Limit>; DIMENSIONS] {
+        let l = Limit::per_minute(1_000).expect("limit");
+        [Some(l), None, Some(l)]
+    }
+
+    #[test]
+    fn a_lease_admits_from_its_credit_and_keeps_corrections_within_its_cap() {
+        let limits = limited();
+        let mut lease = Lease {
+            credit: [3, 0, 30],
+            cap: [4, 0, 40],
+            ..Lease::default()
+        };
+        // The unlimited dimension is not asked for.
+        assert!(lease.take(&[1, 999, 10], &limits, 0));
+        assert_eq!(lease.credit, [2, 0, 20]);
+        assert!(!lease.take(&[1, 0, 21], &limits, 0), "credit too low");
+        // A refund beyond the cap waits to be sent; a charge beyond the
+        // credit too.
+        lease.correct(&[0, 0, -25]);
+        assert_eq!((lease.credit[2], lease.pending[2]), (40, -5));
+        lease.correct(&[0, 0, 50]);
+        assert_eq!((lease.credit[2], lease.pending[2]), (0, 5));
+        // Old: not used, and what is left goes back with the next lease.
+        let mut old = Lease {
+            credit: [3, 0, 30],
+            cap: [4, 0, 40],
+            pending: [0, 0, 7],
+            ..Lease::default()
+        };
+        assert!(!old.take(&[1, 0, 1], &limits, nanos(LEASE_MAX_AGE) + 1));
+        assert_eq!(old.flush(), [-3, 0, -23]);
+        assert_eq!(old.credit, [0; DIMENSIONS]);
+    }
+
+    #[test]
+    fn divided_limits_keep_their_period_and_never_reach_zero() {
+        let limits = super::super::Limits::per_minute(50, 20_000, 3).expect("limits");
+        let d = divided(limits, 4);
+        let get = |dim| d.get(dim).expect("limited");
+        assert_eq!(get(super::super::Dimension::Requests).amount(), 12);
+        assert_eq!(get(super::super::Dimension::InputTokens).burst(), 5_000);
+        assert_eq!(get(super::super::Dimension::OutputTokens).amount(), 1);
+        assert_eq!(
+            get(super::super::Dimension::Requests).per(),
+            Duration::from_secs(60)
+        );
+    }
+}
