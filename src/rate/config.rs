@@ -161,6 +161,9 @@ pub(crate) struct Config {
     pub(crate) priority_header: Option<http::HeaderName>,
     pub(crate) default_output_tokens: u64,
     pub(crate) unparsed: Unparsed,
+    /// The Redis store admissions go through, if any.
+    #[cfg(feature = "redis")]
+    pub(crate) remote: Option<super::remote::Remote>,
 }
 
 impl fmt::Debug for Config {
@@ -267,6 +270,12 @@ pub struct RateLimitBuilder {
     priority_header: Option<http::HeaderName>,
     default_output_tokens: u64,
     unparsed: Unparsed,
+    #[cfg(feature = "redis")]
+    redis: Option<crate::redis::Redis>,
+    #[cfg(feature = "redis")]
+    redis_failure: crate::redis::FailurePolicy,
+    #[cfg(feature = "redis")]
+    redis_lease: u32,
 }
 
 impl fmt::Debug for RateLimitBuilder {
@@ -298,6 +307,12 @@ impl Default for RateLimitBuilder {
             priority_header: Some(http::HeaderName::from_static("x-llm-priority")),
             default_output_tokens: 4096,
             unparsed: Unparsed::Estimate,
+            #[cfg(feature = "redis")]
+            redis: None,
+            #[cfg(feature = "redis")]
+            redis_failure: crate::redis::FailurePolicy::default(),
+            #[cfg(feature = "redis")]
+            redis_lease: 0,
         }
     }
 }
@@ -443,6 +458,63 @@ impl RateLimitBuilder {
         self
     }
 
+    /// Shares the buckets through Redis: every process (or layer value)
+    /// with a handle to one server and the same key prefix admits against
+    /// the same buckets, and never more than the limit between them. Each
+    /// admission runs one atomic script on Redis's clock (see
+    /// [`redis`](crate::redis)); this process's waiters keep their order
+    /// and priority in its own queue, and each admission waits for Redis
+    /// at most the handle's [timeout](crate::redis::Redis::with_timeout).
+    /// Limits, learning and the 429 gate a response teaches stay this
+    /// process's; the gate is also written to Redis for the others. A
+    /// request is then never admitted in `call` (every admission is a
+    /// round trip).
+    ///
+    /// Processes share a group only when their requests hash alike: they
+    /// must install one [`KeyIdentity`](crate::request::KeyIdentity)
+    /// secret.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis(mut self, redis: crate::redis::Redis) -> Self {
+        self.redis = Some(redis);
+        self
+    }
+
+    /// What an admission does when Redis fails or gives no answer in time
+    /// (default [`FailurePolicy::Local`] with one instance: set it to the
+    /// number of processes sharing the quota).
+    ///
+    /// [`FailurePolicy::Local`]: crate::redis::FailurePolicy::Local
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis_failure(mut self, policy: crate::redis::FailurePolicy) -> Self {
+        self.redis_failure = policy;
+        self
+    }
+
+    /// Leases: a process takes `requests` requests' worth of each
+    /// dimension from Redis in one round trip (`requests` × the cost of
+    /// the request that asked; fewer when a burst holds fewer), all or
+    /// none, and admits locally from it, so one admission in about
+    /// `requests` asks Redis, however saturated the limit. The request
+    /// that asks waits until the whole lease fits (and fail-fast judges
+    /// that wait); the others are then admitted from it at once. Settlements (refunds, charges) are kept with the lease
+    /// and sent with the next one; a 429's gate is still sent at once.
+    /// Unused units go back with the next lease, or once a lease is a
+    /// second old.
+    ///
+    /// The cost: units are counted in Redis when leased, not when used, so
+    /// over any window the instances together may admit up to
+    /// `instances × requests × cost` per dimension beyond the limit and
+    /// burst (what each held, unused, as the window began). Default 0: no
+    /// leases, every admission its own round trip.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis_lease(mut self, requests: u32) -> Self {
+        self.redis_lease = requests;
+        self
+    }
+
     /// Validates the configuration.
     ///
     /// # Errors
@@ -475,6 +547,24 @@ impl RateLimitBuilder {
         if let Some((field, _)) = durations.iter().find(|(_, d)| d.is_some_and(|d| d > year)) {
             return invalid(field, "must be under a year");
         }
+        #[cfg(feature = "redis")]
+        if self.redis.is_some() {
+            let max = crate::redis::limiter::MAX_CAPACITY_NANOS;
+            let all = std::iter::once(&self.limits).chain(self.models.iter().map(|(_, l)| l));
+            if all
+                .flat_map(|l| l.as_array())
+                .flatten()
+                .any(|l| l.capacity_nanos() > max)
+            {
+                return invalid(
+                    "limits",
+                    "with Redis, a bucket must refill within 2^51 ns (about 26 days)",
+                );
+            }
+            if let crate::redis::FailurePolicy::Local { instances: 0 } = self.redis_failure {
+                return invalid("redis_failure", "instances must be at least 1");
+            }
+        }
         Ok(self.finish())
     }
 
@@ -483,6 +573,42 @@ impl RateLimitBuilder {
         let queue = self
             .shared_queue
             .unwrap_or_else(|| crate::queue::WaitQueue::new(self.queue));
+        #[cfg(feature = "redis")]
+        let remote = self.redis.map(|redis| {
+            use crate::redis::FailurePolicy;
+            // The fallback: the in-memory path at divided limits, waiting
+            // in the same queue.
+            let fallback = match self.redis_failure {
+                FailurePolicy::Local { instances } => {
+                    let divided = |l| super::remote::divided(l, instances);
+                    let config = Config {
+                        limits: divided(self.limits),
+                        models: self
+                            .models
+                            .iter()
+                            .map(|(m, l)| (m.clone(), divided(*l)))
+                            .collect(),
+                        learning: self.learning,
+                        learn_period: self.learn_period,
+                        max_wait: self.max_wait,
+                        fail_fast: self.fail_fast,
+                        cooldown_jitter: self.cooldown_jitter,
+                        default_cooldown: self.default_cooldown,
+                        max_cooldown: self.max_cooldown,
+                        idle_timeout: self.idle_timeout,
+                        max_groups: self.max_groups,
+                        thresholds: Vec::new(),
+                        priority_header: None,
+                        default_output_tokens: self.default_output_tokens,
+                        unparsed: self.unparsed,
+                        remote: None,
+                    };
+                    Some(super::state::Limiter::new(config, queue.clone()))
+                }
+                _ => None,
+            };
+            super::remote::Remote::new(redis, self.redis_failure, fallback, self.redis_lease)
+        });
         let config = Config {
             limits: self.limits,
             models: self.models,
@@ -499,6 +625,8 @@ impl RateLimitBuilder {
             priority_header: self.priority_header,
             default_output_tokens: self.default_output_tokens,
             unparsed: self.unparsed,
+            #[cfg(feature = "redis")]
+            remote,
         };
         super::RateLimitLayer::from_config(config, queue)
     }

@@ -121,6 +121,13 @@ impl Held for Box<Reconcile> {
         hold.group
             .shared
             .learn(&hold.group, &hold.ticket, res.status(), res.headers());
+        // A 429's gate closes for every process, not only this one.
+        #[cfg(feature = "redis")]
+        if hold.remote && res.status() == http::StatusCode::TOO_MANY_REQUESTS {
+            let shared = &hold.group.shared;
+            let gate = shared.cooldown_left(&hold.group, shared.now());
+            hold.remote_gate([0; DIMENSIONS], gate);
+        }
         reconcile.success = res.status().is_success();
         let mut res = ResponseBody::from_response(res);
         res.body_mut().observe(reconcile);
@@ -201,6 +208,8 @@ async fn admit(
     let mut queued: Option<Queued> = None;
     // One timer for every wait, moved as the wake-up time moves.
     let mut sleep = pin!(None::<Sleep>);
+    #[cfg(feature = "redis")]
+    let mut remote_wait: Option<(u64, bool)> = None;
     loop {
         if let Some(place) = queued.as_mut() {
             // Not our turn: only the give-up time can end the wait.
@@ -229,6 +238,41 @@ async fn admit(
         let attempt = match gate.filter(|g| *g > Instant::now()) {
             // Paused by a cooldown: not before its own gate.
             Some(gate) => Attempt::Gated(gate),
+            // Through Redis: the head (or a newcomer nobody waits before)
+            // asks the shared buckets.
+            // A wait Redis gave is slept before asking again (one round
+            // trip per wait, not one for the newcomer and one as head).
+            #[cfg(feature = "redis")]
+            None if !behind_others && remote_wait.is_some_and(|(at, _)| at > now) => {
+                let (at, cooldown) = remote_wait.take().expect("checked");
+                Attempt::At { at, cooldown }
+            }
+            #[cfg(feature = "redis")]
+            None if !behind_others && shared.config.remote.is_some() => {
+                let remote = shared.config.remote.as_ref().expect("checked");
+                match super::remote::attempt(remote, &shared, &group, cost).await? {
+                    super::remote::Step::Admitted {
+                        group,
+                        ticket,
+                        remote,
+                    } => {
+                        drop(queued);
+                        return Ok(Reconcile::boxed(Hold {
+                            group,
+                            ticket,
+                            sent: false,
+                            done: false,
+                            remote,
+                        }));
+                    }
+                    super::remote::Step::Attempt(attempt) => {
+                        if let Attempt::At { at, cooldown } = attempt {
+                            remote_wait = Some((at, cooldown));
+                        }
+                        attempt
+                    }
+                }
+            }
             None => shared.attempt(&group, cost, now, behind_others, false),
         };
         let wake_at = match attempt {
@@ -240,6 +284,7 @@ async fn admit(
                     ticket,
                     sent: false,
                     done: false,
+                    remote: false,
                 }));
             }
             Attempt::Never(Denied::CostExceedsBurst(e)) => {
@@ -341,12 +386,56 @@ pub(crate) struct Hold {
     pub(crate) ticket: Ticket,
     pub(crate) sent: bool,
     pub(crate) done: bool,
+    /// Reserved in Redis: the correction goes there too.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) remote: bool,
 }
 
 impl Hold {
     fn settle(&mut self, outcome: Settle) {
         self.done = true;
-        self.group.shared.settle(&self.group, &self.ticket, outcome);
+        let delta = self.group.shared.settle(&self.group, &self.ticket, outcome);
+        self.reconcile(delta);
+    }
+
+    /// Sends a correction (and no gate) to Redis, for a reservation made
+    /// there.
+    #[cfg(feature = "redis")]
+    fn reconcile(&self, delta: [i128; DIMENSIONS]) {
+        self.remote_gate(delta, std::time::Duration::ZERO);
+    }
+
+    #[cfg(not(feature = "redis"))]
+    fn reconcile(&self, _delta: [i128; DIMENSIONS]) {}
+
+    /// Sends a correction and a gate to close to Redis, for a reservation
+    /// made there (spawned: nothing waits for it).
+    #[cfg(feature = "redis")]
+    fn remote_gate(&self, delta: [i128; DIMENSIONS], gate: std::time::Duration) {
+        if !self.remote {
+            return;
+        }
+        let shared = &self.group.shared;
+        if let Some(remote) = &shared.config.remote {
+            if remote.leases() {
+                // Kept with the lease, sent with the next one; a gate
+                // still goes at once.
+                crate::sync::lock(&self.group.lease.state).correct(&delta);
+                if gate.is_zero() {
+                    return;
+                }
+                let limits = shared.limits_of(&self.group);
+                let none = [0; DIMENSIONS];
+                remote
+                    .store
+                    .reconcile(self.group.key.hash(), limits, none, gate);
+                return;
+            }
+            let limits = shared.limits_of(&self.group);
+            remote
+                .store
+                .reconcile(self.group.key.hash(), limits, delta, gate);
+        }
     }
 }
 
@@ -357,11 +446,14 @@ impl Drop for Hold {
         }
         if self.sent {
             // Dropped after sending: the estimate stands.
-            self.group
+            let delta = self
+                .group
                 .shared
                 .settle(&self.group, &self.ticket, Settle::Unknown);
+            self.reconcile(delta);
         } else {
             self.group.shared.cancel(&self.group, &self.ticket);
+            self.reconcile(self.ticket.cost.map(|c| -i128::from(c)));
         }
     }
 }

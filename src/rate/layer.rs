@@ -59,6 +59,16 @@ impl RateLimitLayer {
         self.limiter.stats()
     }
 
+    /// Counts of this limiter's Redis round trips and failures, when it
+    /// shares its buckets through Redis
+    /// ([`RateLimitBuilder::redis`](super::RateLimitBuilder::redis)).
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn remote_stats(&self) -> Option<crate::redis::RemoteStats> {
+        let config = &self.limiter.shared().config;
+        config.remote.as_ref().map(|r| r.store.stats())
+    }
+
     /// The wait queue this limiter waits in (to share it with a
     /// concurrency limit).
     pub fn queue(&self) -> &WaitQueue {

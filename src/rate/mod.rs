@@ -58,6 +58,24 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Shared through Redis
+//!
+//! With the `redis` feature, [`RateLimitBuilder::redis`] puts the buckets
+//! in Redis, so every process that shares a quota admits against one
+//! state: one atomic script per admission (every dimension or none, on
+//! Redis's clock), one per reconciliation, the 429 gate shared too (see
+//! [`redis`](crate::redis)). Every admission then waits in the response
+//! future for its round trip, bounded by the handle's timeout; this
+//! process's queue still orders its own waiters, and only the head of a
+//! group asks Redis. When Redis fails, the
+//! [`FailurePolicy`](crate::redis::FailurePolicy) decides (closed, open, or
+//! by default a local limiter at limit ÷ instances), and Redis is asked
+//! again 250 ms later. [`RateLimitBuilder::redis_lease`] trades a stated
+//! over-admission for one round trip per batch of requests.
+//! Limits, learning, thresholds and [`GroupStats`] stay local: in Redis mode
+//! `available` and `utilization` describe the local buckets, not the shared
+//! ones.
+//!
 //! # Readiness
 //!
 //! `poll_ready` is the inner service's readiness: admission depends on the
@@ -77,6 +95,8 @@ mod gcra;
 mod groups;
 mod layer;
 mod limit;
+#[cfg(feature = "redis")]
+mod remote;
 mod service;
 mod state;
 mod stats;

@@ -91,7 +91,9 @@ where
         };
         // Nobody of the group waiting, and the cost fits now: reserve, and
         // send on the (ready) inner service at once.
+        // (Never with a Redis store: every admission is its round trip.)
         if group.queued.load(Ordering::SeqCst) == 0
+            && !remote(config)
             && let Attempt::Admitted(ticket) = shared.attempt(&group, cost, now, false, true)
         {
             let hold = Hold {
@@ -99,6 +101,7 @@ where
                 ticket,
                 sent: true,
                 done: false,
+                remote: false,
             };
             return ResponseFuture::called(self.inner.call(req), hold);
         }
@@ -109,5 +112,17 @@ where
         let deadline = req.extensions().get::<Deadline>().copied();
         let inner = crate::util::unready_clone(&mut self.inner);
         ResponseFuture::waiting(group, cost, priority, deadline, req, inner)
+    }
+}
+
+/// Whether admissions go through a store outside the process.
+#[inline]
+fn remote(config: &super::config::Config) -> bool {
+    #[cfg(feature = "redis")]
+    return config.remote.is_some();
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = config;
+        false
     }
 }

@@ -127,6 +127,9 @@ pub(crate) struct Group {
     /// Requests of the group waiting in the queue (a newcomer that sees
     /// any queues behind them instead of trying at the call).
     pub(crate) queued: AtomicU32,
+    /// What this process holds of a Redis lease (with leases configured).
+    #[cfg(feature = "redis")]
+    pub(crate) lease: super::remote::LeaseCell,
 }
 
 pub(crate) struct GroupState {
@@ -293,6 +296,8 @@ impl Shared {
                 above: vec![[false; DIMENSIONS]; shared.config.thresholds.len()],
             }),
             queued: AtomicU32::new(0),
+            #[cfg(feature = "redis")]
+            lease: super::remote::LeaseCell::default(),
         })
     }
 
@@ -437,7 +442,15 @@ impl Shared {
 
     /// A sent request is over (its response ended, failed or was dropped):
     /// correct the reservation from what the provider reported.
-    pub(crate) fn settle(&self, group: &Group, ticket: &Ticket, outcome: Settle) {
+    ///
+    /// Returns the correction made per dimension (negative: given back),
+    /// for a store outside the process to apply too.
+    pub(crate) fn settle(
+        &self,
+        group: &Group,
+        ticket: &Ticket,
+        outcome: Settle,
+    ) -> [i128; DIMENSIONS] {
         // The clock is read only when something is corrected or watched
         // (an unknown outcome with no threshold changes nothing in time).
         let now = if matches!(outcome, Settle::Unknown) && self.config.thresholds.is_empty() {
@@ -446,8 +459,9 @@ impl Shared {
             self.now()
         };
         let mut refunded = false;
-        let (events, probing) = {
+        let (events, probing, delta) = {
             let mut s = lock(&group.state);
+            let before = s.net_reserved;
             s.in_flight = s.in_flight.saturating_sub(1);
             s.holds = s.holds.saturating_sub(1);
             let [_, input, output] = ticket.cost;
@@ -482,13 +496,18 @@ impl Shared {
             // ever goes from true to false, so this can only add a spurious
             // wake in a race with the probe's end (whose `learn` wakes the
             // head anyway), never lose one.
-            (self.check_thresholds(group, &mut s, now), s.probing)
+            let mut delta = [0; DIMENSIONS];
+            for ((d, after), before) in delta.iter_mut().zip(s.net_reserved).zip(before) {
+                *d = after - before;
+            }
+            (self.check_thresholds(group, &mut s, now), s.probing, delta)
         };
         self.fire(events);
         // A refund or a finished probe may let the head of the queue in.
         if refunded || probing {
             self.queue.wake_head(group.id);
         }
+        delta
     }
 
     /// Learns from a response's status and headers.
@@ -587,6 +606,64 @@ impl Shared {
                 (t.callback)(&e);
             }
         }
+    }
+}
+
+/// What admission through a store outside the process (Redis) needs of
+/// the local group: the group's gate and probe are still local, and so is
+/// the bookkeeping of what it holds; the buckets are the store's.
+#[cfg(feature = "redis")]
+impl Shared {
+    /// The group's effective limits (configured ⊓ learned) to admit by, or
+    /// the local answer when its 429 gate is closed or a probe is out.
+    pub(crate) fn remote_view(
+        &self,
+        group: &Group,
+        now: u64,
+    ) -> Result<[Option<Limit>; DIMENSIONS], Attempt> {
+        let mut s = lock(&group.state);
+        s.last_used = now;
+        if s.cooldown_until > now {
+            return Err(Attempt::At {
+                at: s.cooldown_until,
+                cooldown: true,
+            });
+        }
+        if s.probing && s.holds > 0 {
+            return Err(Attempt::Parked);
+        }
+        Ok(Dimension::ALL.map(|d| s.gcra.limit(d)))
+    }
+
+    /// The group's effective limits now.
+    pub(crate) fn limits_of(&self, group: &Group) -> [Option<Limit>; DIMENSIONS] {
+        let s = lock(&group.state);
+        Dimension::ALL.map(|d| s.gcra.limit(d))
+    }
+
+    /// Records a reservation the store made (the local buckets are not
+    /// charged): held, and counted as reserved for learning.
+    pub(crate) fn hold_remote(&self, group: &Group, cost: [u64; DIMENSIONS], now: u64) -> Ticket {
+        let mut s = lock(&group.state);
+        for (net, c) in s.net_reserved.iter_mut().zip(cost) {
+            *net += i128::from(c);
+        }
+        s.holds += 1;
+        Ticket {
+            cost,
+            net_after: s.net_reserved,
+            at: now,
+        }
+    }
+
+    /// How long the group's 429 gate stays closed from `now`.
+    pub(crate) fn cooldown_left(&self, group: &Group, now: u64) -> Duration {
+        Duration::from_nanos(lock(&group.state).cooldown_until.saturating_sub(now))
+    }
+
+    /// `at` in this limiter's nanoseconds (the inverse of `instant`).
+    pub(crate) fn ns(&self, at: Instant) -> u64 {
+        nanos(at.saturating_duration_since(self.base))
     }
 }
 

@@ -40,8 +40,6 @@ impl fmt::Debug for Redis {
     }
 }
 
-// The stores built on this handle use the crate-private half.
-#[allow(dead_code)]
 impl Redis {
     /// A handle to the server at `url` (`redis://[:password@]host:port[/db]`),
     /// connecting on first use; keys are prefixed `llm:`.
@@ -64,7 +62,10 @@ impl Redis {
         let timeout = Duration::from_millis(50);
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
+            // No response timeout of the manager's own: the bound is the
+            // handle's `timeout`, which `with_timeout` may change after the
+            // manager is made (a fixed one would cut every command at 50 ms).
+            .set_response_timeout(None)
             // Reconnect attempts are the manager's; a command does not wait
             // for them beyond its own timeout.
             .set_number_of_retries(1);
@@ -119,6 +120,7 @@ impl Redis {
     }
 
     /// A fresh clone of the connection (multiplexed: clones share it).
+    #[allow(dead_code)] // for the stores that pipeline; the limiter does not
     pub(crate) fn connection(&self) -> ConnectionManager {
         self.conn.clone()
     }

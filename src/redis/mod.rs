@@ -9,7 +9,15 @@
 //! - `conn.rs`: the handle, its timeout and error counting, and running a
 //!   Lua script by `EVALSHA` (loaded again after `NOSCRIPT`, as after a
 //!   `SCRIPT FLUSH` or a failover).
+//! - `limiter.rs` (with `rate`): the rate limiter's buckets, shared by
+//!   [`RateLimitBuilder::redis`](crate::rate::RateLimitBuilder::redis):
+//!   the admission and reconciliation scripts (`scripts/*.lua`), the
+//!   [`FailurePolicy`], and [`RemoteStats`].
 
 mod conn;
+#[cfg(feature = "rate")]
+pub(crate) mod limiter;
 
 pub use conn::Redis;
+#[cfg(feature = "rate")]
+pub use limiter::{FailurePolicy, RemoteStats};

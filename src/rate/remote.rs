@@ -1,0 +1,380 @@
+//! Admission through a Redis store (the `redis` feature): what the waiting
+//! path calls instead of the local buckets, and the failure policy.
+//!
+//! The local group keeps what is this process's own: the order and
+//! priority of its waiters (the queue), the 429 gate and the probe it
+//! learned, and what it holds. The buckets are Redis's
+//! (`redis/limiter.rs`). The head of a group's queue runs the admission
+//! script; a refusal is a wait it sleeps (re-checked on wake); a failure
+//! follows the [`FailurePolicy`].
+
+use std::fmt;
+use std::time::Duration;
+
+use super::gcra::{CostExceedsBurst, DIMENSIONS, Denied, Limit};
+use super::state::{Attempt, Group, Limiter, Shared};
+use crate::redis::limiter::{Decision, RemoteStore};
+use crate::redis::{FailurePolicy, Redis};
+use crate::sync::{Arc, Mutex, lock};
+
+/// A rate limiter's Redis store and, for [`FailurePolicy::Local`], the
+/// in-memory limiter at divided limits it falls back on.
+pub(crate) struct Remote {
+    pub(crate) store: std::sync::Arc<RemoteStore>,
+    fallback: Option<Arc<Limiter>>,
+    /// Multiples of a request's cost one lease takes (≤ 1: no leases).
+    lease: u64,
+}
+
+/// How long a lease's units may be used after it was taken; then what is
+/// left goes back with the next lease.
+const LEASE_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// A group's lease, and the right to ask Redis for the next one: one
+/// request of the group asks at a time, the others wait for its answer
+/// (its round trip, bounded by the handle's timeout) and use it — the
+/// credit it brought, or the wait Redis gave — instead of asking too.
+#[derive(Debug, Default)]
+pub(crate) struct LeaseCell {
+    pub(crate) state: Mutex<Lease>,
+    asking: tokio::sync::Mutex<()>,
+}
+
+/// What a process holds of a lease, per group: units it may admit from
+/// without asking Redis, and the corrections of settled requests not yet
+/// sent (they go with the next lease).
+#[derive(Debug, Default)]
+pub(crate) struct Lease {
+    credit: [u64; DIMENSIONS],
+    /// The most credit held: what the last lease took. A refund beyond it
+    /// is sent back rather than kept.
+    cap: [u64; DIMENSIONS],
+    /// Corrections to send (negative: give back).
+    pending: [i128; DIMENSIONS],
+    /// When the lease was taken (ns on the limiter's clock).
+    taken: u64,
+    /// Redis said the next lease fits no sooner than this (ns on the
+    /// limiter's clock): nobody asks before.
+    retry_at: u64,
+}
+
+impl Lease {
+    /// Takes `cost` from the credit when it covers every limited
+    /// dimension and the lease is fresh.
+    fn take(
+        &mut self,
+        cost: &[u64; DIMENSIONS],
+        limits: &[Option<Limit>; DIMENSIONS],
+        now: u64,
+    ) -> bool {
+        let fresh = now.saturating_sub(self.taken) <= nanos(LEASE_MAX_AGE);
+        let covers = (0..DIMENSIONS).all(|i| limits[i].is_none() || self.credit[i] >= cost[i]);
+        if !fresh || !covers || self.cap.iter().all(|&c| c == 0) {
+            return false;
+        }
+        for i in 0..DIMENSIONS {
+            if limits[i].is_some() {
+                self.credit[i] -= cost[i];
+            }
+        }
+        true
+    }
+
+    /// Everything to send with the next lease: the pending corrections and
+    /// the unused credit, given back. The lease is then empty.
+    fn flush(&mut self) -> [i128; DIMENSIONS] {
+        let mut out = self.pending;
+        for (o, c) in out.iter_mut().zip(self.credit) {
+            *o -= i128::from(c);
+        }
+        let retry_at = self.retry_at;
+        *self = Lease::default();
+        self.retry_at = retry_at;
+        out
+    }
+
+    /// A settled request's correction: a refund goes into the credit (up
+    /// to the cap; the rest is sent later), a charge is taken from it (what
+    /// it lacks is sent later).
+    pub(crate) fn correct(&mut self, delta: &[i128; DIMENSIONS]) {
+        for (i, &d) in delta.iter().enumerate() {
+            if d < 0 {
+                let back = u64::try_from(-d).unwrap_or(u64::MAX);
+                let room = self.cap[i].saturating_sub(self.credit[i]);
+                let kept = back.min(room);
+                self.credit[i] += kept;
+                self.pending[i] -= i128::from(back - kept);
+            } else if d > 0 {
+                let more = u64::try_from(d).unwrap_or(u64::MAX);
+                let paid = more.min(self.credit[i]);
+                self.credit[i] -= paid;
+                self.pending[i] += i128::from(more - paid);
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Remote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Remote")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Remote {
+    pub(crate) fn new(
+        redis: Redis,
+        policy: FailurePolicy,
+        fallback: Option<Limiter>,
+        lease: u32,
+    ) -> Self {
+        Remote {
+            store: std::sync::Arc::new(RemoteStore::new(redis, policy)),
+            fallback: fallback.map(Arc::new),
+            lease: u64::from(lease),
+        }
+    }
+
+    /// Whether settlements are kept in the lease (sent with the next one)
+    /// rather than sent at once.
+    pub(crate) fn leases(&self) -> bool {
+        self.lease > 1
+    }
+}
+
+/// What one admission through Redis came to.
+pub(crate) enum Step {
+    /// Admitted: this group (the local group, or the fallback limiter's)
+    /// holds `ticket`; `remote` when Redis reserved it (then its
+    /// settlement goes to Redis too).
+    Admitted {
+        group: Arc<Group>,
+        ticket: super::state::Ticket,
+        remote: bool,
+    },
+    /// As the local path would answer.
+    Attempt(Attempt),
+}
+
+/// One admission attempt of the head of `group`'s queue (or of a newcomer
+/// nobody waits before) through Redis.
+///
+/// # Errors
+///
+/// [`BackendError`] when Redis fails and the policy is
+/// [`FailurePolicy::FailClosed`]; `TooManyGroups` from the fallback
+/// limiter.
+pub(crate) async fn attempt(
+    remote: &Remote,
+    shared: &Arc<Shared>,
+    group: &Arc<Group>,
+    cost: [u64; DIMENSIONS],
+) -> Result<Step, crate::error::BoxError> {
+    let limits = match shared.remote_view(group, shared.now()) {
+        Ok(limits) => limits,
+        Err(local) => return Ok(Step::Attempt(local)),
+    };
+    let answer = if remote.leases() {
+        let admitted = |ticket| Step::Admitted {
+            group: Arc::clone(group),
+            ticket,
+            remote: true,
+        };
+        let local = |lease: &mut Lease, now: u64| {
+            if lease.take(&cost, &limits, now) {
+                Some(Ok(()))
+            } else if lease.retry_at > now {
+                Some(Err(lease.retry_at))
+            } else {
+                None
+            }
+        };
+        let from_lease = |outcome: Result<(), u64>| match outcome {
+            Ok(()) => admitted(shared.hold_remote(group, cost, shared.now())),
+            Err(at) => Step::Attempt(Attempt::At {
+                at,
+                cooldown: false,
+            }),
+        };
+        if let Some(outcome) = local(&mut lock(&group.lease.state), shared.now()) {
+            return Ok(from_lease(outcome));
+        }
+        // One asks at a time; the others use its answer.
+        let _asking = group.lease.asking.lock().await;
+        let corrections = {
+            let mut lease = lock(&group.lease.state);
+            if let Some(outcome) = local(&mut lease, shared.now()) {
+                drop(lease);
+                return Ok(from_lease(outcome));
+            }
+            lease.flush()
+        };
+        let answer = remote
+            .store
+            .lease(group.key.hash(), &limits, &cost, remote.lease, &corrections)
+            .await;
+        let mut lease = lock(&group.lease.state);
+        match answer {
+            Ok(Decision::Leased(multiples)) => {
+                // One for this request; the rest is credit.
+                for i in 0..DIMENSIONS {
+                    if limits[i].is_some() {
+                        lease.cap[i] = cost[i].saturating_mul(multiples);
+                        lease.credit[i] =
+                            lease.credit[i].saturating_add(cost[i].saturating_mul(multiples - 1));
+                    }
+                }
+                lease.taken = shared.now();
+                drop(lease);
+                Ok(Decision::Admitted)
+            }
+            Ok(Decision::Wait { wait, gate }) => {
+                lease.retry_at = shared.now().saturating_add(nanos(wait));
+                Ok(Decision::Wait { wait, gate })
+            }
+            Ok(other) => Ok(other),
+            Err(e) => {
+                // Unknown whether they were applied: charges are kept (a
+                // second charge errs safe), refunds dropped (likewise).
+                for (p, c) in lease.pending.iter_mut().zip(corrections) {
+                    *p += c.max(0);
+                }
+                Err(e)
+            }
+        }
+    } else {
+        remote.store.admit(group.key.hash(), &limits, &cost).await
+    };
+    let failure = match answer {
+        Ok(Decision::Admitted | Decision::Leased(_)) => {
+            let ticket = shared.hold_remote(group, cost, shared.now());
+            return Ok(Step::Admitted {
+                group: Arc::clone(group),
+                ticket,
+                remote: true,
+            });
+        }
+        Ok(Decision::Wait { wait, gate }) => {
+            // Measured on Redis's clock from when the script ran; counted
+            // here from its answer (later), so never early by the trip.
+            let at = shared.now().saturating_add(nanos(wait));
+            return Ok(Step::Attempt(Attempt::At { at, cooldown: gate }));
+        }
+        Ok(Decision::Never { dimension, burst }) => {
+            return Ok(Step::Attempt(Attempt::Never(Denied::CostExceedsBurst(
+                CostExceedsBurst {
+                    dimension,
+                    cost: cost[dimension.index()],
+                    burst,
+                },
+            ))));
+        }
+        Err(e) => e,
+    };
+    match remote.store.policy {
+        FailurePolicy::FailOpen => {
+            let ticket = shared.hold_remote(group, cost, shared.now());
+            Ok(Step::Admitted {
+                group: Arc::clone(group),
+                ticket,
+                remote: false,
+            })
+        }
+        FailurePolicy::Local { .. } => {
+            let Some(fallback) = &remote.fallback else {
+                return Err(failure.into());
+            };
+            let fshared = fallback.shared();
+            let now = fshared.now();
+            let local = fallback.group(group.key.clone(), now)?;
+            match fshared.attempt(&local, cost, now, false, false) {
+                Attempt::Admitted(ticket) => Ok(Step::Admitted {
+                    group: local,
+                    ticket,
+                    remote: false,
+                }),
+                // In this limiter's time, not the fallback's.
+                Attempt::At { at, cooldown } => Ok(Step::Attempt(Attempt::At {
+                    at: shared.ns(fshared.instant(at)),
+                    cooldown,
+                })),
+                other => Ok(Step::Attempt(other)),
+            }
+        }
+        _ => Err(failure.into()),
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    super::gcra::nanos(d)
+}
+
+/// The limits of `limits` divided among `instances` processes: each
+/// amount and burst ÷ `instances`, rounded down, at least one.
+pub(crate) fn divided(limits: super::Limits, instances: u32) -> super::Limits {
+    let n = u64::from(instances.max(1));
+    let mut out = limits;
+    for d in super::Dimension::ALL {
+        if let Some(l) = limits.get(d) {
+            let amount = (l.amount() / n).max(1);
+            let burst = (l.burst() / n).max(1);
+            out = out.with(d, super::Limit::new(amount, l.per(), burst).unwrap_or(l));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limited() -> [Option<Limit>; DIMENSIONS] {
+        let l = Limit::per_minute(1_000).expect("limit");
+        [Some(l), None, Some(l)]
+    }
+
+    #[test]
+    fn a_lease_admits_from_its_credit_and_keeps_corrections_within_its_cap() {
+        let limits = limited();
+        let mut lease = Lease {
+            credit: [3, 0, 30],
+            cap: [4, 0, 40],
+            ..Lease::default()
+        };
+        // The unlimited dimension is not asked for.
+        assert!(lease.take(&[1, 999, 10], &limits, 0));
+        assert_eq!(lease.credit, [2, 0, 20]);
+        assert!(!lease.take(&[1, 0, 21], &limits, 0), "credit too low");
+        // A refund beyond the cap waits to be sent; a charge beyond the
+        // credit too.
+        lease.correct(&[0, 0, -25]);
+        assert_eq!((lease.credit[2], lease.pending[2]), (40, -5));
+        lease.correct(&[0, 0, 50]);
+        assert_eq!((lease.credit[2], lease.pending[2]), (0, 5));
+        // Old: not used, and what is left goes back with the next lease.
+        let mut old = Lease {
+            credit: [3, 0, 30],
+            cap: [4, 0, 40],
+            pending: [0, 0, 7],
+            ..Lease::default()
+        };
+        assert!(!old.take(&[1, 0, 1], &limits, nanos(LEASE_MAX_AGE) + 1));
+        assert_eq!(old.flush(), [-3, 0, -23]);
+        assert_eq!(old.credit, [0; DIMENSIONS]);
+    }
+
+    #[test]
+    fn divided_limits_keep_their_period_and_never_reach_zero() {
+        let limits = super::super::Limits::per_minute(50, 20_000, 3).expect("limits");
+        let d = divided(limits, 4);
+        let get = |dim| d.get(dim).expect("limited");
+        assert_eq!(get(super::super::Dimension::Requests).amount(), 12);
+        assert_eq!(get(super::super::Dimension::InputTokens).burst(), 5_000);
+        assert_eq!(get(super::super::Dimension::OutputTokens).amount(), 1);
+        assert_eq!(
+            get(super::super::Dimension::Requests).per(),
+            Duration::from_secs(60)
+        );
+    }
+}

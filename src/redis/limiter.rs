@@ -1,0 +1,383 @@
+//! The rate limiter's buckets in Redis: one atomic script per admission,
+//! one per reconciliation, and what to do when Redis does not answer.
+//!
+//! # What is shared, and what stays local
+//!
+//! Each limit group is one Redis hash, `{prefix}{rl:<16 hex digits>}`,
+//! named by the group's 64-bit hash (of its [`KeyId`](crate::request::KeyId)
+//! and model — never the key material; processes that share a quota must
+//! install one [`KeyIdentity`](crate::request::KeyIdentity) secret, or
+//! their ids differ). The braces are the hash tag: everything of one group
+//! lives in one Cluster slot. The hash holds the TAT of every dimension and
+//! the 429 gate, in nanoseconds of **Redis's clock** (`TIME`, read inside the
+//! script): no process sends its own time, so clients whose clocks disagree
+//! cannot move the shared state.
+//!
+//! The *limits* are not stored: every admission passes the limits of the
+//! local group (configured ⊓ learned), so learning stays local and each
+//! process applies its own limits to the shared TATs. Processes configured
+//! alike agree; one configured lower admits less.
+//!
+//! - `scripts/admit.lua`: the cooldown gate, then the multi-dimension GCRA
+//!   check-and-reserve of `src/rate/gcra.rs` in the same integer
+//!   arithmetic (TAT per dimension, emission interval rounded up, burst
+//!   capacity), every dimension or none. A refusal is a wait relative to
+//!   Redis's now, never an absolute time.
+//! - `scripts/settle.lua`: a settled reservation's refund or extra charge
+//!   per dimension (a refund never moves a TAT below now), and the gate a
+//!   429 closes. It runs spawned, off the response path, bounded by the
+//!   handle's timeout; a failure is counted.
+//!
+//! Every write sets a TTL of the time until the group is full again plus a
+//! second: an expired group is exactly a full one, so Redis never holds a
+//! group that does not matter. Scripts run by `EVALSHA` and are loaded
+//! again after `NOSCRIPT` ([`Redis`]).
+//!
+//! # When Redis is slow or down
+//!
+//! Every decision is bounded by the handle's [timeout](Redis::with_timeout).
+//! A failed decision follows the [`FailurePolicy`]; after a failure the
+//! limiter does not ask Redis again for [`FailurePolicy`]'s retry interval
+//! (250 ms) — during an outage each admission would otherwise pay the whole
+//! timeout first — and then uses the shared state again as soon as Redis
+//! answers.
+
+use std::fmt;
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use redis::Script;
+
+use super::Redis;
+use crate::error::BackendError;
+use crate::rate::{Dimension, Limit};
+
+/// Dimensions of a cost vector (the rate limiter's).
+const DIMENSIONS: usize = Dimension::ALL.len();
+
+/// The longest bucket (`burst · T`) the scripts hold exactly: 2^51 ns,
+/// about 26 days (Lua numbers are doubles).
+pub(crate) const MAX_CAPACITY_NANOS: u64 = 1 << 51;
+
+static ADMIT: LazyLock<Script> = LazyLock::new(|| {
+    Redis::script(concat!(
+        include_str!("scripts/prelude.lua"),
+        include_str!("scripts/admit.lua")
+    ))
+});
+
+static SETTLE: LazyLock<Script> = LazyLock::new(|| {
+    Redis::script(concat!(
+        include_str!("scripts/prelude.lua"),
+        include_str!("scripts/settle.lua")
+    ))
+});
+
+static LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Redis::script(concat!(
+        include_str!("scripts/prelude.lua"),
+        include_str!("scripts/lease.lua")
+    ))
+});
+
+/// What a rate limiter with a Redis store does when Redis gives no answer
+/// within its timeout (or an error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailurePolicy {
+    /// Refuse: the request fails with
+    /// [`BackendError`]. Nothing is sent that the shared limit has not
+    /// admitted.
+    FailClosed,
+    /// Admit without limit. Nothing is lost but the limit: expect 429s
+    /// while Redis is away (a retry layer above handles them).
+    FailOpen,
+    /// Admit by an in-memory limiter of this process at every limit ÷
+    /// `instances` (rounded down, at least one unit), so the instances
+    /// together stay near the shared limit. The default, with `instances:
+    /// 1` — set it to the number of processes that share the quota.
+    Local {
+        /// How many processes share the quota.
+        instances: u32,
+    },
+}
+
+impl Default for FailurePolicy {
+    fn default() -> Self {
+        FailurePolicy::Local { instances: 1 }
+    }
+}
+
+/// Counts of a rate limiter's dealings with Redis, since it was built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RemoteStats {
+    /// Scripts run (admissions and reconciliations), answered or not.
+    pub round_trips: u64,
+    /// Admission decisions Redis did not make (error, timeout, or skipped
+    /// just after one), decided by the failure policy instead.
+    pub failed_decisions: u64,
+    /// Reconciliations (refunds, charges, gates) that did not reach Redis.
+    pub failed_reconciles: u64,
+}
+
+/// Redis's answer to one admission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Reserved in every dimension.
+    Admitted,
+    /// A lease: this many multiples of the cost reserved (at least one).
+    Leased(u64),
+    /// Not yet: try again after `wait` (measured on Redis's clock); `gate`
+    /// when a 429's cooldown, not a bucket, holds it.
+    Wait { wait: Duration, gate: bool },
+    /// Never: `dimension`'s cost is above its burst.
+    Never { dimension: Dimension, burst: u64 },
+}
+
+/// The Redis side of one rate limiter: the handle, the policy, counts.
+pub(crate) struct RemoteStore {
+    redis: Redis,
+    pub(crate) policy: FailurePolicy,
+    /// No decision asks Redis before this (ns on tokio's clock since
+    /// `base`): set for a short while after a failure.
+    skip_until: AtomicU64,
+    base: tokio::time::Instant,
+    round_trips: AtomicU64,
+    failed_decisions: AtomicU64,
+    failed_reconciles: AtomicU64,
+}
+
+impl fmt::Debug for RemoteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteStore")
+            .field("redis", &self.redis)
+            .field("policy", &self.policy)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long a failure keeps the limiter from asking Redis.
+const RETRY_INTERVAL: Duration = Duration::from_millis(250);
+
+impl RemoteStore {
+    pub(crate) fn new(redis: Redis, policy: FailurePolicy) -> Self {
+        RemoteStore {
+            redis,
+            policy,
+            skip_until: AtomicU64::new(0),
+            base: tokio::time::Instant::now(),
+            round_trips: AtomicU64::new(0),
+            failed_decisions: AtomicU64::new(0),
+            failed_reconciles: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> RemoteStats {
+        RemoteStats {
+            round_trips: self.round_trips.load(Ordering::Relaxed),
+            failed_decisions: self.failed_decisions.load(Ordering::Relaxed),
+            failed_reconciles: self.failed_reconciles.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The Redis key of the group whose hash is `group`.
+    fn key(&self, group: u64) -> String {
+        format!("{}{{rl:{group:016x}}}", self.redis.prefix())
+    }
+
+    fn clock(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Runs the admission script for `cost` under `limits` (bounded by the
+    /// handle's timeout; skipped for a short while after a failure).
+    pub(crate) async fn admit(
+        &self,
+        group: u64,
+        limits: &[Option<Limit>; DIMENSIONS],
+        cost: &[u64; DIMENSIONS],
+    ) -> Result<Decision, BackendError> {
+        if self.clock() < self.skip_until.load(Ordering::Relaxed) {
+            self.failed_decisions.fetch_add(1, Ordering::Relaxed);
+            return Err(BackendError::new("skipped: Redis failed just before"));
+        }
+        let mut invocation = ADMIT.prepare_invoke();
+        invocation.key(self.key(group)).arg(DIMENSIONS);
+        for (limit, cost) in limits.iter().zip(cost) {
+            match limit {
+                Some(l) => invocation.arg(l.interval_nanos()).arg(l.burst()).arg(*cost),
+                None => invocation.arg(0).arg(0).arg(0),
+            };
+        }
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let reply: Vec<i64> = match self.redis.run(&invocation).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                self.failed(&e);
+                return Err(e);
+            }
+        };
+        decode(&reply).ok_or_else(|| {
+            let e = BackendError::new("unexpected reply from the admission script");
+            self.failed(&e);
+            e
+        })
+    }
+
+    /// Runs the lease script: applies `corrections` (negative: give
+    /// back), then reserves up to `multiples` × `cost`, at least one.
+    pub(crate) async fn lease(
+        &self,
+        group: u64,
+        limits: &[Option<Limit>; DIMENSIONS],
+        cost: &[u64; DIMENSIONS],
+        multiples: u64,
+        corrections: &[i128; DIMENSIONS],
+    ) -> Result<Decision, BackendError> {
+        if self.clock() < self.skip_until.load(Ordering::Relaxed) {
+            self.failed_decisions.fetch_add(1, Ordering::Relaxed);
+            return Err(BackendError::new("skipped: Redis failed just before"));
+        }
+        let mut invocation = LEASE.prepare_invoke();
+        invocation
+            .key(self.key(group))
+            .arg(DIMENSIONS)
+            .arg(multiples);
+        for ((limit, cost), delta) in limits.iter().zip(cost).zip(corrections) {
+            let (refund, charge) = split(*delta);
+            match limit {
+                Some(l) => invocation
+                    .arg(l.interval_nanos())
+                    .arg(l.burst())
+                    .arg(*cost)
+                    .arg(refund)
+                    .arg(charge),
+                None => invocation.arg(0).arg(0).arg(0).arg(0).arg(0),
+            };
+        }
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let reply: Vec<i64> = match self.redis.run(&invocation).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                self.failed(&e);
+                return Err(e);
+            }
+        };
+        let decision = match *reply {
+            [0, m] => u64::try_from(m)
+                .ok()
+                .filter(|&m| m >= 1)
+                .map(Decision::Leased),
+            _ => decode(&reply),
+        };
+        decision.ok_or_else(|| {
+            let e = BackendError::new("unexpected reply from the lease script");
+            self.failed(&e);
+            e
+        })
+    }
+
+    fn failed(&self, _e: &BackendError) {
+        self.failed_decisions.fetch_add(1, Ordering::Relaxed);
+        let until = self
+            .clock()
+            .saturating_add(u64::try_from(RETRY_INTERVAL.as_nanos()).unwrap_or(u64::MAX));
+        self.skip_until.fetch_max(until, Ordering::Relaxed);
+    }
+
+    /// Applies a settled reservation's correction (`delta` per dimension:
+    /// negative gives back, positive charges) and closes the gate for
+    /// `gate`, in a task of its own: the response path never waits for it.
+    /// Nothing to do, nothing sent. Outside a tokio runtime it is counted
+    /// as failed.
+    pub(crate) fn reconcile(
+        self: &std::sync::Arc<Self>,
+        group: u64,
+        limits: [Option<Limit>; DIMENSIONS],
+        delta: [i128; DIMENSIONS],
+        gate: Duration,
+    ) {
+        let limited = |i: usize| limits[i].is_some() && delta[i] != 0;
+        if gate.is_zero() && !(0..DIMENSIONS).any(limited) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.failed_reconciles.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let store = std::sync::Arc::clone(self);
+        let key = self.key(group);
+        runtime.spawn(async move {
+            let mut invocation = SETTLE.prepare_invoke();
+            let gate = u64::try_from(gate.as_nanos()).unwrap_or(u64::MAX);
+            invocation.key(key).arg(DIMENSIONS).arg(gate);
+            for (limit, delta) in limits.iter().zip(delta) {
+                let (refund, charge) = split(delta);
+                match limit {
+                    Some(l) => invocation.arg(l.interval_nanos()).arg(refund).arg(charge),
+                    None => invocation.arg(0).arg(0).arg(0),
+                };
+            }
+            store.round_trips.fetch_add(1, Ordering::Relaxed);
+            if store.redis.run::<i64>(&invocation).await.is_err() {
+                store.failed_reconciles.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+}
+
+/// A correction as (units to give back, units to charge).
+fn split(delta: i128) -> (u64, u64) {
+    let magnitude = u64::try_from(delta.unsigned_abs()).unwrap_or(u64::MAX);
+    if delta < 0 {
+        (magnitude, 0)
+    } else {
+        (0, magnitude)
+    }
+}
+
+/// The admission script's reply.
+fn decode(reply: &[i64]) -> Option<Decision> {
+    match *reply {
+        [0, _] => Some(Decision::Admitted),
+        [1, wait, dimension] => Some(Decision::Wait {
+            wait: Duration::from_nanos(u64::try_from(wait).ok()?),
+            gate: dimension < 0,
+        }),
+        [2, dimension, burst] => Some(Decision::Never {
+            dimension: *Dimension::ALL.get(usize::try_from(dimension).ok()?)?,
+            burst: u64::try_from(burst).ok()?,
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_decode_and_nonsense_is_refused() {
+        assert_eq!(decode(&[0, 17]), Some(Decision::Admitted));
+        assert_eq!(
+            decode(&[1, 1_500, -1]),
+            Some(Decision::Wait {
+                wait: Duration::from_nanos(1_500),
+                gate: true
+            })
+        );
+        assert_eq!(
+            decode(&[2, 1, 10]),
+            Some(Decision::Never {
+                dimension: Dimension::InputTokens,
+                burst: 10
+            })
+        );
+        assert_eq!(decode(&[1, -5, 0]), None);
+        assert_eq!(decode(&[2, 9, 1]), None);
+        assert_eq!(decode(&[7]), None);
+    }
+}

@@ -1,0 +1,74 @@
+-- A lease: a batch of reservations taken at once, with the corrections
+-- the process gathered since its last lease applied first.
+-- ARGV[1] = n, ARGV[2] = k, the most multiples of the cost to take, then
+-- per dimension i: ARGV[5i-2] the emission interval T in ns (0:
+-- unlimited), ARGV[5i-1] the burst, ARGV[5i] the cost of one, ARGV[5i+1]
+-- units to give back, ARGV[5i+2] units to charge.
+-- Reserves k multiples of the cost, all or none (k lowered to what a
+-- burst holds, at least one): returns {0, k}; else as admit.lua ({1, wait
+-- ns until the k multiples fit, dimension or -1}; {2, dimension, burst}).
+-- The corrections are applied either way.
+local k = tonumber(ARGV[2])
+local changed = false
+for i = 1, n do
+  local interval = tonumber(ARGV[5 * i - 2])
+  local refund = tonumber(ARGV[5 * i + 1])
+  local charge = tonumber(ARGV[5 * i + 2])
+  if interval > 0 then
+    if refund > 0 and tats[i] > now then
+      tats[i] = math.max(tats[i] - refund * interval, now)
+      changed = true
+    end
+    if charge > 0 then
+      tats[i] = math.min(math.max(tats[i], now) + charge * interval, now + MAX_AHEAD)
+      changed = true
+    end
+  end
+end
+local function denied(reply)
+  if changed then save() end
+  return reply
+end
+if gate > now then
+  return denied({1, gate - now, -1})
+end
+-- k multiples, all or none, as one cost of k times the request's (never
+-- more than a burst holds: k shrinks to fit the smallest).
+for i = 1, n do
+  local interval = tonumber(ARGV[5 * i - 2])
+  local burst = tonumber(ARGV[5 * i - 1])
+  local cost = tonumber(ARGV[5 * i])
+  if interval > 0 and cost > 0 then
+    if cost > burst then
+      return denied({2, i - 1, burst})
+    end
+    k = math.min(k, math.floor(burst / cost))
+  end
+end
+k = math.max(k, 1)
+local latest = -1
+local worst = 0
+for i = 1, n do
+  local interval = tonumber(ARGV[5 * i - 2])
+  local burst = tonumber(ARGV[5 * i - 1])
+  local cost = tonumber(ARGV[5 * i])
+  if interval > 0 and cost > 0 then
+    local at = tats[i] + k * cost * interval - burst * interval
+    if at > latest then
+      latest = at
+      worst = i - 1
+    end
+  end
+end
+if latest > now then
+  return denied({1, latest - now, worst})
+end
+for i = 1, n do
+  local interval = tonumber(ARGV[5 * i - 2])
+  local cost = tonumber(ARGV[5 * i])
+  if interval > 0 and cost > 0 then
+    tats[i] = math.max(tats[i], now) + k * cost * interval
+  end
+end
+save()
+return {0, k}
