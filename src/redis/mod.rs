@@ -9,7 +9,16 @@
 //! - `conn.rs`: the handle, its timeout and error counting, and running a
 //!   Lua script by `EVALSHA` (loaded again after `NOSCRIPT`, as after a
 //!   `SCRIPT FLUSH` or a failover).
+//! - `cache/`: [`RedisStore`], a [`CacheStore`](crate::cache::CacheStore)
+//!   every process shares (with the `cache` feature).
 
+#[cfg(feature = "cache")]
+mod cache;
 mod conn;
 
+#[cfg(feature = "cache")]
+pub use cache::{
+    DEFAULT_MAX_ENTRY as DEFAULT_CACHE_MAX_ENTRY, GetFuture, PutFuture, RedisStore,
+    RedisStoreBuilder, RedisStoreStats,
+};
 pub use conn::Redis;
