@@ -40,7 +40,7 @@ fn ask(key: &str) -> Request<ReplayBody> {
 fn upstream(
     calls: Arc<AtomicUsize>,
     body: String,
-) -> impl support::ReplayService + Clone + Send + 'static {
+) -> impl support::ReplayService {
     service_fn(move |_req: Request<ReplayBody>| {
         calls.fetch_add(1, Ordering::SeqCst);
         let body = body.clone();

@@ -17,6 +17,11 @@
 //! bodies, each a `u32` little-endian length and the bytes. The child
 //! prints one line `INSTANCE-RESULT {json}` on stdout (anything else on
 //! stdout, a test harness's chatter, is ignored).
+//!
+//! Timing: the parent picks a start instant (wall clock, one machine)
+//! far enough ahead for every child to start; each child waits for it,
+//! and reports when its last request ended, so process start-up is not
+//! counted in the elapsed time.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -228,7 +233,8 @@ pub fn run_children(
         let status = child.wait().map_err(|e| format!("instance {i}: {e}"))?;
         let report = out
             .lines()
-            .find_map(|l| l.strip_prefix(RESULT))
+            // A test harness may print its own text before it on the line.
+            .find_map(|l| l.find(RESULT).map(|at| &l[at + RESULT.len()..]))
             .and_then(|json| serde_json::from_str::<ChildReport>(json).ok());
         match report {
             Some(r) if status.success() => reports.push(r),
@@ -338,7 +344,7 @@ pub async fn child(
 /// Prints the child's result line.
 pub fn print_report(report: &ChildReport) {
     let json = serde_json::to_string(report).unwrap_or_default();
-    println!("{RESULT}{json}");
+    println!("\n{RESULT}{json}");
 }
 
 fn request(url: &str, key: &str, body: Bytes) -> Request<ReplayBody> {

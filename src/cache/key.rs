@@ -133,6 +133,7 @@ impl CacheKey {
     }
     /// The `anthropic-version` and `anthropic-beta` values (a shared
     /// store encodes every component).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn version_headers(&self) -> (Option<&HeaderValue>, Option<&HeaderValue>) {
         (
             self.anthropic_version.as_ref(),

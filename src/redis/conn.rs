@@ -117,6 +117,7 @@ impl Redis {
     }
 
     /// A fresh clone of the connection (multiplexed: clones share it).
+    #[allow(dead_code)] // for stores that pipeline (none on main yet)
     pub(crate) fn connection(&self) -> ConnectionManager {
         self.conn.clone()
     }
