@@ -37,10 +37,7 @@ fn ask(key: &str) -> Request<ReplayBody> {
 }
 
 /// An upstream answering `body` as JSON, counting its calls.
-fn upstream(
-    calls: Arc<AtomicUsize>,
-    body: String,
-) -> impl support::ReplayService {
+fn upstream(calls: Arc<AtomicUsize>, body: String) -> impl support::ReplayService {
     service_fn(move |_req: Request<ReplayBody>| {
         calls.fetch_add(1, Ordering::SeqCst);
         let body = body.clone();
