@@ -442,3 +442,42 @@ async fn no_key_material_reaches_any_redis_key_or_value() {
         assert!(contains(value, r#""text":"4""#), "the answer is stored");
     }
 }
+
+#[tokio::test]
+async fn a_slow_redis_is_a_miss_within_the_timeout() {
+    let Some(_probe) = RedisServer::get("redis_cache") else {
+        return;
+    };
+    let server = RedisServer::start().expect("redis-server");
+    let timeout = Duration::from_millis(100);
+    let store = RedisStore::new(server.handle().with_timeout(timeout));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut svc = CacheLayer::builder()
+        .store(store.clone())
+        .build()
+        .expect("cache")
+        .layer(upstream(calls.clone(), ANSWER.into()));
+    assert_eq!(send(&mut svc, ask(KEY_A)).await.0, Status::Miss);
+    written(&store, 1).await;
+    assert_eq!(send(&mut svc, ask(KEY_A)).await.0, Status::Hit);
+
+    // A script that keeps the server busy for 2 s.
+    let server = Arc::new(server);
+    let busy = {
+        let server = Arc::clone(&server);
+        std::thread::spawn(move || {
+            let script = "local s = tonumber(redis.call('TIME')[1]) \
+                          while tonumber(redis.call('TIME')[1]) - s < 2 do end return 1";
+            server.command(&["EVAL", script, "0"])
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let (status, body) = send(&mut svc, ask(KEY_A)).await;
+    let waited = started.elapsed();
+    assert_eq!((status, body.as_str()), (Status::Miss, ANSWER));
+    // It gave up on Redis at its timeout, long before the server was free.
+    assert!(waited < Duration::from_millis(1500), "{waited:?}");
+    assert!(store.stats().failures >= 1, "{:?}", store.stats());
+    assert_eq!(busy.join().expect("busy"), ":1");
+}
