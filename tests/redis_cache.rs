@@ -481,3 +481,28 @@ async fn a_slow_redis_is_a_miss_within_the_timeout() {
     assert!(store.stats().failures >= 1, "{:?}", store.stats());
     assert_eq!(busy.join().expect("busy"), ":1");
 }
+
+#[tokio::test]
+async fn two_prebuilt_stacks_share_one_redis_cache() {
+    let Some(server) = RedisServer::get("redis_cache") else {
+        return;
+    };
+    let redis = server.handle();
+    let stores = [
+        RedisStore::new(redis.clone()),
+        RedisStore::new(same_place(&server, &redis)),
+    ];
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut stacks = stores.clone().map(|store| {
+        tower_llm_resilience::stack::Stack::builder()
+            .cache(CacheLayer::builder().store(store).build().expect("cache"))
+            .service(upstream(calls.clone(), ANSWER.into()))
+    });
+    assert_eq!(send(&mut stacks[0], ask(KEY_A)).await.0, Status::Miss);
+    written(&stores[0], 1).await;
+    assert_eq!(
+        send(&mut stacks[1], ask(KEY_A)).await,
+        (Status::Hit, ANSWER.into())
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
