@@ -506,3 +506,26 @@ async fn two_prebuilt_stacks_share_one_redis_cache() {
     );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn reads_recover_after_script_flush() {
+    let Some(_probe) = RedisServer::get("redis_cache") else {
+        return;
+    };
+    let server = RedisServer::start().expect("redis-server");
+    let store = RedisStore::new(server.handle());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut svc = CacheLayer::builder()
+        .store(store.clone())
+        .build()
+        .expect("cache")
+        .layer(upstream(calls.clone(), ANSWER.into()));
+    assert_eq!(send(&mut svc, ask(KEY_A)).await.0, Status::Miss);
+    written(&store, 1).await;
+    assert_eq!(send(&mut svc, ask(KEY_A)).await.0, Status::Hit);
+    assert_eq!(server.command(&["SCRIPT", "FLUSH"]), "+OK");
+    // The read script is gone from the server: loaded again, still a hit.
+    assert_eq!(send(&mut svc, ask(KEY_A)).await.0, Status::Hit);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(store.stats().failures, 0, "{:?}", store.stats());
+}

@@ -69,6 +69,9 @@ return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}",
 ///   value's length first (`STRLEN`, in the same script) and does not fetch
 ///   one over the limit, so a value written by another writer cannot make
 ///   this process allocate more than the limit.
+/// - **Memory** is bounded by Redis: every entry has a TTL, and the
+///   server's `maxmemory` with an eviction policy (`volatile-ttl` or
+///   `allkeys-lru`) bounds the whole.
 /// - **Failures.** Every read and write is bounded by the [`Redis`]
 ///   handle's timeout (default 50 ms). A slow or down Redis makes a read a
 ///   miss and a write a no-op — counted in [`RedisStoreStats`] and the
