@@ -5,6 +5,8 @@
 //! cargo run --release --example workload -- --clients naive,tower,governor,ours \
 //!     --requests 400 --json target/workload.json --plot target/workload.svg
 //! cargo run --release --example workload -- --faults --requests 300
+//! cargo run --release --example workload -- --instances 4 --backend local,redis \
+//!     --requests 400 --oversubscription 8
 //! ```
 //!
 //! Each client runs the same seeded mix (prompts of a few hundred to twenty
@@ -13,7 +15,18 @@
 //! provider minute lasts one second by default). The theoretical minimum is
 //! `max over requests, input and output tokens of (total used − burst) ÷
 //! rate`, from what the simulator admitted.
+//!
+//! `--instances N --backend local|redis` (or both, comma-separated) runs
+//! our full stack in N separate OS processes — this binary re-executed
+//! with `--child` — sharing one simulator quota, each taking every N-th
+//! request (with `--concurrency` callers of its own, or its share of the
+//! paced offer). The rows are `ours-local` (each process its own limiter
+//! at the full limit: together they overshoot) and `ours-redis` (one
+//! limiter state in Redis: `REDIS_URL`, or a private `redis-server`
+//! started for the run). See `support/instances.rs`.
 
+#[path = "support/instances.rs"]
+mod instances;
 #[path = "support/mod.rs"]
 mod support;
 
@@ -49,6 +62,9 @@ struct Args {
     faults: bool,
     seed: u64,
     scale: f64,
+    instances: Option<usize>,
+    backends: Vec<instances::Backend>,
+    child: Option<String>,
 }
 
 fn args() -> Result<Args, String> {
@@ -64,6 +80,9 @@ fn args() -> Result<Args, String> {
         faults: false,
         seed: 1,
         scale: 60.0,
+        instances: None,
+        backends: vec![instances::Backend::Local],
+        child: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -94,10 +113,26 @@ fn args() -> Result<Args, String> {
             "--time-scale" => {
                 a.scale = value()?.parse().map_err(|e| format!("--time-scale: {e}"))?
             }
+            "--instances" => {
+                let n: usize = value()?.parse().map_err(|e| format!("--instances: {e}"))?;
+                if !(1..=256).contains(&n) {
+                    return Err("--instances must be 1 to 256".into());
+                }
+                a.instances = Some(n);
+            }
+            "--backend" => {
+                a.backends = value()?
+                    .split(',')
+                    .map(instances::Backend::parse)
+                    .collect::<Result<_, _>>()?
+            }
+            // The child side of `--instances` (the plan, as JSON).
+            "--child" => a.child = Some(value()?),
             "--help" | "-h" => {
                 println!(
                     "workload [--clients naive,tower,governor,ours,ours-nocache] [--requests N] \
-                     [--concurrency C] [--oversubscription X] [--json PATH] [--plot PATH] [--faults] [--seed S] [--time-scale X]"
+                     [--concurrency C] [--oversubscription X] [--json PATH] [--plot PATH] [--faults] [--seed S] [--time-scale X] \
+                     [--instances N --backend local,redis]"
                 );
                 std::process::exit(0);
             }
@@ -323,7 +358,7 @@ struct Report {
     windows: Vec<sim::WindowSample>,
 }
 
-async fn run(client: &str, a: &Args, jobs: &[Job]) -> Result<Report, BoxError> {
+fn sim_config(a: &Args) -> SimConfig {
     let mut config = SimConfig::new()
         .with_limits(QUOTA)
         .with_time_scale(a.scale)
@@ -339,7 +374,26 @@ async fn run(client: &str, a: &Args, jobs: &[Job]) -> Result<Report, BoxError> {
                 .with_truncate_stream(0.02),
         );
     }
-    let sim: SimHandle = Simulator::start(config).await?;
+    config
+}
+
+/// How the workload is offered: paced over its minimum ÷ X, or at the
+/// configured concurrency.
+fn offer(a: &Args, bodies: &[Bytes]) -> Offer {
+    match a.oversubscription {
+        // Requests and input tokens are known before sending: the window
+        // the whole workload is offered in is their minimum ÷ X.
+        Some(x) => Offer::Paced {
+            window: Duration::from_secs_f64(
+                support::lower_bound(QUOTA, a.scale, bodies, (0, 0, 0)) / x,
+            ),
+        },
+        None => Offer::Concurrency(a.concurrency),
+    }
+}
+
+async fn run(client: &str, a: &Args, jobs: &[Job]) -> Result<Report, BoxError> {
+    let sim: SimHandle = Simulator::start(sim_config(a)).await?;
     let url = sim.url();
     let progress = Arc::new(AtomicUsize::new(0));
     let ticker = {
@@ -369,16 +423,7 @@ async fn run(client: &str, a: &Args, jobs: &[Job]) -> Result<Report, BoxError> {
         .input_tokens(per_second(QUOTA.input_tokens_per_minute, scale))
         .output_tokens(per_second(QUOTA.output_tokens_per_minute, scale));
     let bodies: Vec<Bytes> = jobs.iter().map(|j| j.body.clone()).collect();
-    let offer = match a.oversubscription {
-        // Requests and input tokens are known before sending: the window
-        // the whole workload is offered in is their minimum ÷ X.
-        Some(x) => Offer::Paced {
-            window: Duration::from_secs_f64(
-                support::lower_bound(QUOTA, scale, &bodies, (0, 0, 0)) / x,
-            ),
-        },
-        None => Offer::Concurrency(a.concurrency),
-    };
+    let offer = offer(a, &bodies);
     let start = Instant::now();
     let outcomes = match client {
         "naive" => {
@@ -479,9 +524,23 @@ async fn run(client: &str, a: &Args, jobs: &[Job]) -> Result<Report, BoxError> {
     };
     let elapsed = start.elapsed();
     let _ = ticker.await;
-    let c = sim.counters();
+    let report = report(client, a, &bodies, &outcomes, elapsed, &sim.counters());
+    sim.shutdown().await;
+    Ok(report)
+}
+
+/// The row of `client` from its outcomes and the simulator's counters.
+fn report(
+    client: &str,
+    a: &Args,
+    bodies: &[Bytes],
+    outcomes: &[Outcome],
+    elapsed: Duration,
+    c: &sim::CountersSnapshot,
+) -> Report {
+    let scale = a.scale;
     let (requests, input, output) = c.admitted_totals();
-    let lower_bound = support::lower_bound(QUOTA, scale, &bodies, (requests, input, output));
+    let lower_bound = support::lower_bound(QUOTA, scale, bodies, (requests, input, output));
     let rate = |per_minute: u64| per_minute as f64 * scale / 60.0;
     let secs = elapsed.as_secs_f64();
     let util =
@@ -489,12 +548,12 @@ async fn run(client: &str, a: &Args, jobs: &[Job]) -> Result<Report, BoxError> {
     let mut lat: Vec<Duration> = outcomes.iter().map(|o| o.latency).collect();
     lat.sort_unstable();
     let succeeded = outcomes.iter().filter(|o| o.ok).count();
-    let report = Report {
+    Report {
         client: client.to_owned(),
-        requests: jobs.len(),
+        requests: bodies.len(),
         succeeded,
         failed: outcomes.len() - succeeded,
-        lost: jobs.len() - outcomes.len(),
+        lost: bodies.len() - outcomes.len(),
         upstream_attempts: c.received,
         status_429: c.rate_limited(),
         // Requests the provider answered 200 more than once: its 200s,
@@ -514,9 +573,117 @@ async fn run(client: &str, a: &Args, jobs: &[Job]) -> Result<Report, BoxError> {
             util(output, QUOTA.output_tokens_per_minute),
         ],
         windows: c.windows.clone(),
+    }
+}
+
+/// `--instances N`: one simulator, N processes of our full stack sharing
+/// its quota, the rate limiter of each as `backend` says.
+async fn run_instances(
+    backend: instances::Backend,
+    n: usize,
+    a: &Args,
+    jobs: &[Job],
+) -> Result<Report, BoxError> {
+    let redis = match backend {
+        instances::Backend::Redis => Some(instances::RunRedis::get()?),
+        instances::Backend::Local => None,
     };
+    // The children would each fail the same way: say it once.
+    if let Some(r) = &redis {
+        let handle = tower_llm_resilience::redis::Redis::new(&r.url)?;
+        let quota = (
+            QUOTA.requests_per_minute,
+            QUOTA.input_tokens_per_minute,
+            QUOTA.output_tokens_per_minute,
+        );
+        instances::rate_layer(backend, instances::limits(quota, a.scale), Some(&handle), n)?;
+    }
+    let sim: SimHandle = Simulator::start(sim_config(a)).await?;
+    let bodies: Vec<Bytes> = jobs.iter().map(|j| j.body.clone()).collect();
+    let window_s = match offer(a, &bodies) {
+        Offer::Paced { window } => Some(window.as_secs_f64()),
+        Offer::Concurrency(_) => None,
+    };
+    // Far enough ahead for every process to start and build its stack.
+    let start_at_ms = instances::unix_ms() + 500 + 50 * n as u64;
+    let plans: Vec<instances::Plan> = (0..n)
+        .map(|index| instances::Plan {
+            index,
+            count: n,
+            url: sim.url(),
+            backend,
+            redis_url: redis.as_ref().map(|r| r.url.clone()),
+            redis_prefix: format!("llm:workload:{}:{}:", std::process::id(), start_at_ms),
+            quota: (
+                QUOTA.requests_per_minute,
+                QUOTA.input_tokens_per_minute,
+                QUOTA.output_tokens_per_minute,
+            ),
+            scale: a.scale,
+            concurrency: a.concurrency,
+            window_s,
+            total: bodies.len(),
+            start_at_ms,
+            give_up_s: 300.0,
+            api_key: "sk-ant-workload".into(),
+        })
+        .collect();
+    eprintln!("{:>12} {n} processes…", backend.client());
+    let exe = std::env::current_exe()?;
+    let children = {
+        let bodies = bodies.clone();
+        tokio::task::spawn_blocking(move || {
+            instances::run_children(&plans, &bodies, instances::secret(), |plan| {
+                let mut cmd = std::process::Command::new(&exe);
+                cmd.arg("--child")
+                    .arg(serde_json::to_string(plan).unwrap_or_default());
+                cmd
+            })
+        })
+        .await??
+    };
+    let finished = children
+        .iter()
+        .map(|c| c.finished_at_ms)
+        .max()
+        .unwrap_or(start_at_ms);
+    let elapsed = Duration::from_millis(finished.saturating_sub(start_at_ms));
+    let outcomes: Vec<Outcome> = children
+        .iter()
+        .flat_map(|c| &c.outcomes)
+        .map(|&(ok, ms)| Outcome {
+            ok,
+            latency: Duration::from_secs_f64(ms / 1e3),
+        })
+        .collect();
+    let redis_errors: u64 = children.iter().map(|c| c.redis_errors).sum();
+    if redis_errors > 0 {
+        eprintln!(
+            "{:>12} {redis_errors} Redis commands failed",
+            backend.client()
+        );
+    }
+    let report = report(
+        backend.client(),
+        a,
+        &bodies,
+        &outcomes,
+        elapsed,
+        &sim.counters(),
+    );
     sim.shutdown().await;
     Ok(report)
+}
+
+/// The child side of `--instances`: the plan from the command line, the
+/// secret and requests from stdin, the result line on stdout.
+async fn child(plan: &str) -> Result<(), BoxError> {
+    let plan: instances::Plan = serde_json::from_str(plan)?;
+    let (secret, bodies) =
+        tokio::task::spawn_blocking(|| instances::read_input(std::io::stdin().lock())).await??;
+    let report = instances::child(plan, secret, bodies).await?;
+    instances::print_report(&report);
+    Ok(())
 }
 
 fn json(reports: &[Report]) -> String {
@@ -616,6 +783,9 @@ fn svg(reports: &[Report], scale: f64) -> String {
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let a = args()?;
+    if let Some(plan) = &a.child {
+        return child(plan).await;
+    }
     let jobs = jobs(a.requests, a.seed);
     eprintln!(
         "quota {} RPM / {} ITPM / {} OTPM per provider minute; one provider minute = {:.2} s; {} requests, {} at a time{}",
@@ -633,8 +803,21 @@ async fn main() -> Result<(), BoxError> {
         );
     }
     let mut reports = Vec::new();
-    for client in &a.clients {
-        reports.push(run(client, &a, &jobs).await?);
+    match a.instances {
+        Some(n) => {
+            eprintln!(
+                "{n} processes share the quota, each with {} callers or its share of the offer",
+                a.concurrency
+            );
+            for &backend in &a.backends {
+                reports.push(run_instances(backend, n, &a, &jobs).await?);
+            }
+        }
+        None => {
+            for client in &a.clients {
+                reports.push(run(client, &a, &jobs).await?);
+            }
+        }
     }
     println!(
         "{:<13} {:>8} {:>9} {:>6} {:>5} {:>9} {:>6} {:>5} {:>9} {:>9} {:>7} {:>8} {:>8}  util req/in/out",

@@ -50,7 +50,7 @@
 //! # Ok(()) }
 //! ```
 
-use crate::cache::{Cache, CacheLayer};
+use crate::cache::{Cache, CacheLayer, MemoryStore};
 use crate::concurrency::{ConcurrencyLimit, ConcurrencyLimitLayer};
 use crate::fallback::{Fallback, FallbackLayer};
 use crate::rate::{Limits, RateLimit, RateLimitLayer};
@@ -58,8 +58,10 @@ use crate::request::{BufferBody, BufferBodyLayer, DEFAULT_BODY_LIMIT};
 use crate::retry::{Retry, RetryLayer};
 use tower_layer::Layer;
 
-/// The service the stack builds around a transport `S`.
-pub type StackService<S> = BufferBody<Cache<Fallback<Retry<RateLimit<ConcurrencyLimit<S>>>>>>;
+/// The service the stack builds around a transport `S`, its cache in
+/// store `St`.
+pub type StackService<S, St = MemoryStore> =
+    BufferBody<Cache<Fallback<Retry<RateLimit<ConcurrencyLimit<S>>>>, St>>;
 
 /// The layers of the stack, each replaceable; unset ones take neutral
 /// defaults (no limits, 1,024 in flight, default retry, an empty fallback
@@ -68,11 +70,14 @@ pub type StackService<S> = BufferBody<Cache<Fallback<Retry<RateLimit<Concurrency
 /// The defaults are made by [`builder`](Self::builder), so every service
 /// made from one `Stack` value (by [`service`](Self::service) or as a
 /// [`Layer`]), and from its clones, shares one state per layer.
+///
+/// `St` is the cache's store: in memory unless [`cache`](Self::cache) is
+/// given a layer with another (a store shared by many processes).
 #[derive(Debug, Clone)]
 #[must_use]
-pub struct Stack {
+pub struct Stack<St = MemoryStore> {
     body_limit: usize,
-    cache: CacheLayer,
+    cache: CacheLayer<St>,
     fallback: FallbackLayer,
     retry: RetryLayer,
     rate: RateLimitLayer,
@@ -91,7 +96,9 @@ impl Stack {
             concurrency: ConcurrencyLimitLayer::new(1024),
         }
     }
+}
 
+impl<St> Stack<St> {
     /// The largest request body buffered (default 32 MiB).
     pub fn body_limit(mut self, bytes: usize) -> Self {
         self.body_limit = bytes;
@@ -132,21 +139,27 @@ impl Stack {
         self
     }
 
-    /// The cache.
-    pub fn cache(mut self, layer: CacheLayer) -> Self {
-        self.cache = layer;
-        self
+    /// The cache (and with it the store it keeps entries in).
+    pub fn cache<St2>(self, layer: CacheLayer<St2>) -> Stack<St2> {
+        Stack {
+            body_limit: self.body_limit,
+            cache: layer,
+            fallback: self.fallback,
+            retry: self.retry,
+            rate: self.rate,
+            concurrency: self.concurrency,
+        }
     }
 
     /// Wraps `transport` in the stack. (`Stack` is also a [`Layer`], so it
     /// can sit inside a `tower::ServiceBuilder`.)
-    pub fn service<S>(self, transport: S) -> StackService<S> {
+    pub fn service<S>(self, transport: S) -> StackService<S, St> {
         self.layer(transport)
     }
 }
 
-impl<S> Layer<S> for Stack {
-    type Service = StackService<S>;
+impl<S, St> Layer<S> for Stack<St> {
+    type Service = StackService<S, St>;
 
     fn layer(&self, transport: S) -> Self::Service {
         let svc = self.concurrency.layer(transport);

@@ -131,6 +131,15 @@ impl CacheKey {
     pub fn body_hash(&self) -> u128 {
         self.body
     }
+    /// The `anthropic-version` and `anthropic-beta` values (a shared
+    /// store encodes every component).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn version_headers(&self) -> (Option<&HeaderValue>, Option<&HeaderValue>) {
+        (
+            self.anthropic_version.as_ref(),
+            self.anthropic_beta.as_ref(),
+        )
+    }
 
     /// Bytes the key owns on the heap (path, header values, a named
     /// tenant), with `per_alloc` for each allocation: part of its weight.

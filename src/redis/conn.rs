@@ -119,12 +119,6 @@ impl Redis {
         self.query::<String>(&redis::cmd("PING")).await.map(drop)
     }
 
-    /// A fresh clone of the connection (multiplexed: clones share it).
-    #[allow(dead_code)] // for the stores that pipeline; the limiter does not
-    pub(crate) fn connection(&self) -> ConnectionManager {
-        self.conn.clone()
-    }
-
     /// Runs `invocation` of a script: `EVALSHA`, and after `NOSCRIPT` the
     /// script is loaded and run again (redis-rs does this), all within the
     /// timeout. A failure is counted and returned typed.

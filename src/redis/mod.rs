@@ -13,11 +13,20 @@
 //!   [`RateLimitBuilder::redis`](crate::rate::RateLimitBuilder::redis):
 //!   the admission and reconciliation scripts (`scripts/*.lua`), the
 //!   [`FailurePolicy`], and [`RemoteStats`].
+//! - `cache/`: [`RedisStore`], a [`CacheStore`](crate::cache::CacheStore)
+//!   every process shares (with the `cache` feature).
 
+#[cfg(feature = "cache")]
+mod cache;
 mod conn;
 #[cfg(feature = "rate")]
 pub(crate) mod limiter;
 
+#[cfg(feature = "cache")]
+pub use cache::{
+    DEFAULT_MAX_ENTRY as DEFAULT_CACHE_MAX_ENTRY, GetFuture, PutFuture, RedisStore,
+    RedisStoreBuilder, RedisStoreStats,
+};
 pub use conn::Redis;
 #[cfg(feature = "rate")]
 pub use limiter::{FailurePolicy, RemoteStats};

@@ -77,6 +77,13 @@ impl KeyId {
     pub(crate) fn word(self) -> u64 {
         (self.0 as u64) ^ ((self.0 >> 64) as u64)
     }
+
+    /// The whole identity, for a shared store that must compare it exactly
+    /// across processes (a keyed hash: no key material); never shown.
+    #[cfg_attr(not(all(feature = "redis", feature = "cache")), allow(dead_code))]
+    pub(crate) fn bits(self) -> u128 {
+        self.0
+    }
 }
 
 /// The credential headers every [`KeyIdentity`] reads, in this order.
