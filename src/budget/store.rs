@@ -441,6 +441,17 @@ impl MemoryBudgetStore {
             .collect()
     }
 
+    /// Every counter it holds and its state, oldest first (a snapshot,
+    /// for dashboards and tests; O(counters)).
+    #[must_use]
+    pub fn counters(&self) -> Vec<(Counter, Balance)> {
+        let s = self.lock();
+        s.order
+            .iter()
+            .filter_map(|c| Some((c.clone(), *s.map.get(c)?)))
+            .collect()
+    }
+
     /// A counter's state now.
     #[must_use]
     pub fn balance(&self, counter: &Counter) -> Balance {

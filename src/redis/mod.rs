@@ -9,7 +9,13 @@
 //! - `conn.rs`: the handle, its timeout and error counting, and running a
 //!   Lua script by `EVALSHA` (loaded again after `NOSCRIPT`, as after a
 //!   `SCRIPT FLUSH` or a failover).
+//! - `budget.rs` (feature `budget`): [`RedisBudgetStore`], spend-budget
+//!   counters reserved and settled by Lua scripts.
 
+#[cfg(feature = "budget")]
+mod budget;
 mod conn;
 
+#[cfg(feature = "budget")]
+pub use budget::RedisBudgetStore;
 pub use conn::Redis;
