@@ -3,7 +3,12 @@
 use std::fmt;
 use std::sync::Arc;
 
+use http::Request;
 use tower_layer::Layer;
+
+use super::store::{Balance, Counter};
+use crate::error::{BackendError, BoxError};
+use crate::request::RequestMeta;
 
 use super::Budget;
 use super::config::BudgetBuilder;
@@ -36,6 +41,35 @@ impl BudgetLayer {
     #[must_use]
     pub fn builder() -> BudgetBuilder {
         BudgetBuilder::default()
+    }
+
+    /// The counters `req` would be charged to now, one per cap (for
+    /// reading a tenant's spend with [`balance`](Self::balance)). Parses
+    /// the request's metadata as the layer would.
+    ///
+    /// # Errors
+    ///
+    /// What the layer would refuse the request with before reserving:
+    /// [`UnpricedModel`](crate::error::UnpricedModel).
+    pub fn counters<B: 'static>(&self, req: &mut Request<B>) -> Result<Vec<Counter>, BoxError> {
+        let meta = RequestMeta::for_request(req);
+        let facts = self.shared.facts(req, meta.as_deref())?;
+        let now = self.shared.now();
+        Ok(self
+            .shared
+            .charges(&facts, now)
+            .into_iter()
+            .map(|c| c.counter)
+            .collect())
+    }
+
+    /// A counter's spend and reservations, from the store.
+    ///
+    /// # Errors
+    ///
+    /// [`BackendError`] when a shared store fails.
+    pub async fn balance(&self, counter: &Counter) -> Result<Balance, BackendError> {
+        self.shared.store.read(counter).get().await
     }
 
     /// Store failures met so far (admissions and settlements).
