@@ -168,13 +168,19 @@ async fn concurrent_requests_overshoot_a_cap_by_at_most_what_is_in_flight() {
             }
         }
     }
-    assert_eq!(admitted, 10, "a naive check of settled spend admits all 200");
+    assert_eq!(
+        admitted, 10,
+        "a naive check of settled spend admits all 200"
+    );
     let in_flight = script.max_in_flight.load(Ordering::SeqCst) as u64;
     assert_eq!(in_flight, 10, "all admitted were in flight together");
     let (spent, reserved) = spent_and_reserved(&store, "global");
     assert_eq!(reserved, 0, "every reservation settled");
     assert_eq!(spent, admitted * (e + over));
-    assert!(spent <= cap + in_flight * over, "{spent} > {cap} + {in_flight}×{over}");
+    assert!(
+        spent <= cap + in_flight * over,
+        "{spent} > {cap} + {in_flight}×{over}"
+    );
 
     // Now spent is over: nothing fits until the reset.
     let err = svc
@@ -194,7 +200,12 @@ async fn reported_usage_is_priced_with_cache_writes_and_reads_apart() {
     let store = Arc::new(MemoryBudgetStore::new(1_000));
     let layer = BudgetLayer::builder()
         .prices(PriceTable::empty().insert("house-model", price))
-        .cap(Cap::money("usd", Scope::TENANT, Period::month(), Money::from_units(10)))
+        .cap(Cap::money(
+            "usd",
+            Scope::TENANT,
+            Period::month(),
+            Money::from_units(10),
+        ))
         .store(Arc::clone(&store))
         .clock(|| at(NOW))
         .build()
@@ -226,7 +237,12 @@ async fn openai_cached_tokens_are_priced_once() {
     let store = Arc::new(MemoryBudgetStore::new(1_000));
     let layer = BudgetLayer::builder()
         .prices(PriceTable::presets())
-        .cap(Cap::money("usd", Scope::GLOBAL, Period::day(), Money::from_units(1)))
+        .cap(Cap::money(
+            "usd",
+            Scope::GLOBAL,
+            Period::day(),
+            Money::from_units(1),
+        ))
         .cap(Cap::tokens("tok", Scope::GLOBAL, Period::day(), 1_000_000))
         .store(Arc::clone(&store))
         .build()
@@ -263,7 +279,8 @@ fn layer_on(
 async fn refunds_and_what_stands() {
     let b = body("claude-haiku-4-5", 64);
     let e = estimate(&b, 64);
-    let mut script = Script::json(r#"{"type":"error","error":{"type":"rate_limit_error"}}"#.to_owned());
+    let mut script =
+        Script::json(r#"{"type":"error","error":{"type":"rate_limit_error"}}"#.to_owned());
     script.status = 429;
     let store = Arc::new(MemoryBudgetStore::new(1_000));
     let layer = BudgetLayer::builder()
@@ -272,10 +289,17 @@ async fn refunds_and_what_stands() {
         .build()
         .expect("budget");
     let mut svc = layer_on(layer.clone(), &script);
-    let res = svc.call(anthropic(URI, SECRET, b.clone())).await.expect("answered");
+    let res = svc
+        .call(anthropic(URI, SECRET, b.clone()))
+        .await
+        .expect("answered");
     assert_eq!(res.status(), 429);
     bytes(res).await;
-    assert_eq!(spent_and_reserved(&store, "tok"), (0, 0), "a 429 costs nothing");
+    assert_eq!(
+        spent_and_reserved(&store, "tok"),
+        (0, 0),
+        "a 429 costs nothing"
+    );
 
     // Made, never polled: nothing was sent.
     let fut = svc.call(anthropic(URI, SECRET, b.clone()));
@@ -289,7 +313,9 @@ async fn refunds_and_what_stands() {
         Err::<Response<Full<Bytes>>, _>(std::io::Error::other("reset"))
     });
     let mut svc = tower::ServiceBuilder::new().layer(layer).service(failing);
-    svc.call(anthropic(URI, SECRET, b)).await.expect_err("reset");
+    svc.call(anthropic(URI, SECRET, b))
+        .await
+        .expect_err("reset");
     assert_eq!(spent_and_reserved(&store, "tok"), (e, 0));
 }
 
@@ -344,8 +370,17 @@ async fn unknown_models_are_refused_or_charged_the_default() {
         .build()
         .expect("budget");
     let mut svc = layer_on(layer, &script);
-    bytes(svc.call(anthropic(URI, SECRET, body("mystery-model", 10))).await.expect("priced")).await;
-    assert_eq!(spent_and_reserved(&store, "usd").0, Money::from_micros(200_000).nanos(), "200 tokens at 1,000 per million");
+    bytes(
+        svc.call(anthropic(URI, SECRET, body("mystery-model", 10)))
+            .await
+            .expect("priced"),
+    )
+    .await;
+    assert_eq!(
+        spent_and_reserved(&store, "usd").0,
+        Money::from_micros(200_000).nanos(),
+        "200 tokens at 1,000 per million"
+    );
 
     // A token cap alone prices nothing.
     let layer = BudgetLayer::builder()
@@ -353,7 +388,12 @@ async fn unknown_models_are_refused_or_charged_the_default() {
         .build()
         .expect("budget");
     let mut svc = layer_on(layer, &script);
-    bytes(svc.call(anthropic(URI, SECRET, body("mystery-model", 10))).await.expect("tokens")).await;
+    bytes(
+        svc.call(anthropic(URI, SECRET, body("mystery-model", 10)))
+            .await
+            .expect("tokens"),
+    )
+    .await;
 }
 
 /// Each threshold fires once when crossed; not again in the period, and
@@ -377,7 +417,8 @@ async fn the_threshold_callback_fires_once_per_crossing() {
     let mut svc = layer_on(layer, &script);
     let request = || {
         let mut r = anthropic(URI, SECRET, body("m", 100));
-        r.headers_mut().insert("x-tenant", "acme".parse().expect("value"));
+        r.headers_mut()
+            .insert("x-tenant", "acme".parse().expect("value"));
         r
     };
     // 300, 600 (crosses 0.5), 900 (crosses 0.8); then nothing fits.
@@ -392,14 +433,22 @@ async fn the_threshold_callback_fires_once_per_crossing() {
         assert_eq!(events[0].scope, "tenant=acme");
         assert_eq!(&*events[0].cap, "daily");
         assert_eq!(events[0].limit, 1_000);
-        assert_eq!(httpdate::fmt_http_date(events[0].resets_at()), "Thu, 03 Dec 2026 00:00:00 GMT");
+        assert_eq!(
+            httpdate::fmt_http_date(events[0].resets_at()),
+            "Thu, 03 Dec 2026 00:00:00 GMT"
+        );
     }
     // The next day the counter starts again, and so do the crossings.
     clock.fetch_add(86_400, Ordering::SeqCst);
     for _ in 0..2 {
         bytes(svc.call(request()).await.expect("admitted")).await;
     }
-    let fired: Vec<f64> = events.lock().expect("events").iter().map(|e| e.threshold).collect();
+    let fired: Vec<f64> = events
+        .lock()
+        .expect("events")
+        .iter()
+        .map(|e| e.threshold)
+        .collect();
     assert_eq!(fired, [0.5, 0.8, 0.5]);
 }
 
@@ -409,10 +458,19 @@ async fn the_threshold_callback_fires_once_per_crossing() {
 async fn budget_exceeded_carries_the_reset_at_an_offset() {
     let script = Script::usage(10, 10, 0, 0);
     for (period, reset) in [
-        (Period::day().utc_offset_minutes(-300), "Wed, 02 Dec 2026 05:00:00 GMT"),
-        (Period::day().utc_offset_minutes(330), "Wed, 02 Dec 2026 18:30:00 GMT"),
+        (
+            Period::day().utc_offset_minutes(-300),
+            "Wed, 02 Dec 2026 05:00:00 GMT",
+        ),
+        (
+            Period::day().utc_offset_minutes(330),
+            "Wed, 02 Dec 2026 18:30:00 GMT",
+        ),
         (Period::month(), "Fri, 01 Jan 2027 00:00:00 GMT"),
-        (Period::month().utc_offset_minutes(14 * 60), "Thu, 31 Dec 2026 10:00:00 GMT"),
+        (
+            Period::month().utc_offset_minutes(14 * 60),
+            "Thu, 31 Dec 2026 10:00:00 GMT",
+        ),
     ] {
         let layer = BudgetLayer::builder()
             .cap(Cap::tokens("tiny", Scope::KEY, period, 1))
@@ -437,26 +495,46 @@ async fn tenants_are_counted_apart() {
     let script = Script::usage(10, 10, 0, 0);
     let store = Arc::new(MemoryBudgetStore::new(100));
     let layer = BudgetLayer::builder()
-        .cap(Cap::tokens("t", Scope::TENANT.and(Scope::MODEL), Period::day(), 1_000))
+        .cap(Cap::tokens(
+            "t",
+            Scope::TENANT.and(Scope::MODEL),
+            Period::day(),
+            1_000,
+        ))
         .tenant_header(HeaderName::from_static("x-tenant"))
         .store(Arc::clone(&store))
         .build()
         .expect("budget");
     let mut svc = layer_on(layer, &script);
     let mut a = anthropic(URI, SECRET, body("m", 10));
-    a.headers_mut().insert("x-tenant", "from-header".parse().expect("v"));
+    a.headers_mut()
+        .insert("x-tenant", "from-header".parse().expect("v"));
     a.extensions_mut().insert(Tenant::new("from-extension"));
     bytes(svc.call(a).await.expect("a")).await;
     let mut b = anthropic(URI, SECRET, body("m", 10));
-    b.headers_mut().insert("x-tenant", "from-header".parse().expect("v"));
+    b.headers_mut()
+        .insert("x-tenant", "from-header".parse().expect("v"));
     bytes(svc.call(b).await.expect("b")).await;
-    bytes(svc.call(anthropic(URI, SECRET, body("m", 10))).await.expect("c")).await;
-    let mut labels: Vec<String> = store.counters().iter().map(|(c, _)| c.scope_label()).collect();
+    bytes(
+        svc.call(anthropic(URI, SECRET, body("m", 10)))
+            .await
+            .expect("c"),
+    )
+    .await;
+    let mut labels: Vec<String> = store
+        .counters()
+        .iter()
+        .map(|(c, _)| c.scope_label())
+        .collect();
     labels.sort();
     assert_eq!(labels.len(), 3);
     assert_eq!(labels[0], "tenant=from-extension model=m");
     assert_eq!(labels[1], "tenant=from-header model=m");
-    assert!(labels[2].starts_with("tenant=key:") && labels[2].ends_with(" model=m"), "{}", labels[2]);
+    assert!(
+        labels[2].starts_with("tenant=key:") && labels[2].ends_with(" model=m"),
+        "{}",
+        labels[2]
+    );
 }
 
 /// No key material in the error, the event, the counters or any `Debug`.
@@ -467,13 +545,23 @@ async fn no_key_material_in_events_errors_or_debug() {
     let ev = Arc::clone(&events);
     let store = Arc::new(MemoryBudgetStore::new(100));
     let layer = BudgetLayer::builder()
-        .cap(Cap::tokens("per-key", Scope::KEY.and(Scope::TENANT), Period::day(), 350))
+        .cap(Cap::tokens(
+            "per-key",
+            Scope::KEY.and(Scope::TENANT),
+            Period::day(),
+            350,
+        ))
         .on_threshold(move |e| ev.lock().expect("events").push(format!("{e:?}")))
         .store(Arc::clone(&store))
         .build()
         .expect("budget");
     let mut svc = layer_on(layer.clone(), &script);
-    bytes(svc.call(anthropic(URI, SECRET, body("m", 100))).await.expect("admitted")).await;
+    bytes(
+        svc.call(anthropic(URI, SECRET, body("m", 100)))
+            .await
+            .expect("admitted"),
+    )
+    .await;
     let err = svc
         .call(anthropic(URI, SECRET, body("m", 100)))
         .await
@@ -490,14 +578,23 @@ async fn no_key_material_in_events_errors_or_debug() {
         }),
         format!("{store:?}"),
     ];
-    shown.extend(store.counters().iter().flat_map(|(c, b)| [format!("{c:?}"), c.id(), c.label(), format!("{b:?}")]));
+    shown.extend(
+        store
+            .counters()
+            .iter()
+            .flat_map(|(c, b)| [format!("{c:?}"), c.id(), c.label(), format!("{b:?}")]),
+    );
     shown.extend(events.lock().expect("events").iter().cloned());
     assert!(shown.len() >= 8 && !events.lock().expect("events").is_empty());
     for s in &shown {
         assert!(!s.contains("SECRET"), "{s}");
         assert!(!s.contains("sk-ant"), "{s}");
     }
-    assert!(exceeded(&err).scope.starts_with("tenant=key:"), "{}", exceeded(&err).scope);
+    assert!(
+        exceeded(&err).scope.starts_with("tenant=key:"),
+        "{}",
+        exceeded(&err).scope
+    );
 }
 
 #[test]
@@ -505,25 +602,58 @@ fn bad_configurations_are_typed_errors() {
     let cap = || Cap::tokens("c", Scope::GLOBAL, Period::day(), 10);
     let field = |r: Result<BudgetLayer, InvalidConfig>| r.expect_err("invalid").field;
     assert_eq!(field(BudgetLayer::builder().build()), "caps");
-    assert_eq!(field(BudgetLayer::builder().cap(cap()).cap(cap()).build()), "cap.name");
     assert_eq!(
-        field(BudgetLayer::builder().cap(Cap::tokens("a b", Scope::GLOBAL, Period::day(), 1)).build()),
+        field(BudgetLayer::builder().cap(cap()).cap(cap()).build()),
         "cap.name"
     );
     assert_eq!(
-        field(BudgetLayer::builder().cap(Cap::tokens("c", Scope::GLOBAL, Period::day(), u64::MAX)).build()),
+        field(
+            BudgetLayer::builder()
+                .cap(Cap::tokens("a b", Scope::GLOBAL, Period::day(), 1))
+                .build()
+        ),
+        "cap.name"
+    );
+    assert_eq!(
+        field(
+            BudgetLayer::builder()
+                .cap(Cap::tokens("c", Scope::GLOBAL, Period::day(), u64::MAX))
+                .build()
+        ),
         "cap.limit"
     );
     assert_eq!(
         field(
             BudgetLayer::builder()
-                .cap(Cap::tokens("c", Scope::GLOBAL, Period::month().utc_offset_minutes(24 * 60), 1))
+                .cap(Cap::tokens(
+                    "c",
+                    Scope::GLOBAL,
+                    Period::month().utc_offset_minutes(24 * 60),
+                    1
+                ))
                 .build()
         ),
         "cap.period"
     );
-    assert_eq!(field(BudgetLayer::builder().cap(cap()).thresholds(&[1.5]).build()), "thresholds");
-    assert_eq!(field(BudgetLayer::builder().cap(cap()).thresholds(&[f64::NAN]).build()), "thresholds");
-    assert_eq!(field(BudgetLayer::builder().cap(cap()).name("").build()), "name");
-    assert_eq!(field(BudgetLayer::builder().cap(cap()).max_counters(0).build()), "max_counters");
+    assert_eq!(
+        field(BudgetLayer::builder().cap(cap()).thresholds(&[1.5]).build()),
+        "thresholds"
+    );
+    assert_eq!(
+        field(
+            BudgetLayer::builder()
+                .cap(cap())
+                .thresholds(&[f64::NAN])
+                .build()
+        ),
+        "thresholds"
+    );
+    assert_eq!(
+        field(BudgetLayer::builder().cap(cap()).name("").build()),
+        "name"
+    );
+    assert_eq!(
+        field(BudgetLayer::builder().cap(cap()).max_counters(0).build()),
+        "max_counters"
+    );
 }

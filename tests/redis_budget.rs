@@ -48,8 +48,12 @@ struct Upstream {
 impl Upstream {
     fn service(
         &self,
-    ) -> impl Service<Request<ReplayBody>, Response = Response<Full<Bytes>>, Error = Infallible, Future: Send>
-    + Clone
+    ) -> impl Service<
+        Request<ReplayBody>,
+        Response = Response<Full<Bytes>>,
+        Error = Infallible,
+        Future: Send,
+    > + Clone
     + Send
     + use<> {
         let s = self.clone();
@@ -90,7 +94,9 @@ fn svc(
 + Clone
 + Send
 + use<> {
-    tower::ServiceBuilder::new().layer(layer.clone()).service(up.service())
+    tower::ServiceBuilder::new()
+        .layer(layer.clone())
+        .service(up.service())
 }
 
 /// Waits until no reservation is left (settlements run on spawned tasks).
@@ -134,7 +140,11 @@ async fn two_processes_sharing_redis_overshoot_a_cap_by_at_most_what_is_in_fligh
     let (sa, sb) = (svc(&la, &up), svc(&lb, &up));
     let tasks: Vec<_> = (0..100)
         .map(|i| {
-            let s = if i % 2 == 0 { sa.clone().boxed_clone() } else { sb.clone().boxed_clone() };
+            let s = if i % 2 == 0 {
+                sa.clone().boxed_clone()
+            } else {
+                sb.clone().boxed_clone()
+            };
             tokio::spawn(async move {
                 match s.oneshot(anthropic(URI, KEY, body())).await {
                     Ok(res) => {
@@ -153,12 +163,18 @@ async fn two_processes_sharing_redis_overshoot_a_cap_by_at_most_what_is_in_fligh
     for t in tasks {
         admitted += u64::from(t.await.expect("task"));
     }
-    assert_eq!(admitted, 10, "the two processes admitted one cap's worth together");
+    assert_eq!(
+        admitted, 10,
+        "the two processes admitted one cap's worth together"
+    );
     let in_flight = up.max_in_flight.load(Ordering::SeqCst) as u64;
     let (spent, reserved) = settled(&la).await;
     assert_eq!(reserved, 0);
     assert_eq!(spent, admitted * (e + over));
-    assert!(spent <= cap + in_flight * over, "{spent} > {cap} + {in_flight}×{over}");
+    assert!(
+        spent <= cap + in_flight * over,
+        "{spent} > {cap} + {in_flight}×{over}"
+    );
     assert_eq!(settled(&lb).await, (spent, 0), "both read one counter");
 }
 
@@ -193,8 +209,14 @@ async fn a_threshold_fires_once_across_processes() {
     // 40 × 100 tokens; the mark is at 500.
     let tasks: Vec<_> = (0..40)
         .map(|i| {
-            let s = if i % 2 == 0 { sa.clone().boxed_clone() } else { sb.clone().boxed_clone() };
-            tokio::spawn(async move { bytes(s.oneshot(anthropic(URI, KEY, body())).await.expect("ok")).await })
+            let s = if i % 2 == 0 {
+                sa.clone().boxed_clone()
+            } else {
+                sb.clone().boxed_clone()
+            };
+            tokio::spawn(async move {
+                bytes(s.oneshot(anthropic(URI, KEY, body())).await.expect("ok")).await
+            })
         })
         .collect();
     for t in tasks {
@@ -223,7 +245,12 @@ async fn script_flush_is_recovered_from() {
     let mut s = svc(&layer, &up);
     bytes(s.call(anthropic(URI, KEY, body())).await.expect("first")).await;
     assert!(server.command(&["SCRIPT", "FLUSH"]).starts_with("+OK"));
-    bytes(s.call(anthropic(URI, KEY, body())).await.expect("after flush")).await;
+    bytes(
+        s.call(anthropic(URI, KEY, body()))
+            .await
+            .expect("after flush"),
+    )
+    .await;
     assert_eq!(settled(&layer).await, (40, 0));
     assert_eq!(layer.store_errors(), 0);
 }
@@ -259,15 +286,29 @@ async fn skewed_client_clocks_charge_the_period_of_redis_time() {
     };
     let layers = [layer(-30), layer(30), layer(2 * 86_400)];
     for l in &layers {
-        bytes(svc(l, &up).oneshot(anthropic(URI, KEY, body())).await.expect("admitted")).await;
+        bytes(
+            svc(l, &up)
+                .oneshot(anthropic(URI, KEY, body()))
+                .await
+                .expect("admitted"),
+        )
+        .await;
     }
     for l in &layers {
-        let err = svc(l, &up).oneshot(anthropic(URI, KEY, body())).await.expect_err("cap reached");
-        let err = err.downcast_ref::<BudgetExceeded>().expect("BudgetExceeded");
+        let err = svc(l, &up)
+            .oneshot(anthropic(URI, KEY, body()))
+            .await
+            .expect_err("cap reached");
+        let err = err
+            .downcast_ref::<BudgetExceeded>()
+            .expect("BudgetExceeded");
         // A reservation may still be settling; the spend is the three's.
         assert!(err.used >= 3 * e - 3 && err.used <= 3 * e, "{err}");
         // The reset is Redis's next midnight: within a day of our clock.
-        let until = err.resets_at.duration_since(SystemTime::now()).unwrap_or_default();
+        let until = err
+            .resets_at
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
         assert!(until <= Duration::from_secs(86_400), "{until:?}");
     }
 }
@@ -297,17 +338,33 @@ async fn a_dead_redis_follows_the_policy_within_the_timeout() {
             .expect("budget")
     };
     let (closed, open) = (layer(FailurePolicy::Closed), layer(FailurePolicy::Open));
-    bytes(svc(&closed, &up).oneshot(anthropic(URI, KEY, body())).await.expect("up")).await;
+    bytes(
+        svc(&closed, &up)
+            .oneshot(anthropic(URI, KEY, body()))
+            .await
+            .expect("up"),
+    )
+    .await;
     server.kill();
 
     let started = Instant::now();
-    let err = svc(&closed, &up).oneshot(anthropic(URI, KEY, body())).await.expect_err("closed");
+    let err = svc(&closed, &up)
+        .oneshot(anthropic(URI, KEY, body()))
+        .await
+        .expect_err("closed");
     assert!(err.is::<BackendError>(), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(closed.store_errors() >= 1);
 
     let started = Instant::now();
-    let res = svc(&open, &up).oneshot(anthropic(URI, KEY, body())).await.expect("open");
+    let res = svc(&open, &up)
+        .oneshot(anthropic(URI, KEY, body()))
+        .await
+        .expect("open");
     bytes(res).await;
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(open.store_errors() >= 1);
@@ -315,11 +372,87 @@ async fn a_dead_redis_follows_the_policy_within_the_timeout() {
     let _back = RedisServer::start_on(port).expect("restart");
     let mut ok = false;
     for _ in 0..50 {
-        if svc(&closed, &up).oneshot(anthropic(URI, KEY, body())).await.is_ok() {
+        if svc(&closed, &up)
+            .oneshot(anthropic(URI, KEY, body()))
+            .await
+            .is_ok()
+        {
             ok = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ok, "the shared counters are used again");
+}
+
+/// Every key expires (a day after its period), and one request's keys
+/// share a hash tag: the tenant when every cap is per tenant, else the
+/// budget's name.
+#[tokio::test]
+async fn keys_expire_and_share_a_hash_tag() {
+    let Some(server) = RedisServer::get("redis_budget") else {
+        return;
+    };
+    let redis = server.handle().with_timeout(Duration::from_secs(2));
+    let prefix = redis.prefix().to_owned();
+    let up = Upstream {
+        input: 10,
+        output: 10,
+        ..Upstream::default()
+    };
+    let per_tenant = BudgetLayer::builder()
+        .name("pt")
+        .cap(Cap::tokens("d", Scope::TENANT, Period::day(), 1_000))
+        .cap(Cap::tokens(
+            "m",
+            Scope::TENANT.and(Scope::MODEL),
+            Period::month(),
+            1_000,
+        ))
+        .store(RedisBudgetStore::new(redis.clone()))
+        .build()
+        .expect("budget");
+    let mixed = BudgetLayer::builder()
+        .name("mx")
+        .cap(Cap::tokens("d", Scope::TENANT, Period::day(), 1_000))
+        .cap(Cap::tokens("g", Scope::GLOBAL, Period::day(), 1_000))
+        .store(RedisBudgetStore::new(redis.clone()))
+        .build()
+        .expect("budget");
+    for layer in [&per_tenant, &mixed] {
+        let mut req = anthropic(URI, KEY, body());
+        req.extensions_mut()
+            .insert(tower_llm_resilience::budget::Tenant::new("acme {x}"));
+        bytes(svc(layer, &up).oneshot(req).await.expect("admitted")).await;
+    }
+    let client = ::redis::Client::open(server.url.as_str()).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connection");
+    let mut keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg(format!("{prefix}budget:*"))
+        .query_async(&mut conn)
+        .await
+        .expect("keys");
+    keys.sort();
+    assert_eq!(keys.len(), 4, "{keys:?}");
+    let tag = |k: &str| {
+        let open = k.find('{').expect("tag");
+        let close = k[open..].find('}').expect("tag end") + open;
+        k[open + 1..close].to_owned()
+    };
+    let tags: Vec<String> = keys.iter().map(|k| tag(k)).collect();
+    // The tenant's braces are escaped: they cannot end the tag early.
+    assert_eq!(tags, ["mx", "mx", "pt:acme%20%7Bx%7D", "pt:acme%20%7Bx%7D"]);
+    for k in &keys {
+        assert!(!k.contains("SECRET"), "{k}");
+        let ttl: i64 = ::redis::cmd("TTL")
+            .arg(k)
+            .query_async(&mut conn)
+            .await
+            .expect("ttl");
+        // A day after the period ends: at most a month and a day away.
+        assert!(ttl > 86_400 && ttl <= 32 * 86_400, "{k}: {ttl}");
+    }
 }

@@ -206,26 +206,53 @@ mod tests {
     #[test]
     fn a_utc_day_and_month() {
         let day = Period::day().window(NOW);
-        assert_eq!(httpdate::fmt_http_date(day.starts_at()), "Wed, 02 Dec 2026 00:00:00 GMT");
-        assert_eq!(httpdate::fmt_http_date(day.resets_at()), "Thu, 03 Dec 2026 00:00:00 GMT");
+        assert_eq!(
+            httpdate::fmt_http_date(day.starts_at()),
+            "Wed, 02 Dec 2026 00:00:00 GMT"
+        );
+        assert_eq!(
+            httpdate::fmt_http_date(day.resets_at()),
+            "Thu, 03 Dec 2026 00:00:00 GMT"
+        );
         let month = Period::month().window(NOW);
-        assert_eq!(httpdate::fmt_http_date(month.starts_at()), "Tue, 01 Dec 2026 00:00:00 GMT");
-        assert_eq!(httpdate::fmt_http_date(month.resets_at()), "Fri, 01 Jan 2027 00:00:00 GMT");
+        assert_eq!(
+            httpdate::fmt_http_date(month.starts_at()),
+            "Tue, 01 Dec 2026 00:00:00 GMT"
+        );
+        assert_eq!(
+            httpdate::fmt_http_date(month.resets_at()),
+            "Fri, 01 Jan 2027 00:00:00 GMT"
+        );
     }
 
     #[test]
     fn an_offset_moves_midnight() {
         // 01:44Z is still 1 December at UTC−05:00, and its day ends at 05:00Z.
         let day = Period::day().utc_offset_minutes(-300).window(NOW);
-        assert_eq!(httpdate::fmt_http_date(day.starts_at()), "Tue, 01 Dec 2026 05:00:00 GMT");
-        assert_eq!(httpdate::fmt_http_date(day.resets_at()), "Wed, 02 Dec 2026 05:00:00 GMT");
+        assert_eq!(
+            httpdate::fmt_http_date(day.starts_at()),
+            "Tue, 01 Dec 2026 05:00:00 GMT"
+        );
+        assert_eq!(
+            httpdate::fmt_http_date(day.resets_at()),
+            "Wed, 02 Dec 2026 05:00:00 GMT"
+        );
         // At UTC+05:30 it is already 07:14 on 2 December.
         let day = Period::day().utc_offset_minutes(330).window(NOW);
-        assert_eq!(httpdate::fmt_http_date(day.starts_at()), "Tue, 01 Dec 2026 18:30:00 GMT");
+        assert_eq!(
+            httpdate::fmt_http_date(day.starts_at()),
+            "Tue, 01 Dec 2026 18:30:00 GMT"
+        );
         // A month at UTC+14:00 that began on the last day of November, UTC.
         let month = Period::month().utc_offset_minutes(14 * 60).window(NOW);
-        assert_eq!(httpdate::fmt_http_date(month.starts_at()), "Mon, 30 Nov 2026 10:00:00 GMT");
-        assert_eq!(httpdate::fmt_http_date(month.resets_at()), "Thu, 31 Dec 2026 10:00:00 GMT");
+        assert_eq!(
+            httpdate::fmt_http_date(month.starts_at()),
+            "Mon, 30 Nov 2026 10:00:00 GMT"
+        );
+        assert_eq!(
+            httpdate::fmt_http_date(month.resets_at()),
+            "Thu, 31 Dec 2026 10:00:00 GMT"
+        );
     }
 
     #[test]
@@ -245,7 +272,10 @@ mod tests {
     fn the_boundary_second_belongs_to_the_next_period() {
         let w = Period::day().utc_offset_minutes(60).window(NOW);
         assert_eq!(Period::day().utc_offset_minutes(60).window(w.end - 1), w);
-        assert_eq!(Period::day().utc_offset_minutes(60).window(w.end).start, w.end);
+        assert_eq!(
+            Period::day().utc_offset_minutes(60).window(w.end).start,
+            w.end
+        );
         assert!(w.contains(w.start) && !w.contains(w.end));
     }
 
@@ -254,13 +284,22 @@ mod tests {
         let t = UNIX_EPOCH - Duration::from_millis(1500);
         assert_eq!(unix(t), -2);
         let w = Period::day().window(unix(t));
-        assert_eq!(w, Window { start: -DAY, end: 0 });
+        assert_eq!(
+            w,
+            Window {
+                start: -DAY,
+                end: 0
+            }
+        );
     }
 
     #[test]
     fn an_offset_beyond_18_hours_is_refused() {
         assert!(Period::day().utc_offset_minutes(18 * 60).validate().is_ok());
-        let err = Period::day().utc_offset_minutes(18 * 60 + 1).validate().unwrap_err();
+        let err = Period::day()
+            .utc_offset_minutes(18 * 60 + 1)
+            .validate()
+            .expect_err("over 18 hours");
         assert_eq!(err.field, "cap.period");
         assert_eq!(Period::month().utc_offset_minutes(-90).name(), "month-0130");
     }

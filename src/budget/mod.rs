@@ -82,6 +82,7 @@ mod service;
 mod state;
 mod store;
 
+pub use crate::error::BudgetUnit;
 pub use calendar::{MAX_UTC_OFFSET_MINUTES, Period, PeriodKind, Window};
 pub use cap::{Cap, MAX_LIMIT, Scope};
 pub use config::{BudgetBuilder, BudgetEvent, FailurePolicy, MAX_CAPS, Tenant};
@@ -93,7 +94,6 @@ pub use store::{
     Answer, Balance, BudgetStore, Charge, Counter, DEFAULT_MAX_COUNTERS, MemoryBudgetStore,
     Reserve, Settlement, Spend, StoreFuture,
 };
-pub use crate::error::BudgetUnit;
 
 #[cfg(test)]
 mod tests;

@@ -108,7 +108,12 @@ pub struct Price {
 impl Price {
     /// Per million tokens: input, output, cache write, cache read.
     #[must_use]
-    pub const fn per_mtok(input: Money, output: Money, cache_write: Money, cache_read: Money) -> Self {
+    pub const fn per_mtok(
+        input: Money,
+        output: Money,
+        cache_write: Money,
+        cache_read: Money,
+    ) -> Self {
         Price {
             input,
             output,
@@ -119,7 +124,12 @@ impl Price {
 
     /// The same, each in micro-units per million tokens (`3_000_000` is 3.00).
     #[must_use]
-    pub const fn micros_per_mtok(input: u64, output: u64, cache_write: u64, cache_read: u64) -> Self {
+    pub const fn micros_per_mtok(
+        input: u64,
+        output: u64,
+        cache_write: u64,
+        cache_read: u64,
+    ) -> Self {
         Price::per_mtok(
             Money::from_micros(input),
             Money::from_micros(output),
@@ -288,7 +298,9 @@ impl PriceTable {
             model
                 .strip_prefix(&**name)
                 .and_then(|rest| rest.strip_prefix('-'))
-                .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit() || b == b'-'))
+                .is_some_and(|v| {
+                    !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit() || b == b'-')
+                })
         });
         let prefixed = self
             .prefixes
@@ -309,30 +321,69 @@ const fn usd(input_micros: u64, output_micros: u64, write_micros: u64, read_micr
 /// here): input, output, cache write, cache read.
 const PRESETS: &[(&str, Price)] = &[
     // Anthropic: cache writes (5 minutes) at 1.25× input, reads at 0.1×.
-    ("claude-opus-4-5", usd(5_000_000, 25_000_000, 6_250_000, 500_000)),
-    ("claude-opus-4-1", usd(15_000_000, 75_000_000, 18_750_000, 1_500_000)),
-    ("claude-opus-4", usd(15_000_000, 75_000_000, 18_750_000, 1_500_000)),
-    ("claude-3-opus", usd(15_000_000, 75_000_000, 18_750_000, 1_500_000)),
-    ("claude-sonnet-4-5", usd(3_000_000, 15_000_000, 3_750_000, 300_000)),
-    ("claude-sonnet-4", usd(3_000_000, 15_000_000, 3_750_000, 300_000)),
-    ("claude-3-7-sonnet", usd(3_000_000, 15_000_000, 3_750_000, 300_000)),
-    ("claude-3-5-sonnet", usd(3_000_000, 15_000_000, 3_750_000, 300_000)),
-    ("claude-haiku-4-5", usd(1_000_000, 5_000_000, 1_250_000, 100_000)),
-    ("claude-3-5-haiku", usd(800_000, 4_000_000, 1_000_000, 80_000)),
+    (
+        "claude-opus-4-5",
+        usd(5_000_000, 25_000_000, 6_250_000, 500_000),
+    ),
+    (
+        "claude-opus-4-1",
+        usd(15_000_000, 75_000_000, 18_750_000, 1_500_000),
+    ),
+    (
+        "claude-opus-4",
+        usd(15_000_000, 75_000_000, 18_750_000, 1_500_000),
+    ),
+    (
+        "claude-3-opus",
+        usd(15_000_000, 75_000_000, 18_750_000, 1_500_000),
+    ),
+    (
+        "claude-sonnet-4-5",
+        usd(3_000_000, 15_000_000, 3_750_000, 300_000),
+    ),
+    (
+        "claude-sonnet-4",
+        usd(3_000_000, 15_000_000, 3_750_000, 300_000),
+    ),
+    (
+        "claude-3-7-sonnet",
+        usd(3_000_000, 15_000_000, 3_750_000, 300_000),
+    ),
+    (
+        "claude-3-5-sonnet",
+        usd(3_000_000, 15_000_000, 3_750_000, 300_000),
+    ),
+    (
+        "claude-haiku-4-5",
+        usd(1_000_000, 5_000_000, 1_250_000, 100_000),
+    ),
+    (
+        "claude-3-5-haiku",
+        usd(800_000, 4_000_000, 1_000_000, 80_000),
+    ),
     ("claude-3-haiku", usd(250_000, 1_250_000, 300_000, 30_000)),
     // OpenAI: no cache-write premium; cached input at the cached price.
     ("gpt-4o", usd(2_500_000, 10_000_000, 2_500_000, 1_250_000)),
     // The first gpt-4o snapshot kept its launch price.
-    ("gpt-4o-2024-05-13", usd(5_000_000, 15_000_000, 5_000_000, 5_000_000)),
+    (
+        "gpt-4o-2024-05-13",
+        usd(5_000_000, 15_000_000, 5_000_000, 5_000_000),
+    ),
     ("gpt-4o-mini", usd(150_000, 600_000, 150_000, 75_000)),
     ("gpt-4.1", usd(2_000_000, 8_000_000, 2_000_000, 500_000)),
     ("gpt-4.1-mini", usd(400_000, 1_600_000, 400_000, 100_000)),
     ("gpt-4.1-nano", usd(100_000, 400_000, 100_000, 25_000)),
     ("o1", usd(15_000_000, 60_000_000, 15_000_000, 7_500_000)),
     ("o1-mini", usd(1_100_000, 4_400_000, 1_100_000, 550_000)),
-    ("o1-pro", usd(150_000_000, 600_000_000, 150_000_000, 150_000_000)),
+    (
+        "o1-pro",
+        usd(150_000_000, 600_000_000, 150_000_000, 150_000_000),
+    ),
     ("o3", usd(2_000_000, 8_000_000, 2_000_000, 500_000)),
     ("o3-mini", usd(1_100_000, 4_400_000, 1_100_000, 550_000)),
-    ("o3-pro", usd(20_000_000, 80_000_000, 20_000_000, 20_000_000)),
+    (
+        "o3-pro",
+        usd(20_000_000, 80_000_000, 20_000_000, 20_000_000),
+    ),
     ("o4-mini", usd(1_100_000, 4_400_000, 1_100_000, 275_000)),
 ];

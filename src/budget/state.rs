@@ -12,7 +12,9 @@ use super::cap::Cap;
 use super::config::{BudgetEvent, Callback, Clock, FailurePolicy, Tenant};
 use super::money::{Money, Price, PriceTable};
 use super::store::{BudgetStore, Charge, Counter, Reserve, Settlement, Spend, TenantId};
-use crate::error::{BackendError, BoxError, BudgetExceeded, BudgetUnit, TooManyBudgets, UnpricedModel};
+use crate::error::{
+    BackendError, BoxError, BudgetExceeded, BudgetUnit, TooManyBudgets, UnpricedModel,
+};
 use crate::provider::{Api, Usage};
 use crate::request::{KeyId, RequestMeta};
 
@@ -96,19 +98,28 @@ impl Shared {
 
     pub(crate) fn learn_clock(&self, store_now: i64) {
         let ours = unix((self.clock)());
-        self.skew.store(store_now.saturating_sub(ours), Ordering::Relaxed);
+        self.skew
+            .store(store_now.saturating_sub(ours), Ordering::Relaxed);
     }
 
     /// The tenant, key, model and estimate of a request, or its refusal
     /// (a money cap and a model without a price).
-    pub(crate) fn facts<B>(&self, req: &Request<B>, meta: Option<&RequestMeta>) -> Result<Facts, BoxError> {
+    pub(crate) fn facts<B>(
+        &self,
+        req: &Request<B>,
+        meta: Option<&RequestMeta>,
+    ) -> Result<Facts, BoxError> {
         let key = KeyId::of(req);
         let named = req
             .extensions()
             .get::<Tenant>()
             .map(|t| Arc::clone(&t.0))
             .or_else(|| {
-                let v = req.headers().get(self.tenant_header.as_ref()?)?.to_str().ok()?;
+                let v = req
+                    .headers()
+                    .get(self.tenant_header.as_ref()?)?
+                    .to_str()
+                    .ok()?;
                 (!v.is_empty()).then(|| Arc::from(v))
             });
         let tenant = match (named, key) {
@@ -126,7 +137,10 @@ impl Shared {
             ),
             Some(m) if m.body_len() == 0 => (0, 0),
             // Unreadable: bytes ÷ 3.5 rounded up, and the default output.
-            Some(m) => ((m.body_len() as u64 * 2).div_ceil(7), self.default_output_tokens),
+            Some(m) => (
+                (m.body_len() as u64 * 2).div_ceil(7),
+                self.default_output_tokens,
+            ),
             None => (0, self.default_output_tokens),
         };
         let price = self.prices.price(model.as_deref());
@@ -170,9 +184,9 @@ impl Shared {
                     tag: Arc::clone(&tag),
                 };
                 let amount = match cap.unit {
-                    BudgetUnit::Nanos => f
-                        .price
-                        .map_or(0, |p| p.estimate(f.input, f.output).nanos()),
+                    BudgetUnit::Nanos => {
+                        f.price.map_or(0, |p| p.estimate(f.input, f.output).nanos())
+                    }
                     _ => f.input.saturating_add(f.output),
                 };
                 Charge {
@@ -205,9 +219,14 @@ impl Shared {
             Ok(Reserve::Reserved) => Decision::Admit(hold(charges)),
             Ok(Reserve::Exceeded { index, used }) => {
                 let Some(c) = charges.get(index) else {
-                    return Decision::Refuse(BackendError::new("store named no such charge").into());
+                    return Decision::Refuse(
+                        BackendError::new("store named no such charge").into(),
+                    );
                 };
-                let unit = self.caps.get(index).map_or(BudgetUnit::Tokens, |cap| cap.unit);
+                let unit = self
+                    .caps
+                    .get(index)
+                    .map_or(BudgetUnit::Tokens, |cap| cap.unit);
                 Decision::Refuse(
                     BudgetExceeded::new(
                         c.counter.cap.to_string(),
@@ -332,7 +351,11 @@ impl Hold {
 impl Drop for Hold {
     fn drop(&mut self) {
         // Dropped after sending, the estimate stands; before, all back.
-        let outcome = if self.sent { Outcome::Estimate } else { Outcome::Refund };
+        let outcome = if self.sent {
+            Outcome::Estimate
+        } else {
+            Outcome::Refund
+        };
         self.settle(outcome);
     }
 }
@@ -369,7 +392,9 @@ fn actual(unit: BudgetUnit, f: &Facts, usage: &Usage, complete: bool) -> u64 {
                 f.input
             } else if f.api == Some(Api::OpenAiChat) {
                 // OpenAI's input already includes the cached tokens.
-                usage.input_tokens.saturating_add(usage.cache_creation_input_tokens)
+                usage
+                    .input_tokens
+                    .saturating_add(usage.cache_creation_input_tokens)
             } else {
                 usage.total_input_tokens()
             };

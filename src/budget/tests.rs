@@ -28,8 +28,14 @@ fn money_is_exact_and_rounds_charges_up() {
     }
     assert_eq!(total, Money::from_units(75));
     // One token at 1 nano-unit per million is a millionth: charged 1, not 0.
-    assert_eq!(Money::for_tokens(Money::from_nanos(1), 1), Money::from_nanos(1));
-    assert_eq!(Money::for_tokens(Money::from_micros(100_000), 3), Money::from_nanos(300));
+    assert_eq!(
+        Money::for_tokens(Money::from_nanos(1), 1),
+        Money::from_nanos(1)
+    );
+    assert_eq!(
+        Money::for_tokens(Money::from_micros(100_000), 3),
+        Money::from_nanos(300)
+    );
     assert_eq!(Money::for_tokens(Money::ZERO, 1_000), Money::ZERO);
     // No overflow, however many tokens.
     assert_eq!(Money::for_tokens(Money::MAX, u64::MAX), Money::MAX);
@@ -41,14 +47,24 @@ fn money_is_exact_and_rounds_charges_up() {
 #[test]
 fn each_kind_of_token_is_priced_apart() {
     // Sonnet: 3 in, 15 out, 3.75 cache write, 0.30 cache read per million.
-    let p = PriceTable::presets().price(Some("claude-sonnet-4-5-20250929")).expect("priced");
-    let cost = p.cost(&usage(1_000_000, 1_000_000, 1_000_000, 1_000_000), Some(Api::AnthropicMessages));
-    assert_eq!(cost, Money::from_micros(3_000_000 + 15_000_000 + 3_750_000 + 300_000));
+    let p = PriceTable::presets()
+        .price(Some("claude-sonnet-4-5-20250929"))
+        .expect("priced");
+    let cost = p.cost(
+        &usage(1_000_000, 1_000_000, 1_000_000, 1_000_000),
+        Some(Api::AnthropicMessages),
+    );
+    assert_eq!(
+        cost,
+        Money::from_micros(3_000_000 + 15_000_000 + 3_750_000 + 300_000)
+    );
     let cache_only = p.cost(&usage(0, 0, 0, 2_000_000), Some(Api::AnthropicMessages));
     assert_eq!(cache_only, Money::from_micros(600_000));
     // OpenAI's input includes its cached tokens: only the rest at the
     // input price. gpt-4o: 2.50 in, 1.25 cached.
-    let p = PriceTable::presets().price(Some("gpt-4o-2024-08-06")).expect("priced");
+    let p = PriceTable::presets()
+        .price(Some("gpt-4o-2024-08-06"))
+        .expect("priced");
     let cost = p.cost(&usage(1_000_000, 0, 0, 400_000), Some(Api::OpenAiChat));
     assert_eq!(cost, Money::from_micros(600_000 * 5 / 2 + 400_000 * 5 / 4));
     // With the API unknown, it errs high (the cached part priced twice).
@@ -60,13 +76,31 @@ fn the_table_matches_names_and_dated_versions_but_not_other_models() {
     let t = PriceTable::presets();
     let input = |m: &str| t.price(Some(m)).map(|p| p.input);
     assert_eq!(input("gpt-4o"), Some(Money::from_micros(2_500_000)));
-    assert_eq!(input("gpt-4o-2024-08-06"), Some(Money::from_micros(2_500_000)));
+    assert_eq!(
+        input("gpt-4o-2024-08-06"),
+        Some(Money::from_micros(2_500_000))
+    );
     // An exact entry wins over the versioned match.
-    assert_eq!(input("gpt-4o-2024-05-13"), Some(Money::from_micros(5_000_000)));
-    assert_eq!(input("gpt-4o-mini-2024-07-18"), Some(Money::from_micros(150_000)));
-    assert_eq!(input("claude-opus-4-1-20250805"), Some(Money::from_micros(15_000_000)));
-    assert_eq!(input("claude-opus-4-5-20251101"), Some(Money::from_micros(5_000_000)));
-    assert_eq!(input("claude-haiku-4-5"), Some(Money::from_micros(1_000_000)));
+    assert_eq!(
+        input("gpt-4o-2024-05-13"),
+        Some(Money::from_micros(5_000_000))
+    );
+    assert_eq!(
+        input("gpt-4o-mini-2024-07-18"),
+        Some(Money::from_micros(150_000))
+    );
+    assert_eq!(
+        input("claude-opus-4-1-20250805"),
+        Some(Money::from_micros(15_000_000))
+    );
+    assert_eq!(
+        input("claude-opus-4-5-20251101"),
+        Some(Money::from_micros(5_000_000))
+    );
+    assert_eq!(
+        input("claude-haiku-4-5"),
+        Some(Money::from_micros(1_000_000))
+    );
     assert_eq!(input("o3-pro"), Some(Money::from_micros(20_000_000)));
     // Not a version: another model, refused rather than priced as o3.
     assert_eq!(input("o3-deep-research"), None);
@@ -162,7 +196,12 @@ fn a_million_tenants_stay_under_the_bound_without_forgetting_spend() {
         assert_eq!(store.try_reserve(day1 + 5, &[c]), Reserve::Reserved);
         assert!(store.len() <= MAX);
     }
-    assert!(store.counters().iter().all(|(c, b)| c.window.start == day1 && b.reserved == 10));
+    assert!(
+        store
+            .counters()
+            .iter()
+            .all(|(c, b)| c.window.start == day1 && b.reserved == 10)
+    );
     assert!(matches!(
         store.try_reserve(day1 + 5, &[charge("late", day1 + 5)]),
         Reserve::Full { .. }
@@ -173,8 +212,14 @@ fn a_million_tenants_stay_under_the_bound_without_forgetting_spend() {
 fn a_counter_with_a_reservation_in_flight_is_never_evicted() {
     let store = MemoryBudgetStore::new(2);
     let now = 1_796_169_600;
-    assert_eq!(store.try_reserve(now, &[charge("a", now)]), Reserve::Reserved);
-    assert_eq!(store.try_reserve(now, &[charge("b", now)]), Reserve::Reserved);
+    assert_eq!(
+        store.try_reserve(now, &[charge("a", now)]),
+        Reserve::Reserved
+    );
+    assert_eq!(
+        store.try_reserve(now, &[charge("b", now)]),
+        Reserve::Reserved
+    );
     // Both hold reservations, even in the next period: no room.
     let later = now + 2 * 86_400;
     assert!(matches!(
@@ -183,7 +228,10 @@ fn a_counter_with_a_reservation_in_flight_is_never_evicted() {
     ));
     // Nothing partial: a reservation over two counters, one new, is all or none.
     let both = [charge("a", now), charge("z", now)];
-    assert!(matches!(store.try_reserve(now, &both), Reserve::Full { .. }));
+    assert!(matches!(
+        store.try_reserve(now, &both),
+        Reserve::Full { .. }
+    ));
     assert_eq!(store.balance(&counter("a", now)).reserved, 10);
 }
 
@@ -194,7 +242,10 @@ fn a_reservation_is_all_or_none() {
     let mut small = charge("a", now);
     small.limit = 15;
     let big = charge("b", now);
-    assert_eq!(store.try_reserve(now, &[small.clone(), big.clone()]), Reserve::Reserved);
+    assert_eq!(
+        store.try_reserve(now, &[small.clone(), big.clone()]),
+        Reserve::Reserved
+    );
     // `a` has 5 left: the pair is refused at index 0 and `b` is untouched.
     assert_eq!(
         store.try_reserve(now, &[small, big.clone()]),
@@ -214,7 +265,13 @@ fn labels_and_ids_hold_no_key_material() {
         window: Period::month().window(0),
         tag: Arc::from("budget"),
     };
-    assert_eq!(c.scope_label(), "tenant=ac me/{x} key=- model=claude-sonnet-4-5");
+    assert_eq!(
+        c.scope_label(),
+        "tenant=ac me/{x} key=- model=claude-sonnet-4-5"
+    );
     // Escaped: no braces (hash tags) or separators from user input.
-    assert_eq!(c.id(), "per-key:t.ac%20me%2F%7Bx%7D:k-:m.claude-sonnet-4-5:month+0100:0");
+    assert_eq!(
+        c.id(),
+        "per-key:t.ac%20me%2F%7Bx%7D:k-:m.claude-sonnet-4-5:month+0100:0"
+    );
 }

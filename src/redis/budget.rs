@@ -126,7 +126,12 @@ impl RedisBudgetStore {
     }
 
     fn key(&self, c: &Counter) -> String {
-        format!("{}budget:{{{}}}:{}", self.redis.prefix(), c.hash_tag(), c.id())
+        format!(
+            "{}budget:{{{}}}:{}",
+            self.redis.prefix(),
+            c.hash_tag(),
+            c.id()
+        )
     }
 }
 
