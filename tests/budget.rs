@@ -657,3 +657,37 @@ fn bad_configurations_are_typed_errors() {
         "max_counters"
     );
 }
+
+/// Retry above the budget (the stack's order) does not retry a refusal:
+/// nothing changes before the reset.
+#[tokio::test(start_paused = true)]
+async fn retry_does_not_retry_budget_exceeded() {
+    let script = Script::usage(10, 10, 0, 0);
+    let layer = BudgetLayer::builder()
+        .cap(Cap::tokens("tiny", Scope::GLOBAL, Period::day(), 1))
+        .build()
+        .expect("budget");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let retry = tower_llm_resilience::retry::RetryLayer::builder()
+        .no_budget()
+        .build()
+        .expect("retry");
+    let mut svc = tower::ServiceBuilder::new()
+        .layer(retry)
+        .map_request(move |r: Request<ReplayBody>| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            r
+        })
+        .layer(layer)
+        .service(script.service());
+    let err = svc
+        .ready()
+        .await
+        .expect("ready")
+        .call(anthropic(URI, SECRET, body("m", 10)))
+        .await
+        .expect_err("over");
+    assert!(err.is::<BudgetExceeded>(), "{err}");
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "one attempt");
+}

@@ -275,3 +275,64 @@ fn labels_and_ids_hold_no_key_material() {
         "per-key:t.ac%20me%2F%7Bx%7D:k-:m.claude-sonnet-4-5:month+0100:0"
     );
 }
+
+mod invariant {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Reserve { tenant: u8, amount: u64 },
+        Settle { which: usize, actual_less: u64 },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u8..3, 1u64..400).prop_map(|(tenant, amount)| Op::Reserve { tenant, amount }),
+            (any::<usize>(), 0u64..400)
+                .prop_map(|(which, actual_less)| Op::Settle { which, actual_less }),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the interleaving of admissions and settlements, when no
+        /// request costs more than its estimate, no counter's spend and
+        /// reservations together ever pass its limit, and a refusal
+        /// always means the charge did not fit.
+        #[test]
+        fn spend_and_reservations_never_pass_the_limit(ops in proptest::collection::vec(op(), 1..200)) {
+            let store = MemoryBudgetStore::new(16);
+            let now = 1_796_169_600;
+            let limit = 1_000;
+            let mut held: Vec<Charge> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Reserve { tenant, amount } => {
+                        let mut c = charge(&format!("t{tenant}"), now);
+                        c.limit = limit;
+                        c.amount = amount;
+                        match store.try_reserve(now, std::slice::from_ref(&c)) {
+                            Reserve::Reserved => held.push(c),
+                            Reserve::Exceeded { used, .. } => prop_assert!(used + amount > limit),
+                            other => prop_assert!(false, "{:?}", other),
+                        }
+                    }
+                    Op::Settle { which, actual_less } => {
+                        if held.is_empty() {
+                            continue;
+                        }
+                        let c = held.swap_remove(which % held.len());
+                        store.settle_now(&[Settlement {
+                            actual: c.amount.saturating_sub(actual_less),
+                            reserved: c.amount,
+                            counter: c.counter,
+                        }]);
+                    }
+                }
+                for (_, b) in store.counters() {
+                    prop_assert!(b.spent + b.reserved <= limit, "{:?}", b);
+                }
+            }
+        }
+    }
+}
