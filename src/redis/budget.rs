@@ -19,6 +19,13 @@
 //!   hash tag — the tenant when every cap of the budget is per tenant,
 //!   else the budget's name — so the script's keys live in one Redis
 //!   Cluster slot.
+//! - **Keys per API key**: a counter per key (or a tenant that defaults
+//!   to the key) is named by the key's [`KeyId`](crate::KeyId), a keyed
+//!   hash under a secret of each process. Processes that share per-key
+//!   counters must install one secret
+//!   ([`KeyIdentity::with_secret`](crate::request::KeyIdentity::with_secret)),
+//!   or each keeps counters of its own. Named tenants, models and global
+//!   caps need nothing.
 //! - **Numbers**: limits and amounts up to 2⁵³ (Lua numbers are doubles);
 //!   a cap's limit is bounded so by its builder.
 //! - **Failures**: a command that fails or times out is a
