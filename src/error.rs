@@ -426,3 +426,160 @@ impl fmt::Display for BackendError {
 }
 
 impl std::error::Error for BackendError {}
+
+/// What a spend budget counts: tokens, or money in nano-units (10⁻⁹ of the
+/// currency unit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BudgetUnit {
+    /// Tokens (input, output, cache writes and reads together).
+    Tokens,
+    /// Money, in nano-units of the price table's currency.
+    Nanos,
+}
+
+impl fmt::Display for BudgetUnit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BudgetUnit::Tokens => "tokens",
+            BudgetUnit::Nanos => "nano-units",
+        })
+    }
+}
+
+/// A request would take a spend cap past its limit for the current
+/// period: refused at once, before anything is sent.
+///
+/// `scope` names the counter without key material (`tenant=acme`,
+/// `key=1a2b3c4d` — a [`KeyId`](crate::KeyId) label —, `model=…`);
+/// `resets_at` is when the period ends and the counter starts again. Not
+/// retried by the retry layer (nothing changes before `resets_at`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BudgetExceeded {
+    /// The cap's name.
+    pub cap: Cow<'static, str>,
+    /// Which counter of the cap: its scope's values, as labels.
+    pub scope: String,
+    /// What the cap counts.
+    pub unit: BudgetUnit,
+    /// The cap's limit.
+    pub limit: u64,
+    /// What the counter held (spent and reserved) when the request came.
+    pub used: u64,
+    /// The request's estimated cost.
+    pub cost: u64,
+    /// When the period resets.
+    pub resets_at: std::time::SystemTime,
+}
+
+impl BudgetExceeded {
+    /// The error for cap `cap`'s counter `scope` at `used` of `limit`,
+    /// refusing `cost`, until `resets_at`.
+    #[must_use]
+    pub fn new(
+        cap: impl Into<Cow<'static, str>>,
+        scope: impl Into<String>,
+        unit: BudgetUnit,
+        limit: u64,
+        used: u64,
+        cost: u64,
+        resets_at: std::time::SystemTime,
+    ) -> Self {
+        BudgetExceeded {
+            cap: cap.into(),
+            scope: scope.into(),
+            unit,
+            limit,
+            used,
+            cost,
+            resets_at,
+        }
+    }
+
+    /// How long until the period resets, from now (zero if it has).
+    #[must_use]
+    pub fn retry_after(&self) -> Duration {
+        self.resets_at
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default()
+    }
+}
+
+impl fmt::Display for BudgetExceeded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "budget {} ({}) exceeded: {} of {} {} used, the request needs {}; resets at {}",
+            self.cap,
+            self.scope,
+            self.used,
+            self.limit,
+            self.unit,
+            self.cost,
+            httpdate::fmt_http_date(self.resets_at)
+        )
+    }
+}
+
+impl std::error::Error for BudgetExceeded {}
+
+/// A money cap applies to a request whose model the price table does not
+/// know, and the table refuses unknown models (its default: a guess could
+/// under-count).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UnpricedModel {
+    /// The model (bounded to 256 bytes), or `None` when the request named
+    /// none.
+    pub model: Option<String>,
+}
+
+impl UnpricedModel {
+    /// The error for `model`.
+    #[must_use]
+    pub fn new(model: Option<String>) -> Self {
+        UnpricedModel { model }
+    }
+}
+
+impl fmt::Display for UnpricedModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.model {
+            Some(m) => write!(f, "budget: no price for model {m:?}"),
+            None => f.write_str("budget: the request names no model to price"),
+        }
+    }
+}
+
+impl std::error::Error for UnpricedModel {}
+
+/// The budget's counter map is full of counters that still hold spend in
+/// their current period: forgetting one would under-count, so a request
+/// needing a new counter is refused instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TooManyBudgets {
+    /// The most counters the map holds.
+    pub max_counters: usize,
+}
+
+impl TooManyBudgets {
+    /// The error for a map of at most `max_counters` counters.
+    #[must_use]
+    pub fn new(max_counters: usize) -> Self {
+        TooManyBudgets { max_counters }
+    }
+}
+
+impl fmt::Display for TooManyBudgets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "budget: all {} counters hold spend of their current period",
+            self.max_counters
+        )
+    }
+}
+
+impl std::error::Error for TooManyBudgets {}

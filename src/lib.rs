@@ -70,8 +70,11 @@
 //! `Ok(Response)` it is.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-#[cfg(any(feature = "rate", feature = "concurrency"))]
+#[cfg(any(feature = "rate", feature = "concurrency", feature = "budget"))]
 mod admitted;
+#[cfg(feature = "budget")]
+#[cfg_attr(docsrs, doc(cfg(feature = "budget")))]
+pub mod budget;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 mod builder;

@@ -99,7 +99,8 @@ pub(crate) use inner_service_accessors;
     feature = "rate",
     feature = "concurrency",
     feature = "cache",
-    feature = "fallback"
+    feature = "fallback",
+    feature = "budget"
 ))]
 pub(crate) use slow_path::SlowPath;
 
@@ -107,7 +108,8 @@ pub(crate) use slow_path::SlowPath;
     feature = "rate",
     feature = "concurrency",
     feature = "cache",
-    feature = "fallback"
+    feature = "fallback",
+    feature = "budget"
 ))]
 mod slow_path {
     use std::future::Future;
@@ -163,7 +165,7 @@ pub(crate) fn hand_off<S: Clone>(service: &mut S) -> S {
 /// have made ready is dropped, a clone taking its place: whatever it
 /// reserved when asked (tower's `ConcurrencyLimit` takes a permit) is not
 /// held by a request that is still waiting.
-#[cfg(any(feature = "rate", feature = "concurrency"))]
+#[cfg(any(feature = "rate", feature = "concurrency", feature = "budget"))]
 pub(crate) fn unready_clone<S: Clone>(service: &mut S) -> S {
     let fresh = service.clone();
     drop(std::mem::replace(service, fresh.clone()));

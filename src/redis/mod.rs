@@ -15,13 +15,19 @@
 //!   [`FailurePolicy`], and [`RemoteStats`].
 //! - `cache/`: [`RedisStore`], a [`CacheStore`](crate::cache::CacheStore)
 //!   every process shares (with the `cache` feature).
+//! - `budget.rs` (feature `budget`): [`RedisBudgetStore`], spend-budget
+//!   counters reserved and settled by Lua scripts.
 
+#[cfg(feature = "budget")]
+mod budget;
 #[cfg(feature = "cache")]
 mod cache;
 mod conn;
 #[cfg(feature = "rate")]
 pub(crate) mod limiter;
 
+#[cfg(feature = "budget")]
+pub use budget::RedisBudgetStore;
 #[cfg(feature = "cache")]
 pub use cache::{
     DEFAULT_MAX_ENTRY as DEFAULT_CACHE_MAX_ENTRY, GetFuture, PutFuture, RedisStore,

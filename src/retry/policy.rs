@@ -116,6 +116,9 @@ pub(crate) fn is_deliberate(e: &BoxError) -> bool {
         || e.is::<InvalidConfig>()
         || e.is::<UnreadableRequest>()
         || e.is::<crate::error::TooManyGroups>()
+        || e.is::<crate::error::BudgetExceeded>()
+        || e.is::<crate::error::UnpricedModel>()
+        || e.is::<crate::error::TooManyBudgets>()
 }
 
 /// Why an attempt was retried (the last one is kept in
