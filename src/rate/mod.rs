@@ -71,18 +71,24 @@
 //! request admitted after waiting may then wait for the inner service while
 //! holding its reservation, as tower's own layers order it.
 
+mod calendar;
 mod config;
 pub mod future;
 mod gcra;
 mod groups;
 mod layer;
 mod limit;
+mod pool;
 mod service;
 mod state;
 mod stats;
 
+pub use calendar::{CalendarQuota, Clock, Period};
 pub use config::{Learning, Limits, RateLimitBuilder, Unparsed};
 pub use layer::RateLimitLayer;
 pub use limit::{Dimension, Limit};
+pub use pool::{
+    AuthStyle, KeyPool, KeyPoolBuilder, MAX_POOL_KEYS, PoolKey, PoolKeyStats, PoolStrategy,
+};
 pub use service::RateLimit;
 pub use stats::{GroupStats, ThresholdEvent};
