@@ -543,7 +543,7 @@ async fn sse_usage_reconciles_and_truncated_streams_keep_the_output_estimate() {
         .unwrap();
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
-        only_group(&layer).available[I..],
+        only_group(&layer).available[I..=O],
         [Some(10_000 - 40), Some(1_000 - 100)]
     );
 
@@ -553,7 +553,7 @@ async fn sse_usage_reconciles_and_truncated_streams_keep_the_output_estimate() {
         .await
         .unwrap();
     assert_eq!(
-        only_group(&layer).available[I..],
+        only_group(&layer).available[I..=O],
         [Some(10_000 - 40), Some(1_000 - 800)]
     );
 }
