@@ -3,6 +3,7 @@
 //! group, calendar quotas skip exhausted keys, a request waits for
 //! whichever key frees first, the combined tokens dimension is learned,
 //! reserved and reconciled, and no key material shows anywhere.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 mod support;
 
@@ -227,8 +228,8 @@ async fn two_keys_of_one_organisation_share_one_group_and_its_limit() {
     logs();
     let seen = Seen::default();
     let pool = KeyPool::builder(AuthStyle::Anthropic)
-        .add(PoolKey::new("a", KEY_A).organization("acme"))
-        .add(PoolKey::new("b", KEY_B).organization("acme"))
+        .add_key(PoolKey::new("a", KEY_A).organization("acme"))
+        .add_key(PoolKey::new("b", KEY_B).organization("acme"))
         .build()
         .unwrap();
     let layer = RateLimitLayer::builder()
@@ -360,11 +361,11 @@ async fn an_exhausted_key_is_skipped_until_its_reset() {
     let seen = Seen::default();
     let pool = KeyPool::builder(AuthStyle::Anthropic)
         // a's day starts at midnight in UTC+01:00: 23:00 UTC.
-        .add(
+        .add_key(
             PoolKey::new("a", KEY_A)
                 .quota(CalendarQuota::daily().requests(2).utc_offset_secs(3600)),
         )
-        .add(PoolKey::new("b", KEY_B).quota(CalendarQuota::daily().requests(3)))
+        .add_key(PoolKey::new("b", KEY_B).quota(CalendarQuota::daily().requests(3)))
         .clock(hand_clock(&now))
         .build()
         .unwrap();
@@ -404,7 +405,7 @@ async fn a_refused_request_gives_its_calendar_reservation_back() {
     let now = Arc::new(AtomicI64::new(DEC_1));
     let seen = Seen::default();
     let pool = KeyPool::builder(AuthStyle::Anthropic)
-        .add(PoolKey::new("a", KEY_A).quota(CalendarQuota::daily().requests(1).tokens(10_000)))
+        .add_key(PoolKey::new("a", KEY_A).quota(CalendarQuota::daily().requests(1).tokens(10_000)))
         .clock(hand_clock(&now))
         .build()
         .unwrap();
@@ -596,9 +597,9 @@ async fn no_key_material_in_logs_errors_or_debug() {
     let seen = Seen::default();
     let now = Arc::new(AtomicI64::new(DEC_1));
     let pool = KeyPool::builder(AuthStyle::Anthropic)
-        .add(PoolKey::new("a", KEY_A).quota(CalendarQuota::daily().requests(1)))
-        .add(PoolKey::new("b", KEY_B).organization("acme"))
-        .add(PoolKey::new("c", KEY_C).organization("acme"))
+        .add_key(PoolKey::new("a", KEY_A).quota(CalendarQuota::daily().requests(1)))
+        .add_key(PoolKey::new("b", KEY_B).organization("acme"))
+        .add_key(PoolKey::new("c", KEY_C).organization("acme"))
         .clock(hand_clock(&now))
         .build()
         .unwrap();

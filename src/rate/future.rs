@@ -84,7 +84,6 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
     /// [`waiting`](Self::waiting) does.
     pub(crate) fn waiting_for_key<RB>(
         limiter: Arc<super::state::Limiter>,
-        pool: super::pool::KeyPool,
         model: Option<std::sync::Arc<str>>,
         cost: [u64; DIMENSIONS],
         priority: Priority,
@@ -101,7 +100,12 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
         RB::Error: Into<BoxError>,
     {
         let started = Instant::now();
-        let max_wait = limiter.shared().config.max_wait;
+        let config = &limiter.shared().config;
+        let max_wait = config.max_wait;
+        let pool = config
+            .pool
+            .clone()
+            .expect("called for a limiter with a pool");
         let give_up_at = give_up_at(deadline.map(|d| d.0), max_wait, started);
         ResponseFuture {
             kind: Admitted::waiting(async move {

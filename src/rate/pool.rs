@@ -185,11 +185,11 @@ impl fmt::Debug for KeyPoolBuilder {
 impl KeyPoolBuilder {
     /// Adds a key with no organisation and no calendar quota.
     pub fn key(self, label: impl Into<Box<str>>, secret: impl Into<String>) -> Self {
-        self.add(PoolKey::new(label, secret))
+        self.add_key(PoolKey::new(label, secret))
     }
 
     /// Adds a key.
-    pub fn add(mut self, key: PoolKey) -> Self {
+    pub fn add_key(mut self, key: PoolKey) -> Self {
         self.keys.push(key);
         self
     }
@@ -294,7 +294,7 @@ impl KeyPoolBuilder {
 /// };
 /// let pool = KeyPool::builder(AuthStyle::Anthropic)
 ///     .key("team-a", "sk-ant-a…")
-///     .add(PoolKey::new("team-b", "sk-ant-b…").quota(CalendarQuota::daily().requests(10_000)))
+///     .add_key(PoolKey::new("team-b", "sk-ant-b…").quota(CalendarQuota::daily().requests(10_000)))
 ///     .build()?;
 /// let layer = RateLimitLayer::builder()
 ///     .limits(Limits::per_minute(50, 20_000, 8_000)?)

@@ -125,7 +125,6 @@ where
             let inner = crate::util::unready_clone(&mut self.inner);
             return ResponseFuture::waiting_for_key(
                 Arc::clone(&self.limiter),
-                pool.clone(),
                 model,
                 cost,
                 priority,
