@@ -41,7 +41,19 @@ pub enum Period {
 
 /// A key's quota per calendar [`Period`]: requests, tokens (input + output,
 /// as estimated at admission and corrected from the usage reported), or
-/// both.
+/// both, for a [`PoolKey`](super::PoolKey).
+///
+/// Such caps are counters per period, not a rate: a bucket that refills
+/// continuously would hand out tomorrow's quota tonight. The period is a
+/// calendar day or month in a fixed UTC offset (`+09:00` for a quota that
+/// resets at midnight in Tokyo), counted on the pool's [`Clock`]. A
+/// request's share is reserved when its key is chosen, and given back like
+/// the GCRA's reservation when the provider refuses the request (any
+/// non-2xx answer) or it is never sent; its tokens are corrected to the
+/// usage the response reports. A key out of its quota is skipped until the
+/// period ends; when every key is,
+/// [`NoKeyAvailable`](crate::error::NoKeyAvailable) says how long until
+/// the earliest reset.
 ///
 /// ```
 /// use tower_llm_resilience::rate::CalendarQuota;

@@ -1,60 +1,6 @@
 //! A pool of API keys the rate limiter chooses from at admission.
 //!
-//! # What pooling is for, and what it is not for
-//!
-//! A [`KeyPool`] is for more throughput when each key really has a quota
-//! of its own (keys of separate projects or contracts, each with its own
-//! limits), and for spreading traffic so that one key's 429, calendar quota
-//! or slow refill does not stall callers another key could serve. It is
-//! **not** a way around a provider's limits: providers limit per
-//! organisation, not per key, and several keys of one organisation share
-//! that organisation's limit — declare them with
-//! [`PoolKey::organization`], and the pool gives them one limiter group.
-//! Using many keys to exceed what a provider grants one customer breaks
-//! most providers' terms; this crate does not help with that.
-//!
-//! # How a key is chosen
-//!
-//! A request that carries no credentials of its own (no `x-api-key`,
-//! `authorization`, `api-key`… header, as [`KeyId`] reads them) is given a
-//! key at admission — in the rate limiter itself, not in a layer above it,
-//! so that "wait for any key" is one place in one queue rather than a loop
-//! of retries. Among the keys that are not cooling down after a 429, not
-//! out of their [`CalendarQuota`], and whose group's buckets hold the
-//! request's whole cost now, it takes
-//!
-//! - [`PoolStrategy::MostHeadroom`] (the default): the key with the most
-//!   headroom after this cost — the least, over the limited dimensions of
-//!   its group, of `(available − cost) / burst` (1 when nothing is
-//!   limited); ties go to the key with the fewest requests used this
-//!   calendar period, then to the first declared;
-//! - [`PoolStrategy::FewestUsed`]: the key with the fewest requests used in
-//!   its current calendar period (for example "the key with the fewest
-//!   requests today"); ties go to the most headroom, then the first
-//!   declared.
-//!
-//! It reserves the cost in that key's group (and its calendar quota), sets
-//! the key's auth header on the request — marked sensitive — and sends it.
-//! The reservation is settled, and the response learned from, in that
-//! key's group: a 429 on key A closes A's gate only, and traffic moves to B.
-//!
-//! A request no key can take now waits in the limiter's queue, in one place
-//! for the whole pool (by priority, as any waiter), for whichever key frees
-//! first: a refund, a gate opening or a learned limit on any key wakes the
-//! pool's head, and a bucket's refill is the head's own timer (the earliest
-//! time any key fits). It gives up at its deadline or the maximum wait with
-//! [`NoKeyAvailable`](crate::error::NoKeyAvailable): at once when the first
-//! key to free is already later than that, or when every key is out of
-//! its calendar quota (`retry_after` is then the earliest reset).
-//!
-//! # Organisations
-//!
-//! Keys declared with one [`organization`](PoolKey::organization) share one
-//! limiter group — keyed by the [`KeyId`] of the organisation's first key —
-//! and so one GCRA, one learned quota and one 429 gate: the provider's
-//! bucket is the organisation's, so a 429 on one of its keys would be a 429
-//! on every other one too, and closing only that key's gate would send the
-//! next request into the same empty bucket. Calendar quotas stay per key.
+//! The full story is on [`KeyPool`], the public face of this module.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -110,7 +56,7 @@ impl AuthStyle {
 #[non_exhaustive]
 pub enum PoolStrategy {
     /// The most headroom left after the request's cost (see the
-    /// [module docs](self)).
+    /// [`KeyPool`] docs).
     #[default]
     MostHeadroom,
     /// The fewest requests used in the key's current calendar period.
@@ -148,7 +94,7 @@ impl PoolKey {
     }
 
     /// The organisation the key belongs to: keys of one organisation share
-    /// one limiter group (see the [module docs](self)).
+    /// one limiter group (see [`KeyPool`]).
     #[must_use]
     pub fn organization(mut self, name: impl Into<Box<str>>) -> Self {
         self.organization = Some(name.into());
@@ -281,12 +227,69 @@ impl KeyPoolBuilder {
 
 /// A pool of API keys for one provider, chosen per request at admission by
 /// the rate limiter it is given to
-/// ([`RateLimitBuilder::key_pool`](super::RateLimitBuilder::key_pool)); see
-/// the [module docs](self) for what pooling is and is not for, and how a
-/// key is chosen.
+/// ([`RateLimitBuilder::key_pool`](super::RateLimitBuilder::key_pool)).
 ///
 /// Secrets are held as sensitive `HeaderValue`s and never shown: `Debug`
-/// prints each key's label and its [`KeyId`]'s short label only.
+/// prints each key's label and its [`KeyId`]'s short label only. Building
+/// a pool computes its keys' [`KeyId`]s, so a
+/// [`KeyIdentity`](crate::request::KeyIdentity) of your own must be
+/// installed before.
+///
+/// # What pooling is for, and what it is not for
+///
+/// A [`KeyPool`] is for more throughput when each key really has a quota
+/// of its own (keys of separate projects or contracts, each with its own
+/// limits), and for spreading traffic so that one key's 429, calendar quota
+/// or slow refill does not stall callers another key could serve. It is
+/// **not** a way around a provider's limits: providers limit per
+/// organisation, not per key, and several keys of one organisation share
+/// that organisation's limit — declare them with
+/// [`PoolKey::organization`], and the pool gives them one limiter group.
+/// Using many keys to exceed what a provider grants one customer breaks
+/// most providers' terms; this crate does not help with that.
+///
+/// # How a key is chosen
+///
+/// A request that carries no credentials of its own (no `x-api-key`,
+/// `authorization`, `api-key`… header, as [`KeyId`] reads them) is given a
+/// key at admission — in the rate limiter itself, not in a layer above it,
+/// so that "wait for any key" is one place in one queue rather than a loop
+/// of retries. Among the keys that are not cooling down after a 429, not
+/// out of their [`CalendarQuota`], and whose group's buckets hold the
+/// request's whole cost now, it takes
+///
+/// - [`PoolStrategy::MostHeadroom`] (the default): the key with the most
+///   headroom after this cost — the least, over the limited dimensions of
+///   its group, of `(available − cost) / burst` (1 when nothing is
+///   limited); ties go to the key with the fewest requests used this
+///   calendar period, then to the first declared;
+/// - [`PoolStrategy::FewestUsed`]: the key with the fewest requests used in
+///   its current calendar period (for example "the key with the fewest
+///   requests today"); ties go to the most headroom, then the first
+///   declared.
+///
+/// It reserves the cost in that key's group (and its calendar quota), sets
+/// the key's auth header on the request — marked sensitive — and sends it.
+/// The reservation is settled, and the response learned from, in that
+/// key's group: a 429 on key A closes A's gate only, and traffic moves to B.
+///
+/// A request no key can take now waits in the limiter's queue, in one place
+/// for the whole pool (by priority, as any waiter), for whichever key frees
+/// first: a refund, a gate opening or a learned limit on any key wakes the
+/// pool's head, and a bucket's refill is the head's own timer (the earliest
+/// time any key fits). It gives up at its deadline or the maximum wait with
+/// [`NoKeyAvailable`](crate::error::NoKeyAvailable): at once when the first
+/// key to free is already later than that, or when every key is out of
+/// its calendar quota (`retry_after` is then the earliest reset).
+///
+/// # Organisations
+///
+/// Keys declared with one [`organization`](PoolKey::organization) share one
+/// limiter group — keyed by the [`KeyId`] of the organisation's first key —
+/// and so one GCRA, one learned quota and one 429 gate: the provider's
+/// bucket is the organisation's, so a 429 on one of its keys would be a 429
+/// on every other one too, and closing only that key's gate would send the
+/// next request into the same empty bucket. Calendar quotas stay per key.
 ///
 /// ```
 /// use tower_llm_resilience::rate::{
