@@ -773,3 +773,71 @@ async fn a_workload_over_three_keys_completes_near_the_three_key_minimum() {
     assert_eq!(ok, n, "every request succeeds");
     assert!(ratio <= 1.05, "elapsed {ratio:.3}× the three-key minimum");
 }
+
+// ------------------------------------------------------------ the pool
+
+#[tokio::test(start_paused = true)]
+async fn each_auth_style_sets_its_providers_header_marked_sensitive() {
+    logs();
+    for (style, name, value) in [
+        (AuthStyle::Anthropic, "x-api-key", KEY_A.to_owned()),
+        (
+            AuthStyle::OpenAi,
+            "authorization",
+            format!("Bearer {KEY_A}"),
+        ),
+        (AuthStyle::Azure, "api-key", KEY_A.to_owned()),
+    ] {
+        let got: Arc<Mutex<Vec<(String, bool, usize)>>> = Arc::default();
+        let sink = Arc::clone(&got);
+        let layer = RateLimitLayer::builder()
+            .key_pool(KeyPool::builder(style).key("a", KEY_A).build().unwrap())
+            .build()
+            .unwrap();
+        let svc = layer.layer(service_fn(move |req: Request<ReplayBody>| {
+            let sink = Arc::clone(&sink);
+            async move {
+                let v = req.headers().get(name).expect("auth header");
+                let credentials = ["x-api-key", "authorization", "api-key"]
+                    .iter()
+                    .filter(|h| req.headers().contains_key(**h))
+                    .count();
+                sink.lock().unwrap().push((
+                    v.to_str().unwrap().to_owned(),
+                    v.is_sensitive(),
+                    credentials,
+                ));
+                Ok::<_, Infallible>(Response::new(String::from("{}")))
+            }
+        }));
+        send(&svc, pooled(BODY)).await.unwrap();
+        assert_eq!(*got.lock().unwrap(), [(value, true, 1)], "{style:?}");
+    }
+}
+
+#[test]
+fn invalid_pools_are_refused_with_typed_errors() {
+    let field = |b: tower_llm_resilience::rate::KeyPoolBuilder| b.build().unwrap_err().field;
+    let anthropic = || KeyPool::builder(AuthStyle::Anthropic);
+    assert_eq!(field(anthropic()), "key_pool");
+    let many = (0..=tower_llm_resilience::rate::MAX_POOL_KEYS).fold(anthropic(), |b, i| {
+        b.key(format!("k{i}"), format!("sk-{i}"))
+    });
+    assert_eq!(field(many), "key_pool");
+    assert_eq!(field(anthropic().key("a", "")), "key_pool.key");
+    assert_eq!(field(anthropic().key("a", "sk\r\nx")), "key_pool.key");
+    assert_eq!(
+        field(anthropic().key("a", KEY_A).key("b", KEY_A)),
+        "key_pool.key"
+    );
+    assert_eq!(
+        field(anthropic().key("a", KEY_A).key("a", KEY_B)),
+        "key_pool.label"
+    );
+    let bad_quota = PoolKey::new("a", KEY_A).quota(CalendarQuota::daily().utc_offset_secs(90_000));
+    assert_eq!(
+        field(anthropic().add_key(bad_quota)),
+        "calendar_quota.utc_offset"
+    );
+    assert!(anthropic().key("a", KEY_A).key("b", KEY_B).build().is_ok());
+}
