@@ -72,11 +72,14 @@
 
 #[cfg(any(feature = "rate", feature = "concurrency"))]
 mod admitted;
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+mod builder;
 #[cfg(feature = "cache")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
 pub mod cache;
-#[cfg(feature = "hyper-client")]
-#[cfg_attr(docsrs, doc(cfg(feature = "hyper-client")))]
+#[cfg(any(feature = "hyper-client", feature = "reqwest"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "hyper-client", feature = "reqwest"))))]
 pub mod client;
 #[cfg(feature = "concurrency")]
 #[cfg_attr(docsrs, doc(cfg(feature = "concurrency")))]
@@ -122,6 +125,8 @@ pub mod stack;
 mod sync;
 mod util;
 
+#[cfg(feature = "tower")]
+pub use builder::ServiceBuilderExt;
 pub use error::BoxError;
 pub use queue::Priority;
 pub use request::{BufferBody, BufferBodyLayer, Deadline, KeyId, ReplayBody, RequestMeta};

@@ -1,13 +1,14 @@
-//! The ready client and the response body against the simulator, over real
-//! sockets: usage and completeness are observed from what really crosses
-//! the wire, for JSON bodies and both providers' SSE streams.
+//! The ready clients (hyper and reqwest) and the response body against the
+//! simulator, over real sockets: usage and completeness are observed from
+//! what really crosses the wire, for JSON bodies and both providers' SSE
+//! streams, through each client.
 
 mod support;
 
 use http::Request;
 use support::http::{completion, post_json, text};
 use tower::ServiceExt;
-use tower_llm_resilience::client::HyperClient;
+use tower_llm_resilience::client::{HyperClient, ReqwestClient};
 use tower_llm_resilience::provider::ErrorKind;
 use tower_llm_resilience::request::{ReplayBody, RequestMeta};
 use tower_llm_resilience::response::{Completion, Outcome};
@@ -47,14 +48,30 @@ fn openai(url: &str) -> Request<ReplayBody> {
     )
 }
 
-/// Sends, reads the body to the end, and returns the body text and how the
-/// response body reported its end.
-async fn send(req: Request<ReplayBody>) -> (u16, String, Completion) {
-    let mut res = HyperClient::new().oneshot(req).await.expect("response");
+#[derive(Debug, Clone, Copy)]
+enum Client {
+    Hyper,
+    Reqwest,
+}
+
+const CLIENTS: [Client; 2] = [Client::Hyper, Client::Reqwest];
+
+/// Sends through `client`, reads the body to the end, and returns the body
+/// text and how the response body reported its end.
+async fn send_on(client: Client, req: Request<ReplayBody>) -> (u16, String, Completion) {
+    let mut res = match client {
+        Client::Hyper => HyperClient::new().oneshot(req).await,
+        Client::Reqwest => ReqwestClient::new().oneshot(req).await,
+    }
+    .expect("response");
     let ended = completion(&mut res);
     let status = res.status().as_u16();
     let body = text(res).await;
     (status, body, ended.recv().expect("completion reported"))
+}
+
+async fn send(req: Request<ReplayBody>) -> (u16, String, Completion) {
+    send_on(Client::Hyper, req).await
 }
 
 fn json_usage(body: &str) -> (u64, u64) {
@@ -68,12 +85,34 @@ fn json_usage(body: &str) -> (u64, u64) {
 #[tokio::test]
 async fn json_usage_is_observed_and_matches_the_body() {
     let sim = sim(Faults::none()).await;
-    let (status, body, c) = send(anthropic(&sim.url(), false)).await;
+    for client in CLIENTS {
+        let (status, body, c) = send_on(client, anthropic(&sim.url(), false)).await;
+        assert_eq!(status, 200, "{client:?}");
+        assert_eq!(c.outcome, Outcome::Complete, "{client:?}");
+        let usage = c.usage.expect("usage");
+        assert_eq!((usage.input_tokens, usage.output_tokens), json_usage(&body));
+        assert_eq!(c.bytes, body.len() as u64, "{client:?}");
+    }
+}
+
+/// Streams through reqwest as through hyper: usage from the SSE events,
+/// a complete stream complete, a cut one truncated.
+#[tokio::test]
+async fn reqwest_streams_are_observed_like_hyper_ones() {
+    let sim = sim(Faults::none()).await;
+    let (status, body, c) = send_on(Client::Reqwest, anthropic(&sim.url(), true)).await;
     assert_eq!(status, 200);
+    assert!(body.contains("event: message_stop"));
     assert_eq!(c.outcome, Outcome::Complete);
-    let usage = c.usage.expect("usage");
-    assert_eq!((usage.input_tokens, usage.output_tokens), json_usage(&body));
-    assert_eq!(c.bytes, body.len() as u64);
+    assert!(c.usage.expect("usage").output_tokens >= 5);
+    let (_, body, c) = send_on(Client::Reqwest, openai(&sim.url())).await;
+    assert!(body.ends_with("data: [DONE]\n\n"), "{body}");
+    assert_eq!(c.outcome, Outcome::Complete);
+
+    let cut = self::sim(Faults::none().with_truncate_stream(1.0)).await;
+    let (_, body, c) = send_on(Client::Reqwest, anthropic(&cut.url(), true)).await;
+    assert!(!body.contains("message_stop"));
+    assert_eq!(c.outcome, Outcome::Truncated);
 }
 
 #[tokio::test]

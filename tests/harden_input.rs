@@ -136,6 +136,37 @@ async fn longer_advice_closes_the_gate_for_the_maximum_cooldown() {
     }
 }
 
+/// The same class in quota headers: a 429 with no `retry-after` whose
+/// exhausted dimension resets beyond the 31-day cap. The reset was dropped
+/// as nonsense, so the gate paused the 1 s default; too long is now the
+/// cap, and the gate its maximum.
+#[tokio::test(start_paused = true)]
+async fn a_reset_beyond_the_cap_closes_the_gate_for_the_maximum_cooldown() {
+    let layer = RateLimitLayer::builder()
+        .cooldown(Duration::from_secs(1), Duration::from_secs(60))
+        .cooldown_jitter(Duration::ZERO)
+        .build()
+        .unwrap();
+    let svc = layer.layer(service_fn(|_req: Request<ReplayBody>| async {
+        let mut res = too_many("0");
+        let h = res.headers_mut();
+        h.remove("retry-after");
+        h.insert(
+            "anthropic-ratelimit-requests-remaining",
+            "0".parse().unwrap(),
+        );
+        h.insert(
+            "anthropic-ratelimit-requests-reset",
+            "9999-12-31T23:59:59Z".parse().unwrap(),
+        );
+        Ok::<_, BoxError>(res)
+    }));
+    let res = svc.clone().oneshot(request("k")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    drop(res);
+    assert_eq!(svc.stats()[0].cooldown, Some(Duration::from_secs(60)));
+}
+
 /// An upstream answering every request `429 retry-after: advice`.
 fn always_429(advice: String, calls: Arc<AtomicUsize>) -> impl ReplayService {
     service_fn(move |_req: Request<ReplayBody>| {

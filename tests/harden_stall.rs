@@ -276,6 +276,32 @@ async fn fallback_stalled_error_body_answers_by_deadline() {
     assert_eq!(upstream.calls(), 1, "no time was left for the next target");
 }
 
+/// Without a deadline the fallback layer's own look-ahead bound ends the
+/// read of a stalled error body, and it is configurable: at 2 s, the next
+/// target is tried after 2 s, not the default 30.
+#[tokio::test(start_paused = true)]
+async fn fallback_stalled_error_body_without_deadline_ends_at_its_peek_timeout() {
+    let upstream = Upstream::new([Answer::json(503, Stall::AfterHead), ok()]);
+    let layer = FallbackLayer::builder()
+        .target(Target::model("b"))
+        .peek_timeout(Duration::from_secs(2))
+        .build()
+        .expect("config");
+    let (res, took) = answered(layer.layer(upstream.clone()).oneshot(request("a", None))).await;
+    assert_eq!(res.expect("the next target's answer").status(), 200);
+    assert_eq!(upstream.calls(), 2);
+    assert!(
+        took >= Duration::from_secs(2) && took <= Duration::from_secs(2) + MARGIN,
+        "took {took:?}"
+    );
+    let zero = FallbackLayer::builder()
+        .target(Target::model("b"))
+        .peek_timeout(Duration::ZERO)
+        .build()
+        .expect_err("zero");
+    assert_eq!(zero.field, "peek_timeout");
+}
+
 /// The same through the whole `Stack`.
 #[tokio::test(start_paused = true)]
 async fn stack_stalled_error_body_answers_by_deadline() {

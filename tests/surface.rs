@@ -35,6 +35,33 @@ async fn stack_is_a_layer_inside_a_service_builder() {
     assert_eq!(res.status(), 200);
 }
 
+/// Every layer as a `ServiceBuilder` method: each applies (the rate
+/// limit's one request a minute makes the second request wait a minute).
+#[tokio::test(start_paused = true)]
+async fn service_builder_ext_adds_each_layer() {
+    use tower_llm_resilience::{Limit, ServiceBuilderExt, Target};
+    let svc = ServiceBuilder::new()
+        .buffer_llm_body(1 << 20)
+        .llm_cache()
+        .llm_fallback([Target::model("claude-sonnet-4-5")])
+        .llm_retry()
+        .llm_rate_limit(
+            Limits::unlimited().requests(Limit::new(1, Duration::from_secs(60), 1).unwrap()),
+        )
+        .llm_concurrency_limit(4)
+        .service(transport());
+    let t0 = tokio::time::Instant::now();
+    for _ in 0..2 {
+        let res = svc.clone().oneshot(request()).await.unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    assert!(
+        t0.elapsed() >= Duration::from_secs(59),
+        "{:?}",
+        t0.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn services_made_from_one_stack_share_its_default_layers() {
     let stack = Stack::builder().concurrency(1);

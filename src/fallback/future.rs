@@ -33,10 +33,11 @@ pub const HOPS: &str = "x-llm-fallback-hops";
 const AFTER_COMPLETION: &str = "fallback future polled after completion";
 
 /// How long the layer reads ahead in a body (an error body to classify, a
-/// stream's start) when the request's deadline is further away or there is
-/// none: long enough for a slow error body, short enough that a stalled one
-/// cannot hold the chain — and what the body holds below — for good.
-pub(crate) const PEEK_TIMEOUT: Duration = Duration::from_secs(30);
+/// stream's start) by default, when the request's deadline is further away
+/// or there is none: long enough for a slow error body, short enough that
+/// a stalled one cannot hold the chain — and what the body holds below —
+/// for good.
+pub(crate) const DEFAULT_PEEK_TIMEOUT: Duration = Duration::from_secs(30);
 
 pin_project! {
     /// Tries the request's own model, then each target of the chain, until
@@ -123,7 +124,7 @@ where
 ///
 /// Every wait here is bounded: each call (readiness and response head) by
 /// the request's deadline, each read ahead in a body by the deadline or
-/// [`PEEK_TIMEOUT`], whichever is first. At the deadline the chain stops
+/// the layer's `peek_timeout`, whichever is first. At the deadline the chain stops
 /// with what it has: the last failure, or [`DeadlineElapsed`] when none
 /// came. An error body that stalls is given up (its bytes so far kept,
 /// the upstream body dropped at once) and judged on what was read.
@@ -217,7 +218,7 @@ where
         let res = match answer {
             Ok(mut res) => {
                 let limit = config.peek_limit;
-                let until = look_until_time(deadline);
+                let until = look_until_time(config.peek_timeout, deadline);
                 let mut stalled = false;
                 let error = if res.status().is_success() {
                     // A stream not started by then is handed over as it is.
@@ -305,9 +306,9 @@ async fn within<F: Future>(deadline: Option<Instant>, fut: F) -> Option<F::Outpu
 }
 
 /// When a look ahead at a body starting now gives up: at the deadline, or
-/// after [`PEEK_TIMEOUT`], whichever is first.
-fn look_until_time(deadline: Option<Instant>) -> Instant {
-    let own = Instant::now() + PEEK_TIMEOUT;
+/// after `peek_timeout`, whichever is first.
+fn look_until_time(peek_timeout: Duration, deadline: Option<Instant>) -> Instant {
+    let own = Instant::now() + peek_timeout;
     deadline.map_or(own, |d| d.min(own))
 }
 

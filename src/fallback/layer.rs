@@ -21,6 +21,7 @@ pub(crate) struct Config {
     pub(crate) cooldown: Duration,
     pub(crate) max_cooldown: Duration,
     pub(crate) peek_limit: usize,
+    pub(crate) peek_timeout: Duration,
     pub(crate) degraded: Option<Box<Degraded>>,
     /// Until when each target (by name) is skipped: bounded
     /// (`cooling.rs`).
@@ -97,6 +98,7 @@ pub struct FallbackBuilder {
     cooldown: Duration,
     max_cooldown: Duration,
     peek_limit: usize,
+    peek_timeout: Duration,
     degraded: Option<Box<Degraded>>,
 }
 
@@ -116,6 +118,7 @@ impl Default for FallbackBuilder {
             cooldown: Duration::from_secs(10),
             max_cooldown: Duration::from_secs(300),
             peek_limit: 64 * 1024,
+            peek_timeout: super::future::DEFAULT_PEEK_TIMEOUT,
             degraded: None,
         }
     }
@@ -149,6 +152,16 @@ impl FallbackBuilder {
         self
     }
 
+    /// How long the layer reads ahead in a body — an error body to classify
+    /// it, a stream's start — when the request's deadline is further away,
+    /// or there is none (default 30 s). An error body that stalls past it
+    /// is given up (its bytes so far kept, the upstream body dropped) and
+    /// judged on what was read.
+    pub fn peek_timeout(mut self, timeout: Duration) -> Self {
+        self.peek_timeout = timeout;
+        self
+    }
+
     /// The last resort when every target failed: a response made from the
     /// request's metadata and what happened (e.g. a polite "try later" in
     /// the provider's shape). Without it, the last failure is returned as
@@ -168,8 +181,8 @@ impl FallbackBuilder {
     ///
     /// # Errors
     ///
-    /// [`InvalidConfig`] for an empty chain, more than 16 targets, or a
-    /// cooldown over a day.
+    /// [`InvalidConfig`] for an empty chain, more than 16 targets, a
+    /// cooldown over a day, or a `peek_timeout` of zero or over a day.
     pub fn build(self) -> Result<FallbackLayer, InvalidConfig> {
         if self.targets.is_empty() || self.targets.len() > 16 {
             return Err(InvalidConfig::new(
@@ -180,6 +193,12 @@ impl FallbackBuilder {
         let day = Duration::from_secs(86_400);
         if self.cooldown > day || self.max_cooldown > day {
             return Err(InvalidConfig::new("cooldown", "must be under a day"));
+        }
+        if self.peek_timeout.is_zero() || self.peek_timeout > day {
+            return Err(InvalidConfig::new(
+                "peek_timeout",
+                "must be more than zero and under a day",
+            ));
         }
         Ok(self.finish())
     }
@@ -193,6 +212,7 @@ impl FallbackBuilder {
                 cooldown: self.cooldown,
                 max_cooldown: self.max_cooldown,
                 peek_limit: self.peek_limit,
+                peek_timeout: self.peek_timeout,
                 degraded: self.degraded,
                 cooling: Cooling::new(names),
             }),

@@ -42,7 +42,7 @@ fn read_one(
         reset: parse::single(headers, reset)
             .and_then(parse::rfc3339)
             .and_then(|at| parse::until(at, reference))
-            .and_then(bounded_reset),
+            .map(bounded_reset),
     }
     .non_empty()
 }

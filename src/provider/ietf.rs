@@ -332,7 +332,7 @@ pub(crate) fn read(headers: &HeaderMap, snapshot: &mut QuotaSnapshot) {
             Some(value) => match m.head {
                 "limit" => legacy.limit = value.non_negative(),
                 "remaining" => legacy.remaining = value.non_negative(),
-                "reset" => legacy.reset = seconds(value).and_then(bounded_reset),
+                "reset" => legacy.reset = seconds(value).map(bounded_reset),
                 _ => {}
             },
             None => {
@@ -342,7 +342,7 @@ pub(crate) fn read(headers: &HeaderMap, snapshot: &mut QuotaSnapshot) {
                 for (key, value) in m.params {
                     match (key, value) {
                         ("r", v) => p.remaining = v.non_negative(),
-                        ("t", v) => p.reset = seconds(v).and_then(bounded_reset),
+                        ("t", v) => p.reset = seconds(v).map(bounded_reset),
                         ("pk", Bare::Bytes(b64)) if p.partition_key.is_none() => {
                             p.partition_key = Some(Label::new(b64));
                         }
@@ -367,7 +367,7 @@ pub(crate) fn read(headers: &HeaderMap, snapshot: &mut QuotaSnapshot) {
         legacy.reset = parse::single(headers, "ratelimit-reset")
             .and_then(parse::parse_u64)
             .map(Duration::from_secs)
-            .and_then(bounded_reset);
+            .map(bounded_reset);
     }
 
     // A bare name says nothing about quota.

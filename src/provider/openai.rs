@@ -11,11 +11,11 @@ use super::quota::{Quota, QuotaSnapshot, bounded_reset};
 
 /// A reset: a Go duration (`6m0s`), or a bare decimal number of seconds as
 /// some compatible gateways send. An epoch timestamp in seconds is far past
-/// [`MAX_RESET`](super::MAX_RESET) and so dropped.
+/// [`MAX_RESET`](super::MAX_RESET), and so kept as that (too long).
 fn reset(value: &str) -> Option<Duration> {
     parse::go_duration(value)
         .or_else(|| parse::decimal(value, NANOS_PER_SEC).and_then(parse::nanos_to_duration))
-        .and_then(bounded_reset)
+        .map(bounded_reset)
 }
 
 fn read_one(headers: &HeaderMap, [limit, remaining, reset_name]: [&str; 3]) -> Option<Quota> {

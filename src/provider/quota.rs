@@ -9,8 +9,10 @@ use super::{anthropic, ietf, openai, parse};
 
 /// The longest reset time a snapshot keeps: 31 days.
 ///
-/// Longer resets (or an epoch timestamp sent where a duration was expected)
-/// are treated as nonsense and dropped (`None`).
+/// A longer reset (or an epoch timestamp sent where a duration was
+/// expected) is kept as this: "too long", never "no reset" — which would
+/// let a limiter pausing after a 429 wait its short default instead.
+/// Consumers cap it by their own maximum.
 pub const MAX_RESET: Duration = Duration::from_secs(31 * 24 * 60 * 60);
 
 /// The state of one rate-limit dimension (requests, tokens, …) as reported by
@@ -141,7 +143,7 @@ impl RateLimitPolicy {
 /// against the response's `Date` header when present and valid — the reset and
 /// `Date` then both come from the server's clock — else against `now`. A reset
 /// at or before that reference is `Duration::ZERO` (already full). Resets
-/// beyond [`MAX_RESET`] are dropped.
+/// beyond [`MAX_RESET`] are kept as [`MAX_RESET`].
 ///
 /// Every malformed value (negative, non-numeric, repeated, out of range,
 /// and for the scalar fields also surrounding whitespace — see
@@ -249,9 +251,9 @@ pub fn quota_snapshot(headers: &HeaderMap, now: SystemTime) -> QuotaSnapshot {
     QuotaSnapshot::from_headers(headers, now)
 }
 
-/// A reset duration within [`MAX_RESET`].
-pub(crate) fn bounded_reset(d: Duration) -> Option<Duration> {
-    (d <= MAX_RESET).then_some(d)
+/// A reset duration, at most [`MAX_RESET`].
+pub(crate) fn bounded_reset(d: Duration) -> Duration {
+    d.min(MAX_RESET)
 }
 
 #[cfg(test)]

@@ -501,7 +501,7 @@ impl KeyPool {
                 reset = Some(reset.map_or(reset_at, |r| r.min(reset_at)));
                 continue;
             }
-            let group = limiter.group(GroupKey::new(Some(m.group), model.cloned()))?;
+            let group = limiter.group(GroupKey::new(Some(m.group), model.cloned()), now)?;
             match shared.fit(&group, cost, now) {
                 Fit::Now(headroom) => candidates.push(Candidate {
                     member: i,

@@ -134,15 +134,15 @@ where
             );
         }
         let key = GroupKey::new(key_id, meta.as_ref().and_then(|m| m.model_arc().cloned()));
-        let group = match self.limiter.group(key) {
+        let now = shared.now();
+        let group = match self.limiter.group(key, now) {
             Ok(group) => group,
             Err(full) => return ResponseFuture::refused(full.into()),
         };
         // Nobody of the group waiting, and the cost fits now: reserve, and
         // send on the (ready) inner service at once.
         if group.queued.load(Ordering::SeqCst) == 0
-            && let Attempt::Admitted(ticket) =
-                shared.attempt(&group, cost, shared.now(), false, true)
+            && let Attempt::Admitted(ticket) = shared.attempt(&group, cost, now, false, true)
         {
             let hold = Hold {
                 group,

@@ -226,14 +226,14 @@ impl Limiter {
     }
 
     /// The group of `key`, created with the configured limits if new (from
-    /// its tombstone if it was evicted still refilling; see `groups.rs`).
+    /// its tombstone if it was evicted still refilling; see `groups.rs`);
+    /// `now` is the caller's clock reading (one per request).
     ///
     /// # Errors
     ///
     /// [`TooManyGroups`] when the key's shard is full and every group in it
     /// is in use.
-    pub(crate) fn group(&self, key: GroupKey) -> Result<Arc<Group>, TooManyGroups> {
-        let now = self.shared.now();
+    pub(crate) fn group(&self, key: GroupKey, now: u64) -> Result<Arc<Group>, TooManyGroups> {
         self.groups.get_or_insert(
             key,
             now,

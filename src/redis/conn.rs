@@ -40,6 +40,8 @@ impl fmt::Debug for Redis {
     }
 }
 
+// The stores built on this handle use the crate-private half.
+#[allow(dead_code)]
 impl Redis {
     /// A handle to the server at `url` (`redis://[:password@]host:port[/db]`),
     /// connecting on first use; keys are prefixed `llm:`.

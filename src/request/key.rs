@@ -16,7 +16,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::OnceLock;
 
-use http::header::{AUTHORIZATION, Entry};
+use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName, Request};
 
 use super::sip::Sip128;
@@ -73,6 +73,7 @@ impl KeyId {
 
     /// 64 bits of the identity, for tables that hash it again (the rate
     /// limiter's groups); never shown.
+    #[cfg_attr(not(feature = "rate"), allow(dead_code))]
     pub(crate) fn word(self) -> u64 {
         (self.0 as u64) ^ ((self.0 >> 64) as u64)
     }
@@ -89,6 +90,10 @@ pub static CREDENTIAL_HEADERS: [HeaderName; 4] = [
 /// Hashed before a `key=` query parameter's value (header values carry
 /// their header's index).
 const QUERY_SOURCE: u64 = u64::MAX;
+
+/// Credential values a request may carry before [`KeyIdentity::key_id`]
+/// stops collecting them on the stack and looks them up instead.
+const FOUND: usize = 8;
 
 /// The secret and the credential header names [`KeyId`]s are computed
 /// with: one per process, [installed](KeyIdentity::install) before the
@@ -199,22 +204,53 @@ impl KeyIdentity {
     pub(crate) fn key_id(&self, headers: &HeaderMap, query: Option<&str>) -> Option<KeyId> {
         let mut h = Sip128::new(self.id_key);
         let mut any = false;
-        for (source, name) in self.headers().enumerate() {
-            for value in headers.get_all(name) {
-                any = true;
-                let bytes = value.as_bytes();
-                h.write_u64(source as u64);
-                h.write_u64(bytes.len() as u64);
-                h.write(bytes);
+        let mut write = |source: u64, bytes: &[u8]| {
+            any = true;
+            h.write_u64(source);
+            h.write_u64(bytes.len() as u64);
+            h.write(bytes);
+        };
+        // Every value of every credential header, by source, each header's
+        // values in order. Found in one pass over the headers (comparing
+        // names, not hashing them: a request carries a few headers, and
+        // this runs for the cache and the limiter of every request);
+        // sorted by source, stably (a header's values come together, in
+        // order). More credentials than the buffer holds: looked up.
+        let mut found: [(usize, &[u8]); FOUND] = [(0, &[]); FOUND];
+        let mut n = 0;
+        for (name, value) in headers {
+            let Some(source) = self.source(name) else {
+                continue;
+            };
+            if n == FOUND {
+                n = usize::MAX;
+                break;
+            }
+            found[n] = (source, value.as_bytes());
+            n += 1;
+        }
+        if n == usize::MAX {
+            for (source, name) in self.headers().enumerate() {
+                for value in headers.get_all(name) {
+                    write(source as u64, value.as_bytes());
+                }
+            }
+        } else {
+            let found = &mut found[..n];
+            found.sort_by_key(|&(source, _)| source);
+            for &(source, bytes) in found.iter() {
+                write(source as u64, bytes);
             }
         }
         for value in query.into_iter().flat_map(query_keys) {
-            any = true;
-            h.write_u64(QUERY_SOURCE);
-            h.write_u64(value.len() as u64);
-            h.write(value.as_bytes());
+            write(QUERY_SOURCE, value.as_bytes());
         }
         any.then(|| KeyId(h.finish()))
+    }
+
+    /// Which credential header `name` is (its place in [`headers`](Self::headers)).
+    fn source(&self, name: &HeaderName) -> Option<usize> {
+        self.headers().position(|h| h == name)
     }
 
     fn label(&self, id: KeyId) -> u32 {
@@ -224,17 +260,10 @@ impl KeyIdentity {
     }
 
     fn mark_sensitive(&self, headers: &mut HeaderMap) {
-        for name in self.headers() {
-            // One lookup when the header is absent, two when present; the
-            // entry (which may reserve room) only for a repeated header.
-            let Some(first) = headers.get_mut(name) else {
-                continue;
-            };
-            first.set_sensitive(true);
-            if headers.get_all(name).iter().nth(1).is_some()
-                && let Entry::Occupied(mut all) = headers.entry(name)
-            {
-                all.iter_mut().for_each(|v| v.set_sensitive(true));
+        // One pass, every value (repeated headers too), no name hashed.
+        for (name, value) in headers.iter_mut() {
+            if self.source(name).is_some() {
+                value.set_sensitive(true);
             }
         }
     }
@@ -261,6 +290,7 @@ fn query_keys(query: &str) -> impl Iterator<Item = &str> {
 /// `path_and_query` with the values of its `key` query parameters removed
 /// (`key=SECRET` becomes `key=`): what may be kept and shown of a request's
 /// target once [`KeyId::of`] has taken those values in.
+#[cfg_attr(not(feature = "cache"), allow(dead_code))]
 pub(crate) fn without_query_keys(path_and_query: &str) -> Cow<'_, str> {
     let Some((path, query)) = path_and_query.split_once('?') else {
         return Cow::Borrowed(path_and_query);
@@ -284,6 +314,45 @@ pub(crate) fn without_query_keys(path_and_query: &str) -> Cow<'_, str> {
 mod tests {
     use super::*;
     use http::HeaderValue;
+    use proptest::prelude::*;
+
+    /// The id as the rule states it, by one lookup per credential header.
+    fn by_lookup(id: &KeyIdentity, headers: &HeaderMap) -> Option<KeyId> {
+        let mut h = Sip128::new(id.id_key);
+        let mut any = false;
+        for (source, name) in id.headers().enumerate() {
+            for value in headers.get_all(name) {
+                any = true;
+                h.write_u64(source as u64);
+                h.write_u64(value.as_bytes().len() as u64);
+                h.write(value.as_bytes());
+            }
+        }
+        any.then(|| KeyId(h.finish()))
+    }
+
+    proptest! {
+        /// The one-pass id is the lookup's, whatever the headers' order,
+        /// repeats and number (past the stack buffer too); and every value
+        /// of every credential header is marked sensitive, nothing else.
+        #[test]
+        fn one_pass_id_and_marking_agree_with_lookups(
+            pairs in proptest::collection::vec((0usize..7, 0u8..4), 0..14),
+        ) {
+            let names = ["x-api-key", "authorization", "api-key", "x-goog-api-key",
+                "x-extra-key", "content-type", "anthropic-version"];
+            let id = KeyIdentity::with_secret([9; 32]).header(HeaderName::from_static("x-extra-key"));
+            let mut h = HeaderMap::new();
+            for (name, value) in &pairs {
+                h.append(names[*name], HeaderValue::from_str(&format!("v{value}")).expect("value"));
+            }
+            prop_assert_eq!(id.key_id(&h, None), by_lookup(&id, &h));
+            id.mark_sensitive(&mut h);
+            for (name, value) in &h {
+                prop_assert_eq!(value.is_sensitive(), id.source(name).is_some(), "{}", name);
+            }
+        }
+    }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

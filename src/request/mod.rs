@@ -63,9 +63,11 @@ mod sip;
 
 pub use buffer::{BufferBody, BufferBodyLayer, DEFAULT_BODY_LIMIT, future};
 pub use deadline::Deadline;
+#[cfg(feature = "cache")]
 pub(crate) use key::without_query_keys;
 pub use key::{CREDENTIAL_HEADERS, KeyId, KeyIdentity};
 pub use meta::RequestMeta;
 pub use model::MAX_MODEL_NAME;
+#[cfg(any(feature = "rate", feature = "fallback"))]
 pub(crate) use model::bounded_model;
 pub use replay::{ReplayBody, replay_request};

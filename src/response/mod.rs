@@ -68,6 +68,7 @@ mod tests;
 pub use body::{Format, ResponseBody};
 pub use observer::{BodyObserver, Completion, Outcome};
 pub use peek::StreamStart;
+#[cfg(any(feature = "retry", feature = "fallback"))]
 pub(crate) use peek::look_until;
 
 /// The most bytes of a JSON response body kept to read its `usage` at the

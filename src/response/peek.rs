@@ -167,6 +167,7 @@ impl ResponseBody {
     /// [`Dropped`](super::Outcome::Dropped), which releases what they hold
     /// (a concurrency permit, a rate-limit reservation) — instead of when a
     /// caller that may never read it lets it go.
+    #[cfg_attr(not(any(feature = "retry", feature = "fallback")), allow(dead_code))]
     pub(crate) fn give_up_stalled(&mut self, waited: Duration) {
         let frames = self.peek.take().map(|p| p.frames).unwrap_or_default();
         let format = match &self.tracker {
@@ -184,6 +185,7 @@ impl ResponseBody {
 }
 
 /// What is left of a body given up: the frames read ahead, then the error.
+#[cfg_attr(not(any(feature = "retry", feature = "fallback")), allow(dead_code))]
 struct Stalled {
     frames: VecDeque<Frame<Bytes>>,
     error: Option<BodyStalled>,
@@ -214,6 +216,7 @@ impl Body for Stalled {
 /// the earlier of the request's deadline and their own look-ahead timeout.
 /// The timer is made only when `look` has to wait (a body already there
 /// needs no runtime timer).
+#[cfg_attr(not(any(feature = "retry", feature = "fallback")), allow(dead_code))]
 pub(crate) async fn look_until<T>(
     body: &mut ResponseBody,
     until: Option<Instant>,

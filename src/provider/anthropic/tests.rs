@@ -116,13 +116,27 @@ fn bad_values_are_dropped() {
         ("anthropic-ratelimit-requests-reset", "soon"),
         ("anthropic-ratelimit-requests-reset", "60"),
         ("anthropic-ratelimit-requests-reset", "2025-02-30T00:00:00Z"),
-        ("anthropic-ratelimit-requests-reset", "9999-12-31T23:59:59Z"),
     ];
     for (name, value) in cases {
         let s = snapshot(&[(name, value)], t0());
         assert_eq!(s.requests, None, "{name}: {value:?}");
         assert!(s.is_empty(), "{name}: {value:?}");
     }
+}
+
+/// A reset past the 31-day cap is too long, kept as the cap — never
+/// dropped, which would make the limiter's pause after a 429 its short
+/// default.
+#[test]
+fn a_reset_beyond_the_cap_is_too_long_not_none() {
+    let s = snapshot(
+        &[("anthropic-ratelimit-requests-reset", "9999-12-31T23:59:59Z")],
+        t0(),
+    );
+    assert_eq!(
+        s.requests.and_then(|q| q.reset),
+        Some(crate::provider::MAX_RESET)
+    );
 }
 
 #[test]

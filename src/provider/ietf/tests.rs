@@ -181,11 +181,16 @@ fn legacy_fields() {
         ("ratelimit-limit", "-1"),
         ("ratelimit-remaining", "x"),
         ("ratelimit-reset", "1.5"),
-        ("ratelimit-reset", "99999999999"),
         ("ratelimit-remaining", " 5"),
     ] {
         let s = snapshot(&[(name, bad)]);
         assert_eq!(s.ietf_legacy, None, "{name}: {bad:?}");
         assert!(s.is_empty());
     }
+    // Too long is the cap, not "none".
+    let s = snapshot(&[("ratelimit-reset", "99999999999")]);
+    assert_eq!(
+        s.ietf_legacy.and_then(|q| q.reset),
+        Some(crate::provider::MAX_RESET)
+    );
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::provider::MAX_RESET;
 use http::HeaderValue;
 use std::time::SystemTime;
 
@@ -54,8 +55,9 @@ fn reset_forms() {
         (b"0s", Some(Duration::ZERO)),
         (b"20", Some(Duration::from_secs(20))),
         (b"0.5", Some(Duration::from_millis(500))),
-        (b"1755780000", None), // epoch seconds: beyond MAX_RESET
-        (b"745h", None),       // 31 days + 1 h
+        // Beyond MAX_RESET: too long, kept as the maximum (never "none").
+        (b"1755780000", Some(MAX_RESET)), // epoch seconds
+        (b"745h", Some(MAX_RESET)),       // 31 days + 1 h
         (b"-1", None),
         (b"-1s", None),
         (b"soon", None),

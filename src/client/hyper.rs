@@ -1,30 +1,4 @@
-//! A ready HTTP client for the stack: hyper-util's pooled client (HTTP/1 and
-//! HTTP/2, rustls with webpki roots for `https`), taking [`ReplayBody`]
-//! requests and answering [`ResponseBody`] responses, so the layers above it
-//! need no adapters.
-//!
-//! Any other transport works as well — a `Service<http::Request<ReplayBody>>`
-//! whose response body is an `http_body::Body<Data = Bytes>` — wrapped with
-//! [`ResponseBody::from_response`].
-//!
-//! ```no_run
-//! use http::Request;
-//! use tower::ServiceExt;
-//! use tower_llm_resilience::client::HyperClient;
-//! use tower_llm_resilience::request::ReplayBody;
-//!
-//! # async fn run() -> Result<(), tower_llm_resilience::BoxError> {
-//! let client = HyperClient::new();
-//! let req = Request::post("https://api.anthropic.com/v1/messages")
-//!     .header("x-api-key", std::env::var("ANTHROPIC_API_KEY")?)
-//!     .header("anthropic-version", "2023-06-01")
-//!     .header("content-type", "application/json")
-//!     .body(ReplayBody::from(r#"{"model":"claude-haiku-4-5","max_tokens":64,
-//!         "messages":[{"role":"user","content":"Hi"}]}"#))?;
-//! let res = client.oneshot(req).await?;
-//! println!("{}", res.status());
-//! # Ok(()) }
-//! ```
+//! [`HyperClient`]: hyper-util's pooled client (the `hyper-client` feature).
 
 use std::fmt;
 use std::future::Future;
