@@ -841,3 +841,38 @@ fn invalid_pools_are_refused_with_typed_errors() {
     );
     assert!(anthropic().key("a", KEY_A).key("b", KEY_B).build().is_ok());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_429_on_one_key_of_an_organisation_pauses_all_of_its_keys() {
+    logs();
+    let seen = Seen::default();
+    let pool = KeyPool::builder(AuthStyle::Anthropic)
+        .add_key(PoolKey::new("a", KEY_A).organization("acme"))
+        .add_key(PoolKey::new("b", KEY_B).organization("acme"))
+        .add_key(PoolKey::new("c", KEY_C))
+        .build()
+        .unwrap();
+    let layer = RateLimitLayer::builder()
+        .cooldown_jitter(Duration::ZERO)
+        .key_pool(pool)
+        .build()
+        .unwrap();
+    let svc = layer.layer(upstream(seen.clone(), |key, n| {
+        if key == "a" && n == 1 {
+            (StatusCode::TOO_MANY_REQUESTS, Some("10"))
+        } else {
+            (StatusCode::OK, None)
+        }
+    }));
+    assert_eq!(send(&svc, pooled(BODY)).await.unwrap(), 429);
+    // The organisation's bucket is empty: neither a nor b, only c.
+    for _ in 0..3 {
+        assert_eq!(send(&svc, pooled(BODY)).await.unwrap(), 200);
+    }
+    assert_eq!(seen.keys(), ["a", "c", "c", "c"]);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(send(&svc, pooled(BODY)).await.unwrap(), 200);
+    // The gate open again, the organisation's keys are back: a and b have
+    // no request today (a's refused one was given back), c has three.
+    assert_eq!(seen.keys().last().map(String::as_str), Some("a"));
+}
