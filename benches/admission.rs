@@ -268,20 +268,25 @@ fn bench(c: &mut Criterion) {
     // The algorithm alone, as the in-memory store runs it: lock, clock,
     // reserve — the peer of governor's bare `check_n`.
     let base = tokio::time::Instant::now();
-    let gcra1 = Mutex::new(Gcra::new([Some(huge_limit()), None, None]));
+    let gcra1 = Mutex::new(Gcra::new([Some(huge_limit()), None, None, None]));
     g.bench_function("ours_gcra_1dim", |b| {
         b.iter(|| {
             let t = nanos(tokio::time::Instant::now().saturating_duration_since(base));
             let mut s = gcra1.lock().expect("lock");
-            black_box(s.reserve(black_box([1, 0, 0]), t)).expect("admitted");
+            black_box(s.reserve(black_box([1, 0, 0, 0]), t)).expect("admitted");
         })
     });
-    let gcra3 = Mutex::new(Gcra::new([Some(huge_limit()); 3]));
+    let gcra3 = Mutex::new(Gcra::new([
+        Some(huge_limit()),
+        Some(huge_limit()),
+        Some(huge_limit()),
+        None,
+    ]));
     g.bench_function("ours_gcra_3dim", |b| {
         b.iter(|| {
             let t = nanos(tokio::time::Instant::now().saturating_duration_since(base));
             let mut s = gcra3.lock().expect("lock");
-            black_box(s.reserve(black_box([1, 20, 4]), t)).expect("admitted");
+            black_box(s.reserve(black_box([1, 20, 4, 0]), t)).expect("admitted");
         })
     });
     g.finish();

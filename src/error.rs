@@ -80,6 +80,41 @@ impl fmt::Display for RateLimited {
 
 impl std::error::Error for RateLimited {}
 
+/// No API key of the rate limiter's [`KeyPool`](crate::rate::KeyPool) can
+/// take the request in time: every key is cooling down after a 429, out of
+/// its calendar quota, or has no room for the request's cost before its
+/// deadline or the maximum wait.
+///
+/// `retry_after` is how long until the first key could take it (for
+/// exhausted calendar quotas, until the earliest reset). It never names a
+/// key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NoKeyAvailable {
+    /// How long until a key of the pool could take the request.
+    pub retry_after: Duration,
+}
+
+impl NoKeyAvailable {
+    /// The error for a request no key can take for `retry_after`.
+    #[must_use]
+    pub fn new(retry_after: Duration) -> Self {
+        NoKeyAvailable { retry_after }
+    }
+}
+
+impl fmt::Display for NoKeyAvailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "no API key of the pool can take the request: the first frees in {:.3}s",
+            self.retry_after.as_secs_f64()
+        )
+    }
+}
+
+impl std::error::Error for NoKeyAvailable {}
+
 /// A request waited in the admission queue for longer than the configured
 /// maximum wait, and was given up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -147,7 +147,7 @@ fn weighted_reserve_and_refund_through_the_queue() {
                     let mut waiter = queue.try_enqueue(key, Priority::NORMAL, now).unwrap();
                     block_on(poll_fn(|cx| {
                         ready!(waiter.poll_turn(cx));
-                        let admitted = gcra.lock().unwrap().reserve([0, weight, 0], NOW);
+                        let admitted = gcra.lock().unwrap().reserve([0, weight, 0, 0], NOW);
                         if admitted.is_ok() {
                             Poll::Ready(())
                         } else {

@@ -510,7 +510,7 @@ async fn error_response_refunds_tokens_but_keeps_the_request() {
         .unwrap();
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     let g = only_group(&layer);
-    assert_eq!(g.available, [Some(99), Some(10_000), Some(1_000)]);
+    assert_eq!(g.available, [Some(99), Some(10_000), Some(1_000), None]);
     assert_eq!(g.in_flight, 0);
 }
 
@@ -543,7 +543,7 @@ async fn sse_usage_reconciles_and_truncated_streams_keep_the_output_estimate() {
         .unwrap();
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
-        only_group(&layer).available[I..],
+        only_group(&layer).available[I..=O],
         [Some(10_000 - 40), Some(1_000 - 100)]
     );
 
@@ -553,7 +553,7 @@ async fn sse_usage_reconciles_and_truncated_streams_keep_the_output_estimate() {
         .await
         .unwrap();
     assert_eq!(
-        only_group(&layer).available[I..],
+        only_group(&layer).available[I..=O],
         [Some(10_000 - 40), Some(1_000 - 800)]
     );
 }
@@ -644,7 +644,12 @@ async fn dropped_after_sending_keeps_the_estimate() {
     assert_eq!(g.in_flight, 0);
     assert_eq!(
         g.available,
-        [Some(99), Some(10_000 - cost[I]), Some(1_000 - cost[O])]
+        [
+            Some(99),
+            Some(10_000 - cost[I]),
+            Some(1_000 - cost[O]),
+            None
+        ]
     );
 
     // A response whose body is dropped unread: its usage is unknown.
@@ -659,7 +664,8 @@ async fn dropped_after_sending_keeps_the_estimate() {
         [
             Some(98),
             Some(10_000 - cost[I] - cost2[I]),
-            Some(1_000 - cost[O] - cost2[O])
+            Some(1_000 - cost[O] - cost2[O]),
+            None
         ]
     );
 }
@@ -1649,7 +1655,7 @@ async fn requests_without_metadata_are_charged_an_estimate() {
             .build()
             .unwrap()
     };
-    let reserved: Arc<Mutex<Vec<[Option<u64>; 3]>>> = Arc::default();
+    let reserved: Arc<Mutex<Vec<[Option<u64>; 4]>>> = Arc::default();
     let l = layer();
     let seen = Arc::clone(&reserved);
     let probe = l.clone();
@@ -1667,14 +1673,14 @@ async fn requests_without_metadata_are_charged_an_estimate() {
     let estimate = (body.len() as u64 * 2).div_ceil(7);
     assert_eq!(
         reserved.lock().unwrap()[0],
-        [Some(99), Some(10_000 - estimate), Some(500)]
+        [Some(99), Some(10_000 - estimate), Some(500), None]
     );
     let g = only_group(&l);
     assert_eq!(g.model, None);
     // The mock reported no input (the estimate stands) and no output.
     assert_eq!(
         g.available,
-        [Some(99), Some(10_000 - estimate), Some(1_000)]
+        [Some(99), Some(10_000 - estimate), Some(1_000), None]
     );
 
     // A body the layer cannot read (not a ReplayBody, no metadata attached).
@@ -1694,7 +1700,7 @@ async fn requests_without_metadata_are_charged_an_estimate() {
     // Admitted on the default output budget (its length unknown, no input
     // tokens); the usage it reported is still what it used, so it is
     // charged for the requests that follow.
-    assert_eq!(g.available, [Some(99), Some(9_000), Some(0)]);
+    assert_eq!(g.available, [Some(99), Some(9_000), Some(0), None]);
 }
 
 // ------------------------------------------------------------ 11. thresholds

@@ -29,7 +29,8 @@ fn read_one(headers: &HeaderMap, [limit, remaining, reset_name]: [&str; 3]) -> O
 }
 
 /// Fills `requests` and `tokens` from `x-ratelimit-*` where Anthropic's
-/// headers left them empty.
+/// headers left them empty, and `combined_tokens` (OpenAI's own: input +
+/// output against one limit) from `x-ratelimit-*-tokens` always.
 pub(crate) fn read_quotas(headers: &HeaderMap, snapshot: &mut QuotaSnapshot) {
     let requests = read_one(
         headers,
@@ -48,6 +49,7 @@ pub(crate) fn read_quotas(headers: &HeaderMap, snapshot: &mut QuotaSnapshot) {
         ],
     );
     snapshot.families.openai = requests.is_some() || tokens.is_some();
+    snapshot.combined_tokens = tokens;
     if snapshot.requests.is_none() {
         snapshot.requests = requests;
     }

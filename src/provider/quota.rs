@@ -185,6 +185,13 @@ pub struct QuotaSnapshot {
     pub input_tokens: Option<Quota>,
     /// Output tokens (Anthropic).
     pub output_tokens: Option<Quota>,
+    /// Input and output tokens counted together against one limit:
+    /// OpenAI's (and Azure's) `x-ratelimit-*-tokens`, which the rate
+    /// limiter learns as its combined `Dimension::Tokens`. Unlike
+    /// [`tokens`](Self::tokens), never Anthropic's
+    /// `anthropic-ratelimit-tokens-*`, which reports whichever of its input
+    /// and output limits is closest to exhaustion, not a bucket of its own.
+    pub combined_tokens: Option<Quota>,
     /// IETF draft policies, at most [`QuotaSnapshot::MAX_POLICIES`], in the
     /// order first seen (`RateLimit-Policy` first, then `RateLimit`).
     pub policies: Vec<RateLimitPolicy>,

@@ -13,8 +13,9 @@ use crate::error::{InvalidConfig, UnreadableRequest};
 use crate::queue::QueueConfig;
 use crate::request::RequestMeta;
 
-/// The limits of one group: requests, input tokens and output tokens, each
-/// optional (an absent dimension is not limited).
+/// The limits of one group: requests, input tokens, output tokens and
+/// combined tokens (OpenAI's TPM), each optional (an absent dimension is
+/// not limited).
 ///
 /// ```
 /// use tower_llm_resilience::rate::Limits;
@@ -53,6 +54,7 @@ impl Limits {
                 Some(limit("requests", requests)?),
                 Some(limit("input_tokens", input_tokens)?),
                 Some(limit("output_tokens", output_tokens)?),
+                None,
             ],
         })
     }
@@ -80,6 +82,38 @@ impl Limits {
     #[must_use]
     pub fn output_tokens(self, limit: Limit) -> Self {
         self.with(Dimension::OutputTokens, limit)
+    }
+
+    /// Sets the combined tokens limit: input + output tokens against one
+    /// limit, as OpenAI's tokens per minute (`x-ratelimit-limit-tokens`).
+    ///
+    /// ```
+    /// use tower_llm_resilience::rate::{Limit, Limits};
+    /// // OpenAI: 500 RPM, 30,000 TPM.
+    /// let limits = Limits::unlimited()
+    ///     .requests(Limit::per_minute(500)?)
+    ///     .tokens(Limit::per_minute(30_000)?);
+    /// # Ok::<(), tower_llm_resilience::error::InvalidConfig>(())
+    /// ```
+    #[must_use]
+    pub fn tokens(self, limit: Limit) -> Self {
+        self.with(Dimension::Tokens, limit)
+    }
+
+    /// Requests and combined tokens per minute, each bucket holding one
+    /// minute's worth: the shape of OpenAI's published limits.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidConfig`] naming the dimension (`requests`, `tokens`) if
+    /// either is zero or absurdly large.
+    pub fn openai_per_minute(requests: u64, tokens: u64) -> Result<Self, InvalidConfig> {
+        let limit = |field, amount| {
+            Limit::per_minute(amount).map_err(|e| InvalidConfig::new(field, e.reason))
+        };
+        Ok(Limits::unlimited()
+            .requests(limit("requests", requests)?)
+            .tokens(limit("tokens", tokens)?))
     }
 
     /// One dimension's limit.
@@ -164,6 +198,8 @@ pub(crate) struct Config {
     /// The Redis store admissions go through, if any.
     #[cfg(feature = "redis")]
     pub(crate) remote: Option<super::remote::Remote>,
+    /// The keys requests without credentials of their own are sent with.
+    pub(crate) pool: Option<super::pool::KeyPool>,
 }
 
 impl fmt::Debug for Config {
@@ -175,13 +211,15 @@ impl fmt::Debug for Config {
             .field("max_wait", &self.max_wait)
             .field("fail_fast", &self.fail_fast)
             .field("max_groups", &self.max_groups)
+            .field("pool", &self.pool)
             .finish_non_exhaustive()
     }
 }
 
 impl Config {
-    /// What a request costs: one request, its estimated input tokens and
-    /// its `max_tokens` (else the default output budget) — or, for a body
+    /// What a request costs: one request, its estimated input tokens, its
+    /// `max_tokens` (else the default output budget), and the two together
+    /// for the combined dimension — or, for a body
     /// that cannot be read, the [`Unparsed`] policy's estimate or refusal.
     pub(crate) fn cost(
         &self,
@@ -190,26 +228,24 @@ impl Config {
     ) -> Result<[u64; DIMENSIONS], UnreadableRequest> {
         let body_len = match meta {
             Some(m) if m.is_parsed() => {
-                return Ok([
-                    1,
-                    m.input_tokens(),
-                    m.max_tokens().unwrap_or(self.default_output_tokens),
-                ]);
+                let input = m.input_tokens();
+                let output = m.max_tokens().unwrap_or(self.default_output_tokens);
+                return Ok([1, input, output, input.saturating_add(output)]);
             }
             Some(m) => Some(m.body_len()),
             // Not buffered: only its announced length is known.
             None => content_length(headers),
         };
         if body_len == Some(0) {
-            return Ok([1, 0, 0]);
+            return Ok([1, 0, 0, 0]);
         }
         match self.unparsed {
             Unparsed::Refuse => Err(UnreadableRequest::new(meta.map(RequestMeta::body_len))),
-            Unparsed::Estimate => Ok([
-                1,
-                body_len.map_or(0, unparsed_input_tokens),
-                self.default_output_tokens,
-            ]),
+            Unparsed::Estimate => {
+                let input = body_len.map_or(0, unparsed_input_tokens);
+                let output = self.default_output_tokens;
+                Ok([1, input, output, input.saturating_add(output)])
+            }
         }
     }
 
@@ -276,6 +312,7 @@ pub struct RateLimitBuilder {
     redis_failure: crate::redis::FailurePolicy,
     #[cfg(feature = "redis")]
     redis_lease: u32,
+    pool: Option<super::pool::KeyPool>,
 }
 
 impl fmt::Debug for RateLimitBuilder {
@@ -313,6 +350,7 @@ impl Default for RateLimitBuilder {
             redis_failure: crate::redis::FailurePolicy::default(),
             #[cfg(feature = "redis")]
             redis_lease: 0,
+            pool: None,
         }
     }
 }
@@ -405,7 +443,7 @@ impl RateLimitBuilder {
     /// bound). The map is sharded; a new group in a full shard takes the
     /// place of one no request holds, chosen by CLOCK (recently used ones
     /// are passed over once), in O(1) amortised time. A group evicted while
-    /// its bucket refills leaves a 48-byte tombstone of its state (as many
+    /// its bucket refills leaves a 56-byte tombstone of its state (as many
     /// as groups), so its key gets no second burst unless the tombstones
     /// themselves overflow — more than twice this many keys active within
     /// one refill time. When every group of the shard is held by a request,
@@ -515,6 +553,17 @@ impl RateLimitBuilder {
         self
     }
 
+    /// Sends every request that carries no credentials of its own with a
+    /// key of this pool, chosen at admission (see
+    /// [`KeyPool`](super::KeyPool)). A request that carries credentials
+    /// (an `x-api-key`, `authorization`, `api-key`… header, as
+    /// [`KeyId`](crate::request::KeyId) reads them) is sent as it is, in
+    /// the group of its own key.
+    pub fn key_pool(mut self, pool: super::pool::KeyPool) -> Self {
+        self.pool = Some(pool);
+        self
+    }
+
     /// Validates the configuration.
     ///
     /// # Errors
@@ -525,6 +574,16 @@ impl RateLimitBuilder {
         let invalid = |field, reason| Err(InvalidConfig::new(field, reason));
         if self.max_groups == 0 {
             return invalid("max_groups", "must be at least 1");
+        }
+        // A pool's choice reads its keys' local buckets; with the buckets in
+        // Redis it would choose on stale state and admit past the shared
+        // limit. Refused until the choice runs against the shared state.
+        #[cfg(feature = "redis")]
+        if self.pool.is_some() && self.redis.is_some() {
+            return invalid(
+                "key_pool",
+                "a key pool cannot be combined with a Redis store yet",
+            );
         }
         if self
             .thresholds
@@ -602,6 +661,7 @@ impl RateLimitBuilder {
                         default_output_tokens: self.default_output_tokens,
                         unparsed: self.unparsed,
                         remote: None,
+                        pool: None,
                     };
                     Some(super::state::Limiter::new(config, queue.clone()))
                 }
@@ -627,6 +687,7 @@ impl RateLimitBuilder {
             unparsed: self.unparsed,
             #[cfg(feature = "redis")]
             remote,
+            pool: self.pool,
         };
         super::RateLimitLayer::from_config(config, queue)
     }

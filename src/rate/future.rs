@@ -78,6 +78,53 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
     }
 }
 
+impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
+    /// Waits for a key of the pool to take the request (`rate/pool/`), sets
+    /// that key's auth header, then drives `inner` as
+    /// [`waiting`](Self::waiting) does.
+    pub(crate) fn waiting_for_key<RB>(
+        limiter: Arc<super::state::Limiter>,
+        model: Option<std::sync::Arc<str>>,
+        cost: [u64; DIMENSIONS],
+        priority: Priority,
+        deadline: Option<Deadline>,
+        mut req: Request<B>,
+        inner: S,
+    ) -> Self
+    where
+        S: Service<Request<B>, Response = Response<RB>> + Send + 'static,
+        S::Future: Send,
+        S::Error: Into<BoxError>,
+        B: Send + 'static,
+        RB: Body<Data = Bytes> + Send + 'static,
+        RB::Error: Into<BoxError>,
+    {
+        let started = Instant::now();
+        let config = &limiter.shared().config;
+        let max_wait = config.max_wait;
+        let pool = config
+            .pool
+            .clone()
+            .expect("called for a limiter with a pool");
+        let give_up_at = give_up_at(deadline.map(|d| d.0), max_wait, started);
+        ResponseFuture {
+            kind: Admitted::waiting(async move {
+                let (held, member) = super::pool::admit::admit(
+                    limiter,
+                    pool.clone(),
+                    model,
+                    cost,
+                    priority,
+                    give_up_at,
+                )
+                .await?;
+                pool.authorize(&mut req, member);
+                send(inner, req, held).await
+            }),
+        }
+    }
+}
+
 impl<S: Service<Request<B>>, B> fmt::Debug for ResponseFuture<S, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.kind.fmt(f)
@@ -348,7 +395,10 @@ async fn admit(
 /// `false` on any other wake-up. A refund or a response wakes the head
 /// through its place in the queue, and it must then look again (its turn,
 /// the bucket) rather than sleep on. Without `at` it is parked until woken.
-async fn elapsed_or_woken(mut sleep: Pin<&mut Option<Sleep>>, at: Option<Instant>) -> bool {
+pub(super) async fn elapsed_or_woken(
+    mut sleep: Pin<&mut Option<Sleep>>,
+    at: Option<Instant>,
+) -> bool {
     let mut polled = false;
     poll_fn(|cx| {
         if polled {
@@ -417,10 +467,10 @@ impl Hold {
         }
         let shared = &self.group.shared;
         if let Some(remote) = &shared.config.remote {
-            if remote.leases() {
+            if let Some(cell) = self.group.lease.as_deref() {
                 // Kept with the lease, sent with the next one; a gate
                 // still goes at once.
-                crate::sync::lock(&self.group.lease.state).correct(&delta);
+                crate::sync::lock(&cell.state).correct(&delta);
                 if gate.is_zero() {
                     return;
                 }
@@ -470,7 +520,7 @@ pub(crate) struct Reconcile {
 }
 
 impl Reconcile {
-    fn boxed(hold: Hold) -> Box<Self> {
+    pub(crate) fn boxed(hold: Hold) -> Box<Self> {
         Box::new(Reconcile {
             hold,
             success: false,

@@ -20,7 +20,7 @@
 //!
 //! **Tombstones: no second burst.** A group evicted while its bucket still
 //! refills (or its 429 gate is closed) leaves a tombstone: its 64-bit hash,
-//! each bucket's TAT and the gate, 48 bytes. A new group of the same hash
+//! each bucket's TAT and the gate, 56 bytes. A new group of the same hash
 //! starts from them instead of full. Each shard keeps as many tombstones as
 //! groups, first in first out, so a key evicted with a drained bucket gets a
 //! fresh one early only once as many other drained groups were evicted from
@@ -332,7 +332,7 @@ mod tests {
             idle: false,
             tomb: Some(Tomb {
                 hash: g.key.hash(),
-                tat: [7, 0, 0],
+                tat: [7, 0, 0, 0],
                 cooldown_until: 9,
                 until: 10,
             }),

@@ -12,11 +12,11 @@ use crate::error::InvalidConfig;
 mod tests;
 
 /// How many dimensions a [`Gcra`] can limit at once (requests, input tokens,
-/// output tokens). Cost vectors are `[u64; DIMENSIONS]` indexed by
+/// output tokens, and input + output tokens together). Cost vectors are `[u64; DIMENSIONS]` indexed by
 /// [`Dimension::index`].
 ///
 /// [`Gcra`]: super::gcra::Gcra
-pub(crate) const DIMENSIONS: usize = 3;
+pub(crate) const DIMENSIONS: usize = 4;
 
 /// The longest span, in nanoseconds, one bucket may cover (`burst · T` and
 /// `per`): 2^62 ns, about 146 years. Far beyond any real limit, and it leaves
@@ -34,9 +34,11 @@ pub(crate) fn nanos(duration: Duration) -> u64 {
 
 /// One quantity a provider limits separately.
 ///
-/// Anthropic and OpenAI both publish separate per-minute limits for requests,
-/// input (prompt) tokens and output (completion) tokens; a request must fit
-/// all of them.
+/// Anthropic publishes separate per-minute limits for requests, input
+/// tokens and output tokens; OpenAI limits requests and *tokens* — input and
+/// output counted together against one tokens-per-minute limit
+/// ([`Dimension::Tokens`], its `x-ratelimit-*-tokens` headers). A request
+/// must fit every dimension that is limited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Dimension {
     /// Requests (a request usually costs 1).
@@ -45,6 +47,10 @@ pub enum Dimension {
     InputTokens = 1,
     /// Output tokens (reserved from `max_tokens`, corrected when usage is known).
     OutputTokens = 2,
+    /// Input and output tokens together against one limit, as OpenAI's
+    /// tokens-per-minute counts them: reserved as the input estimate plus
+    /// the output budget, reconciled to input plus output used.
+    Tokens = 3,
 }
 
 impl Dimension {
@@ -53,6 +59,7 @@ impl Dimension {
         Dimension::Requests,
         Dimension::InputTokens,
         Dimension::OutputTokens,
+        Dimension::Tokens,
     ];
 
     /// The position of this dimension in a cost vector.
@@ -68,6 +75,7 @@ impl Dimension {
             Dimension::Requests => "requests",
             Dimension::InputTokens => "input_tokens",
             Dimension::OutputTokens => "output_tokens",
+            Dimension::Tokens => "tokens",
         }
     }
 }

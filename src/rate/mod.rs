@@ -1,11 +1,14 @@
-//! Token-bucket rate limiting for LLM APIs: requests, input tokens and
-//! output tokens per (API key, model), reserved together before a request
-//! is sent and corrected from the real usage afterwards.
+//! Token-bucket rate limiting for LLM APIs: requests, input tokens, output
+//! tokens and combined tokens per (API key, model), reserved together
+//! before a request is sent and corrected from the real usage afterwards.
 //!
-//! [`RateLimitLayer`] admits each request only when all three of its costs
-//! fit the group's buckets — requests = 1, input tokens = the
+//! [`RateLimitLayer`] admits each request only when all of its costs fit
+//! the group's buckets — requests = 1, input tokens = the
 //! [`RequestMeta`](crate::request::RequestMeta) estimate, output tokens =
-//! `max_tokens` — so the provider never sees more than its limits. When the
+//! `max_tokens`, and [`Dimension::Tokens`] = input + output, the one
+//! tokens-per-minute limit OpenAI counts both against
+//! ([`Limits::tokens`], [`Limits::openai_per_minute`]) — so the provider
+//! never sees more than its limits. When the
 //! response body ends, the reservation is corrected from the usage the
 //! provider reported: unused output tokens come back, under-estimated input
 //! tokens are charged, cache reads are not counted (as Anthropic does not
@@ -25,7 +28,20 @@
 //! tighten the local buckets (never loosen them, unless
 //! [`Learning::Auto`]), and a 429 closes the group's gate for the
 //! `retry-after` it carries, so one 429 pauses every caller of that key and
-//! model instead of each finding out alone.
+//! model instead of each finding out alone. OpenAI's
+//! `x-ratelimit-*-tokens` teach the combined tokens dimension.
+//!
+//! # Key pools
+//!
+//! Given a [`KeyPool`] ([`RateLimitBuilder::key_pool`]), the limiter sends
+//! every request without credentials of its own with one of the pool's
+//! keys, chosen at admission: the key with the most headroom (or the fewest
+//! requests used this calendar period) among those not cooling down after
+//! a 429 and not out of their [`CalendarQuota`]. Each key is its own group
+//! (keys of one organisation share one); a request no key can take waits
+//! in one queue place for whichever key frees first, or fails with
+//! [`NoKeyAvailable`](crate::error::NoKeyAvailable). See [`KeyPool`] for
+//! what pooling is for and what it is not for.
 //!
 //! # Example
 //!
@@ -89,20 +105,26 @@
 //! request admitted after waiting may then wait for the inner service while
 //! holding its reservation, as tower's own layers order it.
 
+mod calendar;
 mod config;
 pub mod future;
 mod gcra;
 mod groups;
 mod layer;
 mod limit;
+mod pool;
 #[cfg(feature = "redis")]
 mod remote;
 mod service;
 mod state;
 mod stats;
 
+pub use calendar::{CalendarQuota, Clock, Period};
 pub use config::{Learning, Limits, RateLimitBuilder, Unparsed};
 pub use layer::RateLimitLayer;
 pub use limit::{Dimension, Limit};
+pub use pool::{
+    AuthStyle, KeyPool, KeyPoolBuilder, MAX_POOL_KEYS, PoolKey, PoolKeyStats, PoolStrategy,
+};
 pub use service::RateLimit;
 pub use stats::{GroupStats, ThresholdEvent};

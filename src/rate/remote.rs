@@ -175,7 +175,7 @@ pub(crate) async fn attempt(
         Ok(limits) => limits,
         Err(local) => return Ok(Step::Attempt(local)),
     };
-    let answer = if remote.leases() {
+    let answer = if let Some(cell) = group.lease.as_deref() {
         let admitted = |ticket| Step::Admitted {
             group: Arc::clone(group),
             ticket,
@@ -197,13 +197,13 @@ pub(crate) async fn attempt(
                 cooldown: false,
             }),
         };
-        if let Some(outcome) = local(&mut lock(&group.lease.state), shared.now()) {
+        if let Some(outcome) = local(&mut lock(&cell.state), shared.now()) {
             return Ok(from_lease(outcome));
         }
         // One asks at a time; the others use its answer.
-        let _asking = group.lease.asking.lock().await;
+        let _asking = cell.asking.lock().await;
         let corrections = {
-            let mut lease = lock(&group.lease.state);
+            let mut lease = lock(&cell.state);
             if let Some(outcome) = local(&mut lease, shared.now()) {
                 drop(lease);
                 return Ok(from_lease(outcome));
@@ -214,7 +214,7 @@ pub(crate) async fn attempt(
             .store
             .lease(group.key.hash(), &limits, &cost, remote.lease, &corrections)
             .await;
-        let mut lease = lock(&group.lease.state);
+        let mut lease = lock(&cell.state);
         match answer {
             Ok(Decision::Leased(multiples)) => {
                 // One for this request; the rest is credit.
@@ -331,36 +331,36 @@ mod tests {
 
     fn limited() -> [Option<Limit>; DIMENSIONS] {
         let l = Limit::per_minute(1_000).expect("limit");
-        [Some(l), None, Some(l)]
+        [Some(l), None, Some(l), None]
     }
 
     #[test]
     fn a_lease_admits_from_its_credit_and_keeps_corrections_within_its_cap() {
         let limits = limited();
         let mut lease = Lease {
-            credit: [3, 0, 30],
-            cap: [4, 0, 40],
+            credit: [3, 0, 30, 0],
+            cap: [4, 0, 40, 0],
             ..Lease::default()
         };
         // The unlimited dimension is not asked for.
-        assert!(lease.take(&[1, 999, 10], &limits, 0));
-        assert_eq!(lease.credit, [2, 0, 20]);
-        assert!(!lease.take(&[1, 0, 21], &limits, 0), "credit too low");
+        assert!(lease.take(&[1, 999, 10, 0], &limits, 0));
+        assert_eq!(lease.credit, [2, 0, 20, 0]);
+        assert!(!lease.take(&[1, 0, 21, 0], &limits, 0), "credit too low");
         // A refund beyond the cap waits to be sent; a charge beyond the
         // credit too.
-        lease.correct(&[0, 0, -25]);
+        lease.correct(&[0, 0, -25, 0]);
         assert_eq!((lease.credit[2], lease.pending[2]), (40, -5));
-        lease.correct(&[0, 0, 50]);
+        lease.correct(&[0, 0, 50, 0]);
         assert_eq!((lease.credit[2], lease.pending[2]), (0, 5));
         // Old: not used, and what is left goes back with the next lease.
         let mut old = Lease {
-            credit: [3, 0, 30],
-            cap: [4, 0, 40],
-            pending: [0, 0, 7],
+            credit: [3, 0, 30, 0],
+            cap: [4, 0, 40, 0],
+            pending: [0, 0, 7, 0],
             ..Lease::default()
         };
-        assert!(!old.take(&[1, 0, 1], &limits, nanos(LEASE_MAX_AGE) + 1));
-        assert_eq!(old.flush(), [-3, 0, -23]);
+        assert!(!old.take(&[1, 0, 1, 0], &limits, nanos(LEASE_MAX_AGE) + 1));
+        assert_eq!(old.flush(), [-3, 0, -23, 0]);
         assert_eq!(old.credit, [0; DIMENSIONS]);
     }
 

@@ -7,9 +7,11 @@ use http_body::Body;
 use tower_service::Service;
 
 use super::future::{Hold, ResponseFuture};
+use super::pool::Choice;
+use super::pool::admit::too_large;
 use super::state::{Attempt, GroupKey, Limiter};
 use super::stats::GroupStats;
-use crate::error::BoxError;
+use crate::error::{BoxError, NoKeyAvailable};
 use crate::queue::Priority;
 use crate::request::{Deadline, KeyId, RequestMeta};
 use crate::response::ResponseBody;
@@ -80,10 +82,59 @@ where
             Ok(cost) => cost,
             Err(refused) => return ResponseFuture::refused(refused.into()),
         };
-        let key = GroupKey::new(
-            KeyId::of(&req),
-            meta.as_ref().and_then(|m| m.model_arc().cloned()),
-        );
+        let key_id = KeyId::of(&req);
+        if key_id.is_none()
+            && let Some(pool) = &config.pool
+        {
+            // No credentials of its own: a key of the pool, chosen now.
+            let model = meta.as_ref().and_then(|m| m.model_arc().cloned());
+            if pool.queued() == 0 {
+                match pool.choose(
+                    &self.limiter,
+                    model.as_ref(),
+                    cost,
+                    shared.now(),
+                    Some(true),
+                ) {
+                    Err(full) => return ResponseFuture::refused(full.into()),
+                    Ok(Choice::Admitted {
+                        group,
+                        ticket,
+                        member,
+                    }) => {
+                        pool.authorize(&mut req, member);
+                        let hold = Hold {
+                            group,
+                            ticket,
+                            sent: true,
+                            done: false,
+                            remote: false,
+                        };
+                        return ResponseFuture::called(self.inner.call(req), hold);
+                    }
+                    Ok(Choice::Exhausted(after)) => {
+                        return ResponseFuture::refused(NoKeyAvailable::new(after).into());
+                    }
+                    Ok(Choice::Never(denied)) => {
+                        return ResponseFuture::refused(too_large(denied));
+                    }
+                    Ok(Choice::Wait(_)) => {}
+                }
+            }
+            let priority = Priority::of(&req, config.priority_header.as_ref());
+            let deadline = req.extensions().get::<Deadline>().copied();
+            let inner = crate::util::unready_clone(&mut self.inner);
+            return ResponseFuture::waiting_for_key(
+                Arc::clone(&self.limiter),
+                model,
+                cost,
+                priority,
+                deadline,
+                req,
+                inner,
+            );
+        }
+        let key = GroupKey::new(key_id, meta.as_ref().and_then(|m| m.model_arc().cloned()));
         let now = shared.now();
         let group = match self.limiter.group(key, now) {
             Ok(group) => group,

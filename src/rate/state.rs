@@ -129,7 +129,11 @@ pub(crate) struct Group {
     pub(crate) queued: AtomicU32,
     /// What this process holds of a Redis lease (with leases configured).
     #[cfg(feature = "redis")]
-    pub(crate) lease: super::remote::LeaseCell,
+    /// (Boxed, and made only with leases: most limiters have none.)
+    pub(crate) lease: Option<Box<super::remote::LeaseCell>>,
+    /// The key pool's queue key when this group is a pool key's: what
+    /// frees this group may let the pool's head in too (`rate/pool.rs`).
+    pub(crate) pool_wake: Option<QueueKey>,
 }
 
 pub(crate) struct GroupState {
@@ -177,6 +181,19 @@ pub(crate) enum Attempt {
     Never(Denied),
 }
 
+/// How a cost fits a group now (for a key pool's choice).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Fit {
+    /// It fits; the least fraction of any limited bucket left after it.
+    Now(f64),
+    /// Not before `at` (ns since base): the bucket, or a 429 gate.
+    At(u64),
+    /// Auto mode's probe is out: when it ends.
+    Parked,
+    /// Never.
+    Never(Denied),
+}
+
 /// What an admitted request reserved, for reconciliation.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ticket {
@@ -185,6 +202,8 @@ pub(crate) struct Ticket {
     net_after: [i128; DIMENSIONS],
     /// When it was admitted (ns since base).
     at: u64,
+    /// The key pool's calendar reservation, when a pool chose the key.
+    pub(crate) pool: Option<super::pool::PoolTicket>,
 }
 
 impl Limiter {
@@ -278,6 +297,11 @@ impl Shared {
             }
             cooldown_until = t.cooldown_until;
         }
+        let pool_wake = shared
+            .config
+            .pool
+            .as_ref()
+            .and_then(|p| p.wake_key(key.key));
         Arc::new(Group {
             shared: Arc::clone(shared),
             id: QueueKey::unique(),
@@ -297,7 +321,13 @@ impl Shared {
             }),
             queued: AtomicU32::new(0),
             #[cfg(feature = "redis")]
-            lease: super::remote::LeaseCell::default(),
+            lease: shared
+                .config
+                .remote
+                .as_ref()
+                .is_some_and(super::remote::Remote::leases)
+                .then(Box::default),
+            pool_wake,
         })
     }
 
@@ -388,6 +418,7 @@ impl Shared {
                     cost,
                     net_after: s.net_reserved,
                     at: now,
+                    pool: None,
                 };
                 let events = self.check_thresholds(group, &mut s, now);
                 drop(s);
@@ -399,6 +430,42 @@ impl Shared {
                 cooldown: false,
             },
             Err(never) => Attempt::Never(never),
+        }
+    }
+
+    /// Wakes the head of `group`'s waiters, and of its key pool's.
+    fn wake(&self, group: &Group) {
+        self.queue.wake_head(group.id);
+        if let Some(pool) = group.pool_wake {
+            self.queue.wake_head(pool);
+        }
+    }
+
+    /// Whether `cost` fits `group` now, and with how much headroom, for a
+    /// key pool's choice (`rate/pool.rs`); nothing is reserved.
+    pub(crate) fn fit(&self, group: &Group, cost: [u64; DIMENSIONS], now: u64) -> Fit {
+        let s = lock(&group.state);
+        if s.cooldown_until > now {
+            return Fit::At(s.cooldown_until);
+        }
+        if s.probing && s.holds > 0 {
+            return Fit::Parked;
+        }
+        match s.gcra.check(cost, now) {
+            Ok(()) => {
+                // The least fraction of a limited dimension left after this
+                // cost: 1 when nothing is limited.
+                let mut headroom = 1.0f64;
+                for d in Dimension::ALL {
+                    if let Some(limit) = s.gcra.limit(d) {
+                        let left = s.gcra.available(d, now).saturating_sub(cost[d.index()]);
+                        headroom = headroom.min(left as f64 / limit.burst() as f64);
+                    }
+                }
+                Fit::Now(headroom)
+            }
+            Err(Denied::Until { at, .. }) => Fit::At(at),
+            Err(never) => Fit::Never(never),
         }
     }
 
@@ -437,7 +504,10 @@ impl Shared {
             }
             s.holds = s.holds.saturating_sub(1);
         }
-        self.queue.wake_head(group.id);
+        if let (Some(t), Some(pool)) = (&ticket.pool, &self.config.pool) {
+            pool.refund(t, None);
+        }
+        self.wake(group);
     }
 
     /// A sent request is over (its response ended, failed or was dropped):
@@ -464,23 +534,31 @@ impl Shared {
             let before = s.net_reserved;
             s.in_flight = s.in_flight.saturating_sub(1);
             s.holds = s.holds.saturating_sub(1);
-            let [_, input, output] = ticket.cost;
+            let [_, input, output, tokens] = ticket.cost;
             match outcome {
                 Settle::Usage { usage, complete } => {
                     // Every real request reads some input: a zero means the
                     // usage named only output tokens, and the estimate stands.
                     let actual = usage.total_input_tokens();
-                    if actual > 0 {
-                        refunded |= s.correct(
-                            Dimension::InputTokens,
-                            input,
-                            usage.rate_limited_input_tokens(),
-                            now,
-                        );
+                    let input_used = if actual > 0 {
+                        let used = usage.rate_limited_input_tokens();
+                        refunded |= s.correct(Dimension::InputTokens, input, used, now);
+                        Some(used)
+                    } else {
+                        None
+                    };
+                    let output_used = complete.then_some(usage.output_tokens);
+                    if let Some(used) = output_used {
+                        refunded |= s.correct(Dimension::OutputTokens, output, used, now);
                     }
-                    if complete {
-                        refunded |=
-                            s.correct(Dimension::OutputTokens, output, usage.output_tokens, now);
+                    // The combined dimension: what is known of each part
+                    // replaces its estimate (OpenAI's TPM counts every
+                    // prompt token, cached ones included).
+                    if input_used.is_some() || output_used.is_some() {
+                        let used = input_used
+                            .unwrap_or(input)
+                            .saturating_add(output_used.unwrap_or(output));
+                        refunded |= s.correct(Dimension::Tokens, tokens, used, now);
                     }
                 }
                 Settle::Refused => {
@@ -488,6 +566,7 @@ impl Shared {
                     // no tokens were spent. The request itself still counts.
                     refunded |= s.correct(Dimension::InputTokens, input, 0, now);
                     refunded |= s.correct(Dimension::OutputTokens, output, 0, now);
+                    refunded |= s.correct(Dimension::Tokens, tokens, 0, now);
                 }
                 Settle::Unknown => {}
             }
@@ -503,9 +582,12 @@ impl Shared {
             (self.check_thresholds(group, &mut s, now), s.probing, delta)
         };
         self.fire(events);
+        if let (Some(t), Some(pool)) = (&ticket.pool, &self.config.pool) {
+            refunded |= pool.refund(t, Some(&outcome));
+        }
         // A refund or a finished probe may let the head of the queue in.
         if refunded || probing {
-            self.queue.wake_head(group.id);
+            self.wake(group);
         }
         delta
     }
@@ -539,6 +621,7 @@ impl Shared {
             snapshot.requests,
             snapshot.input_tokens,
             snapshot.output_tokens,
+            snapshot.combined_tokens,
         ];
         let mut learned_any = false;
         for d in Dimension::ALL {
@@ -572,7 +655,7 @@ impl Shared {
         self.fire(events);
         // The end of a probe, a lower limit or a cooldown: the head of the
         // queue re-decides.
-        self.queue.wake_head(group.id);
+        self.wake(group);
     }
 
     fn check_thresholds(&self, group: &Group, s: &mut GroupState, now: u64) -> Vec<ThresholdEvent> {
@@ -616,6 +699,9 @@ impl Shared {
 impl Shared {
     /// The group's effective limits (configured ⊓ learned) to admit by, or
     /// the local answer when its 429 gate is closed or a probe is out.
+    // The error is an `Attempt` (the ticket variant makes it large), moved
+    // once per admission beside a network round trip.
+    #[allow(clippy::result_large_err)]
     pub(crate) fn remote_view(
         &self,
         group: &Group,
@@ -653,6 +739,7 @@ impl Shared {
             cost,
             net_after: s.net_reserved,
             at: now,
+            pool: None,
         }
     }
 

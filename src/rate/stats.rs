@@ -9,7 +9,7 @@ use crate::request::KeyId;
 /// A snapshot of one limit group (one API key and model).
 ///
 /// Arrays are indexed by [`Dimension::index`]: requests, input tokens,
-/// output tokens.
+/// output tokens, combined tokens.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct GroupStats {

@@ -109,3 +109,31 @@ fn anthropic_wins_per_dimension() {
     assert_eq!(s.tokens.and_then(|q| q.remaining), Some(70));
     assert!(s.families.anthropic && s.families.openai);
 }
+
+/// OpenAI's token headers are one combined limit (input + output): read as
+/// `combined_tokens`, never as input or output tokens; Anthropic's
+/// `tokens-*` (its most restrictive limit) is not combined.
+#[test]
+fn token_headers_are_the_combined_dimension() {
+    let s = snapshot(&[
+        ("x-ratelimit-limit-tokens", b"30000"),
+        ("x-ratelimit-remaining-tokens", b"29000"),
+        ("x-ratelimit-reset-tokens", b"2s"),
+    ]);
+    let combined = Some(Quota {
+        limit: Some(30_000),
+        remaining: Some(29_000),
+        reset: Some(Duration::from_secs(2)),
+    });
+    assert_eq!(s.combined_tokens, combined);
+    assert_eq!((s.input_tokens, s.output_tokens), (None, None));
+    let anthropic = snapshot(&[
+        ("anthropic-ratelimit-tokens-limit", b"28000"),
+        ("anthropic-ratelimit-tokens-remaining", b"27000"),
+    ]);
+    assert!(anthropic.tokens.is_some());
+    assert_eq!(anthropic.combined_tokens, None);
+    // Azure's "unknown" stays unknown.
+    let azure = snapshot(&[("x-ratelimit-remaining-tokens", b"-1")]);
+    assert_eq!(azure.combined_tokens, None);
+}

@@ -25,7 +25,7 @@ fn new_bucket_is_full_and_burst_is_admitted_at_once() {
     assert_eq!(g.available(R, 0), 10);
     assert_eq!(g.available(I, 0), 50);
     assert_eq!(g.available(O, 0), u64::MAX, "unlimited");
-    assert_eq!(g.reserve([10, 50, 1_000_000], 0), Ok(()));
+    assert_eq!(g.reserve([10, 50, 1_000_000, 0], 0), Ok(()));
     assert_eq!(g.available(R, 0), 0);
     assert_eq!(g.available(I, 0), 0);
 }
@@ -33,7 +33,7 @@ fn new_bucket_is_full_and_burst_is_admitted_at_once() {
 #[test]
 fn refill_is_continuous() {
     let mut g = two_dims();
-    g.reserve([10, 0, 0], 5 * SEC).unwrap();
+    g.reserve([10, 0, 0, 0], 5 * SEC).unwrap();
     assert_eq!(g.available(R, 5 * SEC + 99_999_999), 0);
     assert_eq!(g.available(R, 5 * SEC + SEC / 10), 1);
     assert_eq!(g.available(R, 5 * SEC + SEC / 2), 5);
@@ -43,10 +43,10 @@ fn refill_is_continuous() {
 #[test]
 fn denied_reservation_changes_nothing_and_reports_max_over_dimensions() {
     let mut g = two_dims();
-    g.reserve([1, 50, 0], 0).unwrap();
+    g.reserve([1, 50, 0, 0], 0).unwrap();
     let before = g.clone();
     // Requests have room; input tokens need 20 more units = 200 ms.
-    let d = g.reserve([1, 20, 0], 0).unwrap_err();
+    let d = g.reserve([1, 20, 0, 0], 0).unwrap_err();
     assert_eq!(
         d,
         Denied::Until {
@@ -57,15 +57,15 @@ fn denied_reservation_changes_nothing_and_reports_max_over_dimensions() {
     assert_eq!(g, before, "all or nothing");
     assert_eq!(d.wait(50_000_000), Some(Duration::from_millis(150)));
     // One nanosecond early is still too early; at the returned time it fits.
-    assert!(g.reserve([1, 20, 0], 199_999_999).is_err());
-    assert_eq!(g.reserve([1, 20, 0], 200_000_000), Ok(()));
+    assert!(g.reserve([1, 20, 0, 0], 199_999_999).is_err());
+    assert_eq!(g.reserve([1, 20, 0, 0], 200_000_000), Ok(()));
 }
 
 #[test]
 fn dimension_with_longest_wait_is_reported() {
     let mut g = two_dims();
-    g.reserve([10, 10, 0], 0).unwrap();
-    let d = g.reserve([5, 10, 0], 0).unwrap_err();
+    g.reserve([10, 10, 0, 0], 0).unwrap();
+    let d = g.reserve([5, 10, 0, 0], 0).unwrap_err();
     assert_eq!(
         d,
         Denied::Until {
@@ -79,7 +79,7 @@ fn dimension_with_longest_wait_is_reported() {
 fn cost_above_burst_is_its_own_outcome() {
     let mut g = two_dims();
     let before = g.clone();
-    let d = g.reserve([1, 51, 0], 0).unwrap_err();
+    let d = g.reserve([1, 51, 0, 0], 0).unwrap_err();
     assert_eq!(
         d,
         Denied::CostExceedsBurst(CostExceedsBurst {
@@ -93,9 +93,9 @@ fn cost_above_burst_is_its_own_outcome() {
     assert_eq!(g, before);
     assert!(d.to_string().contains("input_tokens"), "{d}");
     // Even when the bucket is merely empty, "never" wins over "later".
-    g.reserve([10, 0, 0], 0).unwrap();
+    g.reserve([10, 0, 0, 0], 0).unwrap();
     assert!(matches!(
-        g.reserve([1, u64::MAX, 0], 0),
+        g.reserve([1, u64::MAX, 0, 0], 0),
         Err(Denied::CostExceedsBurst(_))
     ));
 }
@@ -105,14 +105,14 @@ fn zero_cost_ignores_a_dimension_even_in_debt() {
     let mut g = two_dims();
     g.charge(I, 10_000, 0);
     assert_eq!(g.available(I, 0), 0);
-    assert_eq!(g.reserve([1, 0, 0], 0), Ok(()));
-    assert!(g.reserve([1, 1, 0], 0).is_err());
+    assert_eq!(g.reserve([1, 0, 0, 0], 0), Ok(()));
+    assert!(g.reserve([1, 1, 0, 0], 0).is_err());
 }
 
 #[test]
 fn refund_gives_back_but_never_overfills() {
     let mut g = two_dims();
-    g.reserve([0, 40, 0], 0).unwrap();
+    g.reserve([0, 40, 0, 0], 0).unwrap();
     assert_eq!(g.available(I, 0), 10);
     g.refund(I, 30, 0);
     assert_eq!(g.available(I, 0), 40);
@@ -132,7 +132,7 @@ fn refund_gives_back_but_never_overfills() {
 #[test]
 fn late_refund_is_capped_at_now() {
     let mut g = two_dims();
-    g.reserve([0, 50, 0], 0).unwrap(); // TAT = 500 ms
+    g.reserve([0, 50, 0, 0], 0).unwrap(); // TAT = 500 ms
     g.refund(I, 50, 400_000_000); // would go back to 0, stops at now
     assert_eq!(g.bucket(I).unwrap().tat(), 400_000_000);
     assert_eq!(g.available(I, 400_000_000), 50);
@@ -141,13 +141,13 @@ fn late_refund_is_capped_at_now() {
 #[test]
 fn charge_creates_debt_beyond_the_burst() {
     let mut g = two_dims();
-    g.reserve([0, 50, 0], 0).unwrap();
+    g.reserve([0, 50, 0, 0], 0).unwrap();
     g.charge(I, 100, 0); // 1 s of debt on top of the 0.5 s reservation
     assert_eq!(g.available(I, SEC), 0);
     assert_eq!(g.time_until_full(I, 0), Duration::from_millis(1_500));
     // The bucket has room again once the debt is paid off by time.
     assert_eq!(
-        g.reserve([0, 1, 0], 0),
+        g.reserve([0, 1, 0, 0], 0),
         Err(Denied::Until {
             at: SEC + 10_000_000,
             dimension: I
@@ -157,14 +157,14 @@ fn charge_creates_debt_beyond_the_burst() {
     g.charge(I, u64::MAX, 0);
     assert_eq!(g.bucket(I).unwrap().tat(), u64::MAX, "saturates");
     assert_eq!(g.available(I, 0), 0);
-    assert!(g.reserve([0, 1, 0], SEC).is_err());
+    assert!(g.reserve([0, 1, 0, 0], SEC).is_err());
 }
 
 #[test]
 fn time_until_full() {
     let mut g = two_dims();
     assert_eq!(g.time_until_full(R, 0), Duration::ZERO);
-    g.reserve([3, 0, 0], SEC).unwrap();
+    g.reserve([3, 0, 0, 0], SEC).unwrap();
     assert_eq!(g.time_until_full(R, SEC), Duration::from_millis(300));
     assert_eq!(
         g.time_until_full(R, SEC + 100_000_000),
@@ -195,7 +195,7 @@ fn tighten_lowers_and_never_raises() {
 fn set_limit_keeps_used_part() {
     // Burst 50, 40 used.
     let mut g = two_dims();
-    g.reserve([0, 40, 0], 0).unwrap();
+    g.reserve([0, 40, 0, 0], 0).unwrap();
     // Shrink to burst 45 at the same rate: the 40 used units stay used.
     g.set_limit(I, limit(100, 1, 45), 0);
     assert_eq!(g.available(I, 0), 5);
@@ -226,12 +226,12 @@ fn set_limit_carries_debt() {
 #[test]
 fn now_going_backwards_does_not_panic_or_rewind() {
     let mut g = two_dims();
-    g.reserve([5, 5, 0], 10 * SEC).unwrap();
+    g.reserve([5, 5, 0, 0], 10 * SEC).unwrap();
     let tat = g.bucket(R).unwrap().tat();
     assert_eq!(g.available(R, 0), 0, "the past looks fully used");
     g.refund(R, 5, 0);
     assert!(g.bucket(R).unwrap().tat() <= tat);
-    assert!(g.reserve([1, 1, 0], 0).is_err());
+    assert!(g.reserve([1, 1, 0, 0], 0).is_err());
     g.tighten(R, 0, 0);
     g.set_limit(R, limit(1, 1, 1), 0);
     // 10 s used at 100 ms/unit = 100 units, now at 1 s/unit.
@@ -243,11 +243,11 @@ fn now_going_backwards_does_not_panic_or_rewind() {
 fn extreme_inputs_do_not_panic() {
     let tiny = Limit::new(1_000_000_000, Duration::from_secs(1), 1 << 62).unwrap();
     let huge = Limit::new(1, Duration::from_nanos(1 << 62), 1).unwrap();
-    let mut g = Gcra::new([Some(tiny), Some(huge), None]);
+    let mut g = Gcra::new([Some(tiny), Some(huge), None, None]);
     for now in [0, 1, u64::MAX / 2, u64::MAX - 1, u64::MAX] {
         for cost in [0, 1, 1 << 62, u64::MAX] {
-            let _ = g.check([cost, cost, cost], now);
-            let _ = g.reserve([cost, cost, cost], now);
+            let _ = g.check([cost, cost, cost, cost], now);
+            let _ = g.reserve([cost, cost, cost, cost], now);
             for d in Dimension::ALL {
                 g.refund(d, cost, now);
                 g.charge(d, cost, now);
@@ -280,7 +280,7 @@ fn dimension() -> impl Strategy<Value = Dimension> {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => (0u64..3_000).prop_map(Op::Advance),
-        4 => prop::array::uniform3(0u64..24).prop_map(Op::Reserve),
+        4 => prop::array::uniform4(0u64..24).prop_map(Op::Reserve),
         2 => (any::<usize>(), dimension(), 0u8..=4).prop_map(|(i, d, q)| Op::Refund(i, d, q)),
         1 => (dimension(), 0u64..6).prop_map(|(d, n)| Op::Charge(d, n)),
     ]
@@ -295,7 +295,7 @@ fn small_limit() -> impl Strategy<Value = Limit> {
 }
 
 fn limits() -> impl Strategy<Value = [Option<Limit>; DIMENSIONS]> {
-    prop::array::uniform3(prop::option::weighted(0.85, small_limit()))
+    prop::array::uniform4(prop::option::weighted(0.85, small_limit()))
 }
 
 /// A signed change of used units in one dimension at a time.
@@ -413,7 +413,7 @@ proptest! {
     #[test]
     fn reserve_never_panics(
         limits in limits(),
-        cost in prop::array::uniform3(any::<u64>()),
+        cost in prop::array::uniform4(any::<u64>()),
         now in any::<u64>(),
         tat in any::<u64>(),
     ) {
@@ -446,14 +446,14 @@ fn module_example() -> Result<(), Box<dyn std::error::Error>> {
 
     let now = 0;
     // One request of 900 input tokens fits…
-    assert_eq!(gcra.reserve([1, 900, 0], now), Ok(()));
+    assert_eq!(gcra.reserve([1, 900, 0, 0], now), Ok(()));
     // …a second one does not, and nothing was taken from the request bucket.
-    let denied = gcra.reserve([1, 900, 0], now).unwrap_err();
+    let denied = gcra.reserve([1, 900, 0, 0], now).unwrap_err();
     assert_eq!(gcra.available(Dimension::Requests, now), 59);
     // 1 000 tokens/min is one token per 60 ms: 800 more tokens take 48 s.
     assert_eq!(denied.wait(now), Some(Duration::from_secs(48)));
     let at = denied.retry_at().unwrap();
-    assert_eq!(gcra.reserve([1, 900, 0], at), Ok(()));
+    assert_eq!(gcra.reserve([1, 900, 0, 0], at), Ok(()));
 
     // The first call used only 200 tokens: give the rest back.
     gcra.refund(Dimension::InputTokens, 700, at);
@@ -461,7 +461,7 @@ fn module_example() -> Result<(), Box<dyn std::error::Error>> {
 
     // A cost above a bucket's burst can never succeed, so it is its own outcome.
     assert!(matches!(
-        gcra.reserve([1, 5_000, 0], at),
+        gcra.reserve([1, 5_000, 0, 0], at),
         Err(Denied::CostExceedsBurst(_))
     ));
     Ok(())

@@ -1,0 +1,669 @@
+//! A pool of API keys the rate limiter chooses from at admission.
+//!
+//! The full story is on [`KeyPool`], the public face of this module.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use http::{HeaderName, HeaderValue, Request};
+
+use super::calendar::{CalendarQuota, Clock, PeriodUsage, QuotaFit, until};
+use super::gcra::{DIMENSIONS, Denied, Dimension};
+use super::state::{Attempt, Fit, Group, GroupKey, Limiter, Settle, Ticket};
+use crate::error::{InvalidConfig, TooManyGroups};
+use crate::queue::QueueKey;
+use crate::request::KeyId;
+use crate::sync::{Arc, Mutex, lock};
+
+pub(crate) mod admit;
+
+/// The most keys one pool holds: every admission looks at each of them.
+pub const MAX_POOL_KEYS: usize = 256;
+
+/// Which header carries the key, as the provider expects it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AuthStyle {
+    /// Anthropic: `x-api-key: <key>`.
+    Anthropic,
+    /// OpenAI (and OpenAI-compatible APIs): `authorization: Bearer <key>`.
+    OpenAi,
+    /// Azure OpenAI: `api-key: <key>`.
+    Azure,
+}
+
+impl AuthStyle {
+    fn header(self) -> HeaderName {
+        match self {
+            AuthStyle::Anthropic => HeaderName::from_static("x-api-key"),
+            AuthStyle::OpenAi => http::header::AUTHORIZATION,
+            AuthStyle::Azure => HeaderName::from_static("api-key"),
+        }
+    }
+
+    fn value(self, secret: &str) -> Option<HeaderValue> {
+        let mut value = match self {
+            AuthStyle::OpenAi => HeaderValue::try_from(format!("Bearer {secret}")).ok()?,
+            AuthStyle::Anthropic | AuthStyle::Azure => HeaderValue::from_str(secret).ok()?,
+        };
+        value.set_sensitive(true);
+        Some(value)
+    }
+}
+
+/// How a pool chooses among the keys that can take a request now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PoolStrategy {
+    /// The most headroom left after the request's cost (see the
+    /// [`KeyPool`] docs).
+    #[default]
+    MostHeadroom,
+    /// The fewest requests used in the key's current calendar period.
+    FewestUsed,
+}
+
+/// One key of a pool: a label (shown in logs and stats, never the secret),
+/// the secret, and optionally its organisation and calendar quota.
+pub struct PoolKey {
+    label: Box<str>,
+    secret: String,
+    organization: Option<Box<str>>,
+    quota: Option<CalendarQuota>,
+}
+
+impl fmt::Debug for PoolKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolKey")
+            .field("label", &self.label)
+            .field("organization", &self.organization)
+            .field("quota", &self.quota)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PoolKey {
+    /// A key named `label` (for people: it appears in logs and stats).
+    pub fn new(label: impl Into<Box<str>>, secret: impl Into<String>) -> Self {
+        PoolKey {
+            label: label.into(),
+            secret: secret.into(),
+            organization: None,
+            quota: None,
+        }
+    }
+
+    /// The organisation the key belongs to: keys of one organisation share
+    /// one limiter group (see [`KeyPool`]).
+    #[must_use]
+    pub fn organization(mut self, name: impl Into<Box<str>>) -> Self {
+        self.organization = Some(name.into());
+        self
+    }
+
+    /// The key's quota per calendar day or month.
+    #[must_use]
+    pub fn quota(mut self, quota: CalendarQuota) -> Self {
+        self.quota = Some(quota);
+        self
+    }
+}
+
+/// Builds a [`KeyPool`].
+#[must_use]
+pub struct KeyPoolBuilder {
+    auth: AuthStyle,
+    keys: Vec<PoolKey>,
+    strategy: PoolStrategy,
+    clock: Clock,
+}
+
+impl fmt::Debug for KeyPoolBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyPoolBuilder")
+            .field("auth", &self.auth)
+            .field("keys", &self.keys)
+            .field("strategy", &self.strategy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyPoolBuilder {
+    /// Adds a key with no organisation and no calendar quota.
+    pub fn key(self, label: impl Into<Box<str>>, secret: impl Into<String>) -> Self {
+        self.add_key(PoolKey::new(label, secret))
+    }
+
+    /// Adds a key.
+    pub fn add_key(mut self, key: PoolKey) -> Self {
+        self.keys.push(key);
+        self
+    }
+
+    /// How a key is chosen (default [`PoolStrategy::MostHeadroom`]).
+    pub fn strategy(mut self, strategy: PoolStrategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// The wall clock calendar quotas count by (default the system's).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Validates the pool.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidConfig`] for no key or more than [`MAX_POOL_KEYS`], a
+    /// secret that is empty or not a valid header value, the same secret or
+    /// label twice, or an invalid [`CalendarQuota`]. No message names a
+    /// secret.
+    pub fn build(self) -> Result<KeyPool, InvalidConfig> {
+        let invalid = |field, reason| Err(InvalidConfig::new(field, reason));
+        if self.keys.is_empty() {
+            return invalid("key_pool", "needs at least one key");
+        }
+        if self.keys.len() > MAX_POOL_KEYS {
+            return invalid("key_pool", "holds at most 256 keys");
+        }
+        let name = self.auth.header();
+        let mut members: Vec<Member> = Vec::with_capacity(self.keys.len());
+        let mut organizations: Vec<(Box<str>, KeyId)> = Vec::new();
+        for key in self.keys {
+            if let Some(q) = &key.quota {
+                q.validate()?;
+            }
+            if key.secret.is_empty() {
+                return invalid("key_pool.key", "a secret must not be empty");
+            }
+            let Some(value) = self.auth.value(&key.secret) else {
+                return invalid("key_pool.key", "a secret must be a valid header value");
+            };
+            let mut headers = http::HeaderMap::new();
+            headers.insert(name.clone(), value.clone());
+            let Some(id) = KeyId::from_headers(&headers) else {
+                return invalid("key_pool.key", "a secret must be a valid header value");
+            };
+            if members.iter().any(|m| m.id == id) {
+                return invalid("key_pool.key", "the same secret was added twice");
+            }
+            if members.iter().any(|m| m.label == key.label) {
+                return invalid("key_pool.label", "two keys have the same label");
+            }
+            let group = match &key.organization {
+                Some(org) => match organizations.iter().find(|(o, _)| o == org) {
+                    Some((_, first)) => *first,
+                    None => {
+                        organizations.push((org.clone(), id));
+                        id
+                    }
+                },
+                None => id,
+            };
+            members.push(Member {
+                label: key.label,
+                value,
+                id,
+                group,
+                organization: key.organization,
+                quota: key.quota,
+                usage: Mutex::new(PeriodUsage::default()),
+            });
+        }
+        Ok(KeyPool {
+            inner: Arc::new(PoolInner {
+                header: name,
+                members: members.into_boxed_slice(),
+                strategy: self.strategy,
+                clock: self.clock,
+                queue_key: QueueKey::unique(),
+                queued: AtomicU32::new(0),
+            }),
+        })
+    }
+}
+
+/// A pool of API keys for one provider, chosen per request at admission by
+/// the rate limiter it is given to
+/// ([`RateLimitBuilder::key_pool`](super::RateLimitBuilder::key_pool)).
+///
+/// Secrets are held as sensitive `HeaderValue`s and never shown: `Debug`
+/// prints each key's label and its [`KeyId`]'s short label only. Building
+/// a pool computes its keys' [`KeyId`]s, so a
+/// [`KeyIdentity`](crate::request::KeyIdentity) of your own must be
+/// installed before.
+///
+/// # What pooling is for, and what it is not for
+///
+/// A [`KeyPool`] is for more throughput when each key really has a quota
+/// of its own (keys of separate projects or contracts, each with its own
+/// limits), and for spreading traffic so that one key's 429, calendar quota
+/// or slow refill does not stall callers another key could serve. It is
+/// **not** a way around a provider's limits: providers limit per
+/// organisation, not per key, and several keys of one organisation share
+/// that organisation's limit — declare them with
+/// [`PoolKey::organization`], and the pool gives them one limiter group.
+/// Using many keys to exceed what a provider grants one customer breaks
+/// most providers' terms; this crate does not help with that.
+///
+/// # How a key is chosen
+///
+/// A request that carries no credentials of its own (no `x-api-key`,
+/// `authorization`, `api-key`… header, as [`KeyId`] reads them) is given a
+/// key at admission — in the rate limiter itself, not in a layer above it,
+/// so that "wait for any key" is one place in one queue rather than a loop
+/// of retries. Among the keys that are not cooling down after a 429, not
+/// out of their [`CalendarQuota`], and whose group's buckets hold the
+/// request's whole cost now, it takes
+///
+/// - [`PoolStrategy::MostHeadroom`] (the default): the key with the most
+///   headroom after this cost — the least, over the limited dimensions of
+///   its group, of `(available − cost) / burst` (1 when nothing is
+///   limited); ties go to the key with the fewest requests used this
+///   calendar period, then to the first declared;
+/// - [`PoolStrategy::FewestUsed`]: the key with the fewest requests used in
+///   its current calendar period (for example "the key with the fewest
+///   requests today"); ties go to the most headroom, then the first
+///   declared.
+///
+/// It reserves the cost in that key's group (and its calendar quota), sets
+/// the key's auth header on the request — marked sensitive — and sends it.
+/// The reservation is settled, and the response learned from, in that
+/// key's group: a 429 on key A closes A's gate only, and traffic moves to B.
+///
+/// A request no key can take now waits in the limiter's queue, in one place
+/// for the whole pool (by priority, as any waiter), for whichever key frees
+/// first: a refund, a gate opening or a learned limit on any key wakes the
+/// pool's head, and a bucket's refill is the head's own timer (the earliest
+/// time any key fits). It gives up at its deadline or the maximum wait with
+/// [`NoKeyAvailable`](crate::error::NoKeyAvailable): at once when the first
+/// key to free is already later than that, or when every key is out of
+/// its calendar quota (`retry_after` is then the earliest reset).
+///
+/// # Organisations
+///
+/// Keys declared with one [`organization`](PoolKey::organization) share one
+/// limiter group — keyed by the [`KeyId`] of the organisation's first key —
+/// and so one GCRA, one learned quota and one 429 gate: the provider's
+/// bucket is the organisation's, so a 429 on one of its keys would be a 429
+/// on every other one too, and closing only that key's gate would send the
+/// next request into the same empty bucket. Calendar quotas stay per key.
+///
+/// ```
+/// use tower_llm_resilience::rate::{
+///     AuthStyle, CalendarQuota, KeyPool, Limits, PoolKey, RateLimitLayer,
+/// };
+/// let pool = KeyPool::builder(AuthStyle::Anthropic)
+///     .key("team-a", "sk-ant-a…")
+///     .add_key(PoolKey::new("team-b", "sk-ant-b…").quota(CalendarQuota::daily().requests(10_000)))
+///     .build()?;
+/// let layer = RateLimitLayer::builder()
+///     .limits(Limits::per_minute(50, 20_000, 8_000)?)
+///     .key_pool(pool)
+///     .build()?;
+/// # let _ = layer;
+/// # Ok::<(), tower_llm_resilience::error::InvalidConfig>(())
+/// ```
+#[derive(Clone)]
+pub struct KeyPool {
+    inner: Arc<PoolInner>,
+}
+
+impl fmt::Debug for KeyPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keys: Vec<_> = self
+            .inner
+            .members
+            .iter()
+            .map(|m| (&*m.label, m.id))
+            .collect();
+        f.debug_struct("KeyPool")
+            .field("header", &self.inner.header)
+            .field("keys", &keys)
+            .field("strategy", &self.inner.strategy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a pool can tell about one of its keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolKeyStats {
+    /// The key's label.
+    pub label: Box<str>,
+    /// The identity of the key (never the key).
+    pub key: KeyId,
+    /// The identity its limiter group is keyed by: its own, or its
+    /// organisation's first key's.
+    pub group: KeyId,
+    /// Its organisation, if declared.
+    pub organization: Option<Box<str>>,
+    /// Its calendar quota, if any.
+    pub quota: Option<CalendarQuota>,
+    /// Requests reserved in its current calendar period (a day in UTC
+    /// when it has no quota).
+    pub requests_used: u64,
+    /// Tokens reserved in its current calendar period.
+    pub tokens_used: u64,
+}
+
+impl KeyPool {
+    /// A builder for a pool whose keys are sent as `auth` says.
+    pub fn builder(auth: AuthStyle) -> KeyPoolBuilder {
+        KeyPoolBuilder {
+            auth,
+            keys: Vec::new(),
+            strategy: PoolStrategy::default(),
+            clock: Clock::system(),
+        }
+    }
+
+    /// How many keys the pool holds.
+    pub fn len(&self) -> usize {
+        self.inner.members.len()
+    }
+
+    /// Always `false`: a pool holds at least one key.
+    pub fn is_empty(&self) -> bool {
+        self.inner.members.is_empty()
+    }
+
+    /// The identity of the key labelled `label`.
+    pub fn key_id(&self, label: &str) -> Option<KeyId> {
+        self.inner
+            .members
+            .iter()
+            .find(|m| &*m.label == label)
+            .map(|m| m.id)
+    }
+
+    /// A snapshot of every key, in the order declared.
+    pub fn stats(&self) -> Vec<PoolKeyStats> {
+        let unix = self.inner.clock.unix();
+        self.inner
+            .members
+            .iter()
+            .map(|m| {
+                let mut u = lock(&m.usage);
+                u.roll(m.quota.as_ref(), unix);
+                PoolKeyStats {
+                    label: m.label.clone(),
+                    key: m.id,
+                    group: m.group,
+                    organization: m.organization.clone(),
+                    quota: m.quota,
+                    requests_used: u.requests,
+                    tokens_used: u.tokens,
+                }
+            })
+            .collect()
+    }
+
+    /// The pool's place in the queue, when `key` is one of its groups'.
+    pub(crate) fn wake_key(&self, key: Option<KeyId>) -> Option<QueueKey> {
+        let key = key?;
+        self.inner
+            .members
+            .iter()
+            .any(|m| m.group == key)
+            .then_some(self.inner.queue_key)
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<PoolInner> {
+        &self.inner
+    }
+
+    /// Requests of the pool waiting in the queue.
+    pub(crate) fn queued(&self) -> u32 {
+        self.inner.queued.load(Ordering::SeqCst)
+    }
+
+    /// Sets member `i`'s auth header on `req` (sensitive).
+    pub(crate) fn authorize<B>(&self, req: &mut Request<B>, member: usize) {
+        let m = &self.inner.members[member];
+        tracing::trace!(key = %m.label, id = %m.id, "key pool: key chosen");
+        req.headers_mut()
+            .insert(self.inner.header.clone(), m.value.clone());
+    }
+
+    /// Gives back (`None`: cancelled; `Refused`) or corrects (`Usage`) a
+    /// calendar reservation, in the period it was made in; true when
+    /// something came back.
+    pub(crate) fn refund(&self, t: &PoolTicket, outcome: Option<&Settle>) -> bool {
+        let Some(m) = self.inner.members.get(t.member as usize) else {
+            return false;
+        };
+        let mut u = lock(&m.usage);
+        if u.index != t.period {
+            // A new period began: what was reserved in the old one is gone.
+            return false;
+        }
+        let reserved = t.input.saturating_add(t.output);
+        match outcome {
+            None | Some(Settle::Refused) => {
+                u.requests = u.requests.saturating_sub(1);
+                u.tokens = u.tokens.saturating_sub(reserved);
+                true
+            }
+            Some(Settle::Usage { usage, complete }) => {
+                let input = if usage.total_input_tokens() > 0 {
+                    usage.rate_limited_input_tokens()
+                } else {
+                    t.input
+                };
+                let output = if *complete {
+                    usage.output_tokens
+                } else {
+                    t.output
+                };
+                let used = input.saturating_add(output);
+                u.tokens = u.tokens.saturating_sub(reserved).saturating_add(used);
+                used < reserved
+            }
+            Some(Settle::Unknown) => false,
+        }
+    }
+
+    /// Chooses a key for `cost` now and, unless `send` is `None` (a
+    /// newcomer behind the pool's waiters only asks), reserves it there
+    /// (`Some(true)`: counted as sent).
+    ///
+    /// # Errors
+    ///
+    /// [`TooManyGroups`] when a key's group cannot be made.
+    pub(crate) fn choose(
+        &self,
+        limiter: &Limiter,
+        model: Option<&std::sync::Arc<str>>,
+        cost: [u64; DIMENSIONS],
+        now: u64,
+        send: Option<bool>,
+    ) -> Result<Choice, TooManyGroups> {
+        let inner = &*self.inner;
+        let shared = limiter.shared();
+        let unix = inner.clock.unix();
+        let input = cost[Dimension::InputTokens.index()];
+        let output = cost[Dimension::OutputTokens.index()];
+        let tokens = input.saturating_add(output);
+        let mut candidates: Vec<Candidate> = Vec::with_capacity(inner.members.len());
+        let mut wait_at: Option<u64> = None;
+        let mut parked = false;
+        let mut reset: Option<i64> = None;
+        let mut never: Option<Denied> = None;
+        for (i, m) in inner.members.iter().enumerate() {
+            let (fits, used) = {
+                let mut u = lock(&m.usage);
+                (u.fits(m.quota.as_ref(), tokens, unix), u.requests)
+            };
+            if let QuotaFit::Exhausted { reset_at } = fits {
+                reset = Some(reset.map_or(reset_at, |r| r.min(reset_at)));
+                continue;
+            }
+            let group = limiter.group(GroupKey::new(Some(m.group), model.cloned()), now)?;
+            match shared.fit(&group, cost, now) {
+                Fit::Now(headroom) => candidates.push(Candidate {
+                    member: i,
+                    group,
+                    headroom,
+                    used,
+                }),
+                Fit::At(at) => wait_at = Some(wait_at.map_or(at, |w| w.min(at))),
+                Fit::Parked => parked = true,
+                Fit::Never(d) => {
+                    never.get_or_insert(d);
+                }
+            }
+        }
+        let Some(send) = send else {
+            if !candidates.is_empty() {
+                return Ok(Choice::Wait(Some(now)));
+            }
+            return Ok(self.no_key(wait_at, parked, reset, never, now, unix));
+        };
+        let by_headroom = |a: &Candidate, b: &Candidate| b.headroom.total_cmp(&a.headroom);
+        let by_used = |a: &Candidate, b: &Candidate| a.used.cmp(&b.used);
+        match inner.strategy {
+            PoolStrategy::MostHeadroom => candidates.sort_by(|a, b| {
+                by_headroom(a, b)
+                    .then(by_used(a, b))
+                    .then(a.member.cmp(&b.member))
+            }),
+            PoolStrategy::FewestUsed => candidates.sort_by(|a, b| {
+                by_used(a, b)
+                    .then(by_headroom(a, b))
+                    .then(a.member.cmp(&b.member))
+            }),
+        }
+        for c in candidates {
+            let m = &inner.members[c.member];
+            // The calendar quota first (another request may have taken the
+            // last of it since), then the group's buckets.
+            let period = {
+                let mut u = lock(&m.usage);
+                if let QuotaFit::Exhausted { reset_at } = u.fits(m.quota.as_ref(), tokens, unix) {
+                    reset = Some(reset.map_or(reset_at, |r| r.min(reset_at)));
+                    continue;
+                }
+                u.requests += 1;
+                u.tokens = u.tokens.saturating_add(tokens);
+                u.index
+            };
+            let ticket = PoolTicket {
+                member: c.member as u32,
+                period,
+                input,
+                output,
+            };
+            match shared.attempt(&c.group, cost, now, false, send) {
+                Attempt::Admitted(mut t) => {
+                    t.pool = Some(ticket);
+                    return Ok(Choice::Admitted {
+                        group: c.group,
+                        ticket: t,
+                        member: c.member,
+                    });
+                }
+                other => {
+                    self.refund(&ticket, None);
+                    match other {
+                        Attempt::At { at, .. } => wait_at = Some(wait_at.map_or(at, |w| w.min(at))),
+                        Attempt::Never(d) => {
+                            never.get_or_insert(d);
+                        }
+                        _ => parked = true,
+                    }
+                }
+            }
+        }
+        Ok(self.no_key(wait_at, parked, reset, never, now, unix))
+    }
+
+    /// No key can take the request now: when the first could, or why none
+    /// ever can.
+    fn no_key(
+        &self,
+        wait_at: Option<u64>,
+        parked: bool,
+        reset: Option<i64>,
+        never: Option<Denied>,
+        now: u64,
+        unix: i64,
+    ) -> Choice {
+        let reset_ns = reset.map(|r| now.saturating_add(super::gcra::nanos(until(unix, r))));
+        if wait_at.is_some() || parked {
+            let at = match (wait_at, reset_ns) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            return Choice::Wait(at);
+        }
+        if let Some(r) = reset {
+            return Choice::Exhausted(until(unix, r));
+        }
+        match never {
+            Some(d) => Choice::Never(d),
+            None => Choice::Wait(None),
+        }
+    }
+}
+
+/// What [`KeyPool::choose`] found.
+pub(crate) enum Choice {
+    /// Reserved on `member`'s group.
+    Admitted {
+        group: Arc<Group>,
+        ticket: Ticket,
+        member: usize,
+    },
+    /// No key now; the first fits at this time (ns since base), or when a
+    /// response wakes the pool (`None`).
+    Wait(Option<u64>),
+    /// Every key that could ever take it is out of its calendar quota
+    /// until this long from now.
+    Exhausted(std::time::Duration),
+    /// No key can ever take it.
+    Never(Denied),
+}
+
+struct Candidate {
+    member: usize,
+    group: Arc<Group>,
+    headroom: f64,
+    used: u64,
+}
+
+/// A calendar reservation on one key, carried by the request's
+/// [`Ticket`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PoolTicket {
+    member: u32,
+    period: i64,
+    input: u64,
+    output: u64,
+}
+
+struct Member {
+    label: Box<str>,
+    /// The auth header's value: sensitive.
+    value: HeaderValue,
+    id: KeyId,
+    /// The identity its group is keyed by (its organisation's first key's).
+    group: KeyId,
+    organization: Option<Box<str>>,
+    quota: Option<CalendarQuota>,
+    usage: Mutex<PeriodUsage>,
+}
+
+pub(crate) struct PoolInner {
+    header: HeaderName,
+    members: Box<[Member]>,
+    strategy: PoolStrategy,
+    clock: Clock,
+    /// The pool's one key in the limiter's wait queue.
+    pub(crate) queue_key: QueueKey,
+    /// Requests waiting for a key (a newcomer that sees any queues behind
+    /// them).
+    pub(crate) queued: AtomicU32,
+}
