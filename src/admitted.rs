@@ -144,6 +144,7 @@ where
 
 /// When a waiting request gives up: at its deadline, or `max_wait` after
 /// `start`, whichever comes first.
+#[cfg_attr(not(any(feature = "rate", feature = "concurrency")), allow(dead_code))]
 pub(crate) fn give_up_at(
     deadline: Option<Instant>,
     max_wait: Option<Duration>,
@@ -153,6 +154,7 @@ pub(crate) fn give_up_at(
 }
 
 /// The earlier of two optional times (`None` is never).
+#[cfg_attr(not(any(feature = "rate", feature = "concurrency")), allow(dead_code))]
 pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -163,6 +165,7 @@ pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant
 /// Polls a waiting request's one timer, first set (or moved) to `at`: a
 /// wait's wake-up time moves as the bucket and the turn change, and
 /// resetting the timer keeps its registration instead of making another.
+#[cfg_attr(not(any(feature = "rate", feature = "concurrency")), allow(dead_code))]
 pub(crate) fn poll_sleep_until(
     mut sleep: Pin<&mut Option<Sleep>>,
     at: Instant,

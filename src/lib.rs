@@ -81,6 +81,7 @@ mod builder;
 #[cfg(feature = "cache")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
 pub mod cache;
+mod calendar;
 #[cfg(any(feature = "hyper-client", feature = "reqwest"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "hyper-client", feature = "reqwest"))))]
 pub mod client;

@@ -3,15 +3,13 @@
 //! calendar (no time zone database: a fixed offset has no daylight-saving
 //! changes, which is what providers' quotas use — UTC, or a stated offset).
 //!
-//! The civil-date conversions are Howard Hinnant's `days_from_civil` /
-//! `civil_from_days` algorithms, exact for every `i64` day this crate can
-//! meet.
+//! The math is the crate's (`src/calendar.rs`).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
+use crate::calendar::{Span, window};
+pub(crate) use crate::calendar::{from_unix, unix};
 use crate::error::InvalidConfig;
-
-const DAY: i64 = 86_400;
 
 /// The largest UTC offset accepted, in minutes (±18 hours, as RFC 3339
 /// and every time zone in use stay within).
@@ -116,21 +114,12 @@ impl Period {
     /// The period instance that holds `t` (Unix seconds).
     #[must_use]
     pub fn window(&self, t: i64) -> Window {
-        let offset = i64::from(self.offset_minutes) * 60;
-        let local = t.saturating_add(offset);
-        let day = local.div_euclid(DAY);
-        let (start_day, end_day) = match self.kind {
-            PeriodKind::Day => (day, day + 1),
-            PeriodKind::Month => {
-                let (y, m, _) = civil_from_days(day);
-                let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-                (days_from_civil(y, m, 1), days_from_civil(ny, nm, 1))
-            }
+        let span = match self.kind {
+            PeriodKind::Day => Span::Day,
+            PeriodKind::Month => Span::Month,
         };
-        Window {
-            start: start_day * DAY - offset,
-            end: end_day * DAY - offset,
-        }
+        let (start, end) = window(span, i64::from(self.offset_minutes) * 60, t);
+        Window { start, end }
     }
 
     /// A short name for labels and keys: `day`, `month`, `day+0530`.
@@ -148,56 +137,12 @@ impl Period {
     }
 }
 
-/// Unix seconds of `t`, rounded down (times before 1970 are negative).
-#[must_use]
-pub(crate) fn unix(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        Err(e) => {
-            let d = e.duration();
-            let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-            -secs - i64::from(d.subsec_nanos() > 0)
-        }
-    }
-}
-
-pub(crate) fn from_unix(secs: i64) -> SystemTime {
-    if secs >= 0 {
-        UNIX_EPOCH + Duration::from_secs(secs.unsigned_abs())
-    } else {
-        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (`m` in 1..=12).
-pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The proleptic Gregorian date of a day since 1970-01-01.
-pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    // In range by construction: 1..=31 and 1..=12.
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
     use super::*;
+    use crate::calendar::{DAY, days_from_civil};
     use proptest::prelude::*;
 
     /// 2026-12-02T01:44:44Z.
@@ -305,12 +250,6 @@ mod tests {
     }
 
     proptest! {
-        #[test]
-        fn civil_round_trips(day in -1_000_000i64..1_000_000) {
-            let (y, m, d) = civil_from_days(day);
-            prop_assert_eq!(days_from_civil(y, m, d), day);
-        }
-
         /// Every window holds `t`, begins at local midnight (on the 1st for
         /// a month, as httpdate — an independent formatter — shows it),
         /// and the next window begins where it ends.

@@ -188,18 +188,6 @@ fn digits(b: &[u8], range: std::ops::Range<usize>) -> Option<i64> {
     Some(n)
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
-/// `days_from_civil`).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 fn days_in_month(y: i64, m: i64) -> i64 {
     match m {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
@@ -276,7 +264,9 @@ pub(crate) fn rfc3339(s: &str) -> Option<i128> {
     {
         return None;
     }
-    let secs = days_from_civil(year, month, day) * 86_400 + hour * 3_600 + min * 60 + sec - offset;
+    // In range: month and day were checked above.
+    let days = crate::calendar::days_from_civil(year, month as u32, day as u32);
+    let secs = days * 86_400 + hour * 3_600 + min * 60 + sec - offset;
     Some(i128::from(secs) * 1_000_000_000 + i128::from(nanos))
 }
 

@@ -9,16 +9,14 @@
 //! — reserved at admission and refunded like the GCRA's reservations when a
 //! request is refused by the provider or never sent.
 //!
-//! The math is on Unix seconds, with the civil-from-days conversion of
-//! Howard Hinnant's `chrono`-compatible algorithms (proleptic Gregorian):
-//! about thirty lines, no dependency, checked by a property test against a
-//! naive count of days and months.
+//! The math is the crate's (`src/calendar.rs`), on Unix seconds; a property
+//! test checks it against a naive count of days and months.
 //!
 //! The wall clock is read through a [`Clock`], so tests move time by hand.
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use crate::error::InvalidConfig;
 
@@ -26,7 +24,7 @@ use crate::error::InvalidConfig;
 #[path = "calendar/tests.rs"]
 mod tests;
 
-const DAY: i64 = 86_400;
+use crate::calendar::{DAY, Span, civil_from_days, window};
 
 /// A calendar period a quota counts in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -157,43 +155,20 @@ impl CalendarQuota {
 /// Unix second at which the next one starts.
 pub(crate) fn period_at(period: Period, offset: i32, unix: i64) -> (i64, i64) {
     let offset = i64::from(offset);
-    let local = unix.saturating_add(offset);
-    let day = local.div_euclid(DAY);
-    match period {
-        Period::Day => (day, (day + 1) * DAY - offset),
+    let span = match period {
+        Period::Day => Span::Day,
+        Period::Month => Span::Month,
+    };
+    let (start, end) = window(span, offset, unix);
+    let first = (start + offset).div_euclid(DAY);
+    let index = match period {
+        Period::Day => first,
         Period::Month => {
-            let (y, m, _) = civil_from_days(day);
-            let index = y * 12 + i64::from(m) - 1;
-            let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-            (index - 1970 * 12, days_from_civil(ny, nm, 1) * DAY - offset)
+            let (y, m, _) = civil_from_days(first);
+            y * 12 + i64::from(m) - 1 - 1970 * 12
         }
-    }
-}
-
-/// Year, month (1–12), day (1–31) of the day `z` days after 1970-01-01.
-pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-/// Days from 1970-01-01 to `y-m-d`.
-pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(m);
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    };
+    (index, end)
 }
 
 /// The wall clock calendar quotas are counted by: [`SystemTime::now`]
@@ -214,11 +189,7 @@ impl Clock {
 
     /// Now, in Unix seconds (negative before 1970).
     pub(crate) fn unix(&self) -> i64 {
-        let now = self.0.as_ref().map_or_else(SystemTime::now, |f| f());
-        match now.duration_since(UNIX_EPOCH) {
-            Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-            Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
-        }
+        crate::calendar::unix(self.0.as_ref().map_or_else(SystemTime::now, |f| f()))
     }
 }
 

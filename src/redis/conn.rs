@@ -122,6 +122,10 @@ impl Redis {
     /// Runs `invocation` of a script: `EVALSHA`, and after `NOSCRIPT` the
     /// script is loaded and run again (redis-rs does this), all within the
     /// timeout. A failure is counted and returned typed.
+    #[cfg_attr(
+        not(any(feature = "rate", feature = "cache", feature = "budget")),
+        allow(dead_code)
+    )]
     pub(crate) async fn run<T: FromRedisValue>(
         &self,
         invocation: &ScriptInvocation<'_>,
@@ -156,6 +160,10 @@ impl Redis {
 
     /// A script, for stores to keep in a `static` (its SHA is computed
     /// once).
+    #[cfg_attr(
+        not(any(feature = "rate", feature = "cache", feature = "budget")),
+        allow(dead_code)
+    )]
     pub(crate) fn script(source: &str) -> Script {
         Script::new(source)
     }

@@ -68,6 +68,6 @@ pub(crate) use key::without_query_keys;
 pub use key::{CREDENTIAL_HEADERS, KeyId, KeyIdentity};
 pub use meta::RequestMeta;
 pub use model::MAX_MODEL_NAME;
-#[cfg(any(feature = "rate", feature = "fallback"))]
+#[cfg(any(feature = "rate", feature = "fallback", feature = "budget"))]
 pub(crate) use model::bounded_model;
 pub use replay::{ReplayBody, replay_request};

@@ -28,12 +28,18 @@ use std::sync::Arc;
 pub const MAX_MODEL_NAME: usize = 256;
 
 /// `#` and 16 hex digits.
-#[cfg_attr(not(any(feature = "rate", feature = "fallback")), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "rate", feature = "fallback", feature = "budget")),
+    allow(dead_code)
+)]
 const SUFFIX: usize = 17;
 
 /// `name` under the bound: the same `Arc` when short enough (no
 /// allocation), else its truncated-and-hashed form.
-#[cfg_attr(not(any(feature = "rate", feature = "fallback")), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "rate", feature = "fallback", feature = "budget")),
+    allow(dead_code)
+)]
 pub(crate) fn bounded_model(name: &Arc<str>) -> Arc<str> {
     if name.len() <= MAX_MODEL_NAME {
         return Arc::clone(name);

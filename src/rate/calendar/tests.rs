@@ -1,4 +1,5 @@
 use super::*;
+use crate::calendar::days_from_civil;
 use proptest::prelude::*;
 
 fn is_leap(y: i64) -> bool {
