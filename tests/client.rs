@@ -175,3 +175,26 @@ async fn mid_stream_overload_is_an_error_event() {
         "the fault comes after at least one delta"
     );
 }
+
+/// reqwest names the URL in its errors; a `key=` in the query (Gemini's
+/// credential) must not reach the caller's error, or its logs.
+#[tokio::test]
+async fn reqwest_errors_never_carry_the_url_or_its_key() {
+    // A port nothing listens on: the connection is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let req = Request::post(format!(
+        "http://127.0.0.1:{port}/v1beta/models/m:generateContent?key=AIzaSECRETSECRET"
+    ))
+    .body(ReplayBody::from("{}"))
+    .expect("request");
+    let err = ReqwestClient::new()
+        .oneshot(req)
+        .await
+        .expect_err("refused");
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains("SECRET"), "{shown}");
+}

@@ -57,3 +57,13 @@ fn made_outside_a_runtime_is_a_typed_error_not_a_panic() {
         tower_llm_resilience::redis::Redis::new("redis://127.0.0.1:6399").expect_err("no runtime");
     assert_eq!(err.field, "redis");
 }
+
+/// A brace in the prefix would become every key's Cluster hash tag (one
+/// slot for all): braces are dropped.
+#[tokio::test]
+async fn braces_never_reach_the_key_prefix() {
+    let redis = tower_llm_resilience::redis::Redis::new("redis://127.0.0.1:6399")
+        .expect("url")
+        .with_prefix("app{1}:");
+    assert_eq!(redis.prefix(), "app1:");
+}

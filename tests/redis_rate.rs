@@ -299,6 +299,39 @@ async fn two_seconds_of_latency_time_admissions_out_as_configured() {
     assert!(local.remote_stats().expect("redis").failed_decisions >= 1);
 }
 
+/// A round trip longer than the request may wait: with a 2 s handle
+/// timeout and Redis stalled, a request with a 100 ms deadline is answered
+/// by its deadline, not after the handle's timeout.
+#[tokio::test]
+async fn a_stalled_redis_answers_by_the_requests_deadline() {
+    let Some(_probe) = RedisServer::get("redis_rate") else {
+        return;
+    };
+    let server = RedisServer::start().expect("redis-server");
+    let redis = server.handle().with_timeout(Duration::from_secs(2));
+    let limits = requests(100, Duration::from_secs(60), 100);
+    let layer = RateLimitBuilder::default()
+        .limits(limits)
+        .redis(redis)
+        .redis_failure(FailurePolicy::Local { instances: 4 })
+        .build()
+        .expect("config");
+    let sent = Arc::new(AtomicU64::new(0));
+    one(&layer, &sent).await.expect("warm");
+    assert_eq!(server.command(&["CLIENT", "PAUSE", "1500", "ALL"]), "+OK");
+    let mut req = request();
+    req.extensions_mut()
+        .insert(tower_llm_resilience::Deadline::after(
+            Duration::from_millis(100),
+        ));
+    let started = Instant::now();
+    let svc = tower::Layer::layer(&layer, counting(Arc::clone(&sent)));
+    let answer = svc.oneshot(req).await;
+    let took = started.elapsed();
+    assert!(answer.is_err(), "no admission could be made in time");
+    assert!(took < Duration::from_millis(600), "answered after {took:?}");
+}
+
 #[test]
 fn client_clocks_thirty_seconds_apart_change_nothing() {
     // Two runtimes, two clocks: B's jumps 30 s ahead after it is built.

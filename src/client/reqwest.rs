@@ -74,9 +74,19 @@ impl Service<Request<ReplayBody>> for ReqwestClient {
         let req = req.map(|body| reqwest::Body::from(body.as_bytes().clone()));
         let client = self.inner.clone();
         Box::pin(async move {
-            let req = reqwest::Request::try_from(req)?;
-            let res = client.execute(req).await?;
-            Ok(ResponseBody::from_response(Response::from(res)))
+            // reqwest's errors name the URL, whose query may hold a key
+            // (Gemini's `key=`): dropped, as every error of the crate
+            // keeps secrets out.
+            let req = reqwest::Request::try_from(req).map_err(reqwest::Error::without_url)?;
+            let res = client
+                .execute(req)
+                .await
+                .map_err(reqwest::Error::without_url)?;
+            let res = Response::from(res).map(|body| {
+                use http_body_util::BodyExt;
+                body.map_err(reqwest::Error::without_url)
+            });
+            Ok(ResponseBody::from_response(res))
         })
     }
 }

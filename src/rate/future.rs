@@ -297,7 +297,17 @@ async fn admit(
             #[cfg(feature = "redis")]
             None if !behind_others && shared.config.remote.is_some() => {
                 let remote = shared.config.remote.as_ref().expect("checked");
-                match super::remote::attempt(remote, &shared, &group, cost).await? {
+                // The round trip (and a fallback's) ends by the give-up
+                // time too, not only by the handle's timeout.
+                let step = super::remote::attempt(remote, &shared, &group, cost);
+                let step = match give_up_at {
+                    Some(at) => match tokio::time::timeout_at(at, step).await {
+                        Ok(step) => step,
+                        Err(_) => return Err(give_up(fail_fast, started, at)),
+                    },
+                    None => step.await,
+                };
+                match step? {
                     super::remote::Step::Admitted {
                         group,
                         ticket,

@@ -22,6 +22,7 @@ use crate::error::{BackendError, InvalidConfig};
 /// `Debug` shows the server's address without its password.
 #[derive(Clone)]
 pub struct Redis {
+    client: redis::Client,
     conn: ConnectionManager,
     timeout: Duration,
     errors: Arc<AtomicU64>,
@@ -60,19 +61,9 @@ impl Redis {
             .map_err(|_| InvalidConfig::new("redis.url", "not a valid Redis URL"))?;
         let address = client.get_connection_info().addr().to_string();
         let timeout = Duration::from_millis(50);
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            // No response timeout of the manager's own: the bound is the
-            // handle's `timeout`, which `with_timeout` may change after the
-            // manager is made (a fixed one would cut every command at 50 ms).
-            .set_response_timeout(None)
-            // Reconnect attempts are the manager's; a command does not wait
-            // for them beyond its own timeout.
-            .set_number_of_retries(1);
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|_| InvalidConfig::new("redis.url", "cannot make a connection manager"))?;
         Ok(Redis {
-            conn,
+            conn: manager(&client, timeout)?,
+            client,
             timeout,
             errors: Arc::new(AtomicU64::new(0)),
             prefix: Arc::from("llm:"),
@@ -80,18 +71,30 @@ impl Redis {
         })
     }
 
-    /// The bound on every command (connecting included).
+    /// The bound on every command, connecting included (a new connection
+    /// manager is made for it: call it before cloning the handle).
     #[must_use]
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        if let Ok(conn) = manager(&self.client, timeout) {
+            self.conn = conn;
+        }
         self.timeout = timeout;
         self
     }
 
     /// The prefix of every key this crate writes (default `llm:`): lets
-    /// deployments, or tests, share one server without meeting.
+    /// deployments, or tests, share one server without meeting. Braces are
+    /// dropped from it: the keys of one group share a Redis Cluster hash
+    /// tag (`{…}`), which a brace in the prefix would replace, putting
+    /// every key in one slot.
     #[must_use]
     pub fn with_prefix(mut self, prefix: impl Into<Arc<str>>) -> Self {
-        self.prefix = prefix.into();
+        let prefix: Arc<str> = prefix.into();
+        self.prefix = if prefix.contains(['{', '}']) {
+            Arc::from(prefix.replace(['{', '}'], ""))
+        } else {
+            prefix
+        };
         self
     }
 
@@ -167,4 +170,18 @@ impl Redis {
     pub(crate) fn script(source: &str) -> Script {
         Script::new(source)
     }
+}
+
+/// A lazy connection manager whose connecting is bounded by `timeout`.
+/// It has no response timeout of its own: each command is bounded by the
+/// handle's (a fixed one here would cut every command at it).
+fn manager(client: &redis::Client, timeout: Duration) -> Result<ConnectionManager, InvalidConfig> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(None)
+        // Reconnect attempts are the manager's; a command does not wait
+        // for them beyond its own timeout.
+        .set_number_of_retries(1);
+    ConnectionManager::new_lazy_with_config(client.clone(), config)
+        .map_err(|_| InvalidConfig::new("redis.url", "cannot make a connection manager"))
 }
