@@ -118,9 +118,14 @@ impl Held for Box<Reconcile> {
             return Ok(ResponseBody::from_response(res));
         };
         let hold = &reconcile.hold;
-        hold.group
+        let _remaining = hold
+            .group
             .shared
             .learn(&hold.group, &hold.ticket, res.status(), res.headers());
+        // What the provider says remains holds for every process: the
+        // shared buckets are tightened too.
+        #[cfg(feature = "redis")]
+        hold.remote_tighten(_remaining);
         // A 429's gate closes for every process, not only this one.
         #[cfg(feature = "redis")]
         if hold.remote && res.status() == http::StatusCode::TOO_MANY_REQUESTS {
@@ -435,6 +440,26 @@ impl Hold {
             remote
                 .store
                 .reconcile(self.group.key.hash(), limits, delta, gate);
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Hold {
+    /// Sends the provider's `remaining` to Redis, for a reservation made
+    /// there (spawned: nothing waits for it).
+    fn remote_tighten(&self, remaining: [Option<u64>; DIMENSIONS]) {
+        if !self.remote || remaining.iter().all(Option::is_none) {
+            return;
+        }
+        let shared = &self.group.shared;
+        if let Some(remote) = &shared.config.remote {
+            remote.store.tighten(
+                self.group.key.hash(),
+                shared.limits_of(&self.group),
+                remaining,
+                self.ticket.remote_net,
+            );
         }
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::gcra::{CostExceedsBurst, DIMENSIONS, Denied, Limit};
 use super::state::{Attempt, Group, Limiter, Shared};
-use crate::redis::limiter::{Decision, RemoteStore};
+use crate::redis::limiter::{Decision, Nets, RemoteStore, net_minus};
 use crate::redis::{FailurePolicy, Redis};
 use crate::sync::{Arc, Mutex, lock};
 
@@ -56,28 +56,42 @@ pub(crate) struct Lease {
     /// Redis said the next lease fits no sooner than this (ns on the
     /// limiter's clock): nobody asks before.
     retry_at: u64,
+    /// The group's net counters in Redis right after the lease was taken.
+    net: Nets,
 }
 
 impl Lease {
     /// Takes `cost` from the credit when it covers every limited
-    /// dimension and the lease is fresh.
+    /// dimension and the lease is fresh; then returns the reservation's
+    /// net counters: the lease's, less the credit still unused (that
+    /// credit counts as reserved after this request, so a response's
+    /// `remaining` is corrected by it too — strict if it goes unused).
     fn take(
         &mut self,
         cost: &[u64; DIMENSIONS],
         limits: &[Option<Limit>; DIMENSIONS],
         now: u64,
-    ) -> bool {
+    ) -> Option<Nets> {
         let fresh = now.saturating_sub(self.taken) <= nanos(LEASE_MAX_AGE);
         let covers = (0..DIMENSIONS).all(|i| limits[i].is_none() || self.credit[i] >= cost[i]);
         if !fresh || !covers || self.cap.iter().all(|&c| c == 0) {
-            return false;
+            return None;
         }
         for i in 0..DIMENSIONS {
             if limits[i].is_some() {
                 self.credit[i] -= cost[i];
             }
         }
-        true
+        Some(self.position())
+    }
+
+    /// The net counters of a reservation whose lease has `credit` left.
+    fn position(&self) -> Nets {
+        let mut out = self.net;
+        for (o, c) in out.iter_mut().zip(self.credit) {
+            *o = net_minus(*o, c);
+        }
+        out
     }
 
     /// Everything to send with the next lease: the pending corrections and
@@ -182,16 +196,16 @@ pub(crate) async fn attempt(
             remote: true,
         };
         let local = |lease: &mut Lease, now: u64| {
-            if lease.take(&cost, &limits, now) {
-                Some(Ok(()))
+            if let Some(net) = lease.take(&cost, &limits, now) {
+                Some(Ok(net))
             } else if lease.retry_at > now {
                 Some(Err(lease.retry_at))
             } else {
                 None
             }
         };
-        let from_lease = |outcome: Result<(), u64>| match outcome {
-            Ok(()) => admitted(shared.hold_remote(group, cost, shared.now())),
+        let from_lease = |outcome: Result<Nets, u64>| match outcome {
+            Ok(net) => admitted(shared.hold_remote(group, cost, shared.now(), net)),
             Err(at) => Step::Attempt(Attempt::At {
                 at,
                 cooldown: false,
@@ -216,7 +230,7 @@ pub(crate) async fn attempt(
             .await;
         let mut lease = lock(&group.lease.state);
         match answer {
-            Ok(Decision::Leased(multiples)) => {
+            Ok(Decision::Leased(multiples, net)) => {
                 // One for this request; the rest is credit.
                 for i in 0..DIMENSIONS {
                     if limits[i].is_some() {
@@ -226,8 +240,10 @@ pub(crate) async fn attempt(
                     }
                 }
                 lease.taken = shared.now();
+                lease.net = net;
+                let position = lease.position();
                 drop(lease);
-                Ok(Decision::Admitted)
+                Ok(Decision::Admitted(position))
             }
             Ok(Decision::Wait { wait, gate }) => {
                 lease.retry_at = shared.now().saturating_add(nanos(wait));
@@ -247,8 +263,8 @@ pub(crate) async fn attempt(
         remote.store.admit(group.key.hash(), &limits, &cost).await
     };
     let failure = match answer {
-        Ok(Decision::Admitted | Decision::Leased(_)) => {
-            let ticket = shared.hold_remote(group, cost, shared.now());
+        Ok(Decision::Admitted(net) | Decision::Leased(_, net)) => {
+            let ticket = shared.hold_remote(group, cost, shared.now(), net);
             return Ok(Step::Admitted {
                 group: Arc::clone(group),
                 ticket,
@@ -274,7 +290,8 @@ pub(crate) async fn attempt(
     };
     match remote.store.policy {
         FailurePolicy::FailOpen => {
-            let ticket = shared.hold_remote(group, cost, shared.now());
+            // Not reserved in Redis: no counters (nothing is sent there).
+            let ticket = shared.hold_remote(group, cost, shared.now(), [0; DIMENSIONS]);
             Ok(Step::Admitted {
                 group: Arc::clone(group),
                 ticket,
@@ -343,9 +360,9 @@ mod tests {
             ..Lease::default()
         };
         // The unlimited dimension is not asked for.
-        assert!(lease.take(&[1, 999, 10], &limits, 0));
+        assert!(lease.take(&[1, 999, 10], &limits, 0).is_some());
         assert_eq!(lease.credit, [2, 0, 20]);
-        assert!(!lease.take(&[1, 0, 21], &limits, 0), "credit too low");
+        assert!(lease.take(&[1, 0, 21], &limits, 0).is_none(), "credit too low");
         // A refund beyond the cap waits to be sent; a charge beyond the
         // credit too.
         lease.correct(&[0, 0, -25]);
@@ -359,9 +376,28 @@ mod tests {
             pending: [0, 0, 7],
             ..Lease::default()
         };
-        assert!(!old.take(&[1, 0, 1], &limits, nanos(LEASE_MAX_AGE) + 1));
+        assert!(
+            old.take(&[1, 0, 1], &limits, nanos(LEASE_MAX_AGE) + 1)
+                .is_none()
+        );
         assert_eq!(old.flush(), [-3, 0, -23]);
         assert_eq!(old.credit, [0; DIMENSIONS]);
+    }
+
+    #[test]
+    fn a_reservation_from_a_lease_counts_the_unused_credit_as_after_it() {
+        let limits = limited();
+        // A lease of 4 × (1 request, 10 tokens) left the counters at
+        // (40, 0, 400); the first went to the request that took it.
+        let mut lease = Lease {
+            credit: [3, 0, 30],
+            cap: [4, 0, 40],
+            net: [40, 0, 400],
+            ..Lease::default()
+        };
+        assert_eq!(lease.position(), [37, 0, 370]);
+        assert_eq!(lease.take(&[1, 0, 10], &limits, 0), Some([38, 0, 380]));
+        assert_eq!(lease.take(&[1, 0, 10], &limits, 0), Some([39, 0, 390]));
     }
 
     #[test]

@@ -5,7 +5,8 @@
 -- unlimited), ARGV[5i-1] the burst, ARGV[5i] the cost of one, ARGV[5i+1]
 -- units to give back, ARGV[5i+2] units to charge.
 -- Reserves k multiples of the cost, all or none (k lowered to what a
--- burst holds, at least one): returns {0, k}; else as admit.lua ({1, wait
+-- burst holds, at least one): returns {0, k, then the net counter of every
+-- dimension after it}; else as admit.lua ({1, wait
 -- ns until the k multiples fit, dimension or -1}; {2, dimension, burst}).
 -- The corrections are applied either way.
 local k = tonumber(ARGV[2])
@@ -15,9 +16,12 @@ for i = 1, n do
   local refund = tonumber(ARGV[5 * i + 1])
   local charge = tonumber(ARGV[5 * i + 2])
   if interval > 0 then
+    if refund > 0 or charge > 0 then
+      count(i, charge - refund)
+      changed = true
+    end
     if refund > 0 and tats[i] > now then
       tats[i] = math.max(tats[i] - refund * interval, now)
-      changed = true
     end
     if charge > 0 then
       tats[i] = math.min(math.max(tats[i], now) + charge * interval, now + MAX_AHEAD)
@@ -68,7 +72,10 @@ for i = 1, n do
   local cost = tonumber(ARGV[5 * i])
   if interval > 0 and cost > 0 then
     tats[i] = math.max(tats[i], now) + k * cost * interval
+    count(i, k * cost)
   end
 end
 save()
-return {0, k}
+local reply = {0, k}
+for i = 1, n do reply[i + 2] = nets[i] end
+return reply
