@@ -726,7 +726,10 @@ async fn a_providers_remaining_tightens_every_process() {
     // before the tighten lands (spawned) is taken off the provider's 3 as
     // reserved after A's request, so the 3 hold either way.
     let admitted = until_refused(&b).await;
-    assert_eq!(admitted, 3, "B admitted {admitted} after the provider said 3");
+    assert_eq!(
+        admitted, 3,
+        "B admitted {admitted} after the provider said 3"
+    );
     assert_eq!(a.remote_stats().expect("redis").failed_reconciles, 0);
 }
 
@@ -756,7 +759,7 @@ async fn a_providers_remaining_above_the_shared_bucket_loosens_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_providers_remaining_tightens_every_process_through_leases() {
+async fn a_providers_remaining_tightens_every_process_with_the_next_lease() {
     let Some(server) = RedisServer::get("redis_rate") else {
         return;
     };
@@ -771,8 +774,19 @@ async fn a_providers_remaining_tightens_every_process_through_leases() {
         &[("anthropic-ratelimit-requests-remaining", "6")],
     );
     assert_eq!(through(&a, upstream).await.expect("answered"), 200);
-    // A's 3 unused credits count as reserved after its request (it may
-    // send them at any time): of the provider's 6, B gets 3, not 16.
+    // With leases the provider's word waits for A's next round trip:
+    // A's credit (3) goes first, then A asks again.
+    let sent = Arc::new(AtomicU64::new(0));
+    for _ in 0..3 {
+        one(&a, &sent).await.expect("from the credit");
+    }
+    assert_eq!(a.remote_stats().expect("redis").round_trips, 1);
+    // Of the provider's 6, A's 3 are gone: 3 are left, less than A's next
+    // lease of 4 — refused — and B, which never saw that response, gets 3
+    // and not 16.
+    let err = one(&a, &sent).await.expect_err("4 do not fit in 3");
+    assert!(err.downcast_ref::<RateLimited>().is_some(), "{err}");
+    assert_eq!(a.remote_stats().expect("redis").round_trips, 2);
     let admitted = until_refused(&b).await;
     assert_eq!(admitted, 3, "B admitted {admitted}");
 }

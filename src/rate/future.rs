@@ -118,10 +118,10 @@ impl Held for Box<Reconcile> {
             return Ok(ResponseBody::from_response(res));
         };
         let hold = &reconcile.hold;
-        let _remaining = hold
-            .group
-            .shared
-            .learn(&hold.group, &hold.ticket, res.status(), res.headers());
+        let _remaining =
+            hold.group
+                .shared
+                .learn(&hold.group, &hold.ticket, res.status(), res.headers());
         // What the provider says remains holds for every process: the
         // shared buckets are tightened too.
         #[cfg(feature = "redis")]
@@ -454,9 +454,20 @@ impl Hold {
         }
         let shared = &self.group.shared;
         if let Some(remote) = &shared.config.remote {
+            let limits = shared.limits_of(&self.group);
+            if remote.leases() {
+                // Kept with the lease, sent with the next one (one round
+                // trip per lease, not one per response).
+                let mut within = remaining;
+                for (r, l) in within.iter_mut().zip(limits) {
+                    *r = r.zip(l).map(|(r, l)| r.min(l.burst()));
+                }
+                crate::sync::lock(&self.group.lease.state).bound(&within, &self.ticket.remote_net);
+                return;
+            }
             remote.store.tighten(
                 self.group.key.hash(),
-                shared.limits_of(&self.group),
+                limits,
                 remaining,
                 self.ticket.remote_net,
             );

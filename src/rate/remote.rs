@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::gcra::{CostExceedsBurst, DIMENSIONS, Denied, Limit};
 use super::state::{Attempt, Group, Limiter, Shared};
-use crate::redis::limiter::{Decision, Nets, RemoteStore, net_minus};
+use crate::redis::limiter::{Decision, NET_MODULUS, Nets, RemoteStore, net_minus};
 use crate::redis::{FailurePolicy, Redis};
 use crate::sync::{Arc, Mutex, lock};
 
@@ -58,6 +58,11 @@ pub(crate) struct Lease {
     retry_at: u64,
     /// The group's net counters in Redis right after the lease was taken.
     net: Nets,
+    /// The provider's `remaining` learned since the last lease, per
+    /// dimension, as the net counter value at which the shared bucket
+    /// holds nothing (`remaining` + the counter after the request it
+    /// answered): the strictest of them, sent with the next lease.
+    bounds: [Option<u64>; DIMENSIONS],
 }
 
 impl Lease {
@@ -101,10 +106,33 @@ impl Lease {
         for (o, c) in out.iter_mut().zip(self.credit) {
             *o -= i128::from(c);
         }
-        let retry_at = self.retry_at;
+        let (retry_at, bounds) = (self.retry_at, self.bounds);
         *self = Lease::default();
         self.retry_at = retry_at;
+        self.bounds = bounds;
         out
+    }
+
+    /// A response to a request with net counters `net` said `remaining`
+    /// (each at most its dimension's burst): kept, the strictest per
+    /// dimension, for the next lease. Every response carries these, so
+    /// sending each at once would cost the round trip a lease saves.
+    pub(crate) fn bound(&mut self, remaining: &[Option<u64>; DIMENSIONS], net: &Nets) {
+        for i in 0..DIMENSIONS {
+            let Some(r) = remaining[i] else { continue };
+            let new = (r % NET_MODULUS + net[i]) % NET_MODULUS;
+            self.bounds[i] = Some(match self.bounds[i] {
+                // On the counters' circle: `new` is the lower when the
+                // difference wraps.
+                Some(old) if net_minus(new, old) < NET_MODULUS / 2 => old,
+                _ => new,
+            });
+        }
+    }
+
+    /// The bounds to send with the next lease (then none are kept).
+    fn take_bounds(&mut self) -> [Option<u64>; DIMENSIONS] {
+        std::mem::take(&mut self.bounds)
     }
 
     /// A settled request's correction: a refund goes into the credit (up
@@ -216,17 +244,24 @@ pub(crate) async fn attempt(
         }
         // One asks at a time; the others use its answer.
         let _asking = group.lease.asking.lock().await;
-        let corrections = {
+        let (corrections, bounds) = {
             let mut lease = lock(&group.lease.state);
             if let Some(outcome) = local(&mut lease, shared.now()) {
                 drop(lease);
                 return Ok(from_lease(outcome));
             }
-            lease.flush()
+            (lease.flush(), lease.take_bounds())
         };
         let answer = remote
             .store
-            .lease(group.key.hash(), &limits, &cost, remote.lease, &corrections)
+            .lease(
+                group.key.hash(),
+                &limits,
+                &cost,
+                remote.lease,
+                &corrections,
+                &bounds,
+            )
             .await;
         let mut lease = lock(&group.lease.state);
         match answer {
@@ -255,6 +290,12 @@ pub(crate) async fn attempt(
                 // second charge errs safe), refunds dropped (likewise).
                 for (p, c) in lease.pending.iter_mut().zip(corrections) {
                     *p += c.max(0);
+                }
+                // A bound applied twice lowers nothing more: kept.
+                for (kept, b) in lease.bounds.iter_mut().zip(bounds) {
+                    if kept.is_none() {
+                        *kept = b;
+                    }
                 }
                 Err(e)
             }
@@ -362,7 +403,10 @@ mod tests {
         // The unlimited dimension is not asked for.
         assert!(lease.take(&[1, 999, 10], &limits, 0).is_some());
         assert_eq!(lease.credit, [2, 0, 20]);
-        assert!(lease.take(&[1, 0, 21], &limits, 0).is_none(), "credit too low");
+        assert!(
+            lease.take(&[1, 0, 21], &limits, 0).is_none(),
+            "credit too low"
+        );
         // A refund beyond the cap waits to be sent; a charge beyond the
         // credit too.
         lease.correct(&[0, 0, -25]);
@@ -398,6 +442,22 @@ mod tests {
         assert_eq!(lease.position(), [37, 0, 370]);
         assert_eq!(lease.take(&[1, 0, 10], &limits, 0), Some([38, 0, 380]));
         assert_eq!(lease.take(&[1, 0, 10], &limits, 0), Some([39, 0, 390]));
+    }
+
+    #[test]
+    fn a_lease_keeps_the_strictest_bound_until_the_next_lease() {
+        let mut lease = Lease::default();
+        // 6 remain after the request at counter 10: nothing left at 16.
+        lease.bound(&[Some(6), None, None], &[10, 0, 0]);
+        // A later response, looser (20 + 2 = 22), then stricter (1 + 14).
+        lease.bound(&[Some(2), None, None], &[20, 0, 0]);
+        assert_eq!(lease.bounds[0], Some(16));
+        lease.bound(&[Some(1), None, Some(5)], &[14, 0, NET_MODULUS - 2]);
+        assert_eq!(lease.bounds, [Some(15), None, Some(3)]);
+        // They survive a flush and go once.
+        let _ = lease.flush();
+        assert_eq!(lease.take_bounds(), [Some(15), None, Some(3)]);
+        assert_eq!(lease.take_bounds(), [None; DIMENSIONS]);
     }
 
     #[test]

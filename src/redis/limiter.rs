@@ -28,6 +28,25 @@
 //!   429 closes. It runs spawned, off the response path, bounded by the
 //!   handle's timeout; a failure is counted.
 //!
+//! - `scripts/tighten.lua`: learning from the provider for every process.
+//!   The hash also holds a net counter per dimension (reservations and
+//!   leases, plus charges, minus refunds, by every process, modulo 2^50);
+//!   an admission returns it, and the request keeps it. A response whose
+//!   headers say `remaining` sends it back with that value: what was
+//!   reserved since (the counter now minus then) is not in the provider's
+//!   count, so the bucket is lowered to at most `remaining − since` from
+//!   Redis's now — a TAT only ever raised, the refill since the request
+//!   reached the provider not credited (it errs strict). This is the
+//!   in-memory limiter's `learn` (`src/rate/state.rs`) on the shared
+//!   state: admission and arrival at the provider differ by a variable
+//!   delay, and with limits equal to the quota the provider's bucket is
+//!   short now and then; its `remaining` says by how much. A request from
+//!   a lease counts the lease's unused credit as reserved after it (it may
+//!   be sent any time). Spawned, bounded and counted like `settle.lua`.
+//!   What it cannot see: a request admitted *before* another but reaching
+//!   the provider after it is in neither that response's `remaining` nor
+//!   its `since`.
+//!
 //! Every write sets a TTL of the time until the group is full again plus a
 //! second: an expired group is exactly a full one, so Redis never holds a
 //! group that does not matter. Scripts run by `EVALSHA` and are loaded
@@ -120,12 +139,14 @@ impl Default for FailurePolicy {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RemoteStats {
-    /// Scripts run (admissions and reconciliations), answered or not.
+    /// Scripts run (admissions, reconciliations and tightenings),
+    /// answered or not.
     pub round_trips: u64,
     /// Admission decisions Redis did not make (error, timeout, or skipped
     /// just after one), decided by the failure policy instead.
     pub failed_decisions: u64,
-    /// Reconciliations (refunds, charges, gates) that did not reach Redis.
+    /// Reconciliations (refunds, charges, gates, tightenings) that did not
+    /// reach Redis.
     pub failed_reconciles: u64,
 }
 
@@ -248,8 +269,11 @@ impl RemoteStore {
         })
     }
 
-    /// Runs the lease script: applies `corrections` (negative: give
-    /// back), then reserves up to `multiples` × `cost`, at least one.
+    /// Runs the lease script: applies `bounds` (the provider's
+    /// `remaining` learned since the last lease, as net counter values:
+    /// `Lease::bound` in `rate/remote.rs`) and `corrections`
+    /// (negative: give back), then reserves up to `multiples` × `cost`, at
+    /// least one.
     pub(crate) async fn lease(
         &self,
         group: u64,
@@ -257,6 +281,7 @@ impl RemoteStore {
         cost: &[u64; DIMENSIONS],
         multiples: u64,
         corrections: &[i128; DIMENSIONS],
+        bounds: &[Option<u64>; DIMENSIONS],
     ) -> Result<Decision, BackendError> {
         if self.clock() < self.skip_until.load(Ordering::Relaxed) {
             self.failed_decisions.fetch_add(1, Ordering::Relaxed);
@@ -277,6 +302,12 @@ impl RemoteStore {
                     .arg(refund)
                     .arg(charge),
                 None => invocation.arg(0).arg(0).arg(0).arg(0).arg(0),
+            };
+        }
+        for (limit, bound) in limits.iter().zip(bounds) {
+            match (limit, bound) {
+                (Some(_), Some(b)) => invocation.arg(b % NET_MODULUS),
+                _ => invocation.arg(-1),
             };
         }
         self.round_trips.fetch_add(1, Ordering::Relaxed);
@@ -441,7 +472,10 @@ mod tests {
 
     #[test]
     fn replies_decode_and_nonsense_is_refused() {
-        assert_eq!(decode(&[0, 17, 1, 0, 5]), Some(Decision::Admitted([1, 0, 5])));
+        assert_eq!(
+            decode(&[0, 17, 1, 0, 5]),
+            Some(Decision::Admitted([1, 0, 5]))
+        );
         // The counters are part of an admission.
         assert_eq!(decode(&[0, 17]), None);
         assert_eq!(decode(&[0, 17, 1, -1, 5]), None);
