@@ -42,7 +42,10 @@
 //!   delay, and with limits equal to the quota the provider's bucket is
 //!   short now and then; its `remaining` says by how much. A request from
 //!   a lease counts the lease's unused credit as reserved after it (it may
-//!   be sent any time). Spawned, bounded and counted like `settle.lua`.
+//!   be sent any time). Spawned, bounded and counted like `settle.lua`;
+//!   with leases, the strictest `remaining` per dimension is kept and
+//!   applied by the next lease instead (`lease.lua`), so a lease still
+//!   costs one round trip.
 //!   What it cannot see: a request admitted *before* another but reaching
 //!   the provider after it is in neither that response's `remaining` nor
 //!   its `since`.
