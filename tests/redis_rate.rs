@@ -723,3 +723,103 @@ async fn a_lease_keeps_refunds_and_sends_them_with_the_next() {
     assert_eq!(through(&a, svc.clone()).await.expect("a"), 200);
     assert_eq!(a.remote_stats().expect("redis").round_trips, 1);
 }
+
+/// B's admissions, 20 ms apart, until the first refusal: how many it sent.
+async fn until_refused(layer: &RateLimitLayer) -> u64 {
+    let sent = Arc::new(AtomicU64::new(0));
+    for _ in 0..50 {
+        if let Err(e) = one(layer, &sent).await {
+            assert!(e.downcast_ref::<RateLimited>().is_some(), "{e}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sent.load(Ordering::Relaxed)
+}
+
+#[tokio::test]
+async fn a_providers_remaining_tightens_every_process() {
+    let Some(server) = RedisServer::get("redis_rate") else {
+        return;
+    };
+    let redis = server.handle().with_timeout(Duration::from_millis(500));
+    // 10 a minute: after A's one, the shared bucket holds 9.
+    let limits = requests(10, Duration::from_secs(60), 10);
+    let a = limiter(Some(redis.clone()), limits, FailurePolicy::FailClosed);
+    let b = limiter(Some(redis.clone()), limits, FailurePolicy::FailClosed);
+    // Other traffic on the key, which neither limiter sees: the provider
+    // says 3 remain after A's request.
+    let upstream = answering(
+        200,
+        r#"{"usage":{"input_tokens":5,"output_tokens":2}}"#,
+        &[("anthropic-ratelimit-requests-remaining", "3")],
+    );
+    assert_eq!(through(&a, upstream).await.expect("answered"), 200);
+    // B never saw that response, yet admits 3 and not 9: what it admits
+    // before the tighten lands (spawned) is taken off the provider's 3 as
+    // reserved after A's request, so the 3 hold either way.
+    let admitted = until_refused(&b).await;
+    assert_eq!(
+        admitted, 3,
+        "B admitted {admitted} after the provider said 3"
+    );
+    assert_eq!(a.remote_stats().expect("redis").failed_reconciles, 0);
+}
+
+#[tokio::test]
+async fn a_providers_remaining_above_the_shared_bucket_loosens_nothing() {
+    let Some(server) = RedisServer::get("redis_rate") else {
+        return;
+    };
+    let redis = server.handle().with_timeout(Duration::from_millis(500));
+    let limits = requests(10, Duration::from_secs(60), 10);
+    let a = limiter(Some(redis.clone()), limits, FailurePolicy::FailClosed);
+    let b = limiter(Some(redis.clone()), limits, FailurePolicy::FailClosed);
+    let sent = Arc::new(AtomicU64::new(0));
+    // Five used; then a response (to A's sixth) says 500 remain.
+    for _ in 0..5 {
+        one(&b, &sent).await.expect("fits");
+    }
+    let upstream = answering(
+        200,
+        r#"{"usage":{"input_tokens":5,"output_tokens":2}}"#,
+        &[("anthropic-ratelimit-requests-remaining", "500")],
+    );
+    assert_eq!(through(&a, upstream).await.expect("answered"), 200);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Only the 4 left of the shared 10.
+    assert_eq!(until_refused(&b).await, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_providers_remaining_tightens_every_process_with_the_next_lease() {
+    let Some(server) = RedisServer::get("redis_rate") else {
+        return;
+    };
+    let redis = server.handle().with_timeout(Duration::from_millis(500));
+    let limits = requests(20, Duration::from_secs(60), 20);
+    // A leases 4 at once: 1 for its request, 3 of credit it keeps.
+    let a = leasing(redis.clone(), limits, 4);
+    let b = limiter(Some(redis.clone()), limits, FailurePolicy::FailClosed);
+    let upstream = answering(
+        200,
+        r#"{"usage":{"input_tokens":5,"output_tokens":2}}"#,
+        &[("anthropic-ratelimit-requests-remaining", "6")],
+    );
+    assert_eq!(through(&a, upstream).await.expect("answered"), 200);
+    // With leases the provider's word waits for A's next round trip:
+    // A's credit (3) goes first, then A asks again.
+    let sent = Arc::new(AtomicU64::new(0));
+    for _ in 0..3 {
+        one(&a, &sent).await.expect("from the credit");
+    }
+    assert_eq!(a.remote_stats().expect("redis").round_trips, 1);
+    // Of the provider's 6, A's 3 are gone: 3 are left, less than A's next
+    // lease of 4 — refused — and B, which never saw that response, gets 3
+    // and not 16.
+    let err = one(&a, &sent).await.expect_err("4 do not fit in 3");
+    assert!(err.downcast_ref::<RateLimited>().is_some(), "{err}");
+    assert_eq!(a.remote_stats().expect("redis").round_trips, 2);
+    let admitted = until_refused(&b).await;
+    assert_eq!(admitted, 3, "B admitted {admitted}");
+}

@@ -165,9 +165,14 @@ impl Held for Box<Reconcile> {
             return Ok(ResponseBody::from_response(res));
         };
         let hold = &reconcile.hold;
-        hold.group
-            .shared
-            .learn(&hold.group, &hold.ticket, res.status(), res.headers());
+        let _remaining =
+            hold.group
+                .shared
+                .learn(&hold.group, &hold.ticket, res.status(), res.headers());
+        // What the provider says remains holds for every process: the
+        // shared buckets are tightened too.
+        #[cfg(feature = "redis")]
+        hold.remote_tighten(_remaining);
         // A 429's gate closes for every process, not only this one.
         #[cfg(feature = "redis")]
         if hold.remote && res.status() == http::StatusCode::TOO_MANY_REQUESTS {
@@ -495,6 +500,37 @@ impl Hold {
             remote
                 .store
                 .reconcile(self.group.key.hash(), limits, delta, gate);
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Hold {
+    /// Sends the provider's `remaining` to Redis, for a reservation made
+    /// there (spawned: nothing waits for it).
+    fn remote_tighten(&self, remaining: [Option<u64>; DIMENSIONS]) {
+        if !self.remote || remaining.iter().all(Option::is_none) {
+            return;
+        }
+        let shared = &self.group.shared;
+        if let Some(remote) = &shared.config.remote {
+            let limits = shared.limits_of(&self.group);
+            if let Some(cell) = self.group.lease.as_deref() {
+                // Kept with the lease, sent with the next one (one round
+                // trip per lease, not one per response).
+                let mut within = remaining;
+                for (r, l) in within.iter_mut().zip(limits) {
+                    *r = r.zip(l).map(|(r, l)| r.min(l.burst()));
+                }
+                crate::sync::lock(&cell.state).bound(&within, &self.ticket.remote_net);
+                return;
+            }
+            remote.store.tighten(
+                self.group.key.hash(),
+                limits,
+                remaining,
+                self.ticket.remote_net,
+            );
         }
     }
 }

@@ -88,9 +88,14 @@
 //! by default a local limiter at limit ÷ instances), and Redis is asked
 //! again 250 ms later. [`RateLimitBuilder::redis_lease`] trades a stated
 //! over-admission for one round trip per batch of requests.
-//! Limits, learning, thresholds and [`GroupStats`] stay local: in Redis mode
-//! `available` and `utilization` describe the local buckets, not the shared
-//! ones.
+//! Limits, learned limits, thresholds and [`GroupStats`] stay local: in
+//! Redis mode `available` and `utilization` describe the local buckets, not
+//! the shared ones. What the provider says *remains* is shared: a
+//! response's `…-remaining` lowers the shared buckets (tighten-only), less
+//! what every process reserved after that request — counted by net
+//! counters in the group's hash, whose value at admission each request
+//! keeps — so a quota that the processes' delays to the provider make
+//! short now and then is met by all of them.
 //!
 //! # Readiness
 //!

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::gcra::{CostExceedsBurst, DIMENSIONS, Denied, Limit};
 use super::state::{Attempt, Group, Limiter, Shared};
-use crate::redis::limiter::{Decision, RemoteStore};
+use crate::redis::limiter::{Decision, NET_MODULUS, Nets, RemoteStore, net_minus};
 use crate::redis::{FailurePolicy, Redis};
 use crate::sync::{Arc, Mutex, lock};
 
@@ -56,28 +56,47 @@ pub(crate) struct Lease {
     /// Redis said the next lease fits no sooner than this (ns on the
     /// limiter's clock): nobody asks before.
     retry_at: u64,
+    /// The group's net counters in Redis right after the lease was taken.
+    net: Nets,
+    /// The provider's `remaining` learned since the last lease, per
+    /// dimension, as the net counter value at which the shared bucket
+    /// holds nothing (`remaining` + the counter after the request it
+    /// answered): the strictest of them, sent with the next lease.
+    bounds: [Option<u64>; DIMENSIONS],
 }
 
 impl Lease {
     /// Takes `cost` from the credit when it covers every limited
-    /// dimension and the lease is fresh.
+    /// dimension and the lease is fresh; then returns the reservation's
+    /// net counters: the lease's, less the credit still unused (that
+    /// credit counts as reserved after this request, so a response's
+    /// `remaining` is corrected by it too — strict if it goes unused).
     fn take(
         &mut self,
         cost: &[u64; DIMENSIONS],
         limits: &[Option<Limit>; DIMENSIONS],
         now: u64,
-    ) -> bool {
+    ) -> Option<Nets> {
         let fresh = now.saturating_sub(self.taken) <= nanos(LEASE_MAX_AGE);
         let covers = (0..DIMENSIONS).all(|i| limits[i].is_none() || self.credit[i] >= cost[i]);
         if !fresh || !covers || self.cap.iter().all(|&c| c == 0) {
-            return false;
+            return None;
         }
         for i in 0..DIMENSIONS {
             if limits[i].is_some() {
                 self.credit[i] -= cost[i];
             }
         }
-        true
+        Some(self.position())
+    }
+
+    /// The net counters of a reservation whose lease has `credit` left.
+    fn position(&self) -> Nets {
+        let mut out = self.net;
+        for (o, c) in out.iter_mut().zip(self.credit) {
+            *o = net_minus(*o, c);
+        }
+        out
     }
 
     /// Everything to send with the next lease: the pending corrections and
@@ -87,10 +106,33 @@ impl Lease {
         for (o, c) in out.iter_mut().zip(self.credit) {
             *o -= i128::from(c);
         }
-        let retry_at = self.retry_at;
+        let (retry_at, bounds) = (self.retry_at, self.bounds);
         *self = Lease::default();
         self.retry_at = retry_at;
+        self.bounds = bounds;
         out
+    }
+
+    /// A response to a request with net counters `net` said `remaining`
+    /// (each at most its dimension's burst): kept, the strictest per
+    /// dimension, for the next lease. Every response carries these, so
+    /// sending each at once would cost the round trip a lease saves.
+    pub(crate) fn bound(&mut self, remaining: &[Option<u64>; DIMENSIONS], net: &Nets) {
+        for i in 0..DIMENSIONS {
+            let Some(r) = remaining[i] else { continue };
+            let new = (r % NET_MODULUS + net[i]) % NET_MODULUS;
+            self.bounds[i] = Some(match self.bounds[i] {
+                // On the counters' circle: `new` is the lower when the
+                // difference wraps.
+                Some(old) if net_minus(new, old) < NET_MODULUS / 2 => old,
+                _ => new,
+            });
+        }
+    }
+
+    /// The bounds to send with the next lease (then none are kept).
+    fn take_bounds(&mut self) -> [Option<u64>; DIMENSIONS] {
+        std::mem::take(&mut self.bounds)
     }
 
     /// A settled request's correction: a refund goes into the credit (up
@@ -182,16 +224,16 @@ pub(crate) async fn attempt(
             remote: true,
         };
         let local = |lease: &mut Lease, now: u64| {
-            if lease.take(&cost, &limits, now) {
-                Some(Ok(()))
+            if let Some(net) = lease.take(&cost, &limits, now) {
+                Some(Ok(net))
             } else if lease.retry_at > now {
                 Some(Err(lease.retry_at))
             } else {
                 None
             }
         };
-        let from_lease = |outcome: Result<(), u64>| match outcome {
-            Ok(()) => admitted(shared.hold_remote(group, cost, shared.now())),
+        let from_lease = |outcome: Result<Nets, u64>| match outcome {
+            Ok(net) => admitted(shared.hold_remote(group, cost, shared.now(), net)),
             Err(at) => Step::Attempt(Attempt::At {
                 at,
                 cooldown: false,
@@ -202,21 +244,28 @@ pub(crate) async fn attempt(
         }
         // One asks at a time; the others use its answer.
         let _asking = cell.asking.lock().await;
-        let corrections = {
+        let (corrections, bounds) = {
             let mut lease = lock(&cell.state);
             if let Some(outcome) = local(&mut lease, shared.now()) {
                 drop(lease);
                 return Ok(from_lease(outcome));
             }
-            lease.flush()
+            (lease.flush(), lease.take_bounds())
         };
         let answer = remote
             .store
-            .lease(group.key.hash(), &limits, &cost, remote.lease, &corrections)
+            .lease(
+                group.key.hash(),
+                &limits,
+                &cost,
+                remote.lease,
+                &corrections,
+                &bounds,
+            )
             .await;
         let mut lease = lock(&cell.state);
         match answer {
-            Ok(Decision::Leased(multiples)) => {
+            Ok(Decision::Leased(multiples, net)) => {
                 // One for this request; the rest is credit.
                 for i in 0..DIMENSIONS {
                     if limits[i].is_some() {
@@ -226,8 +275,10 @@ pub(crate) async fn attempt(
                     }
                 }
                 lease.taken = shared.now();
+                lease.net = net;
+                let position = lease.position();
                 drop(lease);
-                Ok(Decision::Admitted)
+                Ok(Decision::Admitted(position))
             }
             Ok(Decision::Wait { wait, gate }) => {
                 lease.retry_at = shared.now().saturating_add(nanos(wait));
@@ -240,6 +291,12 @@ pub(crate) async fn attempt(
                 for (p, c) in lease.pending.iter_mut().zip(corrections) {
                     *p += c.max(0);
                 }
+                // A bound applied twice lowers nothing more: kept.
+                for (kept, b) in lease.bounds.iter_mut().zip(bounds) {
+                    if kept.is_none() {
+                        *kept = b;
+                    }
+                }
                 Err(e)
             }
         }
@@ -247,8 +304,8 @@ pub(crate) async fn attempt(
         remote.store.admit(group.key.hash(), &limits, &cost).await
     };
     let failure = match answer {
-        Ok(Decision::Admitted | Decision::Leased(_)) => {
-            let ticket = shared.hold_remote(group, cost, shared.now());
+        Ok(Decision::Admitted(net) | Decision::Leased(_, net)) => {
+            let ticket = shared.hold_remote(group, cost, shared.now(), net);
             return Ok(Step::Admitted {
                 group: Arc::clone(group),
                 ticket,
@@ -274,7 +331,8 @@ pub(crate) async fn attempt(
     };
     match remote.store.policy {
         FailurePolicy::FailOpen => {
-            let ticket = shared.hold_remote(group, cost, shared.now());
+            // Not reserved in Redis: no counters (nothing is sent there).
+            let ticket = shared.hold_remote(group, cost, shared.now(), [0; DIMENSIONS]);
             Ok(Step::Admitted {
                 group: Arc::clone(group),
                 ticket,
@@ -343,9 +401,12 @@ mod tests {
             ..Lease::default()
         };
         // The unlimited dimension is not asked for.
-        assert!(lease.take(&[1, 999, 10, 0], &limits, 0));
+        assert!(lease.take(&[1, 999, 10, 0], &limits, 0).is_some());
         assert_eq!(lease.credit, [2, 0, 20, 0]);
-        assert!(!lease.take(&[1, 0, 21, 0], &limits, 0), "credit too low");
+        assert!(
+            lease.take(&[1, 0, 21, 0], &limits, 0).is_none(),
+            "credit too low"
+        );
         // A refund beyond the cap waits to be sent; a charge beyond the
         // credit too.
         lease.correct(&[0, 0, -25, 0]);
@@ -359,9 +420,44 @@ mod tests {
             pending: [0, 0, 7, 0],
             ..Lease::default()
         };
-        assert!(!old.take(&[1, 0, 1, 0], &limits, nanos(LEASE_MAX_AGE) + 1));
+        assert!(
+            old.take(&[1, 0, 1, 0], &limits, nanos(LEASE_MAX_AGE) + 1)
+                .is_none()
+        );
         assert_eq!(old.flush(), [-3, 0, -23, 0]);
         assert_eq!(old.credit, [0; DIMENSIONS]);
+    }
+
+    #[test]
+    fn a_reservation_from_a_lease_counts_the_unused_credit_as_after_it() {
+        let limits = limited();
+        // A lease of 4 × (1 request, 10 tokens) left the counters at
+        // (40, 0, 400); the first went to the request that took it.
+        let mut lease = Lease {
+            credit: [3, 0, 30, 0],
+            cap: [4, 0, 40, 0],
+            net: [40, 0, 400, 0],
+            ..Lease::default()
+        };
+        assert_eq!(lease.position(), [37, 0, 370, 0]);
+        assert_eq!(lease.take(&[1, 0, 10, 0], &limits, 0), Some([38, 0, 380, 0]));
+        assert_eq!(lease.take(&[1, 0, 10, 0], &limits, 0), Some([39, 0, 390, 0]));
+    }
+
+    #[test]
+    fn a_lease_keeps_the_strictest_bound_until_the_next_lease() {
+        let mut lease = Lease::default();
+        // 6 remain after the request at counter 10: nothing left at 16.
+        lease.bound(&[Some(6), None, None, None], &[10, 0, 0, 0]);
+        // A later response, looser (20 + 2 = 22), then stricter (1 + 14).
+        lease.bound(&[Some(2), None, None, None], &[20, 0, 0, 0]);
+        assert_eq!(lease.bounds[0], Some(16));
+        lease.bound(&[Some(1), None, Some(5), None], &[14, 0, NET_MODULUS - 2, 0]);
+        assert_eq!(lease.bounds, [Some(15), None, Some(3), None]);
+        // They survive a flush and go once.
+        let _ = lease.flush();
+        assert_eq!(lease.take_bounds(), [Some(15), None, Some(3), None]);
+        assert_eq!(lease.take_bounds(), [None; DIMENSIONS]);
     }
 
     #[test]

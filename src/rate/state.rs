@@ -204,6 +204,11 @@ pub(crate) struct Ticket {
     at: u64,
     /// The key pool's calendar reservation, when a pool chose the key.
     pub(crate) pool: Option<super::pool::PoolTicket>,
+    /// Reserved in Redis: the group's net counters there right after this
+    /// reservation (what a response's `remaining` is corrected by, for
+    /// every process).
+    #[cfg(feature = "redis")]
+    pub(crate) remote_net: crate::redis::limiter::Nets,
 }
 
 impl Limiter {
@@ -419,6 +424,8 @@ impl Shared {
                     net_after: s.net_reserved,
                     at: now,
                     pool: None,
+                    #[cfg(feature = "redis")]
+                    remote_net: [0; DIMENSIONS],
                 };
                 let events = self.check_thresholds(group, &mut s, now);
                 drop(s);
@@ -593,13 +600,17 @@ impl Shared {
     }
 
     /// Learns from a response's status and headers.
+    ///
+    /// Returns the provider's `remaining` per dimension when learning
+    /// tightens by it (for a store outside the process to apply too), else
+    /// nothing.
     pub(crate) fn learn(
         &self,
         group: &Group,
         ticket: &Ticket,
         status: StatusCode,
         headers: &HeaderMap,
-    ) {
+    ) -> [Option<u64>; DIMENSIONS] {
         // Most responses carry no rate-limit header and are no 429: then
         // there is nothing to learn — unless a probe (auto mode) just ended.
         let carries = may_carry_quota(headers);
@@ -607,7 +618,7 @@ impl Shared {
             && status != StatusCode::TOO_MANY_REQUESTS
             && self.config.learning != Learning::Auto
         {
-            return;
+            return [None; DIMENSIONS];
         }
         let now = self.now();
         // Skip the snapshot (and its wall-clock read) when it would be empty.
@@ -656,6 +667,10 @@ impl Shared {
         // The end of a probe, a lower limit or a cooldown: the head of the
         // queue re-decides.
         self.wake(group);
+        if self.config.learning == Learning::Off {
+            return [None; DIMENSIONS];
+        }
+        quotas.map(|q| q.and_then(|q| q.remaining))
     }
 
     fn check_thresholds(&self, group: &Group, s: &mut GroupState, now: u64) -> Vec<ThresholdEvent> {
@@ -729,7 +744,15 @@ impl Shared {
 
     /// Records a reservation the store made (the local buckets are not
     /// charged): held, and counted as reserved for learning.
-    pub(crate) fn hold_remote(&self, group: &Group, cost: [u64; DIMENSIONS], now: u64) -> Ticket {
+    /// `remote_net`: the store's net counters right after it (zero when
+    /// the store did not reserve it).
+    pub(crate) fn hold_remote(
+        &self,
+        group: &Group,
+        cost: [u64; DIMENSIONS],
+        now: u64,
+        remote_net: crate::redis::limiter::Nets,
+    ) -> Ticket {
         let mut s = lock(&group.state);
         for (net, c) in s.net_reserved.iter_mut().zip(cost) {
             *net += i128::from(c);
@@ -740,6 +763,7 @@ impl Shared {
             net_after: s.net_reserved,
             at: now,
             pool: None,
+            remote_net,
         }
     }
 

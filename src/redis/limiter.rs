@@ -28,6 +28,28 @@
 //!   429 closes. It runs spawned, off the response path, bounded by the
 //!   handle's timeout; a failure is counted.
 //!
+//! - `scripts/tighten.lua`: learning from the provider for every process.
+//!   The hash also holds a net counter per dimension (reservations and
+//!   leases, plus charges, minus refunds, by every process, modulo 2^50);
+//!   an admission returns it, and the request keeps it. A response whose
+//!   headers say `remaining` sends it back with that value: what was
+//!   reserved since (the counter now minus then) is not in the provider's
+//!   count, so the bucket is lowered to at most `remaining − since` from
+//!   Redis's now — a TAT only ever raised, the refill since the request
+//!   reached the provider not credited (it errs strict). This is the
+//!   in-memory limiter's `learn` (`src/rate/state.rs`) on the shared
+//!   state: admission and arrival at the provider differ by a variable
+//!   delay, and with limits equal to the quota the provider's bucket is
+//!   short now and then; its `remaining` says by how much. A request from
+//!   a lease counts the lease's unused credit as reserved after it (it may
+//!   be sent any time). Spawned, bounded and counted like `settle.lua`;
+//!   with leases, the strictest `remaining` per dimension is kept and
+//!   applied by the next lease instead (`lease.lua`), so a lease still
+//!   costs one round trip.
+//!   What it cannot see: a request admitted *before* another but reaching
+//!   the provider after it is in neither that response's `remaining` nor
+//!   its `since`.
+//!
 //! Every write sets a TTL of the time until the group is full again plus a
 //! second: an expired group is exactly a full one, so Redis never holds a
 //! group that does not matter. Scripts run by `EVALSHA` and are loaded
@@ -74,6 +96,13 @@ static SETTLE: LazyLock<Script> = LazyLock::new(|| {
     ))
 });
 
+static TIGHTEN: LazyLock<Script> = LazyLock::new(|| {
+    Redis::script(concat!(
+        include_str!("scripts/prelude.lua"),
+        include_str!("scripts/tighten.lua")
+    ))
+});
+
 static LEASE: LazyLock<Script> = LazyLock::new(|| {
     Redis::script(concat!(
         include_str!("scripts/prelude.lua"),
@@ -113,22 +142,38 @@ impl Default for FailurePolicy {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RemoteStats {
-    /// Scripts run (admissions and reconciliations), answered or not.
+    /// Scripts run (admissions, reconciliations and tightenings),
+    /// answered or not.
     pub round_trips: u64,
     /// Admission decisions Redis did not make (error, timeout, or skipped
     /// just after one), decided by the failure policy instead.
     pub failed_decisions: u64,
-    /// Reconciliations (refunds, charges, gates) that did not reach Redis.
+    /// Reconciliations (refunds, charges, gates, tightenings) that did not
+    /// reach Redis.
     pub failed_reconciles: u64,
+}
+
+/// The group's net counters in Redis, per dimension: everything every
+/// process reserved, plus charges, minus refunds, modulo [`NET_MODULUS`].
+pub(crate) type Nets = [u64; DIMENSIONS];
+
+/// Where the scripts' net counters wrap (2^50: exact in a Lua double).
+pub(crate) const NET_MODULUS: u64 = 1 << 50;
+
+/// `net − units` on the counters' circle (a reservation's place before
+/// the credit of a lease it came from).
+pub(crate) fn net_minus(net: u64, units: u64) -> u64 {
+    (net % NET_MODULUS + NET_MODULUS - units % NET_MODULUS) % NET_MODULUS
 }
 
 /// Redis's answer to one admission.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Decision {
-    /// Reserved in every dimension.
-    Admitted,
-    /// A lease: this many multiples of the cost reserved (at least one).
-    Leased(u64),
+    /// Reserved in every dimension; the net counters right after.
+    Admitted(Nets),
+    /// A lease: this many multiples of the cost reserved (at least one);
+    /// the net counters right after.
+    Leased(u64, Nets),
     /// Not yet: try again after `wait` (measured on Redis's clock); `gate`
     /// when a 429's cooldown, not a bucket, holds it.
     Wait { wait: Duration, gate: bool },
@@ -227,8 +272,11 @@ impl RemoteStore {
         })
     }
 
-    /// Runs the lease script: applies `corrections` (negative: give
-    /// back), then reserves up to `multiples` × `cost`, at least one.
+    /// Runs the lease script: applies `bounds` (the provider's
+    /// `remaining` learned since the last lease, as net counter values:
+    /// `Lease::bound` in `rate/remote.rs`) and `corrections`
+    /// (negative: give back), then reserves up to `multiples` × `cost`, at
+    /// least one.
     pub(crate) async fn lease(
         &self,
         group: u64,
@@ -236,6 +284,7 @@ impl RemoteStore {
         cost: &[u64; DIMENSIONS],
         multiples: u64,
         corrections: &[i128; DIMENSIONS],
+        bounds: &[Option<u64>; DIMENSIONS],
     ) -> Result<Decision, BackendError> {
         if self.clock() < self.skip_until.load(Ordering::Relaxed) {
             self.failed_decisions.fetch_add(1, Ordering::Relaxed);
@@ -258,6 +307,12 @@ impl RemoteStore {
                 None => invocation.arg(0).arg(0).arg(0).arg(0).arg(0),
             };
         }
+        for (limit, bound) in limits.iter().zip(bounds) {
+            match (limit, bound) {
+                (Some(_), Some(b)) => invocation.arg(b % NET_MODULUS),
+                _ => invocation.arg(-1),
+            };
+        }
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let reply: Vec<i64> = match self.redis.run(&invocation).await {
             Ok(reply) => reply,
@@ -267,10 +322,11 @@ impl RemoteStore {
             }
         };
         let decision = match *reply {
-            [0, m] => u64::try_from(m)
+            [0, m, ..] => u64::try_from(m)
                 .ok()
                 .filter(|&m| m >= 1)
-                .map(Decision::Leased),
+                .zip(nets(&reply[2..]))
+                .map(|(m, nets)| Decision::Leased(m, nets)),
             _ => decode(&reply),
         };
         decision.ok_or_else(|| {
@@ -329,6 +385,52 @@ impl RemoteStore {
     }
 }
 
+impl RemoteStore {
+    /// Lowers the shared buckets to what the provider said `remaining`
+    /// (per dimension; `None`: not said) in the response to a request
+    /// admitted with net counters `net`, less what every process reserved
+    /// since (tighten-only), in a task of its own like
+    /// [`reconcile`](Self::reconcile). Nothing said of a limited
+    /// dimension, nothing sent.
+    pub(crate) fn tighten(
+        self: &std::sync::Arc<Self>,
+        group: u64,
+        limits: [Option<Limit>; DIMENSIONS],
+        remaining: [Option<u64>; DIMENSIONS],
+        net: Nets,
+    ) {
+        if !(0..DIMENSIONS).any(|i| limits[i].is_some() && remaining[i].is_some()) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.failed_reconciles.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let store = std::sync::Arc::clone(self);
+        let key = self.key(group);
+        runtime.spawn(async move {
+            let mut invocation = TIGHTEN.prepare_invoke();
+            invocation.key(key).arg(DIMENSIONS);
+            for ((limit, remaining), net) in limits.iter().zip(remaining).zip(net) {
+                match (limit, remaining) {
+                    // Above any burst, a `remaining` lowers nothing; kept
+                    // exact in a Lua double.
+                    (Some(l), Some(r)) => invocation
+                        .arg(l.interval_nanos())
+                        .arg(l.burst())
+                        .arg(r.min(l.burst()))
+                        .arg(net % NET_MODULUS),
+                    _ => invocation.arg(0).arg(0).arg(-1).arg(0),
+                };
+            }
+            store.round_trips.fetch_add(1, Ordering::Relaxed);
+            if store.redis.run::<i64>(&invocation).await.is_err() {
+                store.failed_reconciles.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+}
+
 /// A correction as (units to give back, units to charge).
 fn split(delta: i128) -> (u64, u64) {
     let magnitude = u64::try_from(delta.unsigned_abs()).unwrap_or(u64::MAX);
@@ -339,10 +441,22 @@ fn split(delta: i128) -> (u64, u64) {
     }
 }
 
+/// The net counters of a reply (one per dimension, each below
+/// [`NET_MODULUS`]).
+fn nets(reply: &[i64]) -> Option<Nets> {
+    let nets: Nets = reply
+        .iter()
+        .map(|&n| u64::try_from(n).ok().filter(|&n| n < NET_MODULUS))
+        .collect::<Option<Vec<_>>>()?
+        .try_into()
+        .ok()?;
+    Some(nets)
+}
+
 /// The admission script's reply.
 fn decode(reply: &[i64]) -> Option<Decision> {
     match *reply {
-        [0, _] => Some(Decision::Admitted),
+        [0, _, ..] => nets(&reply[2..]).map(Decision::Admitted),
         [1, wait, dimension] => Some(Decision::Wait {
             wait: Duration::from_nanos(u64::try_from(wait).ok()?),
             gate: dimension < 0,
@@ -361,7 +475,13 @@ mod tests {
 
     #[test]
     fn replies_decode_and_nonsense_is_refused() {
-        assert_eq!(decode(&[0, 17]), Some(Decision::Admitted));
+        assert_eq!(
+            decode(&[0, 17, 1, 0, 5, 0]),
+            Some(Decision::Admitted([1, 0, 5, 0]))
+        );
+        // The counters are part of an admission.
+        assert_eq!(decode(&[0, 17]), None);
+        assert_eq!(decode(&[0, 17, 1, -1, 5, 0]), None);
         assert_eq!(
             decode(&[1, 1_500, -1]),
             Some(Decision::Wait {
@@ -379,5 +499,13 @@ mod tests {
         assert_eq!(decode(&[1, -5, 0]), None);
         assert_eq!(decode(&[2, 9, 1]), None);
         assert_eq!(decode(&[7]), None);
+    }
+
+    #[test]
+    fn net_counters_subtract_on_their_circle() {
+        assert_eq!(net_minus(10, 4), 6);
+        // Across the wrap, as the scripts' counters wrap.
+        assert_eq!(net_minus(3, 5), NET_MODULUS - 2);
+        assert_eq!(net_minus(NET_MODULUS + 7, 2), 5);
     }
 }

@@ -3,21 +3,46 @@
 -- ARGV[1] = n, ARGV[2] = k, the most multiples of the cost to take, then
 -- per dimension i: ARGV[5i-2] the emission interval T in ns (0:
 -- unlimited), ARGV[5i-1] the burst, ARGV[5i] the cost of one, ARGV[5i+1]
--- units to give back, ARGV[5i+2] units to charge.
+-- units to give back, ARGV[5i+2] units to charge; then per dimension i,
+-- ARGV[5n+2+i]: the provider's `remaining` the process learned since its
+-- last lease, as a bound on the net counter (remaining + the counter after
+-- that request's reservation, modulo 2^50; -1: none) — what tighten.lua
+-- applies, folded into this call so that a lease costs one round trip.
 -- Reserves k multiples of the cost, all or none (k lowered to what a
--- burst holds, at least one): returns {0, k}; else as admit.lua ({1, wait
+-- burst holds, at least one): returns {0, k, then the net counter of every
+-- dimension after it}; else as admit.lua ({1, wait
 -- ns until the k multiples fit, dimension or -1}; {2, dimension, burst}).
--- The corrections are applied either way.
+-- The corrections and bounds are applied either way, the bounds first (they
+-- are counted against the counter as it stood before these corrections).
 local k = tonumber(ARGV[2])
 local changed = false
+for i = 1, n do
+  local interval = tonumber(ARGV[5 * i - 2])
+  local burst = tonumber(ARGV[5 * i - 1])
+  local bound = tonumber(ARGV[5 * n + 2 + i])
+  if interval > 0 and bound >= 0 then
+    local left = (bound - nets[i]) % NET
+    if left >= NET / 2 then left = 0 end
+    if left < burst then
+      local floor = now + (burst - left) * interval
+      if floor > tats[i] then
+        tats[i] = floor
+        changed = true
+      end
+    end
+  end
+end
 for i = 1, n do
   local interval = tonumber(ARGV[5 * i - 2])
   local refund = tonumber(ARGV[5 * i + 1])
   local charge = tonumber(ARGV[5 * i + 2])
   if interval > 0 then
+    if refund > 0 or charge > 0 then
+      count(i, charge - refund)
+      changed = true
+    end
     if refund > 0 and tats[i] > now then
       tats[i] = math.max(tats[i] - refund * interval, now)
-      changed = true
     end
     if charge > 0 then
       tats[i] = math.min(math.max(tats[i], now) + charge * interval, now + MAX_AHEAD)
@@ -68,7 +93,10 @@ for i = 1, n do
   local cost = tonumber(ARGV[5 * i])
   if interval > 0 and cost > 0 then
     tats[i] = math.max(tats[i], now) + k * cost * interval
+    count(i, k * cost)
   end
 end
 save()
-return {0, k}
+local reply = {0, k}
+for i = 1, n do reply[i + 2] = nets[i] end
+return reply

@@ -4,7 +4,8 @@
 -- ARGV[3i+1] units to give back, ARGV[3i+2] units to charge.
 -- A refund never moves a TAT below now (a full bucket cannot get fuller);
 -- a charge moves it forward past the burst if need be (the use happened),
--- at most 2^51 ns ahead. Returns 1.
+-- at most 2^51 ns ahead. The net counter moves by the whole correction,
+-- clamped or not (as the in-memory limiter's does). Returns 1.
 local close = tonumber(ARGV[2])
 if close > 0 then
   gate = math.max(gate, now + math.min(close, MAX_AHEAD))
@@ -14,6 +15,7 @@ for i = 1, n do
   local refund = tonumber(ARGV[3 * i + 1])
   local charge = tonumber(ARGV[3 * i + 2])
   if interval > 0 then
+    count(i, charge - refund)
     if refund > 0 and tats[i] > now then
       tats[i] = math.max(tats[i] - refund * interval, now)
     end
