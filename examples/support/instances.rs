@@ -294,10 +294,12 @@ pub async fn child(
         redis.as_ref(),
         plan.count,
     )?;
+    let client = HyperClient::new();
     let svc = Stack::builder()
         .rate_limit(rate)
         .concurrency(plan.concurrency)
-        .service(HyperClient::new());
+        .service(client.clone());
+    warm_up(&client, &plan.url, plan.concurrency).await;
 
     let wait = plan.start_at_ms.saturating_sub(unix_ms());
     tokio::time::sleep(Duration::from_millis(wait)).await;
@@ -431,4 +433,24 @@ impl Drop for RunRedis {
             let _ = c.wait();
         }
     }
+}
+
+/// Opens the process's connections before the common start, as a service
+/// keeps a warm pool: `n` requests at once to a path the simulator does
+/// not count (its 404). Otherwise eight processes opening fifty
+/// connections each at the start would reach the provider tens of
+/// milliseconds apart from their admissions — arrivals that no admission
+/// rule sees, and 429s at a limit set exactly at the quota.
+async fn warm_up(client: &HyperClient, url: &str, n: usize) {
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let client = client.clone();
+        let uri = format!("{url}/warm-up");
+        calls.spawn(async move {
+            let req = Request::get(uri).body(ReplayBody::empty()).ok()?;
+            let res = client.oneshot(req).await.ok()?;
+            res.into_body().collect().await.ok()
+        });
+    }
+    while calls.join_next().await.is_some() {}
 }

@@ -440,8 +440,14 @@ mod tests {
             ..Lease::default()
         };
         assert_eq!(lease.position(), [37, 0, 370, 0]);
-        assert_eq!(lease.take(&[1, 0, 10, 0], &limits, 0), Some([38, 0, 380, 0]));
-        assert_eq!(lease.take(&[1, 0, 10, 0], &limits, 0), Some([39, 0, 390, 0]));
+        assert_eq!(
+            lease.take(&[1, 0, 10, 0], &limits, 0),
+            Some([38, 0, 380, 0])
+        );
+        assert_eq!(
+            lease.take(&[1, 0, 10, 0], &limits, 0),
+            Some([39, 0, 390, 0])
+        );
     }
 
     #[test]
@@ -452,7 +458,10 @@ mod tests {
         // A later response, looser (20 + 2 = 22), then stricter (1 + 14).
         lease.bound(&[Some(2), None, None, None], &[20, 0, 0, 0]);
         assert_eq!(lease.bounds[0], Some(16));
-        lease.bound(&[Some(1), None, Some(5), None], &[14, 0, NET_MODULUS - 2, 0]);
+        lease.bound(
+            &[Some(1), None, Some(5), None],
+            &[14, 0, NET_MODULUS - 2, 0],
+        );
         assert_eq!(lease.bounds, [Some(15), None, Some(3), None]);
         // They survive a flush and go once.
         let _ = lease.flush();
