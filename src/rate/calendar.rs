@@ -231,7 +231,10 @@ impl PeriodUsage {
     pub(crate) fn roll(&mut self, quota: Option<&CalendarQuota>, unix: i64) -> i64 {
         let quota = quota.copied().unwrap_or_else(CalendarQuota::daily);
         let (index, end) = quota.period_at(unix);
-        if index != self.index {
+        // Only forward: a clock stepped back across midnight keeps the
+        // later period's counts (counting more, never handing out a fresh
+        // quota).
+        if index > self.index {
             *self = PeriodUsage {
                 index,
                 requests: 0,

@@ -120,6 +120,22 @@ fn usage_rolls_over_and_counts_against_the_quota() {
     assert_eq!((u.requests, u.tokens), (0, 0));
 }
 
+/// A clock stepped back across midnight (NTP, a VM resumed) does not hand
+/// the key a fresh quota: the later period's counts stay.
+#[test]
+fn a_clock_stepped_back_keeps_the_counts() {
+    let q = CalendarQuota::daily().requests(1);
+    let midnight = days_from_civil(2026, 12, 2) * 86_400;
+    let mut u = PeriodUsage::default();
+    assert_eq!(u.fits(Some(&q), 0, midnight + 5), QuotaFit::Fits);
+    u.requests += 1;
+    assert!(matches!(
+        u.fits(Some(&q), 0, midnight - 5),
+        QuotaFit::Exhausted { .. }
+    ));
+    assert_eq!(u.requests, 1);
+}
+
 #[test]
 fn invalid_quotas_are_refused() {
     assert!(
