@@ -64,7 +64,7 @@ struct Args {
     scale: f64,
     instances: Option<usize>,
     backends: Vec<instances::Backend>,
-    child: Option<String>,
+    child: bool,
 }
 
 fn args() -> Result<Args, String> {
@@ -82,7 +82,7 @@ fn args() -> Result<Args, String> {
         scale: 60.0,
         instances: None,
         backends: vec![instances::Backend::Local],
-        child: None,
+        child: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -126,8 +126,8 @@ fn args() -> Result<Args, String> {
                     .map(instances::Backend::parse)
                     .collect::<Result<_, _>>()?
             }
-            // The child side of `--instances` (the plan, as JSON).
-            "--child" => a.child = Some(value()?),
+            // The child side of `--instances` (its plan comes on stdin).
+            "--child" => a.child = true,
             "--help" | "-h" => {
                 println!(
                     "workload [--clients naive,tower,governor,ours,ours-nocache] [--requests N] \
@@ -633,10 +633,9 @@ async fn run_instances(
     let children = {
         let bodies = bodies.clone();
         tokio::task::spawn_blocking(move || {
-            instances::run_children(&plans, &bodies, instances::secret(), |plan| {
+            instances::run_children(&plans, &bodies, instances::secret(), |_plan| {
                 let mut cmd = std::process::Command::new(&exe);
-                cmd.arg("--child")
-                    .arg(serde_json::to_string(plan).unwrap_or_default());
+                cmd.arg("--child");
                 cmd
             })
         })
@@ -677,9 +676,8 @@ async fn run_instances(
 
 /// The child side of `--instances`: the plan from the command line, the
 /// secret and requests from stdin, the result line on stdout.
-async fn child(plan: &str) -> Result<(), BoxError> {
-    let plan: instances::Plan = serde_json::from_str(plan)?;
-    let (secret, bodies) =
+async fn child() -> Result<(), BoxError> {
+    let (secret, plan, bodies) =
         tokio::task::spawn_blocking(|| instances::read_input(std::io::stdin().lock())).await??;
     let report = instances::child(plan, secret, bodies).await?;
     instances::print_report(&report);
@@ -783,8 +781,8 @@ fn svg(reports: &[Report], scale: f64) -> String {
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let a = args()?;
-    if let Some(plan) = &a.child {
-        return child(plan).await;
+    if a.child {
+        return child().await;
     }
     let jobs = jobs(a.requests, a.seed);
     eprintln!(

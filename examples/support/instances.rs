@@ -117,7 +117,10 @@ pub fn limits(quota: (u64, u64, u64), scale: f64) -> Limits {
 }
 
 /// What one child does.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// It travels on the child's stdin, never its command line or
+/// environment (which `ps` and `/proc` show): it holds the API key and the
+/// Redis URL, which may hold a password. Its `Debug` shows neither.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Plan {
     /// This instance, `0..count`.
     pub index: usize,
@@ -184,9 +187,25 @@ pub fn secret() -> [u8; 32] {
     out
 }
 
-/// Starts one child as `command` says (its program and arguments, and
-/// the plan as it passes it), feeds it `secret` and `bodies`.
-fn spawn(mut command: Command, secret: [u8; 32], bodies: Vec<Bytes>) -> Result<Child, String> {
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan")
+            .field("index", &self.index)
+            .field("count", &self.count)
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts one child as `command` says (its program and arguments), feeds
+/// it `secret`, `plan` and `bodies` on stdin.
+fn spawn(
+    mut command: Command,
+    secret: [u8; 32],
+    plan: &Plan,
+    bodies: Vec<Bytes>,
+) -> Result<Child, String> {
+    let plan = serde_json::to_vec(plan).map_err(|e| format!("plan: {e}"))?;
     let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -198,6 +217,8 @@ fn spawn(mut command: Command, secret: [u8; 32], bodies: Vec<Bytes>) -> Result<C
     // start.
     std::thread::spawn(move || {
         let _ = stdin.write_all(&secret);
+        let _ = stdin.write_all(&(plan.len() as u32).to_le_bytes());
+        let _ = stdin.write_all(&plan);
         for b in &bodies {
             let _ = stdin.write_all(&(b.len() as u32).to_le_bytes());
             let _ = stdin.write_all(b);
@@ -218,7 +239,12 @@ pub fn run_children(
     let mut children = Vec::with_capacity(plans.len());
     for plan in plans {
         let cmd = command(plan);
-        children.push(spawn(cmd, secret, share(bodies, plan.index, plan.count))?);
+        children.push(spawn(
+            cmd,
+            secret,
+            plan,
+            share(bodies, plan.index, plan.count),
+        )?);
     }
     let mut reports = Vec::with_capacity(children.len());
     let mut failure = None;
@@ -246,11 +272,17 @@ pub fn run_children(
     }
 }
 
-/// The child's side: reads the secret and its requests from stdin.
-pub fn read_input(mut input: impl Read) -> std::io::Result<([u8; 32], Vec<Bytes>)> {
+/// The child's side: reads the secret, its plan and its requests from
+/// stdin.
+pub fn read_input(mut input: impl Read) -> std::io::Result<([u8; 32], Plan, Vec<Bytes>)> {
     let mut secret = [0u8; 32];
     input.read_exact(&mut secret)?;
     let mut input = BufReader::new(input);
+    let mut n = [0u8; 4];
+    input.read_exact(&mut n)?;
+    let mut plan = vec![0u8; u32::from_le_bytes(n) as usize];
+    input.read_exact(&mut plan)?;
+    let plan: Plan = serde_json::from_slice(&plan)?;
     let mut bodies = Vec::new();
     loop {
         if input.fill_buf()?.is_empty() {
@@ -262,7 +294,7 @@ pub fn read_input(mut input: impl Read) -> std::io::Result<([u8; 32], Vec<Bytes>
         input.read_exact(&mut body)?;
         bodies.push(Bytes::from(body));
     }
-    Ok((secret, bodies))
+    Ok((secret, plan, bodies))
 }
 
 /// The child's side: installs the run's key identity, builds the full
