@@ -337,7 +337,10 @@ async fn a_dead_redis_follows_the_policy_within_the_timeout() {
             .build()
             .expect("budget")
     };
-    let (closed, open) = (layer(FailurePolicy::Closed), layer(FailurePolicy::Open));
+    let (closed, open) = (
+        layer(FailurePolicy::FailClosed),
+        layer(FailurePolicy::FailOpen),
+    );
     bytes(
         svc(&closed, &up)
             .oneshot(anthropic(URI, KEY, body()))

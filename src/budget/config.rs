@@ -34,7 +34,10 @@ impl Tenant {
 }
 
 /// What the budget does when its store fails or does not answer within
-/// its timeout (a shared store, such as Redis).
+/// its timeout (a shared store, such as Redis). Named as the rate
+/// limiter's [`redis::FailurePolicy`](crate::redis::FailurePolicy), which
+/// adds a local fallback; a budget has none (a local share of a money cap
+/// would let n processes spend n shares).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum FailurePolicy {
@@ -43,10 +46,10 @@ pub enum FailurePolicy {
     /// guards money, and while the store is away nobody could tell how
     /// much is left).
     #[default]
-    Closed,
+    FailClosed,
     /// Send the request unreserved and uncounted: availability over the
     /// budget. Spend during the outage is not charged to any counter.
-    Open,
+    FailOpen,
 }
 
 /// A threshold was crossed: a counter's settled spend reached `threshold`
@@ -143,7 +146,7 @@ impl Default for BudgetBuilder {
             store: None,
             max_counters: DEFAULT_MAX_COUNTERS,
             default_output_tokens: 4096,
-            failure: FailurePolicy::Closed,
+            failure: FailurePolicy::FailClosed,
             clock: None,
         }
     }
@@ -222,7 +225,7 @@ impl BudgetBuilder {
         self
     }
 
-    /// What to do when the store fails (default [`FailurePolicy::Closed`]).
+    /// What to do when the store fails (default [`FailurePolicy::FailClosed`]).
     #[must_use]
     pub fn on_store_error(mut self, policy: FailurePolicy) -> Self {
         self.failure = policy;

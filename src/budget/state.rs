@@ -248,7 +248,7 @@ impl Shared {
                 self.store_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(budget = %self.name, error = %e, "budget store failed at admission");
                 match self.failure {
-                    FailurePolicy::Closed => Decision::Refuse(e.into()),
+                    FailurePolicy::FailClosed => Decision::Refuse(e.into()),
                     // Sent unreserved: nothing to settle.
                     _ => Decision::Admit(hold(Vec::new())),
                 }
