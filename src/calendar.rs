@@ -8,6 +8,10 @@
 //! conversions are Howard Hinnant's `days_from_civil` / `civil_from_days`,
 //! exact for every `i64` day this crate can meet.
 
+#[cfg(any(feature = "rate", feature = "budget"))]
+use std::fmt;
+#[cfg(any(feature = "rate", feature = "budget"))]
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Seconds in a day.
@@ -86,6 +90,54 @@ pub(crate) fn from_unix(secs: i64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs.unsigned_abs())
     } else {
         UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+    }
+}
+
+#[cfg_attr(
+    not(any(feature = "rate", feature = "budget")),
+    allow(dead_code, unreachable_pub)
+)]
+/// The wall clock calendar periods are counted by — per-key quotas
+/// ([`rate::CalendarQuota`](crate::rate::CalendarQuota)) and spend budgets
+/// ([`budget`](crate::budget)): [`SystemTime::now`] unless a test injects
+/// another ([`Clock::new`]).
+#[cfg(any(feature = "rate", feature = "budget"))]
+#[derive(Clone)]
+pub struct Clock(Option<Arc<dyn Fn() -> SystemTime + Send + Sync>>);
+
+#[cfg(any(feature = "rate", feature = "budget"))]
+impl Clock {
+    /// The system's wall clock.
+    pub fn system() -> Self {
+        Clock(None)
+    }
+
+    /// A clock that reads `now` (for tests: a time moved by hand).
+    pub fn new(now: impl Fn() -> SystemTime + Send + Sync + 'static) -> Self {
+        Clock(Some(Arc::new(now)))
+    }
+
+    /// Now, in Unix seconds (negative before 1970).
+    pub(crate) fn unix(&self) -> i64 {
+        unix(self.0.as_ref().map_or_else(SystemTime::now, |f| f()))
+    }
+}
+
+#[cfg(any(feature = "rate", feature = "budget"))]
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::system()
+    }
+}
+
+#[cfg(any(feature = "rate", feature = "budget"))]
+impl fmt::Debug for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Clock(injected)"
+        } else {
+            "Clock(system)"
+        })
     }
 }
 

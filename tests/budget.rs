@@ -15,8 +15,8 @@ use http_body_util::Full;
 use support::http::{anthropic, bytes, post_json};
 use tower::{Service, ServiceExt};
 use tower_llm_resilience::budget::{
-    BudgetEvent, BudgetLayer, Cap, MemoryBudgetStore, Money, Period, Price, PriceTable, Scope,
-    Tenant, UnknownModel,
+    BudgetEvent, BudgetLayer, Cap, Clock, MemoryBudgetStore, Money, Period, Price, PriceTable,
+    Scope, Tenant, UnknownModel,
 };
 use tower_llm_resilience::error::{BudgetExceeded, BudgetUnit, InvalidConfig, UnpricedModel};
 use tower_llm_resilience::{ReplayBody, RequestMeta};
@@ -136,7 +136,7 @@ async fn concurrent_requests_overshoot_a_cap_by_at_most_what_is_in_flight() {
     let layer = BudgetLayer::builder()
         .cap(Cap::tokens("global", Scope::GLOBAL, Period::day(), cap))
         .store(Arc::clone(&store))
-        .clock(|| at(NOW))
+        .clock(Clock::new(|| at(NOW)))
         .build()
         .expect("budget");
     let svc = tower::ServiceBuilder::new()
@@ -207,7 +207,7 @@ async fn reported_usage_is_priced_with_cache_writes_and_reads_apart() {
             Money::from_units(10),
         ))
         .store(Arc::clone(&store))
-        .clock(|| at(NOW))
+        .clock(Clock::new(|| at(NOW)))
         .build()
         .expect("budget");
     let mut svc = layer_on(layer, &script);
@@ -411,7 +411,7 @@ async fn the_threshold_callback_fires_once_per_crossing() {
         .tenant_header(HeaderName::from_static("x-tenant"))
         .thresholds(&[0.5, 0.8])
         .on_threshold(move |e| ev.lock().expect("events").push(e.clone()))
-        .clock(move || at(c.load(Ordering::SeqCst)))
+        .clock(Clock::new(move || at(c.load(Ordering::SeqCst))))
         .build()
         .expect("budget");
     let mut svc = layer_on(layer, &script);
@@ -474,7 +474,7 @@ async fn budget_exceeded_carries_the_reset_at_an_offset() {
     ] {
         let layer = BudgetLayer::builder()
             .cap(Cap::tokens("tiny", Scope::KEY, period, 1))
-            .clock(|| at(NOW))
+            .clock(Clock::new(|| at(NOW)))
             .build()
             .expect("budget");
         let mut svc = layer_on(layer, &script);

@@ -16,7 +16,7 @@ use http_body_util::Full;
 use support::http::{anthropic, bytes};
 use support::redis::RedisServer;
 use tower::{Service, ServiceExt};
-use tower_llm_resilience::budget::{BudgetLayer, Cap, FailurePolicy, Period, Scope};
+use tower_llm_resilience::budget::{BudgetLayer, Cap, Clock, FailurePolicy, Period, Scope};
 use tower_llm_resilience::error::{BackendError, BudgetExceeded};
 use tower_llm_resilience::redis::{Redis, RedisBudgetStore};
 use tower_llm_resilience::{BoxError, ReplayBody, RequestMeta, ResponseBody};
@@ -273,14 +273,14 @@ async fn skewed_client_clocks_charge_the_period_of_redis_time() {
         BudgetLayer::builder()
             .cap(Cap::tokens("t", Scope::GLOBAL, Period::day(), 3 * e))
             .store(RedisBudgetStore::new(another_process(&redis, &server)))
-            .clock(move || {
+            .clock(Clock::new(move || {
                 let now = SystemTime::now();
                 if skew >= 0 {
                     now + Duration::from_secs(skew as u64)
                 } else {
                     now - Duration::from_secs(skew.unsigned_abs())
                 }
-            })
+            }))
             .build()
             .expect("budget")
     };

@@ -7,8 +7,8 @@
 
 use std::time::SystemTime;
 
+use crate::calendar::from_unix;
 use crate::calendar::{Span, window};
-pub(crate) use crate::calendar::{from_unix, unix};
 use crate::error::InvalidConfig;
 
 /// The largest UTC offset accepted, in minutes (±18 hours, as RFC 3339
@@ -142,7 +142,7 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
-    use crate::calendar::{DAY, days_from_civil};
+    use crate::calendar::{DAY, days_from_civil, unix};
     use proptest::prelude::*;
 
     /// 2026-12-02T01:44:44Z.

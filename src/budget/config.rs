@@ -2,6 +2,7 @@
 //! charged to ([`Tenant`]), threshold events ([`BudgetEvent`]) and what to
 //! do when the store fails ([`FailurePolicy`]).
 
+use crate::calendar::Clock;
 use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -89,7 +90,6 @@ impl BudgetEvent {
 }
 
 pub(crate) type Callback = Arc<dyn Fn(&BudgetEvent) + Send + Sync>;
-pub(crate) type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
 /// Builds a [`BudgetLayer`]: its caps, prices, tenant source, thresholds,
 /// store and failure policy.
@@ -236,8 +236,8 @@ impl BudgetBuilder {
     /// A shared store may correct it by its own (see
     /// [`Reserve::Clock`](super::Reserve::Clock)).
     #[must_use]
-    pub fn clock(mut self, clock: impl Fn() -> SystemTime + Send + Sync + 'static) -> Self {
-        self.clock = Some(Arc::new(clock));
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = Some(clock);
         self
     }
 
@@ -294,7 +294,7 @@ impl BudgetBuilder {
             store,
             default_output_tokens: self.default_output_tokens,
             failure: self.failure,
-            clock: self.clock.unwrap_or_else(|| Arc::new(SystemTime::now)),
+            clock: self.clock.unwrap_or_default(),
             tag_by_tenant,
             skew: Default::default(),
             store_errors: Default::default(),

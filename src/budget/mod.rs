@@ -82,6 +82,7 @@ mod service;
 mod state;
 mod store;
 
+pub use crate::calendar::Clock;
 pub use crate::error::BudgetUnit;
 pub use calendar::{MAX_UTC_OFFSET_MINUTES, Period, PeriodKind, Window};
 pub use cap::{Cap, MAX_LIMIT, Scope};

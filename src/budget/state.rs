@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use http::{HeaderName, Request};
 
-use super::calendar::unix;
 use super::cap::Cap;
-use super::config::{BudgetEvent, Callback, Clock, FailurePolicy, Tenant};
+use super::config::{BudgetEvent, Callback, FailurePolicy, Tenant};
 use super::money::{Money, Price, PriceTable};
 use super::store::{BudgetStore, Charge, Counter, Reserve, Settlement, Spend, TenantId};
+use crate::calendar::Clock;
 use crate::error::{
     BackendError, BoxError, BudgetExceeded, BudgetUnit, TooManyBudgets, UnpricedModel,
 };
@@ -89,7 +89,9 @@ pub(crate) struct Hold {
 impl Shared {
     /// Our clock, corrected by the store's.
     pub(crate) fn now(&self) -> i64 {
-        unix((self.clock)()).saturating_add(self.skew.load(Ordering::Relaxed))
+        self.clock
+            .unix()
+            .saturating_add(self.skew.load(Ordering::Relaxed))
     }
 
     pub(crate) fn store_errors(&self) -> u64 {
@@ -97,7 +99,7 @@ impl Shared {
     }
 
     pub(crate) fn learn_clock(&self, store_now: i64) {
-        let ours = unix((self.clock)());
+        let ours = self.clock.unix();
         self.skew
             .store(store_now.saturating_sub(ours), Ordering::Relaxed);
     }

@@ -14,9 +14,7 @@
 //!
 //! The wall clock is read through a [`Clock`], so tests move time by hand.
 
-use std::fmt;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use crate::error::InvalidConfig;
 
@@ -24,6 +22,7 @@ use crate::error::InvalidConfig;
 #[path = "calendar/tests.rs"]
 mod tests;
 
+pub use crate::calendar::Clock;
 use crate::calendar::{DAY, Span, civil_from_days, window};
 
 /// A calendar period a quota counts in.
@@ -169,44 +168,6 @@ pub(crate) fn period_at(period: Period, offset: i32, unix: i64) -> (i64, i64) {
         }
     };
     (index, end)
-}
-
-/// The wall clock calendar quotas are counted by: [`SystemTime::now`]
-/// unless a test injects another ([`Clock::new`]).
-#[derive(Clone)]
-pub struct Clock(Option<Arc<dyn Fn() -> SystemTime + Send + Sync>>);
-
-impl Clock {
-    /// The system's wall clock.
-    pub fn system() -> Self {
-        Clock(None)
-    }
-
-    /// A clock that reads `now` (for tests: a time moved by hand).
-    pub fn new(now: impl Fn() -> SystemTime + Send + Sync + 'static) -> Self {
-        Clock(Some(Arc::new(now)))
-    }
-
-    /// Now, in Unix seconds (negative before 1970).
-    pub(crate) fn unix(&self) -> i64 {
-        crate::calendar::unix(self.0.as_ref().map_or_else(SystemTime::now, |f| f()))
-    }
-}
-
-impl Default for Clock {
-    fn default() -> Self {
-        Clock::system()
-    }
-}
-
-impl fmt::Debug for Clock {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "Clock(injected)"
-        } else {
-            "Clock(system)"
-        })
-    }
 }
 
 /// What one key used in its current period.
