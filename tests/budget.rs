@@ -691,3 +691,54 @@ async fn retry_does_not_retry_budget_exceeded() {
     assert!(err.is::<BudgetExceeded>(), "{err}");
     assert_eq!(calls.load(Ordering::SeqCst), 1, "one attempt");
 }
+
+/// A store that never answers a reservation.
+struct Silent;
+
+impl tower_llm_resilience::budget::BudgetStore for Silent {
+    fn reserve(
+        &self,
+        _now: i64,
+        _charges: Vec<tower_llm_resilience::budget::Charge>,
+    ) -> tower_llm_resilience::budget::Answer<tower_llm_resilience::budget::Reserve> {
+        tower_llm_resilience::budget::Answer::Later(Box::pin(std::future::pending()))
+    }
+    fn settle(
+        &self,
+        _settlements: Vec<tower_llm_resilience::budget::Settlement>,
+    ) -> tower_llm_resilience::budget::Answer<Vec<tower_llm_resilience::budget::Spend>> {
+        tower_llm_resilience::budget::Answer::Later(Box::pin(std::future::pending()))
+    }
+    fn read(
+        &self,
+        _counter: &tower_llm_resilience::budget::Counter,
+    ) -> tower_llm_resilience::budget::Answer<tower_llm_resilience::budget::Balance> {
+        tower_llm_resilience::budget::Answer::Later(Box::pin(std::future::pending()))
+    }
+}
+
+/// A store that never answers holds no request past its deadline: it is
+/// answered `DeadlineElapsed` at the deadline, never sent.
+#[tokio::test(start_paused = true)]
+async fn a_store_that_never_answers_ends_by_the_deadline() {
+    let b = body("claude-haiku-4-5", 64);
+    let script = Script::json(r#"{"type":"message"}"#.to_owned());
+    let layer = BudgetLayer::builder()
+        .cap(Cap::tokens("tok", Scope::KEY, Period::day(), 1_000_000))
+        .store(Silent)
+        .build()
+        .expect("budget");
+    let svc = layer_on(layer, &script);
+    let mut req = anthropic(URI, SECRET, b);
+    req.extensions_mut()
+        .insert(tower_llm_resilience::Deadline::after(Duration::from_secs(
+            2,
+        )));
+    let started = tokio::time::Instant::now();
+    let err = svc.oneshot(req).await.expect_err("no answer in time");
+    assert!(
+        err.is::<tower_llm_resilience::error::DeadlineElapsed>(),
+        "{err}"
+    );
+    assert_eq!(started.elapsed(), Duration::from_secs(2));
+}

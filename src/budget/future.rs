@@ -15,7 +15,8 @@ use tower_service::Service;
 use super::state::{Decision, Facts, Hold, Outcome, Shared};
 use super::store::Charge;
 use crate::admitted::{Admitted, Held, send};
-use crate::error::{BackendError, BoxError};
+use crate::error::{BackendError, BoxError, DeadlineElapsed};
+use crate::request::Deadline;
 use crate::response::{BodyObserver, Completion, ResponseBody};
 use std::sync::Arc;
 
@@ -67,9 +68,18 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
         RB: Body<Data = Bytes> + Send + 'static,
         RB::Error: Into<BoxError>,
     {
+        // The store's answer ends by the request's deadline too, not only
+        // by the store's own timeout.
+        let deadline = req.extensions().get::<Deadline>().map(|d| d.0);
         ResponseFuture {
             kind: Admitted::waiting(async move {
-                let hold = reserve(shared, facts, charges, first).await?;
+                let reserving = reserve(shared, facts, charges, first);
+                let hold = match deadline {
+                    Some(at) => tokio::time::timeout_at(at, reserving)
+                        .await
+                        .map_err(|_| DeadlineElapsed::new())??,
+                    None => reserving.await?,
+                };
                 send(inner, req, Reconcile::boxed(hold)).await
             }),
         }
