@@ -118,6 +118,7 @@ mod groups;
 mod layer;
 mod limit;
 mod pool;
+mod recent;
 #[cfg(feature = "redis")]
 mod remote;
 mod service;
