@@ -15,7 +15,8 @@
 //! against a fresh server: on the bare channel, through the retry layer
 //! alone (it waits the pushback the server names), and through
 //! rate + concurrency + retry (the limiter spaces the calls so the server
-//! refuses none). It prints one row per way and a last line,
+//! refuses none). It prints one row per way, the retries the server saw
+//! (and how many came back before its pushback: none), and a last line,
 //! `all calls answered through the stack`, when the stack got every call
 //! through.
 //!
@@ -158,7 +159,10 @@ pub(crate) struct Row {
     pub(crate) refused: u64,
     /// Attempts the server saw, retries included.
     pub(crate) attempts: u64,
-    /// Retries that came back before the server's pushback had passed.
+    /// Attempts that came back after a refusal.
+    pub(crate) retried: u64,
+    /// Of those, attempts that came back before the server's pushback had
+    /// passed.
     pub(crate) early: u64,
     /// Wall time of the whole run.
     pub(crate) elapsed: Duration,
@@ -213,6 +217,7 @@ where
     row.elapsed = start.elapsed();
     row.refused = quota.refused();
     row.attempts = quota.served() + quota.refused();
+    row.retried = quota.retried();
     row.early = quota.early();
     row
 }
@@ -262,6 +267,12 @@ pub(crate) async fn run(opts: Options, out: &mut impl Write) -> Result<Vec<Row>,
         out.flush()?;
         rows.push(row);
     }
+    let retried: u64 = rows.iter().map(|r| r.retried).sum();
+    let early: u64 = rows.iter().map(|r| r.early).sum();
+    writeln!(
+        out,
+        "retries the server saw: {retried}, of which before its pushback: {early}"
+    )?;
     if rows.last().is_some_and(|r| r.ok == opts.calls) {
         writeln!(out, "all calls answered through the stack")?;
     }

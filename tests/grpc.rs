@@ -145,7 +145,11 @@ async fn the_tonic_client_example_prints_its_rows() {
     assert!(lines[2].starts_with("channel alone "), "{out}");
     assert!(lines[3].starts_with("+ retry "), "{out}");
     assert!(lines[4].starts_with("+ rate + concurrency + retry "), "{out}");
-    assert_eq!(lines.get(5), Some(&"all calls answered through the stack"), "{out}");
+    assert!(
+        lines[5].starts_with("retries the server saw: ") && lines[5].ends_with("before its pushback: 0"),
+        "{out}"
+    );
+    assert_eq!(lines.get(6), Some(&"all calls answered through the stack"), "{out}");
     // The printed figures are the measured ones.
     let ok: Vec<usize> = lines[2..5]
         .iter()
