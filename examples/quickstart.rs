@@ -303,7 +303,8 @@ fn parse_args() -> Result<Options, String> {
             }
         }
     }
-    if opts.requests == 0 || opts.concurrency == 0 || !(opts.scale.is_finite() && opts.scale > 0.0) {
+    if opts.requests == 0 || opts.concurrency == 0 || !(opts.scale.is_finite() && opts.scale > 0.0)
+    {
         return Err("--requests, --concurrency and --time-scale must be positive".into());
     }
     Ok(opts)

@@ -18,7 +18,7 @@
 //! caller has seen the first event.)
 
 #[path = "support/chat.rs"]
-mod chat;
+pub(crate) mod chat;
 
 use std::io::Write;
 use std::time::Duration;

@@ -246,7 +246,14 @@ pub(crate) async fn run(opts: Options, out: &mut impl Write) -> Result<Vec<Row>,
             .await?;
         let row = match way {
             "channel alone" => drive(CompleterClient::new(channel), opts, &server.quota).await,
-            "+ retry" => drive(CompleterClient::new(retry_only(channel)), opts, &server.quota).await,
+            "+ retry" => {
+                drive(
+                    CompleterClient::new(retry_only(channel)),
+                    opts,
+                    &server.quota,
+                )
+                .await
+            }
             _ => {
                 let quota = Limit::new(u64::from(opts.burst), opts.window, u64::from(opts.burst))?;
                 let svc = layered(channel, quota, opts.concurrency);
@@ -285,13 +292,21 @@ fn parse_args() -> Result<Options, String> {
     while let Some(flag) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
         match flag.as_str() {
-            "--calls" => opts.calls = value("--calls")?.parse().map_err(|e| format!("--calls: {e}"))?,
+            "--calls" => {
+                opts.calls = value("--calls")?
+                    .parse()
+                    .map_err(|e| format!("--calls: {e}"))?
+            }
             "--concurrency" => {
                 opts.concurrency = value("--concurrency")?
                     .parse()
                     .map_err(|e| format!("--concurrency: {e}"))?;
             }
-            "--burst" => opts.burst = value("--burst")?.parse().map_err(|e| format!("--burst: {e}"))?,
+            "--burst" => {
+                opts.burst = value("--burst")?
+                    .parse()
+                    .map_err(|e| format!("--burst: {e}"))?
+            }
             "--window-ms" => {
                 opts.window = Duration::from_millis(
                     value("--window-ms")?
@@ -300,7 +315,10 @@ fn parse_args() -> Result<Options, String> {
                 );
             }
             "-h" | "--help" => {
-                return Err("usage: tonic_client [--calls N] [--concurrency N] [--burst N] [--window-ms N]".into());
+                return Err(
+                    "usage: tonic_client [--calls N] [--concurrency N] [--burst N] [--window-ms N]"
+                        .into(),
+                );
             }
             other => return Err(format!("unknown option {other}")),
         }

@@ -20,9 +20,6 @@
 //! it through the whole stack before sending the rest.
 
 #[allow(dead_code)]
-#[path = "../examples/support/chat.rs"]
-mod chat;
-#[allow(dead_code)]
 #[path = "../examples/quickstart.rs"]
 mod quickstart;
 #[allow(dead_code)]
@@ -45,6 +42,8 @@ use tower::ServiceExt;
 use tower_llm_resilience::client::ReqwestClient;
 use tower_llm_resilience::stack::Stack;
 
+use reqwest_client::chat;
+
 // ------------------------------------------------------------ in-process
 
 #[tokio::test]
@@ -65,8 +64,13 @@ async fn quickstart_shows_progress_and_ends_with_the_table() {
     assert!(out.contains("\nnaive: 150/150 finished, "), "{out}");
     assert!(out.contains("\nours: 150/150 finished, "), "{out}");
     // The table comes last, after the progress.
-    let header = out.find("client  requests  succeeded").expect("table header");
-    assert!(out.rfind(" finished, ").expect("progress") < header, "{out}");
+    let header = out
+        .find("client  requests  succeeded")
+        .expect("table header");
+    assert!(
+        out.rfind(" finished, ").expect("progress") < header,
+        "{out}"
+    );
     let row = |name: &str| -> Vec<String> {
         out[header..]
             .lines()
@@ -111,12 +115,23 @@ async fn quickstart_draws_a_bar_on_a_terminal() {
 fn check_chat_output(out: &str, env: &str) {
     let lines: Vec<&str> = out.lines().collect();
     assert!(
-        lines[0].starts_with(&format!("{env} is not set: calling the embedded simulator at http://127.0.0.1:")),
+        lines[0].starts_with(&format!(
+            "{env} is not set: calling the embedded simulator at http://127.0.0.1:"
+        )),
         "{out}"
     );
-    assert!(lines[1].starts_with("create: ") && lines[1].len() > "create: ".len(), "{out}");
-    assert!(lines[2].starts_with("stream: ") && lines[2].len() > "stream: ".len(), "{out}");
-    assert!(lines[3].starts_with("streamed ") && lines[3].ends_with(" frames"), "{out}");
+    assert!(
+        lines[1].starts_with("create: ") && lines[1].len() > "create: ".len(),
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with("stream: ") && lines[2].len() > "stream: ".len(),
+        "{out}"
+    );
+    assert!(
+        lines[3].starts_with("streamed ") && lines[3].ends_with(" frames"),
+        "{out}"
+    );
 }
 
 #[tokio::test]
@@ -128,7 +143,10 @@ async fn anthropic_without_a_key_says_so_and_uses_the_simulator() {
     let out = String::from_utf8(out).expect("utf-8");
     check_chat_output(&out, "ANTHROPIC_API_KEY");
     // What was printed after "stream: " is the text the deltas carried.
-    assert_eq!(out.lines().nth(2), Some(format!("stream: {}", streamed.text).as_str()));
+    assert_eq!(
+        out.lines().nth(2),
+        Some(format!("stream: {}", streamed.text).as_str())
+    );
     assert!(streamed.deltas > 1 && streamed.frames > 1, "{streamed:?}");
     assert!(!out.contains("sim-key"), "the key is never printed");
 }
@@ -141,7 +159,10 @@ async fn openai_without_a_key_says_so_and_uses_the_simulator() {
         .expect("openai");
     let out = String::from_utf8(out).expect("utf-8");
     check_chat_output(&out, "OPENAI_API_KEY");
-    assert_eq!(out.lines().nth(2), Some(format!("stream: {}", streamed.text).as_str()));
+    assert_eq!(
+        out.lines().nth(2),
+        Some(format!("stream: {}", streamed.text).as_str())
+    );
     assert!(streamed.deltas > 1 && streamed.frames > 1, "{streamed:?}");
     assert!(!out.contains("sim-key"), "the key is never printed");
 }
@@ -149,15 +170,26 @@ async fn openai_without_a_key_says_so_and_uses_the_simulator() {
 #[tokio::test]
 async fn reqwest_client_creates_and_streams() {
     let mut out = Vec::new();
-    let streamed = reqwest_client::run(None, &mut out).await.expect("reqwest_client");
+    let streamed = reqwest_client::run(None, &mut out)
+        .await
+        .expect("reqwest_client");
     let out = String::from_utf8(out).expect("utf-8");
     let lines: Vec<&str> = out.lines().collect();
-    assert!(lines[0].starts_with("transport: reqwest; calling http://127.0.0.1:"), "{out}");
-    assert!(lines[1].starts_with("create: ") && lines[1].len() > 8, "{out}");
+    assert!(
+        lines[0].starts_with("transport: reqwest; calling http://127.0.0.1:"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("create: ") && lines[1].len() > 8,
+        "{out}"
+    );
     assert_eq!(lines[2], format!("stream: {}", streamed.text), "{out}");
     assert_eq!(
         lines[3],
-        format!("streamed {} text deltas in {} frames", streamed.deltas, streamed.frames)
+        format!(
+            "streamed {} text deltas in {} frames",
+            streamed.deltas, streamed.frames
+        )
     );
     assert!(streamed.frames > 1, "{out}");
 }
@@ -238,7 +270,9 @@ async fn reqwest_streams_the_first_event_before_the_last_is_sent() {
             }),
         )
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await });
 
@@ -274,13 +308,19 @@ async fn reqwest_streams_the_first_event_before_the_last_is_sent() {
     })
     .await
     .expect("the first event reached the caller before the rest was sent");
-    assert!(!*sent_rest.lock().expect("lock"), "the rest was not sent yet");
+    assert!(
+        !*sent_rest.lock().expect("lock"),
+        "the rest was not sent yet"
+    );
     assert!(!seen.contains("message_stop"));
 
     go_tx.send(()).expect("server waiting");
     let rest = body.collect().await.expect("rest").to_bytes();
     let rest = std::str::from_utf8(&rest).expect("utf-8");
-    assert!(rest.contains(", world") && rest.contains("message_stop"), "{rest}");
+    assert!(
+        rest.contains(", world") && rest.contains("message_stop"),
+        "{rest}"
+    );
     let text: String = format!("{seen}{rest}")
         .split("\n\n")
         .filter_map(|e| chat::delta_text(chat::Api::Anthropic, e.as_bytes()))
@@ -325,7 +365,16 @@ impl Drop for Child {
 async fn sim_server_prints_its_url_and_enforces_its_quota() {
     let mut child = Child(
         Command::new(example_bin("sim_server"))
-            .args(["--port", "0", "--rpm", "2", "--time-scale", "1", "--seed", "1"])
+            .args([
+                "--port",
+                "0",
+                "--rpm",
+                "2",
+                "--time-scale",
+                "1",
+                "--seed",
+                "1",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -372,7 +421,14 @@ async fn workload_prints_a_row_per_client() {
     let bin = example_bin("workload");
     let out = tokio::task::spawn_blocking(move || {
         Command::new(bin)
-            .args(["--clients", "naive,ours", "--requests", "60", "--concurrency", "16"])
+            .args([
+                "--clients",
+                "naive,ours",
+                "--requests",
+                "60",
+                "--concurrency",
+                "16",
+            ])
             .args(["--time-scale", "600", "--seed", "3"])
             .stderr(Stdio::null())
             .output()
@@ -384,7 +440,10 @@ async fn workload_prints_a_row_per_client() {
     let stdout = String::from_utf8(out.stdout).expect("utf-8");
     println!("{stdout}");
     let lines: Vec<&str> = stdout.lines().collect();
-    assert!(lines[0].starts_with("client ") && lines[0].contains("succeeded"), "{stdout}");
+    assert!(
+        lines[0].starts_with("client ") && lines[0].contains("succeeded"),
+        "{stdout}"
+    );
     let row = |name: &str| -> Vec<&str> {
         lines
             .iter()
@@ -400,5 +459,9 @@ async fn workload_prints_a_row_per_client() {
         let failed: usize = r[3].parse().expect("failed");
         assert_eq!(succeeded + failed, 60, "{stdout}");
     }
-    assert_eq!(row("ours")[2], "60", "ours gets every request through: {stdout}");
+    assert_eq!(
+        row("ours")[2],
+        "60",
+        "ours gets every request through: {stdout}"
+    );
 }

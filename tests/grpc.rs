@@ -100,7 +100,11 @@ async fn over_quota_calls_are_retried_after_the_pushback_and_succeed() {
     // Six at once against a burst of two: at least four were refused first.
     assert!(retried >= 4, "{retried} calls retried");
     assert!(quota.refused() >= 4, "{} refused", quota.refused());
-    assert_eq!(quota.retried(), quota.refused(), "every refusal was retried");
+    assert_eq!(
+        quota.retried(),
+        quota.refused(),
+        "every refusal was retried"
+    );
     assert_eq!(quota.early(), 0, "a retry came back before its pushback");
 }
 
@@ -114,7 +118,10 @@ async fn the_bare_channel_sees_the_refusals() {
     let results = call_all(CompleterClient::new(connect(&server).await), 5).await;
     let exhausted = results
         .iter()
-        .filter(|r| r.as_ref().is_err_and(|s| s.code() == Code::ResourceExhausted))
+        .filter(|r| {
+            r.as_ref()
+                .is_err_and(|s| s.code() == Code::ResourceExhausted)
+        })
         .count();
     assert_eq!(exhausted, 3);
     assert_eq!(server.quota.retried(), 0);
@@ -144,12 +151,20 @@ async fn the_tonic_client_example_prints_its_rows() {
     assert!(lines[1].starts_with("client"), "{out}");
     assert!(lines[2].starts_with("channel alone "), "{out}");
     assert!(lines[3].starts_with("+ retry "), "{out}");
-    assert!(lines[4].starts_with("+ rate + concurrency + retry "), "{out}");
     assert!(
-        lines[5].starts_with("retries the server saw: ") && lines[5].ends_with("before its pushback: 0"),
+        lines[4].starts_with("+ rate + concurrency + retry "),
         "{out}"
     );
-    assert_eq!(lines.get(6), Some(&"all calls answered through the stack"), "{out}");
+    assert!(
+        lines[5].starts_with("retries the server saw: ")
+            && lines[5].ends_with("before its pushback: 0"),
+        "{out}"
+    );
+    assert_eq!(
+        lines.get(6),
+        Some(&"all calls answered through the stack"),
+        "{out}"
+    );
     // The printed figures are the measured ones.
     let ok: Vec<usize> = lines[2..5]
         .iter()

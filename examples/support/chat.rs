@@ -200,9 +200,7 @@ where
 
 /// The end of the first whole SSE event (after its blank line).
 fn find_event_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(2)
-        .position(|w| w == b"\n\n")
-        .map(|i| i + 2)
+    buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2)
 }
 
 /// The `anthropic` / `openai` examples: a create-message call and a
@@ -221,7 +219,11 @@ pub async fn run(
     use tower_llm_resilience::stack::Stack;
 
     let (env, base, default_model) = match api {
-        Api::Anthropic => ("ANTHROPIC_API_KEY", "https://api.anthropic.com", "claude-sonnet-4-5"),
+        Api::Anthropic => (
+            "ANTHROPIC_API_KEY",
+            "https://api.anthropic.com",
+            "claude-sonnet-4-5",
+        ),
         Api::OpenAi => ("OPENAI_API_KEY", "https://api.openai.com", "gpt-4o-mini"),
     };
     let model = model.unwrap_or_else(|| default_model.to_owned());
@@ -230,7 +232,12 @@ pub async fn run(
     let target = match key.filter(|k| !k.is_empty()) {
         Some(key) => {
             writeln!(out, "{env} is set: calling {base} with model {model}")?;
-            Target { api, base: base.to_owned(), model, key }
+            Target {
+                api,
+                base: base.to_owned(),
+                model,
+                key,
+            }
         }
         None => {
             let sim = Simulator::start(

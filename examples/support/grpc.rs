@@ -28,13 +28,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
-use tokio::time::Instant;
 use http_body::Body;
-use tower_llm_resilience::BoxError as StdError;
+use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
 use tonic::server::{NamedService, UnaryService};
 use tonic::{Code, Status};
 use tonic_prost::ProstCodec;
+use tower_llm_resilience::BoxError as StdError;
 
 /// `llm.CompleteRequest`.
 #[derive(Clone, PartialEq, prost::Message)]

@@ -93,8 +93,7 @@ impl RetryPolicy for DefaultPolicy {
                     return advice;
                 }
                 if let Some(grpc) = grpc {
-                    return grpc.code.is_retryable_by_default()
-                        && grpc.pushback != Pushback::Stop;
+                    return grpc.code.is_retryable_by_default() && grpc.pushback != Pushback::Stop;
                 }
                 if error.is_some_and(|e| e.kind == ErrorKind::QuotaExhausted) {
                     return false;

@@ -296,7 +296,10 @@ mod tests {
         assert_eq!(GrpcCode::from_u32(17), GrpcCode::Unknown);
         assert_eq!(GrpcCode::from_u32(u32::MAX), GrpcCode::Unknown);
         let far = headers(&[("grpc-status", "99999999999")]);
-        assert_eq!(GrpcStatus::from_headers(&far).map(|s| s.code), Some(GrpcCode::Unknown));
+        assert_eq!(
+            GrpcStatus::from_headers(&far).map(|s| s.code),
+            Some(GrpcCode::Unknown)
+        );
     }
 
     #[test]
@@ -309,9 +312,8 @@ mod tests {
 
     #[test]
     fn status_grammar() {
-        let code = |v: &str| {
-            GrpcStatus::from_headers(&headers(&[("grpc-status", v)])).map(|s| s.code)
-        };
+        let code =
+            |v: &str| GrpcStatus::from_headers(&headers(&[("grpc-status", v)])).map(|s| s.code);
         assert_eq!(code("14"), Some(GrpcCode::Unavailable));
         assert_eq!(code("0"), Some(GrpcCode::Ok));
         assert_eq!(code("008"), Some(GrpcCode::ResourceExhausted));
@@ -336,7 +338,10 @@ mod tests {
         }
         // Longer than a day, even past u64: too long, never "none".
         assert_eq!(p("86400001"), Pushback::Wait(Duration::MAX));
-        assert_eq!(p("99999999999999999999999999"), Pushback::Wait(Duration::MAX));
+        assert_eq!(
+            p("99999999999999999999999999"),
+            Pushback::Wait(Duration::MAX)
+        );
         assert_eq!(p("86400000"), Pushback::Wait(MAX_RETRY_AFTER));
         let twice = headers(&[
             ("grpc-retry-pushback-ms", "10"),

@@ -62,7 +62,10 @@ enum Answer {
     /// A trailers-only response: the status in the headers, no body.
     TrailersOnly(&'static [(&'static str, &'static str)]),
     /// Headers, then these frames: `Some(data)` a message, `None` a pause.
-    Frames(Vec<Option<&'static [u8]>>, &'static [(&'static str, &'static str)]),
+    Frames(
+        Vec<Option<&'static [u8]>>,
+        &'static [(&'static str, &'static str)],
+    ),
 }
 
 fn respond(answer: Answer) -> Response<Frames> {
@@ -94,7 +97,11 @@ async fn run(answers: Vec<Answer>) -> (RetryInfo, Vec<Instant>, Vec<u8>, Option<
         let (answers, seen) = (answers.clone(), seen.clone());
         tower::service_fn(move |_req: Request<ReplayBody>| {
             seen.lock().expect("lock").push(Instant::now());
-            let answer = answers.lock().expect("lock").pop_front().expect("an answer left");
+            let answer = answers
+                .lock()
+                .expect("lock")
+                .pop_front()
+                .expect("an answer left");
             async move { Ok::<_, Infallible>(respond(answer)) }
         })
     };
@@ -126,7 +133,10 @@ async fn trailers_only_resource_exhausted_waits_for_the_pushback() {
     ])
     .await;
     assert_eq!(info.attempts, 2);
-    assert_eq!(info.last_reason, Some(RetryReason::Grpc(GrpcCode::ResourceExhausted)));
+    assert_eq!(
+        info.last_reason,
+        Some(RetryReason::Grpc(GrpcCode::ResourceExhausted))
+    );
     assert_eq!(info.stopped, None);
     let waited = seen[1] - seen[0];
     // The pushback exactly, plus positive jitter of at most 10 % (+1 ms
@@ -146,7 +156,10 @@ async fn unavailable_in_trailers_before_any_message_is_retried() {
     ])
     .await;
     assert_eq!(seen.len(), 2);
-    assert_eq!(info.last_reason, Some(RetryReason::Grpc(GrpcCode::Unavailable)));
+    assert_eq!(
+        info.last_reason,
+        Some(RetryReason::Grpc(GrpcCode::Unavailable))
+    );
     assert_eq!(data, b"\0\0\0\0\x02ok");
     assert_eq!(trailers.expect("trailers")["grpc-status"], "0");
 }
