@@ -13,6 +13,9 @@ use super::label::Label;
 use super::retry::MAX_RETRY_AFTER;
 use super::{anthropic, openai, parse};
 
+mod grpc;
+pub use grpc::{GrpcCode, GrpcStatus, Pushback, grpc_pushback, is_grpc};
+
 /// The largest body [`classify_error`] parses: 64 KiB.
 ///
 /// Real error bodies are a few hundred bytes. A larger body is not parsed at

@@ -16,6 +16,10 @@
 //!   [`RateLimited`](ErrorKind::RateLimited) or the never-retry
 //!   [`QuotaExhausted`](ErrorKind::QuotaExhausted).
 //!
+//! - **gRPC**: [`GrpcStatus::from_headers`] reads `grpc-status` and
+//!   `grpc-retry-pushback-ms` from a trailers-only response's headers or
+//!   from trailers; [`is_grpc`] tells a gRPC response by its `content-type`.
+//!
 //! Parsing is strict and defensive: every value comes from an untrusted
 //! server, so anything malformed, out of range or ambiguous is dropped
 //! (`None`) rather than guessed, all arithmetic is checked, input sizes are
@@ -62,7 +66,10 @@ pub(crate) use quota::may_carry_quota;
 mod retry;
 pub(crate) mod usage;
 
-pub use classify::{ErrorClass, ErrorKind, MAX_ERROR_BODY, classify_error};
+pub use classify::{
+    ErrorClass, ErrorKind, GrpcCode, GrpcStatus, MAX_ERROR_BODY, Pushback, classify_error,
+    grpc_pushback, is_grpc,
+};
 pub use label::Label;
 pub use quota::{
     HeaderFamilies, MAX_RESET, Quota, QuotaSnapshot, QuotaUnit, RateLimitPolicy, quota_snapshot,

@@ -134,6 +134,16 @@ impl ResponseBody {
         }
     }
 
+    /// The trailers read ahead and not yet delivered, if the body sent
+    /// them (a gRPC call's `grpc-status` lives there).
+    pub fn peeked_trailers(&self) -> Option<&http::HeaderMap> {
+        self.peek
+            .as_ref()?
+            .frames
+            .iter()
+            .find_map(Frame::trailers_ref)
+    }
+
     /// The bytes read ahead and not yet delivered.
     pub fn peeked_len(&self) -> usize {
         self.peek.as_ref().map_or(0, |p| p.bytes)

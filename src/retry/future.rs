@@ -20,7 +20,9 @@ use super::policy::{Attempted, RetryReason, StopReason};
 use super::service::as_request;
 use super::template::Template;
 use crate::error::{AttemptTimeout, BoxError, DeadlineElapsed};
-use crate::provider::{ErrorClass, QuotaSnapshot, classify_error, retry_after};
+use crate::provider::{
+    ErrorClass, GrpcCode, GrpcStatus, Pushback, QuotaSnapshot, classify_error, is_grpc, retry_after,
+};
 use crate::response::{ResponseBody, StreamStart, look_until};
 
 pin_project! {
@@ -148,6 +150,9 @@ struct Inspected {
     error: Option<ErrorClass>,
     /// Whether `error` is a stream's `error` event (after a 2xx).
     stream_error: bool,
+    /// A gRPC call's failure before any message (trailers-only headers, or
+    /// trailers read ahead).
+    grpc: Option<GrpcStatus>,
 }
 
 /// What a look ahead at a body decided.
@@ -179,6 +184,7 @@ async fn read_error(mut res: Response<ResponseBody>, limit: usize, until: Instan
         res,
         error,
         stream_error: false,
+        grpc: None,
     })
 }
 
@@ -195,8 +201,49 @@ async fn stream_start(mut res: Response<ResponseBody>, limit: usize, until: Inst
             res,
             error: Some(class),
             stream_error: true,
+            grpc: None,
         }),
         _ => Looked::Deliver(res),
+    }
+}
+
+/// How a gRPC response without a status in its headers starts: reads
+/// ahead until the first message (`None`: the call is the caller's — its
+/// messages must reach it) or until trailers arrive first (their status:
+/// the call failed before sending anything, so a retry loses nothing).
+/// Reads at most one data frame, so a server stream is never buffered.
+fn poll_grpc_start(body: &mut ResponseBody, cx: &mut Context<'_>) -> Poll<Option<GrpcStatus>> {
+    loop {
+        if body.peeked_len() > 0 {
+            return Poll::Ready(None);
+        }
+        if let Some(trailers) = body.peeked_trailers() {
+            return Poll::Ready(GrpcStatus::from_headers(trailers));
+        }
+        if !ready!(body.poll_peek(cx)) {
+            return Poll::Ready(None);
+        }
+    }
+}
+
+/// A gRPC failure to judge, or `None` when the call succeeded or has
+/// started sending messages.
+fn grpc_failure(status: Option<GrpcStatus>) -> Option<GrpcStatus> {
+    status.filter(|s| s.code != GrpcCode::Ok)
+}
+
+/// [`poll_grpc_start`] with a bound: at `until` the response is handed
+/// over as it is (nothing wrong was seen yet).
+async fn grpc_start(mut res: Response<ResponseBody>, until: Instant) -> Looked {
+    let status = look_until(res.body_mut(), Some(until), poll_grpc_start).await;
+    match grpc_failure(status.flatten()) {
+        Some(grpc) => Looked::Judge(Inspected {
+            res,
+            error: None,
+            stream_error: false,
+            grpc: Some(grpc),
+        }),
+        None => Looked::Deliver(res),
     }
 }
 
@@ -325,6 +372,14 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
             return Decision::Stop(StopReason::Exhausted);
         }
         let advice = match attempted {
+            // gRPC's pushback replaces the backoff (A6); a "do not retry"
+            // pushback that a custom policy overrode leaves the backoff.
+            Attempted::Response {
+                grpc: Some(grpc), ..
+            } if grpc.pushback != Pushback::Absent => match grpc.pushback {
+                Pushback::Wait(wait) => Some(wait),
+                _ => None,
+            },
             Attempted::Response { headers, .. } => server_advice(headers),
             Attempted::Error(_) => None,
         };
@@ -414,12 +469,47 @@ where
                         // The look at the body happens here, and the
                         // response moves into a state only when it has
                         // to wait for the body.
-                        if status.is_success() {
+                        if status.is_success() && is_grpc(res.headers()) {
+                            // gRPC answers 200 whatever happened: the
+                            // status is in the headers of a trailers-only
+                            // response, or in trailers that may come
+                            // before any message.
+                            let grpc = match GrpcStatus::from_headers(res.headers()) {
+                                Some(status) => Poll::Ready(Some(status)),
+                                None => poll_grpc_start(res.body_mut(), cx),
+                            };
+                            match grpc {
+                                Poll::Ready(status) => match grpc_failure(status) {
+                                    Some(grpc) => Ok(Inspected {
+                                        res,
+                                        error: None,
+                                        stream_error: false,
+                                        grpc: Some(grpc),
+                                    }),
+                                    None => {
+                                        this.state.set(State::Done);
+                                        return Poll::Ready(Ok(finish(
+                                            res,
+                                            *this.info,
+                                            this.template.take(),
+                                        )));
+                                    }
+                                },
+                                Poll::Pending => {
+                                    let until = look_until_time(this.config, *this.deadline);
+                                    this.state.set(State::Look {
+                                        fut: Box::pin(grpc_start(res, until)),
+                                    });
+                                    continue;
+                                }
+                            }
+                        } else if status.is_success() {
                             match res.body_mut().poll_stream_start(cx, limit) {
                                 Poll::Ready(StreamStart::Error(class)) => Ok(Inspected {
                                     res,
                                     error: Some(class),
                                     stream_error: true,
+                                    grpc: None,
                                 }),
                                 Poll::Ready(_) => {
                                     this.state.set(State::Done);
@@ -454,12 +544,14 @@ where
                                 res,
                                 error: Some(class),
                                 stream_error: false,
+                                grpc: None,
                             })
                         } else {
                             Ok(Inspected {
                                 res,
                                 error: None,
                                 stream_error: false,
+                                grpc: None,
                             })
                         }
                     }
@@ -489,9 +581,11 @@ where
                     res,
                     error,
                     stream_error,
+                    grpc,
                 }) => {
-                    let reason = match error {
-                        Some(e) if *stream_error => RetryReason::StreamError(e.kind),
+                    let reason = match (error, grpc) {
+                        (_, Some(g)) => RetryReason::Grpc(g.code),
+                        (Some(e), _) if *stream_error => RetryReason::StreamError(e.kind),
                         _ => RetryReason::Status(res.status()),
                     };
                     let attempted = Attempted::Response {
@@ -499,6 +593,7 @@ where
                         headers: res.headers(),
                         error: *error,
                         stream_error: *stream_error,
+                        grpc: *grpc,
                     };
                     Self::decide(
                         this.config,
@@ -579,3 +674,6 @@ fn finish(
     res.extensions_mut().insert(info);
     res
 }
+
+#[cfg(test)]
+mod tests;

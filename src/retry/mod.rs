@@ -7,7 +7,8 @@
 //!   408, 409, 429, 5xx (not 501/505), 529, connection errors; a 200 stream
 //!   whose first event is an `error` before any content; never other 4xx,
 //!   never a 429 that means the quota or spend limit is gone;
-//!   `x-should-retry` overrides.
+//!   `x-should-retry` overrides; gRPC `UNAVAILABLE` and
+//!   `RESOURCE_EXHAUSTED` (see [gRPC](#grpc)).
 //! - **Delay precedence**: `x-should-retry` → `retry-after-ms` →
 //!   `retry-after` (seconds, or an HTTP-date measured from the response's
 //!   `Date`) → the reset of the exhausted dimension in the rate-limit
@@ -37,6 +38,52 @@
 //!   attempts' bodies are dropped at once (releasing what they hold below);
 //!   a [dead-letter hook](RetryBuilder::dead_letter) receives requests that
 //!   ran out of attempts.
+//!
+//! # gRPC
+//!
+//! A gRPC call is answered HTTP 200 whatever happened; the layer reads its
+//! outcome where gRPC puts it, for a response whose `content-type` is
+//! `application/grpc` (or `+proto`, `+json`):
+//!
+//! - **Trailers-only** (the headers carry `grpc-status`: how tonic,
+//!   grpc-go and grpc-java answer a call that fails before any message,
+//!   e.g. `RESOURCE_EXHAUSTED` over a quota): judged from the headers at
+//!   once.
+//! - **Status in trailers**: the body is read ahead until its first
+//!   message or its trailers, whichever comes first — at most one data
+//!   frame, bounded by the deadline and
+//!   [`peek_timeout`](RetryBuilder::peek_timeout). Trailers before any
+//!   message are judged (the call failed having sent nothing, so a retry
+//!   loses nothing); once a message has arrived the call is the caller's
+//!   and is never retried, whatever status its trailers carry — the caller
+//!   has, or may have acted on, that message. (gRPC's own clients, by
+//!   their retry design A6, stop earlier: at response headers that are
+//!   not trailers-only. A call that sent headers and then failed without
+//!   a message is still retried here: nothing has reached the caller.)
+//!   Reading a unary call's body to the
+//!   end to see its trailers would make every successful call wait for
+//!   its whole reply inside the layer, and a server stream would be
+//!   buffered; the first message is where a retry stops being safe anyway.
+//! - [`DefaultPolicy`] retries `UNAVAILABLE` (14) and `RESOURCE_EXHAUSTED`
+//!   (8) ([`GrpcCode::is_retryable_by_default`](crate::provider::GrpcCode::is_retryable_by_default)),
+//!   and the policy sees the status in
+//!   [`Attempted::Response::grpc`](Attempted::Response).
+//! - `grpc-retry-pushback-ms` is the server's delay: honoured exactly
+//!   (plus the positive jitter) in place of the backoff; negative or not an
+//!   integer means "do not retry" (A6); over `max_server_delay` is advice
+//!   too long, as for `retry-after`.
+//!
+//! The request must be replayable: put
+//! [`BufferBodyLayer`](crate::request::BufferBodyLayer) above, which reads
+//! a unary call's one message into a `ReplayBody`, and turn the body back
+//! into the transport's type below (`tonic::body::Body::new`); the
+//! `tonic_client` example shows the whole stack on a tonic `Channel`.
+//! Which layers apply to gRPC traffic: **retry**, the **rate limit's
+//! request count** (a gRPC body is not JSON: no model, no token counts)
+//! and the **concurrency limit** (its permit is held until the reply's
+//! trailers). HTTP+JSON only: the rate limit's token dimensions and its
+//! learning from rate-limit headers and 429s, the cache, fallback, spend
+//! budgets and the prebuilt `Stack`.
 //!
 //! Requests are replayed from their [`ReplayBody`](crate::request::ReplayBody).
 //! A request with any other body type is sent once and never retried

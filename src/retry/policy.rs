@@ -8,7 +8,7 @@ use crate::error::{
     BodyTooLarge, BoxError, InvalidConfig, QueueTimeout, RateLimited, RequestTooLarge,
     UnreadableRequest,
 };
-use crate::provider::{ErrorClass, ErrorKind, should_retry};
+use crate::provider::{ErrorClass, ErrorKind, GrpcCode, GrpcStatus, Pushback, should_retry};
 use crate::queue::QueueFull;
 
 /// One finished attempt, as a [`RetryPolicy`] sees it.
@@ -27,6 +27,11 @@ pub enum Attempted<'a> {
         /// Whether `error` came from an SSE `error` event inside a 200
         /// before any content.
         stream_error: bool,
+        /// A gRPC call's status (with the server's pushback), when the
+        /// response is gRPC and failed before any message: from the
+        /// headers of a trailers-only response, or from trailers that came
+        /// before any message. `None` for HTTP+JSON responses.
+        grpc: Option<GrpcStatus>,
     },
     /// The inner service failed (a connection error, a timeout, or an error
     /// a layer below created).
@@ -66,7 +71,11 @@ where
 ///   ([`RateLimited`], [`QueueFull`], [`QueueTimeout`],
 ///   [`RequestTooLarge`], [`BodyTooLarge`], [`InvalidConfig`],
 ///   [`UnreadableRequest`]): they are
-///   decisions, not accidents, and a layer above (fallback) acts on them.
+///   decisions, not accidents, and a layer above (fallback) acts on them;
+/// - gRPC (a status in [`Attempted::Response::grpc`]): `UNAVAILABLE` and
+///   `RESOURCE_EXHAUSTED` are retried, other codes are not, and a
+///   `grpc-retry-pushback-ms` that is negative or not an integer means
+///   "do not retry", as gRPC's retry design (A6) reads it.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DefaultPolicy;
 
@@ -77,10 +86,14 @@ impl RetryPolicy for DefaultPolicy {
                 status,
                 headers,
                 error,
+                grpc,
                 ..
             } => {
                 if let Some(advice) = should_retry(headers) {
                     return advice;
+                }
+                if let Some(grpc) = grpc {
+                    return grpc.code.is_retryable_by_default() && grpc.pushback != Pushback::Stop;
                 }
                 if error.is_some_and(|e| e.kind == ErrorKind::QuotaExhausted) {
                     return false;
@@ -130,6 +143,8 @@ pub enum RetryReason {
     Status(StatusCode),
     /// A 200 stream that started with an `error` event.
     StreamError(ErrorKind),
+    /// A gRPC call that failed with this status before any message.
+    Grpc(GrpcCode),
     /// The inner service failed (connection error, timeout).
     Transport,
 }

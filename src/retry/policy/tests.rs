@@ -6,6 +6,7 @@ fn response(status: u16, headers: &HeaderMap, error: Option<ErrorClass>) -> bool
         headers,
         error,
         stream_error: false,
+        grpc: None,
     })
 }
 
@@ -73,4 +74,43 @@ fn closures_are_policies() {
     let never = |_: &Attempted<'_>| false;
     let e: BoxError = std::io::Error::other("x").into();
     assert!(!never.should_retry(&Attempted::Error(&e)));
+}
+
+fn grpc(code: u32, pushback: Option<&str>) -> bool {
+    let mut h = HeaderMap::new();
+    h.insert("content-type", "application/grpc".parse().expect("hv"));
+    h.insert("grpc-status", code.to_string().parse().expect("hv"));
+    if let Some(p) = pushback {
+        h.insert("grpc-retry-pushback-ms", p.parse().expect("hv"));
+    }
+    let status = crate::provider::GrpcStatus::from_headers(&h);
+    assert!(status.is_some());
+    DefaultPolicy.should_retry(&Attempted::Response {
+        status: StatusCode::OK,
+        headers: &h,
+        error: None,
+        stream_error: false,
+        grpc: status,
+    })
+}
+
+#[test]
+fn grpc_unavailable_and_resource_exhausted_are_retried() {
+    assert!(grpc(14, None), "UNAVAILABLE");
+    assert!(grpc(8, None), "RESOURCE_EXHAUSTED");
+    assert!(grpc(8, Some("100")), "with a pushback");
+    assert!(grpc(14, Some("0")), "pushback of zero: at once");
+    for code in [1, 2, 3, 4, 5, 7, 9, 10, 12, 13, 16] {
+        assert!(!grpc(code, None), "code {code} not retried");
+    }
+}
+
+#[test]
+fn grpc_negative_or_invalid_pushback_stops() {
+    for p in ["-1", "soon", "1.5"] {
+        assert!(!grpc(14, Some(p)), "pushback {p:?} says do not retry");
+        assert!(!grpc(8, Some(p)), "pushback {p:?} says do not retry");
+    }
+    // A pushback does not make a code retryable.
+    assert!(!grpc(3, Some("10")));
 }
