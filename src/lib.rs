@@ -127,6 +127,7 @@ pub mod sim;
 )]
 pub mod stack;
 mod sync;
+pub mod telemetry;
 mod util;
 
 #[cfg(feature = "tower")]

@@ -64,7 +64,27 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
                         let priority = Priority::of(&req, shared.priority_header.as_ref());
                         let deadline = req.extensions().get::<Deadline>().map(|d| d.0);
                         let give_up_at = give_up_at(deadline, shared.max_wait, now);
-                        queue_for_permit(&shared, priority, now, give_up_at).await?
+                        tracing::debug!(
+                            llm_resilience.concurrency.cap = shared.stats().cap,
+                            llm_resilience.queue.position = shared.stats().queued + 1,
+                            "concurrency: waiting for a permit"
+                        );
+                        let epoch = queue_for_permit(&shared, priority, now, give_up_at)
+                            .await
+                            .inspect_err(|_| {
+                                tracing::debug!(
+                                    llm_resilience.queue.wait_ms = now.elapsed().as_millis() as u64,
+                                    error.type = "queue_timeout",
+                                    "concurrency: gave up waiting for a permit"
+                                );
+                            })?;
+                        let waited = now.elapsed();
+                        crate::telemetry::record::queue_wait("concurrency", waited);
+                        tracing::debug!(
+                            llm_resilience.queue.wait_ms = waited.as_millis() as u64,
+                            "concurrency: permit after waiting"
+                        );
+                        epoch
                     }
                 };
                 // `shared` moves into the permit (saves a reference count).

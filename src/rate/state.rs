@@ -134,6 +134,9 @@ pub(crate) struct Group {
     /// The key pool's queue key when this group is a pool key's: what
     /// frees this group may let the pool's head in too (`rate/pool.rs`).
     pub(crate) pool_wake: Option<QueueKey>,
+    /// The model as a metric label (bounded: `telemetry`).
+    #[cfg(feature = "metrics")]
+    pub(crate) label: crate::telemetry::record::ModelLabel,
 }
 
 pub(crate) struct GroupState {
@@ -307,6 +310,8 @@ impl Shared {
             .pool
             .as_ref()
             .and_then(|p| p.wake_key(key.key));
+        #[cfg(feature = "metrics")]
+        let label = crate::telemetry::record::ModelLabel::of(key.model.as_ref());
         Arc::new(Group {
             shared: Arc::clone(shared),
             id: QueueKey::unique(),
@@ -333,6 +338,8 @@ impl Shared {
                 .is_some_and(super::remote::Remote::leases)
                 .then(Box::default),
             pool_wake,
+            #[cfg(feature = "metrics")]
+            label,
         })
     }
 
@@ -586,6 +593,16 @@ impl Shared {
             for ((d, after), before) in delta.iter_mut().zip(s.net_reserved).zip(before) {
                 *d = after - before;
             }
+            #[cfg(feature = "metrics")]
+            {
+                let now = if now == 0 { self.now() } else { now };
+                for d in Dimension::ALL {
+                    if let Some(limit) = s.gcra.limit(d) {
+                        let used = 1.0 - s.gcra.available(d, now) as f64 / limit.burst() as f64;
+                        crate::telemetry::record::utilization(&group.label, d.name(), used);
+                    }
+                }
+            }
             (self.check_thresholds(group, &mut s, now), s.probing, delta)
         };
         self.fire(events);
@@ -658,7 +675,25 @@ impl Shared {
                 .unwrap_or(self.config.default_cooldown)
                 .min(self.config.max_cooldown);
             let until = now.saturating_add(nanos(wait));
+            let was_cooling = s.cooldown_until > now;
             s.cooldown_until = s.cooldown_until.max(until);
+            let cooldown_ms = s.cooldown_until.saturating_sub(now) / 1_000_000;
+            let model = group.key.model.as_deref();
+            // The 429 that closes the gate is for the operator (the limits
+            // are above the provider's); the herd's others are not.
+            if was_cooling {
+                tracing::debug!(
+                    gen_ai.request.model = model,
+                    llm_resilience.rate_limit.cooldown_ms = cooldown_ms,
+                    "rate limit: 429 while cooling down"
+                );
+            } else {
+                tracing::warn!(
+                    gen_ai.request.model = model,
+                    llm_resilience.rate_limit.cooldown_ms = cooldown_ms,
+                    "rate limit: upstream 429, the group cools down"
+                );
+            }
         }
         // The server's `remaining` or a lower limit can cross a threshold.
         let events = self.check_thresholds(group, &mut s, now);
