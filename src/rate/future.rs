@@ -23,6 +23,7 @@ use crate::request::Deadline;
 use crate::response::{BodyObserver, Completion, ResponseBody};
 use crate::sync::Arc;
 use crate::telemetry::record as telemetry;
+use tracing::Instrument;
 
 pin_project! {
     /// The inner service's response future, with the reservation that the
@@ -74,7 +75,15 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
         let give_up_at = give_up_at(deadline.map(|d| d.0), group.shared.config.max_wait, started);
         ResponseFuture {
             kind: Admitted::waiting(async move {
-                let held = admit(group, cost, priority, started, give_up_at).await?;
+                // The wait is a span: what happens while it lasts (a
+                // cooldown, a wake-up) is told inside it.
+                let span = tracing::debug_span!(
+                    "llm_resilience.rate_limit.wait",
+                    gen_ai.request.model = group.key.model.as_deref(),
+                );
+                let held = admit(group, cost, priority, started, give_up_at)
+                    .instrument(span)
+                    .await?;
                 send(inner, req, held.with_api(api)).await
             }),
         }
@@ -113,6 +122,11 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
         let give_up_at = give_up_at(deadline.map(|d| d.0), max_wait, started);
         ResponseFuture {
             kind: Admitted::waiting(async move {
+                let span = tracing::debug_span!(
+                    "llm_resilience.rate_limit.wait",
+                    gen_ai.request.model = model.as_deref(),
+                    llm_resilience.rate_limit.key_pool = true,
+                );
                 let (held, member) = super::pool::admit::admit(
                     limiter,
                     pool.clone(),
@@ -121,14 +135,17 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
                     priority,
                     give_up_at,
                 )
+                .instrument(span.clone())
                 .await?;
                 pool.authorize(&mut req, member);
                 let waited = started.elapsed();
                 telemetry::queue_wait("rate", waited);
-                tracing::debug!(
-                    llm_resilience.queue.wait_ms = waited.as_millis() as u64,
-                    "rate limit: a key of the pool admitted the request"
-                );
+                span.in_scope(|| {
+                    tracing::debug!(
+                        llm_resilience.queue.wait_ms = waited.as_millis() as u64,
+                        "rate limit: a key of the pool admitted the request"
+                    )
+                });
                 send(inner, req, held.with_api(api)).await
             }),
         }
