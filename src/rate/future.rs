@@ -94,6 +94,9 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
     /// Waits for a key of the pool to take the request (`rate/pool/`), sets
     /// that key's auth header, then drives `inner` as
     /// [`waiting`](Self::waiting) does.
+    // What one request brings to its wait, passed as the call has it
+    // (a struct would be built and taken apart at once).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn waiting_for_key<RB>(
         limiter: Arc<super::state::Limiter>,
         model: Option<std::sync::Arc<str>>,
