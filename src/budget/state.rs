@@ -34,6 +34,8 @@ pub(crate) struct Shared {
     pub(crate) skew: AtomicI64,
     /// Store failures met (reserving or settling).
     pub(crate) store_errors: AtomicU64,
+    /// The `llm_resilience.budget.spent` keys, one per cap.
+    pub(crate) spent: crate::telemetry::record::CapKeys,
 }
 
 impl std::fmt::Debug for Shared {
@@ -274,12 +276,13 @@ impl Shared {
         let spends = match result {
             Ok(s) => {
                 for st in settlements {
-                    if let Some(cap) = self.caps.iter().find(|c| c.name == st.counter.cap) {
-                        crate::telemetry::record::budget_spent(
-                            &cap.name,
-                            unit_label(cap.unit),
-                            st.actual,
-                        );
+                    let found = self
+                        .caps
+                        .iter()
+                        .enumerate()
+                        .find(|(_, c)| c.name == st.counter.cap);
+                    if let Some((i, cap)) = found {
+                        crate::telemetry::record::budget_spent(&self.spent, i, st.actual);
                         tracing::debug!(
                             llm_resilience.budget.cap = &*cap.name,
                             llm_resilience.budget.scope = scope_kind(cap),
@@ -341,7 +344,7 @@ fn scope_kind(cap: &Cap) -> &'static str {
 }
 
 /// `llm_resilience.budget.unit`.
-fn unit_label(unit: BudgetUnit) -> &'static str {
+pub(crate) fn unit_label(unit: BudgetUnit) -> &'static str {
     match unit {
         BudgetUnit::Tokens => "tokens",
         BudgetUnit::Nanos => "nanos",

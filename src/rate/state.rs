@@ -599,7 +599,7 @@ impl Shared {
                 for d in Dimension::ALL {
                     if let Some(limit) = s.gcra.limit(d) {
                         let used = 1.0 - s.gcra.available(d, now) as f64 / limit.burst() as f64;
-                        crate::telemetry::record::utilization(&group.label, d.name(), used);
+                        crate::telemetry::record::utilization(&group.label, d.index(), used);
                     }
                 }
             }

@@ -44,12 +44,13 @@ pub(crate) fn provider(api: Option<Api>) -> &'static str {
 }
 
 /// A model name as a metric label: one of at most
-/// [`MAX_MODEL_LABELS`](super::MAX_MODEL_LABELS) names, or `_OTHER`.
-/// Made once per rate-limit group (a lookup under a lock).
+/// [`MAX_MODEL_LABELS`](super::MAX_MODEL_LABELS) names, or `_OTHER`, with
+/// the metric keys that carry it made once per name (so recording them
+/// allocates nothing). Looked up once per rate-limit group (under a lock).
 #[derive(Clone, Debug)]
 pub(crate) struct ModelLabel {
     #[cfg(feature = "metrics")]
-    value: metrics::SharedString,
+    keys: Arc<imp::ModelKeys>,
 }
 
 impl ModelLabel {
@@ -57,7 +58,7 @@ impl ModelLabel {
         #[cfg(feature = "metrics")]
         {
             ModelLabel {
-                value: imp::intern(model),
+                keys: imp::intern(model),
             }
         }
         #[cfg(not(feature = "metrics"))]
@@ -79,19 +80,19 @@ pub(crate) fn queue_wait(layer: &'static str, wait: Duration) {
 #[inline]
 pub(crate) fn upstream_429(model: &ModelLabel) {
     #[cfg(feature = "metrics")]
-    imp::model_counter(super::names::UPSTREAM_429, model);
+    imp::counter(&model.keys.upstream_429, 1);
 }
 
 /// A request that waited instead of being sent into a 429.
 #[inline]
 pub(crate) fn avoided_429(model: &ModelLabel) {
     #[cfg(feature = "metrics")]
-    imp::model_counter(super::names::AVOIDED_429, model);
+    imp::counter(&model.keys.avoided_429, 1);
 }
 
 /// The fraction of a group's bucket in use, for one dimension.
 #[inline]
-pub(crate) fn utilization(model: &ModelLabel, dimension: &'static str, used: f64) {
+pub(crate) fn utilization(model: &ModelLabel, dimension: usize, used: f64) {
     #[cfg(feature = "metrics")]
     imp::utilization(model, dimension, used);
 }
@@ -130,16 +131,45 @@ pub(crate) fn fallback(to: &Arc<str>, trigger: &'static str) {
     imp::fallback(to, trigger);
 }
 
-/// What a budget's cap settled as spent.
-#[inline]
-pub(crate) fn budget_spent(cap: &Arc<str>, unit: &'static str, amount: u64) {
+/// The `llm_resilience.budget.spent` keys of a budget's caps, made when
+/// the budget is built.
+#[derive(Debug)]
+pub(crate) struct CapKeys {
     #[cfg(feature = "metrics")]
-    imp::budget_spent(cap, unit, amount);
+    keys: Box<[metrics::Key]>,
+}
+
+impl CapKeys {
+    /// One key per cap: its name and unit.
+    pub(crate) fn new<'a>(caps: impl Iterator<Item = (&'a Arc<str>, &'static str)>) -> Self {
+        #[cfg(feature = "metrics")]
+        {
+            CapKeys {
+                keys: caps
+                    .map(|(name, unit)| imp::spent_key(name, unit))
+                    .collect(),
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        {
+            drop(caps);
+            CapKeys {}
+        }
+    }
+}
+
+/// What cap `index` of a budget settled as spent.
+#[inline]
+pub(crate) fn budget_spent(keys: &CapKeys, index: usize, amount: u64) {
+    #[cfg(feature = "metrics")]
+    if let Some(key) = keys.keys.get(index) {
+        imp::counter(key, amount);
+    }
 }
 
 #[cfg(feature = "metrics")]
 mod imp {
-    use std::collections::HashSet;
+    use std::collections::HashMap;
     use std::sync::{Arc, Mutex, OnceLock};
     use std::time::Duration;
 
@@ -158,29 +188,82 @@ mod imp {
 
     const OTHER: &str = "_OTHER";
 
-    /// The first model names seen, each kept once.
-    pub(super) fn intern(model: Option<&Arc<str>>) -> SharedString {
-        static SEEN: OnceLock<Mutex<HashSet<Arc<str>>>> = OnceLock::new();
+    const PROVIDERS: [&str; 3] = ["anthropic", "openai", OTHER];
+    const DIMENSIONS: [&str; 4] = ["requests", "input_tokens", "output_tokens", "tokens"];
+
+    /// The keys of every metric labelled by one model name.
+    #[derive(Debug)]
+    pub(crate) struct ModelKeys {
+        value: SharedString,
+        pub(super) upstream_429: Key,
+        pub(super) avoided_429: Key,
+        /// Per dimension (`Dimension::index`).
+        utilization: [Key; 4],
+        /// Per provider: the duration of a 2xx, and the input and output
+        /// token usage.
+        ok: [Key; 3],
+        tokens: [[Key; 2]; 3],
+    }
+
+    impl ModelKeys {
+        fn new(value: SharedString) -> Self {
+            let model = || Label::new(GEN_AI_REQUEST_MODEL, value.clone());
+            let op = |p: &'static str| {
+                vec![
+                    model(),
+                    Label::from_static_parts(GEN_AI_PROVIDER_NAME, p),
+                    Label::from_static_parts(GEN_AI_OPERATION_NAME, "chat"),
+                ]
+            };
+            let with = |mut labels: Vec<Label>, k: &'static str, v: &'static str| {
+                labels.push(Label::from_static_parts(k, v));
+                labels
+            };
+            ModelKeys {
+                upstream_429: Key::from_parts(UPSTREAM_429, vec![model()]),
+                avoided_429: Key::from_parts(AVOIDED_429, vec![model()]),
+                utilization: DIMENSIONS.map(|d| {
+                    Key::from_parts(
+                        QUOTA_UTILIZATION,
+                        vec![model(), Label::from_static_parts(DIMENSION, d)],
+                    )
+                }),
+                ok: PROVIDERS.map(|p| Key::from_parts(OPERATION_DURATION, op(p))),
+                tokens: PROVIDERS.map(|p| {
+                    ["input", "output"]
+                        .map(|t| Key::from_parts(TOKEN_USAGE, with(op(p), GEN_AI_TOKEN_TYPE, t)))
+                }),
+                value,
+            }
+        }
+    }
+
+    /// The first model names seen, each kept once with its keys.
+    pub(super) fn intern(model: Option<&Arc<str>>) -> Arc<ModelKeys> {
+        static SEEN: OnceLock<Mutex<HashMap<Arc<str>, Arc<ModelKeys>>>> = OnceLock::new();
+        static OTHER_KEYS: OnceLock<Arc<ModelKeys>> = OnceLock::new();
+        let other = || {
+            Arc::clone(
+                OTHER_KEYS.get_or_init(|| Arc::new(ModelKeys::new(SharedString::const_str(OTHER)))),
+            )
+        };
         let Some(model) = model else {
-            return SharedString::const_str(OTHER);
+            return other();
         };
         let seen = SEEN.get_or_init(Default::default);
         let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(name) = seen.get(&**model) {
-            return SharedString::from(Arc::clone(name));
+        if let Some(keys) = seen.get(&**model) {
+            return Arc::clone(keys);
         }
         if seen.len() >= MAX_MODEL_LABELS {
-            return SharedString::const_str(OTHER);
+            return other();
         }
-        seen.insert(Arc::clone(model));
-        SharedString::from(Arc::clone(model))
+        let keys = Arc::new(ModelKeys::new(SharedString::from(Arc::clone(model))));
+        seen.insert(Arc::clone(model), Arc::clone(&keys));
+        keys
     }
 
-    fn model(label: &ModelLabel) -> Label {
-        Label::new(GEN_AI_REQUEST_MODEL, label.value.clone())
-    }
-
-    fn counter(key: &Key, by: u64) {
+    pub(super) fn counter(key: &Key, by: u64) {
         metrics::with_recorder(|r| r.register_counter(key, &META).increment(by));
     }
 
@@ -205,16 +288,10 @@ mod imp {
         histogram(key, wait.as_secs_f64());
     }
 
-    pub(super) fn model_counter(name: &'static str, label: &ModelLabel) {
-        counter(&Key::from_parts(name, vec![model(label)]), 1);
-    }
-
-    pub(super) fn utilization(label: &ModelLabel, dimension: &'static str, used: f64) {
-        let key = Key::from_parts(
-            QUOTA_UTILIZATION,
-            vec![model(label), Label::from_static_parts(DIMENSION, dimension)],
-        );
-        metrics::with_recorder(|r| r.register_gauge(&key, &META).set(used));
+    pub(super) fn utilization(label: &ModelLabel, dimension: usize, used: f64) {
+        if let Some(key) = label.keys.utilization.get(dimension) {
+            metrics::with_recorder(|r| r.register_gauge(key, &META).set(used));
+        }
     }
 
     pub(super) fn operation(
@@ -224,31 +301,33 @@ mod imp {
         status: Option<StatusCode>,
         usage: Option<(u64, u64)>,
     ) {
-        let common = [
-            model(label),
-            Label::from_static_parts(GEN_AI_PROVIDER_NAME, provider),
-            Label::from_static_parts(GEN_AI_OPERATION_NAME, "chat"),
-        ];
-        let mut labels = Vec::with_capacity(4);
-        labels.extend(common.iter().cloned());
-        if let Some(status) = status.filter(|s| !s.is_success()) {
-            labels.push(Label::from_static_parts(
-                ERROR_TYPE,
-                super::error_type(status),
-            ));
-        } else if status.is_none() {
-            labels.push(Label::from_static_parts(ERROR_TYPE, "_OTHER"));
+        let keys = &label.keys;
+        let p = PROVIDERS.iter().position(|&x| x == provider).unwrap_or(2);
+        let error = match status {
+            Some(s) if s.is_success() => None,
+            Some(s) => Some(super::error_type(s)),
+            None => Some(OTHER),
+        };
+        match error {
+            None => histogram(&keys.ok[p], duration.as_secs_f64()),
+            // A failure's key is made when it happens (failures are the
+            // exception, and `error.type` has many values).
+            Some(e) => {
+                let labels = vec![
+                    Label::new(GEN_AI_REQUEST_MODEL, keys.value.clone()),
+                    Label::from_static_parts(GEN_AI_PROVIDER_NAME, provider),
+                    Label::from_static_parts(GEN_AI_OPERATION_NAME, "chat"),
+                    Label::from_static_parts(ERROR_TYPE, e),
+                ];
+                histogram(
+                    &Key::from_parts(OPERATION_DURATION, labels),
+                    duration.as_secs_f64(),
+                );
+            }
         }
-        histogram(
-            &Key::from_parts(OPERATION_DURATION, labels),
-            duration.as_secs_f64(),
-        );
-        let Some((input, output)) = usage else { return };
-        for (kind, tokens) in [("input", input), ("output", output)] {
-            let mut labels = Vec::with_capacity(4);
-            labels.extend(common.iter().cloned());
-            labels.push(Label::from_static_parts(GEN_AI_TOKEN_TYPE, kind));
-            histogram(&Key::from_parts(TOKEN_USAGE, labels), tokens as f64);
+        if let Some((input, output)) = usage {
+            histogram(&keys.tokens[p][0], input as f64);
+            histogram(&keys.tokens[p][1], output as f64);
         }
     }
 
@@ -283,11 +362,11 @@ mod imp {
         counter(&Key::from_parts(FALLBACK_HOPS, labels), 1);
     }
 
-    pub(super) fn budget_spent(cap: &Arc<str>, unit: &'static str, amount: u64) {
+    pub(super) fn spent_key(cap: &Arc<str>, unit: &'static str) -> Key {
         let labels = vec![
             Label::new(BUDGET_CAP, SharedString::from(Arc::clone(cap))),
             Label::from_static_parts(BUDGET_UNIT, unit),
         ];
-        counter(&Key::from_parts(BUDGET_SPENT, labels), amount);
+        Key::from_parts(BUDGET_SPENT, labels)
     }
 }
