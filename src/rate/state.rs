@@ -543,6 +543,8 @@ impl Shared {
             self.now()
         };
         let mut refunded = false;
+        #[cfg(feature = "metrics")]
+        let mut used = [None; DIMENSIONS];
         let (events, probing, delta) = {
             let mut s = lock(&group.state);
             let before = s.net_reserved;
@@ -595,16 +597,23 @@ impl Shared {
             }
             #[cfg(feature = "metrics")]
             {
+                // Read under the lock, recorded after it.
                 let now = if now == 0 { self.now() } else { now };
                 for d in Dimension::ALL {
                     if let Some(limit) = s.gcra.limit(d) {
-                        let used = 1.0 - s.gcra.available(d, now) as f64 / limit.burst() as f64;
-                        crate::telemetry::record::utilization(&group.label, d.index(), used);
+                        used[d.index()] =
+                            Some(1.0 - s.gcra.available(d, now) as f64 / limit.burst() as f64);
                     }
                 }
             }
             (self.check_thresholds(group, &mut s, now), s.probing, delta)
         };
+        #[cfg(feature = "metrics")]
+        for (d, used) in used.iter().enumerate() {
+            if let Some(used) = used {
+                crate::telemetry::record::utilization(&group.label, d, *used);
+            }
+        }
         self.fire(events);
         if let (Some(t), Some(pool)) = (&ticket.pool, &self.config.pool) {
             refunded |= pool.refund(t, Some(&outcome));
@@ -659,6 +668,9 @@ impl Shared {
         if s.probing && (learned_any || s.gcra_has_limits()) {
             s.probing = false;
         }
+        // (Whether the group was cooling down already, and for how long it
+        // does now: told once the lock is let go.)
+        let mut cooled = None;
         if status == StatusCode::TOO_MANY_REQUESTS {
             // A 429 pauses every caller of the group until the server's
             // advice has passed; without advice, until the exhausted
@@ -677,7 +689,15 @@ impl Shared {
             let until = now.saturating_add(nanos(wait));
             let was_cooling = s.cooldown_until > now;
             s.cooldown_until = s.cooldown_until.max(until);
-            let cooldown_ms = s.cooldown_until.saturating_sub(now) / 1_000_000;
+            cooled = Some((
+                was_cooling,
+                s.cooldown_until.saturating_sub(now) / 1_000_000,
+            ));
+        }
+        // The server's `remaining` or a lower limit can cross a threshold.
+        let events = self.check_thresholds(group, &mut s, now);
+        drop(s);
+        if let Some((was_cooling, cooldown_ms)) = cooled {
             let model = group.key.model.as_deref();
             // The 429 that closes the gate is for the operator (the limits
             // are above the provider's); the herd's others are not.
@@ -695,9 +715,6 @@ impl Shared {
                 );
             }
         }
-        // The server's `remaining` or a lower limit can cross a threshold.
-        let events = self.check_thresholds(group, &mut s, now);
-        drop(s);
         self.fire(events);
         // The end of a probe, a lower limit or a cooldown: the head of the
         // queue re-decides.
