@@ -542,4 +542,36 @@ mod metrics_feature {
             2
         );
     }
+
+    #[test]
+    fn an_attempt_without_a_response_is_measured_as_a_transport_error() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        with_recorder(&recorder, async {
+            let svc = Stack::builder()
+                .retry(
+                    RetryLayer::builder()
+                        .max_attempts(1)
+                        .build()
+                        .expect("retry"),
+                )
+                .service(service_fn(|_req: Request<ReplayBody>| async {
+                    Err::<Response<String>, _>(std::io::Error::other("connection reset"))
+                }));
+            let req = anthropic(URI, SECRET, body("claude-down"));
+            assert!(svc.oneshot(req).await.is_err());
+        });
+        let rows = rows(&snapshotter);
+        let failed = histogram(
+            &rows,
+            names::OPERATION_DURATION,
+            &[
+                (names::GEN_AI_REQUEST_MODEL, "claude-down"),
+                (names::GEN_AI_PROVIDER_NAME, "anthropic"),
+                (names::ERROR_TYPE, "transport"),
+            ],
+        );
+        assert_eq!(failed.len(), 1, "{rows:#?}");
+        assert!(histogram(&rows, names::TOKEN_USAGE, &[]).is_empty());
+    }
 }

@@ -190,7 +190,24 @@ impl Held for Box<Reconcile> {
         RB::Error: Into<BoxError>,
     {
         // An error drops the hold: settled as unknown (sent) or cancelled.
-        let res = result.map_err(Into::into)?;
+        let res = match result {
+            Ok(res) => res,
+            Err(e) => {
+                // The attempt failed below (connection, timeout): measured,
+                // with `error.type` "transport".
+                #[cfg(feature = "metrics")]
+                if let Some(r) = &hold {
+                    telemetry::operation(
+                        &r.hold.group.label,
+                        telemetry::provider(r.op.api),
+                        r.op.started.elapsed(),
+                        None,
+                        None,
+                    );
+                }
+                return Err(e.into());
+            }
+        };
         let Some(mut reconcile) = hold else {
             return Ok(ResponseBody::from_response(res));
         };

@@ -50,7 +50,7 @@
 //! | name | kind | unit | labels |
 //! |---|---|---|---|
 //! | `gen_ai.client.token.usage` | histogram | `{token}` | `gen_ai.token.type` (`input`, `output`), `gen_ai.request.model`, `gen_ai.provider.name`, `gen_ai.operation.name` |
-//! | `gen_ai.client.operation.duration` | histogram | s | `gen_ai.request.model`, `gen_ai.provider.name`, `gen_ai.operation.name`, `error.type` (when not 2xx) |
+//! | `gen_ai.client.operation.duration` | histogram | s | `gen_ai.request.model`, `gen_ai.provider.name`, `gen_ai.operation.name`, `error.type` (the status when not 2xx; `transport` when the attempt failed with no response) |
 //! | `llm_resilience.queue.wait` | histogram | s | `llm_resilience.layer` (`rate`, `concurrency`) |
 //! | `llm_resilience.rate_limit.upstream_429` | counter | {response} | `gen_ai.request.model` |
 //! | `llm_resilience.rate_limit.avoided_429` | counter | {request} | `gen_ai.request.model` |

@@ -17,14 +17,15 @@ pub const GEN_AI_TOKEN_TYPE: &str = "gen_ai.token.type";
 pub const GEN_AI_USAGE_INPUT_TOKENS: &str = "gen_ai.usage.input_tokens";
 /// Output tokens the provider reported (an event field).
 pub const GEN_AI_USAGE_OUTPUT_TOKENS: &str = "gen_ai.usage.output_tokens";
-/// What failed: the HTTP status (`429`, `503`, …), or this crate's error
-/// kind (`queue_timeout`, `rate_limited`, …), or `_OTHER`.
+/// What failed: the HTTP status (`429`, `503`, …; `_OTHER` for a status
+/// providers do not use), `transport` for an attempt with no response, or
+/// this crate's decision (`queue_timeout`, `rate_limited`, …).
 pub const ERROR_TYPE: &str = "error.type";
 
 /// Histogram of the tokens of each response, by `gen_ai.token.type`.
 pub const TOKEN_USAGE: &str = "gen_ai.client.token.usage";
 /// Histogram of each attempt's duration in seconds, from admission to the
-/// response body's end.
+/// response body's end (or to the failure of an attempt with no response).
 pub const OPERATION_DURATION: &str = "gen_ai.client.operation.duration";
 
 /// Histogram of the time a request waited for admission, in seconds.

@@ -97,7 +97,8 @@ pub(crate) fn utilization(model: &ModelLabel, dimension: usize, used: f64) {
     imp::utilization(model, dimension, used);
 }
 
-/// One attempt ended: its duration, status and the usage it reported.
+/// One attempt ended: its duration, its status (`None`: it failed below,
+/// with no response) and the usage it reported.
 #[inline]
 pub(crate) fn operation(
     model: &ModelLabel,
@@ -306,7 +307,7 @@ mod imp {
         let error = match status {
             Some(s) if s.is_success() => None,
             Some(s) => Some(super::error_type(s)),
-            None => Some(OTHER),
+            None => Some("transport"),
         };
         match error {
             None => histogram(&keys.ok[p], duration.as_secs_f64()),
