@@ -68,6 +68,47 @@
 //! Errors the stack creates are small typed structs in [`error`], returned
 //! as [`BoxError`]; an HTTP error response from upstream stays the
 //! `Ok(Response)` it is.
+//!
+//! # Observability
+//!
+//! Every decision is a [`tracing`](https://docs.rs/tracing) event, at
+//! `DEBUG` (`WARN` for the first 429 that closes a rate-limit group's
+//! gate, and for a failing store): admitted (with its wait), queued (with
+//! its position), cooled down (with the cooldown), retried (reason, delay),
+//! cache hit / miss / stale / coalesced, fallback hop (from, to, trigger),
+//! budget charged and settled (amount, the kind of scope — never the
+//! tenant), a concurrency permit waited for. The limiters' waits are spans
+//! (`llm_resilience.rate_limit.wait`, `llm_resilience.concurrency.wait`).
+//! Attributes follow the OpenTelemetry GenAI semantic conventions
+//! (v1.37.0: `gen_ai.request.model`, `gen_ai.usage.input_tokens`,
+//! `gen_ai.usage.output_tokens`, `error.type`); the crate's own are under
+//! `llm_resilience.`. No API key is ever printed: keys appear as their
+//! [`KeyId`] (a keyed hash), pool keys by their label.
+//!
+//! With the `metrics` feature the layers record through the
+//! [`metrics`](https://docs.rs/metrics) facade (install any exporter, e.g.
+//! `metrics-exporter-prometheus`); without it no metric code is compiled.
+//!
+//! | metric | kind | labels |
+//! |---|---|---|
+//! | `gen_ai.client.token.usage` | histogram ({token}) | `gen_ai.token.type`, `gen_ai.request.model`, `gen_ai.provider.name`, `gen_ai.operation.name` |
+//! | `gen_ai.client.operation.duration` | histogram (s) | `gen_ai.request.model`, `gen_ai.provider.name`, `gen_ai.operation.name`, `error.type` |
+//! | `llm_resilience.queue.wait` | histogram (s) | `llm_resilience.layer` |
+//! | `llm_resilience.rate_limit.upstream_429` | counter | `gen_ai.request.model` |
+//! | `llm_resilience.rate_limit.avoided_429` | counter | `gen_ai.request.model` |
+//! | `llm_resilience.rate_limit.utilization` | gauge (0–1) | `gen_ai.request.model`, `llm_resilience.dimension` |
+//! | `llm_resilience.retry.attempts` | counter | `llm_resilience.retry.reason` |
+//! | `llm_resilience.cache.requests` | counter | `llm_resilience.cache.result` |
+//! | `llm_resilience.fallback.hops` | counter | `llm_resilience.fallback.to`, `llm_resilience.fallback.trigger` |
+//! | `llm_resilience.budget.spent` | counter | `llm_resilience.budget.cap`, `llm_resilience.budget.unit` |
+//!
+//! Label values are bounded: static strings, names from the configuration,
+//! and at most [`telemetry::MAX_MODEL_LABELS`] model names (the rest are
+//! `_OTHER`). The [`telemetry`] module has the whole table and the names as
+//! constants. The rate limiter's [`stats`](rate::RateLimitLayer::stats)
+//! are reached from the stack by
+//! [`Stack::rate_limiter`](stack::Stack::rate_limiter) and
+//! [`StackService::rate_limit`](stack::StackService).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(any(feature = "rate", feature = "concurrency", feature = "budget"))]
@@ -127,6 +168,7 @@ pub mod sim;
 )]
 pub mod stack;
 mod sync;
+pub mod telemetry;
 mod util;
 
 #[cfg(feature = "tower")]

@@ -170,3 +170,36 @@ impl<S, St> Layer<S> for Stack<St> {
         BufferBodyLayer::new(self.body_limit).layer(svc)
     }
 }
+
+/// What the stack can tell: the limiters' state, reached through the
+/// layers of the stack (as `tower`'s `get_ref` reaches one layer's inner
+/// service).
+impl<St> Stack<St> {
+    /// The rate limiter every service of this stack shares: its
+    /// [`stats`](RateLimitLayer::stats) are those of every group, for
+    /// every service made from this stack.
+    pub fn rate_limiter(&self) -> &RateLimitLayer {
+        &self.rate
+    }
+
+    /// The concurrency limiter every service of this stack shares (its
+    /// [`stats`](ConcurrencyLimitLayer::stats)).
+    pub fn concurrency_limiter(&self) -> &ConcurrencyLimitLayer {
+        &self.concurrency
+    }
+}
+
+impl<S, St> StackService<S, St> {
+    /// The stack's rate limiter, whose
+    /// [`stats`](RateLimit::stats) snapshot every limit group (limits,
+    /// availability, what the provider said, queue depth, cooldown).
+    pub fn rate_limit(&self) -> &RateLimit<ConcurrencyLimit<S>> {
+        self.get_ref().get_ref().get_ref().get_ref()
+    }
+
+    /// The stack's concurrency limiter (its
+    /// [`stats`](ConcurrencyLimit::stats): cap, in flight, peak, queued).
+    pub fn concurrency_limit(&self) -> &ConcurrencyLimit<S> {
+        self.rate_limit().get_ref()
+    }
+}

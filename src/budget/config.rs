@@ -284,7 +284,13 @@ impl BudgetBuilder {
             .unwrap_or_else(|| Arc::new(MemoryBudgetStore::new(self.max_counters)));
         // Per tenant throughout: each tenant's counters may live apart.
         let tag_by_tenant = self.caps.iter().all(|c| c.scope.has_tenant());
+        let spent = crate::telemetry::record::CapKeys::new(
+            self.caps
+                .iter()
+                .map(|c| (&c.name, super::state::unit_label(c.unit))),
+        );
         let shared = Shared {
+            spent,
             name: self.name,
             caps: self.caps,
             prices: self.prices,

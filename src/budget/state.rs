@@ -34,6 +34,8 @@ pub(crate) struct Shared {
     pub(crate) skew: AtomicI64,
     /// Store failures met (reserving or settling).
     pub(crate) store_errors: AtomicU64,
+    /// The `llm_resilience.budget.spent` keys, one per cap.
+    pub(crate) spent: crate::telemetry::record::CapKeys,
 }
 
 impl std::fmt::Debug for Shared {
@@ -218,7 +220,19 @@ impl Shared {
             done: false,
         };
         match answer {
-            Ok(Reserve::Reserved) => Decision::Admit(hold(charges)),
+            Ok(Reserve::Reserved) => {
+                for (c, cap) in charges.iter().zip(&self.caps) {
+                    // The kind of scope, never the tenant or key itself.
+                    tracing::debug!(
+                        llm_resilience.budget.cap = &*cap.name,
+                        llm_resilience.budget.scope = scope_kind(cap),
+                        llm_resilience.budget.unit = unit_label(cap.unit),
+                        llm_resilience.budget.amount = c.amount,
+                        "budget: charged (reserved)"
+                    );
+                }
+                Decision::Admit(hold(charges))
+            }
             Ok(Reserve::Exceeded { index, used }) => {
                 let Some(c) = charges.get(index) else {
                     return Decision::Refuse(
@@ -260,7 +274,27 @@ impl Shared {
 
     fn after_settle(&self, settlements: &[Settlement], result: Result<Vec<Spend>, BackendError>) {
         let spends = match result {
-            Ok(s) => s,
+            Ok(s) => {
+                for st in settlements {
+                    let found = self
+                        .caps
+                        .iter()
+                        .enumerate()
+                        .find(|(_, c)| c.name == st.counter.cap);
+                    if let Some((i, cap)) = found {
+                        crate::telemetry::record::budget_spent(&self.spent, i, st.actual);
+                        tracing::debug!(
+                            llm_resilience.budget.cap = &*cap.name,
+                            llm_resilience.budget.scope = scope_kind(cap),
+                            llm_resilience.budget.unit = unit_label(cap.unit),
+                            llm_resilience.budget.reserved = st.reserved,
+                            llm_resilience.budget.amount = st.actual,
+                            "budget: settled"
+                        );
+                    }
+                }
+                s
+            }
             Err(e) => {
                 self.store_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(budget = %self.name, error = %e, "budget store failed to settle");
@@ -290,6 +324,30 @@ impl Shared {
                 }
             }
         }
+    }
+}
+
+/// The kind of a cap's scope (`global`, `tenant`, `key+model`, …): what
+/// events show instead of the tenant or key.
+fn scope_kind(cap: &Cap) -> &'static str {
+    let s = cap.scope;
+    match (s.has_tenant(), s.has_key(), s.has_model()) {
+        (false, false, false) => "global",
+        (true, false, false) => "tenant",
+        (false, true, false) => "key",
+        (false, false, true) => "model",
+        (true, true, false) => "tenant+key",
+        (true, false, true) => "tenant+model",
+        (false, true, true) => "key+model",
+        (true, true, true) => "tenant+key+model",
+    }
+}
+
+/// `llm_resilience.budget.unit`.
+pub(crate) fn unit_label(unit: BudgetUnit) -> &'static str {
+    match unit {
+        BudgetUnit::Tokens => "tokens",
+        BudgetUnit::Nanos => "nanos",
     }
 }
 

@@ -158,6 +158,7 @@ where
             KindProj::Pass { fut } => {
                 let res = ready!(fut.poll(cx)).map_err(Into::into)?;
                 let mut res = ResponseBody::from_response(res);
+                told_upstream("bypass");
                 mark(&mut res, Status::Miss, Duration::ZERO);
                 Poll::Ready(Ok(res))
             }
@@ -257,7 +258,8 @@ where
                     match waited {
                         Waited::Served((entry, status)) => {
                             tracing::trace!(key = ?key, ?status, "served by the leader");
-                            return Ok(serve(&entry, status, Instant::now()));
+                            told("coalesced", &entry, Instant::now());
+                            return Ok(entry_response(&entry, status, Instant::now()));
                         }
                         Waited::Lead(leader) => {
                             tracing::trace!(key = ?key, "taking over as leader");
@@ -289,8 +291,43 @@ fn is_failure(status: StatusCode) -> bool {
     status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
 }
 
-/// A response served from a stored entry.
+/// A response served from a stored entry, counted and traced as `status`.
 fn serve(entry: &CachedResponse, status: Status, now: Instant) -> Response<ResponseBody> {
+    told(
+        if status == Status::Stale {
+            "stale"
+        } else {
+            "hit"
+        },
+        entry,
+        now,
+    );
+    entry_response(entry, status, now)
+}
+
+/// Counts and traces an answer from a stored entry.
+#[inline]
+fn told(result: &'static str, entry: &CachedResponse, now: Instant) {
+    crate::telemetry::record::cache(result);
+    tracing::debug!(
+        llm_resilience.cache.result = result,
+        llm_resilience.cache.age_ms = entry.age(now).as_millis() as u64,
+        "cache: answered from a stored entry"
+    );
+}
+
+/// Counts and traces an answer from upstream (`miss`, `bypass`).
+#[inline]
+fn told_upstream(result: &'static str) {
+    crate::telemetry::record::cache(result);
+    tracing::debug!(
+        llm_resilience.cache.result = result,
+        "cache: answered by upstream"
+    );
+}
+
+/// A response made from a stored entry.
+fn entry_response(entry: &CachedResponse, status: Status, now: Instant) -> Response<ResponseBody> {
     let mut res = Response::new(ResponseBody::replay(Arc::clone(entry.chunks())));
     *res.status_mut() = entry.status();
     *res.headers_mut() = entry.headers().clone();
@@ -387,6 +424,7 @@ where
             lead.take();
         }
     }
+    told_upstream("miss");
     mark(&mut res, Status::Miss, Duration::ZERO);
     res
 }

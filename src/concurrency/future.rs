@@ -20,6 +20,7 @@ use crate::queue::Priority;
 use crate::request::Deadline;
 use crate::response::{BodyObserver, Completion, Outcome, ResponseBody};
 use crate::sync::Arc;
+use tracing::Instrument;
 
 pin_project! {
     /// The inner service's response future, with the permit that moves into
@@ -64,7 +65,36 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
                         let priority = Priority::of(&req, shared.priority_header.as_ref());
                         let deadline = req.extensions().get::<Deadline>().map(|d| d.0);
                         let give_up_at = give_up_at(deadline, shared.max_wait, now);
-                        queue_for_permit(&shared, priority, now, give_up_at).await?
+                        let span = tracing::debug_span!("llm_resilience.concurrency.wait");
+                        span.in_scope(|| {
+                            tracing::debug!(
+                                llm_resilience.concurrency.cap = shared.stats().cap,
+                                llm_resilience.queue.position = shared.stats().queued + 1,
+                                "concurrency: waiting for a permit"
+                            )
+                        });
+                        let epoch = queue_for_permit(&shared, priority, now, give_up_at)
+                            .instrument(span.clone())
+                            .await
+                            .inspect_err(|_| {
+                                span.in_scope(|| {
+                                    tracing::debug!(
+                                        llm_resilience.queue.wait_ms =
+                                            now.elapsed().as_millis() as u64,
+                                        error.type = "queue_timeout",
+                                        "concurrency: gave up waiting for a permit"
+                                    )
+                                });
+                            })?;
+                        let waited = now.elapsed();
+                        crate::telemetry::record::queue_wait("concurrency", waited);
+                        span.in_scope(|| {
+                            tracing::debug!(
+                                llm_resilience.queue.wait_ms = waited.as_millis() as u64,
+                                "concurrency: permit after waiting"
+                            )
+                        });
+                        epoch
                     }
                 };
                 // `shared` moves into the permit (saves a reference count).

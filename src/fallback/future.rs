@@ -339,6 +339,28 @@ fn name_of(config: &Config, info: &FallbackInfo, i: usize) -> Option<Arc<str>> {
     }
 }
 
+/// The `llm_resilience.fallback.trigger` of a hop.
+fn trigger_label(trigger: Trigger) -> &'static str {
+    match trigger {
+        Trigger::Status(_) => "status",
+        Trigger::Error(_) => "error",
+        Trigger::RateLimited(_) => "rate_limited",
+        Trigger::Timeout => "timeout",
+        Trigger::CoolingDown => "cooling_down",
+    }
+}
+
+/// The `error.type` of a hop's trigger.
+fn error_type(trigger: Trigger) -> &'static str {
+    match trigger {
+        Trigger::Status(s) => crate::telemetry::record::error_type(s),
+        Trigger::Error(_) => "provider_error",
+        Trigger::RateLimited(_) => "rate_limited",
+        Trigger::Timeout => "timeout",
+        Trigger::CoolingDown => "cooling_down",
+    }
+}
+
 /// Records a hop from the current target and cools it down.
 fn hop(
     config: &Config,
@@ -353,7 +375,18 @@ fn hop(
     if let Some(d) = cooldown_for(config, trigger, res) {
         config.cool(&name, d);
     }
-    tracing::debug!(target = %name, ?trigger, "falling back");
+    let to = config.targets.get(current).map(|t| &t.name);
+    let trigger_label = trigger_label(trigger);
+    if let Some(to) = to {
+        crate::telemetry::record::fallback(to, trigger_label);
+    }
+    tracing::debug!(
+        llm_resilience.fallback.from = &*name,
+        llm_resilience.fallback.to = to.map(|t| &**t),
+        llm_resilience.fallback.trigger = trigger_label,
+        error.type = error_type(trigger),
+        "fallback: hop"
+    );
     info.hops.push(Hop {
         target: name,
         trigger,

@@ -17,10 +17,13 @@ use super::gcra::{DIMENSIONS, Denied};
 use super::state::{Attempt, Group, Settle, Shared, Ticket};
 use crate::admitted::{Admitted, Held, earliest, give_up_at, poll_sleep_until, send};
 use crate::error::{BoxError, QueueTimeout, RateLimited, RequestTooLarge};
+use crate::provider::Api;
 use crate::queue::{Priority, QueueFull, Waiter};
 use crate::request::Deadline;
 use crate::response::{BodyObserver, Completion, ResponseBody};
 use crate::sync::Arc;
+use crate::telemetry::record as telemetry;
+use tracing::Instrument;
 
 pin_project! {
     /// The inner service's response future, with the reservation that the
@@ -35,9 +38,9 @@ pin_project! {
 }
 
 impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
-    pub(crate) fn called(fut: S::Future, hold: Hold) -> Self {
+    pub(crate) fn called(fut: S::Future, hold: Hold, api: Option<Api>) -> Self {
         ResponseFuture {
-            kind: Admitted::sent(fut, Reconcile::boxed(hold)),
+            kind: Admitted::sent(fut, Reconcile::boxed(hold).with_api(api)),
         }
     }
 
@@ -57,6 +60,7 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
         deadline: Option<Deadline>,
         req: Request<B>,
         inner: S,
+        api: Option<Api>,
     ) -> Self
     where
         S: Service<Request<B>, Response = Response<RB>> + Send + 'static,
@@ -71,8 +75,16 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
         let give_up_at = give_up_at(deadline.map(|d| d.0), group.shared.config.max_wait, started);
         ResponseFuture {
             kind: Admitted::waiting(async move {
-                let held = admit(group, cost, priority, started, give_up_at).await?;
-                send(inner, req, held).await
+                // The wait is a span: what happens while it lasts (a
+                // cooldown, a wake-up) is told inside it.
+                let span = tracing::debug_span!(
+                    "llm_resilience.rate_limit.wait",
+                    gen_ai.request.model = group.key.model.as_deref(),
+                );
+                let held = admit(group, cost, priority, started, give_up_at)
+                    .instrument(span)
+                    .await?;
+                send(inner, req, held.with_api(api)).await
             }),
         }
     }
@@ -82,6 +94,9 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
     /// Waits for a key of the pool to take the request (`rate/pool/`), sets
     /// that key's auth header, then drives `inner` as
     /// [`waiting`](Self::waiting) does.
+    // What one request brings to its wait, passed as the call has it
+    // (a struct would be built and taken apart at once).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn waiting_for_key<RB>(
         limiter: Arc<super::state::Limiter>,
         model: Option<std::sync::Arc<str>>,
@@ -90,6 +105,7 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
         deadline: Option<Deadline>,
         mut req: Request<B>,
         inner: S,
+        api: Option<Api>,
     ) -> Self
     where
         S: Service<Request<B>, Response = Response<RB>> + Send + 'static,
@@ -109,6 +125,11 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
         let give_up_at = give_up_at(deadline.map(|d| d.0), max_wait, started);
         ResponseFuture {
             kind: Admitted::waiting(async move {
+                let span = tracing::debug_span!(
+                    "llm_resilience.rate_limit.wait",
+                    gen_ai.request.model = model.as_deref(),
+                    llm_resilience.rate_limit.key_pool = true,
+                );
                 let (held, member) = super::pool::admit::admit(
                     limiter,
                     pool.clone(),
@@ -117,9 +138,18 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
                     priority,
                     give_up_at,
                 )
+                .instrument(span.clone())
                 .await?;
                 pool.authorize(&mut req, member);
-                send(inner, req, held).await
+                let waited = started.elapsed();
+                telemetry::queue_wait("rate", waited);
+                span.in_scope(|| {
+                    tracing::debug!(
+                        llm_resilience.queue.wait_ms = waited.as_millis() as u64,
+                        "rate limit: a key of the pool admitted the request"
+                    )
+                });
+                send(inner, req, held.with_api(api)).await
             }),
         }
     }
@@ -160,7 +190,24 @@ impl Held for Box<Reconcile> {
         RB::Error: Into<BoxError>,
     {
         // An error drops the hold: settled as unknown (sent) or cancelled.
-        let res = result.map_err(Into::into)?;
+        let res = match result {
+            Ok(res) => res,
+            Err(e) => {
+                // The attempt failed below (connection, timeout): measured,
+                // with `error.type` "transport".
+                #[cfg(feature = "metrics")]
+                if let Some(r) = &hold {
+                    telemetry::operation(
+                        &r.hold.group.label,
+                        telemetry::provider(r.op.api),
+                        r.op.started.elapsed(),
+                        None,
+                        None,
+                    );
+                }
+                return Err(e.into());
+            }
+        };
         let Some(mut reconcile) = hold else {
             return Ok(ResponseBody::from_response(res));
         };
@@ -181,6 +228,13 @@ impl Held for Box<Reconcile> {
             hold.remote_gate([0; DIMENSIONS], gate);
         }
         reconcile.success = res.status().is_success();
+        #[cfg(feature = "metrics")]
+        {
+            reconcile.op.status = Some(res.status());
+            if res.status() == http::StatusCode::TOO_MANY_REQUESTS {
+                telemetry::upstream_429(&reconcile.hold.group.label);
+            }
+        }
         let mut res = ResponseBody::from_response(res);
         res.body_mut().observe(reconcile);
         Ok(res)
@@ -318,6 +372,7 @@ async fn admit(
                         ticket,
                         remote,
                     } => {
+                        admitted_after_wait(&group, started, queued.is_some());
                         drop(queued);
                         return Ok(Reconcile::boxed(Hold {
                             group,
@@ -339,6 +394,7 @@ async fn admit(
         };
         let wake_at = match attempt {
             Attempt::Admitted(ticket) => {
+                admitted_after_wait(&group, started, queued.is_some());
                 // Leaving the queue wakes the next in line.
                 drop(queued);
                 return Ok(Reconcile::boxed(Hold {
@@ -388,6 +444,12 @@ async fn admit(
             let now = Instant::now();
             let place_at = gate.filter(|g| *g > now).unwrap_or(now);
             queued = Some(Queued::enqueue(&shared, &group, priority, place_at)?);
+            tracing::debug!(
+                gen_ai.request.model = group.key.model.as_deref(),
+                llm_resilience.queue.position = group.queued.load(Ordering::Relaxed),
+                llm_resilience.rate_limit.cooling_down = gate.is_some(),
+                "rate limit: queued"
+            );
             // Poll the turn (registers the waker); if we are the head
             // already, the next attempt decides.
             continue;
@@ -428,9 +490,31 @@ pub(super) async fn elapsed_or_woken(
     .await
 }
 
+/// Counts and tells an admission made in the response future: the wait,
+/// and (when it had to queue) a 429 avoided by waiting instead.
+fn admitted_after_wait(group: &Group, started: Instant, was_queued: bool) {
+    let waited = started.elapsed();
+    telemetry::queue_wait("rate", waited);
+    if was_queued {
+        #[cfg(feature = "metrics")]
+        telemetry::avoided_429(&group.label);
+    }
+    tracing::debug!(
+        gen_ai.request.model = group.key.model.as_deref(),
+        llm_resilience.queue.wait_ms = waited.as_millis() as u64,
+        "rate limit: admitted after waiting"
+    );
+}
+
 /// The error for a request that cannot wait until `at`.
 fn give_up(fail_fast: bool, started: Instant, at: Instant) -> BoxError {
     let now = Instant::now();
+    tracing::debug!(
+        llm_resilience.queue.wait_ms = now.saturating_duration_since(started).as_millis() as u64,
+        llm_resilience.rate_limit.retry_after_ms = at.saturating_duration_since(now).as_millis() as u64,
+        error.type = if fail_fast { "rate_limited" } else { "queue_timeout" },
+        "rate limit: gave up waiting"
+    );
     if fail_fast {
         RateLimited {
             retry_after: at.saturating_duration_since(now),
@@ -559,10 +643,21 @@ impl Drop for Hold {
 pub(crate) struct Reconcile {
     hold: Hold,
     success: bool,
+    /// What the metrics of the attempt need.
+    #[cfg(feature = "metrics")]
+    op: Op,
     /// Whether the inner future was polled: a request admitted and called
     /// at the call is counted as sent there, but a tower service sends
     /// only when its future is polled.
     polled: bool,
+}
+
+/// The attempt as the metrics see it.
+#[cfg(feature = "metrics")]
+struct Op {
+    started: Instant,
+    api: Option<Api>,
+    status: Option<http::StatusCode>,
 }
 
 impl Reconcile {
@@ -570,8 +665,30 @@ impl Reconcile {
         Box::new(Reconcile {
             hold,
             success: false,
+            #[cfg(feature = "metrics")]
+            op: Op {
+                started: Instant::now(),
+                api: None,
+                status: None,
+            },
             polled: false,
         })
+    }
+
+    /// The request's API shape (`gen_ai.provider.name`).
+    #[inline]
+    pub(crate) fn with_api(self: Box<Self>, api: Option<Api>) -> Box<Self> {
+        #[cfg(feature = "metrics")]
+        {
+            let mut this = self;
+            this.op.api = api;
+            this
+        }
+        #[cfg(not(feature = "metrics"))]
+        {
+            let _ = api;
+            self
+        }
     }
 }
 
@@ -589,6 +706,28 @@ impl Drop for Reconcile {
 
 impl BodyObserver for Reconcile {
     fn on_complete(mut self: Box<Self>, c: &Completion) {
+        let model = self.hold.group.key.model.as_deref();
+        match c.usage {
+            Some(u) => tracing::debug!(
+                gen_ai.request.model = model,
+                gen_ai.usage.input_tokens = u.total_input_tokens(),
+                gen_ai.usage.output_tokens = u.output_tokens,
+                "rate limit: response settled"
+            ),
+            None => tracing::debug!(
+                gen_ai.request.model = model,
+                llm_resilience.rate_limit.success = self.success,
+                "rate limit: response settled without usage"
+            ),
+        }
+        #[cfg(feature = "metrics")]
+        telemetry::operation(
+            &self.hold.group.label,
+            telemetry::provider(self.op.api),
+            self.op.started.elapsed(),
+            self.op.status,
+            c.usage.map(|u| (u.total_input_tokens(), u.output_tokens)),
+        );
         let outcome = if !self.success {
             Settle::Refused
         } else {

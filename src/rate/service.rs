@@ -110,6 +110,11 @@ where
                         member,
                     }) => {
                         pool.authorize(&mut req, member);
+                        tracing::debug!(
+                            gen_ai.request.model = model.as_deref(),
+                            llm_resilience.queue.wait_ms = 0u64,
+                            "rate limit: admitted (a key of the pool)"
+                        );
                         let hold = Hold {
                             group,
                             ticket,
@@ -117,7 +122,8 @@ where
                             done: false,
                             remote: false,
                         };
-                        return ResponseFuture::called(self.inner.call(req), hold);
+                        let api = meta.as_ref().and_then(|m| m.api());
+                        return ResponseFuture::called(self.inner.call(req), hold, api);
                     }
                     Ok(Choice::Exhausted(after)) => {
                         return ResponseFuture::refused(NoKeyAvailable::new(after).into());
@@ -139,6 +145,7 @@ where
                 deadline,
                 req,
                 inner,
+                meta.as_ref().and_then(|m| m.api()),
             );
         }
         let key = GroupKey::new(key_id, meta.as_ref().and_then(|m| m.model_arc().cloned()));
@@ -160,6 +167,11 @@ where
             && !remote(config)
             && let Attempt::Admitted(ticket) = shared.attempt(&group, cost, now, false, true)
         {
+            tracing::debug!(
+                gen_ai.request.model = group.key.model.as_deref(),
+                llm_resilience.queue.wait_ms = 0u64,
+                "rate limit: admitted"
+            );
             let hold = Hold {
                 group,
                 ticket,
@@ -167,7 +179,8 @@ where
                 done: false,
                 remote: false,
             };
-            return ResponseFuture::called(self.inner.call(req), hold);
+            let api = meta.as_ref().and_then(|m| m.api());
+            return ResponseFuture::called(self.inner.call(req), hold, api);
         }
         // Else it waits its turn, by priority, with a clone of the service,
         // which its future asks once admitted (the ready one, and whatever it
@@ -175,7 +188,8 @@ where
         let priority = Priority::of(&req, config.priority_header.as_ref());
         let deadline = req.extensions().get::<Deadline>().copied();
         let inner = crate::util::unready_clone(&mut self.inner);
-        ResponseFuture::waiting(group, cost, priority, deadline, req, inner)
+        let api = meta.as_ref().and_then(|m| m.api());
+        ResponseFuture::waiting(group, cost, priority, deadline, req, inner, api)
     }
 }
 

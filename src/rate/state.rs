@@ -140,6 +140,9 @@ pub(crate) struct Group {
     /// How many of those caches hold it (their references are not a
     /// request's: the map may still evict it).
     pub(crate) cached: AtomicUsize,
+    /// The model as a metric label (bounded: `telemetry`).
+    #[cfg(feature = "metrics")]
+    pub(crate) label: crate::telemetry::record::ModelLabel,
 }
 
 pub(crate) struct GroupState {
@@ -313,6 +316,8 @@ impl Shared {
             .pool
             .as_ref()
             .and_then(|p| p.wake_key(key.key));
+        #[cfg(feature = "metrics")]
+        let label = crate::telemetry::record::ModelLabel::of(key.model.as_ref());
         Arc::new(Group {
             shared: Arc::clone(shared),
             id: QueueKey::unique(),
@@ -341,6 +346,8 @@ impl Shared {
                 .is_some_and(super::remote::Remote::leases)
                 .then(Box::default),
             pool_wake,
+            #[cfg(feature = "metrics")]
+            label,
         })
     }
 
@@ -544,6 +551,8 @@ impl Shared {
             self.now()
         };
         let mut refunded = false;
+        #[cfg(feature = "metrics")]
+        let mut used = [None; DIMENSIONS];
         let (events, probing, delta) = {
             let mut s = lock(&group.state);
             let before = s.net_reserved;
@@ -594,8 +603,25 @@ impl Shared {
             for ((d, after), before) in delta.iter_mut().zip(s.net_reserved).zip(before) {
                 *d = after - before;
             }
+            #[cfg(feature = "metrics")]
+            {
+                // Read under the lock, recorded after it.
+                let now = if now == 0 { self.now() } else { now };
+                for d in Dimension::ALL {
+                    if let Some(limit) = s.gcra.limit(d) {
+                        used[d.index()] =
+                            Some(1.0 - s.gcra.available(d, now) as f64 / limit.burst() as f64);
+                    }
+                }
+            }
             (self.check_thresholds(group, &mut s, now), s.probing, delta)
         };
+        #[cfg(feature = "metrics")]
+        for (d, used) in used.iter().enumerate() {
+            if let Some(used) = used {
+                crate::telemetry::record::utilization(&group.label, d, *used);
+            }
+        }
         self.fire(events);
         if let (Some(t), Some(pool)) = (&ticket.pool, &self.config.pool) {
             refunded |= pool.refund(t, Some(&outcome));
@@ -650,6 +676,9 @@ impl Shared {
         if s.probing && (learned_any || s.gcra_has_limits()) {
             s.probing = false;
         }
+        // (Whether the group was cooling down already, and for how long it
+        // does now: told once the lock is let go.)
+        let mut cooled = None;
         if status == StatusCode::TOO_MANY_REQUESTS {
             // A 429 pauses every caller of the group until the server's
             // advice has passed; without advice, until the exhausted
@@ -666,11 +695,34 @@ impl Shared {
                 .unwrap_or(self.config.default_cooldown)
                 .min(self.config.max_cooldown);
             let until = now.saturating_add(nanos(wait));
+            let was_cooling = s.cooldown_until > now;
             s.cooldown_until = s.cooldown_until.max(until);
+            cooled = Some((
+                was_cooling,
+                s.cooldown_until.saturating_sub(now) / 1_000_000,
+            ));
         }
         // The server's `remaining` or a lower limit can cross a threshold.
         let events = self.check_thresholds(group, &mut s, now);
         drop(s);
+        if let Some((was_cooling, cooldown_ms)) = cooled {
+            let model = group.key.model.as_deref();
+            // The 429 that closes the gate is for the operator (the limits
+            // are above the provider's); the herd's others are not.
+            if was_cooling {
+                tracing::debug!(
+                    gen_ai.request.model = model,
+                    llm_resilience.rate_limit.cooldown_ms = cooldown_ms,
+                    "rate limit: 429 while cooling down"
+                );
+            } else {
+                tracing::warn!(
+                    gen_ai.request.model = model,
+                    llm_resilience.rate_limit.cooldown_ms = cooldown_ms,
+                    "rate limit: upstream 429, the group cools down"
+                );
+            }
+        }
         self.fire(events);
         // The end of a probe, a lower limit or a cooldown: the head of the
         // queue re-decides.

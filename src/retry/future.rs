@@ -638,13 +638,27 @@ where
                     this.info.last_reason = Some(reason);
                     this.info.total_wait += delay;
                     *this.prev_delay = delay;
-                    tracing::debug!(attempt = this.info.attempts, ?reason, ?delay, "retrying");
+                    crate::telemetry::record::retry(reason_label(reason));
+                    tracing::debug!(
+                        llm_resilience.retry.attempt = this.info.attempts,
+                        llm_resilience.retry.reason = reason_label(reason),
+                        llm_resilience.retry.delay_ms = delay.as_millis() as u64,
+                        error.type = error_type(reason),
+                        "retry: retrying"
+                    );
                     this.state.set(State::Sleep {
                         sleep: Box::pin(sleep(delay)),
                         next: next.map(Box::new),
                     });
                 }
                 Decision::Stop(stop) => {
+                    if stop != StopReason::NotRetryable {
+                        tracing::debug!(
+                            llm_resilience.retry.attempt = this.info.attempts,
+                            llm_resilience.retry.stopped = %stop,
+                            "retry: stopped"
+                        );
+                    }
                     this.state.set(State::Done);
                     this.info.stopped = Some(stop);
                     if stop != StopReason::NotRetryable
@@ -661,6 +675,35 @@ where
                 }
             }
         }
+    }
+}
+
+/// The `llm_resilience.retry.reason` of a retry.
+fn reason_label(reason: RetryReason) -> &'static str {
+    match reason {
+        RetryReason::Status(s) if s == http::StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        RetryReason::Status(s)
+            if s.as_u16() == 529 || s == http::StatusCode::SERVICE_UNAVAILABLE =>
+        {
+            "overloaded"
+        }
+        RetryReason::Status(s) if s.is_server_error() => "server_error",
+        RetryReason::Status(_) => "status",
+        RetryReason::Grpc(GrpcCode::ResourceExhausted) => "rate_limited",
+        RetryReason::Grpc(GrpcCode::Unavailable) => "overloaded",
+        RetryReason::Grpc(_) => "grpc",
+        RetryReason::StreamError(_) => "stream_error",
+        RetryReason::Transport => "transport",
+    }
+}
+
+/// The `error.type` of a retried failure.
+fn error_type(reason: RetryReason) -> &'static str {
+    match reason {
+        RetryReason::Status(s) => crate::telemetry::record::error_type(s),
+        RetryReason::Grpc(_) => "grpc",
+        RetryReason::StreamError(_) => "stream_error",
+        RetryReason::Transport => "transport",
     }
 }
 
