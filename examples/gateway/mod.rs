@@ -378,7 +378,9 @@ impl Gateway {
             }
         };
 
-        let mut rate = RateLimitLayer::builder();
+        // Fail fast: a request that cannot be admitted before its deadline
+        // is answered 429 with `retry-after` at once, not held to a 504.
+        let mut rate = RateLimitLayer::builder().fail_fast(true);
         if o.configure_limits {
             rate = rate.limits(o.limits()?);
         }
