@@ -243,7 +243,11 @@ pub(crate) async fn demo(n: usize, out: &mut impl Write) -> Result<(), BoxError>
                     words.join(" ")
                 )?;
             }
-            _ => writeln!(out, "request {i:>2}: {status} {}", String::from_utf8_lossy(&body))?,
+            _ => writeln!(
+                out,
+                "request {i:>2}: {status} {}",
+                String::from_utf8_lossy(&body)
+            )?,
         }
     }
     let c = sim.counters();
@@ -265,12 +269,17 @@ async fn main() -> Result<(), BoxError> {
         let (state, sim) = match std::env::var("ANTHROPIC_API_KEY") {
             Ok(key) if !key.is_empty() => (
                 // The real API learns its limits from the response headers.
-                state("https://api.anthropic.com".into(), &key, Limits::unlimited())?,
+                state(
+                    "https://api.anthropic.com".into(),
+                    &key,
+                    Limits::unlimited(),
+                )?,
                 None,
             ),
             _ => {
-                let sim = Simulator::start(SimConfig::new().with_limits(QUOTA).with_time_scale(SCALE))
-                    .await?;
+                let sim =
+                    Simulator::start(SimConfig::new().with_limits(QUOTA).with_time_scale(SCALE))
+                        .await?;
                 (state(sim.url(), "sk-axum-app", scaled(QUOTA)?)?, Some(sim))
             }
         };

@@ -55,6 +55,7 @@ OPTIONS:
   --warmup SECS          seconds at the first rate before measuring (default 2)
   --probe-duration SECS  seconds per `max` probe (default 5)
   --max-probes N         probes of the `max` search (default 8)
+  --pause SECS           idle time after each run, so a saturated server drains (default 1)
   --timeout MS           a request not done by then is an error (default 2000)
   --body JSON            request body; `{n}` becomes the request number
                          (default: an OpenAI chat completion, max_tokens 16)
@@ -80,6 +81,7 @@ struct Options {
     warmup: Duration,
     probe: Duration,
     max_probes: usize,
+    pause: Duration,
     timeout: Duration,
     body: String,
     headers: Vec<(HeaderName, HeaderValue)>,
@@ -108,6 +110,7 @@ fn parse() -> Result<Option<Options>, String> {
         warmup: Duration::from_secs(2),
         probe: Duration::from_secs(5),
         max_probes: 8,
+        pause: Duration::from_secs(1),
         timeout: Duration::from_millis(2000),
         body: DEFAULT_BODY.to_owned(),
         headers: Vec::new(),
@@ -139,6 +142,7 @@ fn parse() -> Result<Option<Options>, String> {
             "--warmup" => o.warmup = secs(&flag, args.next())?,
             "--probe-duration" => o.probe = secs(&flag, args.next())?,
             "--max-probes" => o.max_probes = value(&flag, args.next())?,
+            "--pause" => o.pause = secs(&flag, args.next())?,
             "--timeout" => o.timeout = Duration::from_millis(value(&flag, args.next())?),
             "--body" => o.body = value(&flag, args.next())?,
             "--header" => {
@@ -353,7 +357,11 @@ fn report(o: &Options, r: &Run, kind: &str) {
             "p50_ms": ms(r.pct(0.5)), "p90_ms": ms(r.pct(0.9)), "p99_ms": ms(r.pct(0.99)),
             "p999_ms": ms(r.pct(0.999)), "max_ms": ms(r.ok.last().copied().unwrap_or_default()),
         });
-        match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
             Ok(mut f) => {
                 let _ = writeln!(f, "{j}");
             }
@@ -393,6 +401,7 @@ async fn main() {
     let mut n = 0u64;
     if let Some(Rate::Fixed(r)) = o.rates.first() {
         let _ = run(&target, *r, o.warmup, &mut n).await;
+        tokio::time::sleep(o.pause).await;
     }
     let (mut pass, mut fail): (f64, f64) = (0.0, f64::INFINITY);
     let mut best: Option<Run> = None;
@@ -401,6 +410,7 @@ async fn main() {
             Rate::Fixed(r) => {
                 let run = run(&target, r, o.duration, &mut n).await;
                 report(&o, &run, "fixed");
+                tokio::time::sleep(o.pause).await;
                 if !run.sustained() {
                     fail = fail.min(r);
                 } else if r > pass {
@@ -428,8 +438,7 @@ async fn main() {
                     } else {
                         fail = r;
                     }
-                    // Let a saturated server drain before the next probe.
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::time::sleep(o.pause).await;
                 }
                 match &best {
                     Some(b) => report(&o, b, "max"),

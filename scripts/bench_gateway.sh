@@ -10,7 +10,9 @@
 # $target/bench-venv/litellm on first use; LITELLM_VENV points elsewhere).
 # Never run in CI. Knobs (environment): DURATION (s per fixed rate, 10),
 # PROBE (s per max probe, 5), PROBES (8), RATES ("100,500,1000,max"),
-# TIGHT_RATE (offered req/s in the tight-quota run, 100), TIGHT_DURATION (10).
+# TIGHT_RPS (the tight upstream's quota, req/s, 5), TIGHT_RATE (offered req/s
+# in the tight-quota run, 20), TIGHT_DURATION (10). The tight quota sits
+# below what every path can carry, so each one really meets it.
 #
 # All three servers and the generator share the machine: the figures are
 # for one box, with everything on it competing for its cores.
@@ -26,7 +28,8 @@ DURATION="${DURATION:-10}"
 PROBE="${PROBE:-5}"
 PROBES="${PROBES:-8}"
 RATES="${RATES:-100,500,1000,max}"
-TIGHT_RATE="${TIGHT_RATE:-100}"
+TIGHT_RPS="${TIGHT_RPS:-5}"
+TIGHT_RATE="${TIGHT_RATE:-20}"
 TIGHT_DURATION="${TIGHT_DURATION:-10}"
 MASTER_KEY="sk-litellm-bench-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 UPSTREAM_KEY="sk-bench-upstream"
@@ -71,8 +74,8 @@ start() {
 
 big=(--rpm 1000000000 --itpm 1000000000000 --otpm 1000000000000)
 sim="$(start sim "$bin/sim_server" --port 0 "${big[@]}" --output-tokens 16:16 --seed 1)"
-# 50 requests per provider minute, a provider minute per second: 50 req/s.
-tight="$(start sim-tight "$bin/sim_server" --port 0 --rpm 50 --itpm 1000000000 \
+# TIGHT_RPS requests per provider minute, a provider minute per second.
+tight="$(start sim-tight "$bin/sim_server" --port 0 --rpm "$TIGHT_RPS" --itpm 1000000000 \
     --otpm 1000000000 --time-scale 60 --output-tokens 16:16 --seed 2)"
 
 export OPENAI_API_KEY="$UPSTREAM_KEY" ANTHROPIC_API_KEY="$UPSTREAM_KEY"
@@ -81,7 +84,7 @@ gw="$(start gateway "$bin/axum_gateway" --port 0 --upstream "$sim" --no-limits \
 # In front of the tight upstream the gateway is told its quota, as a user
 # would configure a provider tier.
 gw_tight="$(start gateway-tight "$bin/axum_gateway" --port 0 --upstream "$tight" \
-    --rpm 50 --itpm 1000000000 --otpm 1000000000 --time-scale 60)"
+    --rpm "$TIGHT_RPS" --itpm 1000000000 --otpm 1000000000 --time-scale 60)"
 unset OPENAI_API_KEY ANTHROPIC_API_KEY
 
 cat >"$out/litellm.yaml" <<EOF
@@ -101,7 +104,8 @@ litellm_settings:
 EOF
 litellm_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 (cd "$out" && LITELLM_MASTER_KEY="$MASTER_KEY" LITELLM_LOCAL_MODEL_COST_MAP=True \
-    exec "$venv/bin/litellm" --config "$out/litellm.yaml" --host 127.0.0.1 --port "$litellm_port") \
+    exec "$venv/bin/litellm" --config "$out/litellm.yaml" --host 127.0.0.1 --port "$litellm_port" \
+    --num_workers "$(nproc)") \
     >"$out/litellm.out" 2>&1 &
 pids+=($!)
 litellm="http://127.0.0.1:$litellm_port"
@@ -112,20 +116,20 @@ done
 curl -sf "$litellm/health/liveliness" >/dev/null || { echo "bench_gateway: LiteLLM did not start" >&2; tail -20 "$out/litellm.out" >&2; exit 1; }
 
 echo "bench_gateway: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), litellm $litellm_version" >&2
-echo "{\"meta\": {\"date\": \"$(date -u '+%Y-%m-%d %H:%M UTC')\", \"cores\": $(nproc), \"litellm\": \"$litellm_version\", \"duration\": $DURATION, \"rates\": \"$RATES\"}}" >>"$out/results.jsonl"
+echo "{\"meta\": {\"date\": \"$(date -u '+%Y-%m-%d %H:%M UTC')\", \"cores\": $(nproc), \"load\": \"$(cut -d' ' -f1-3 /proc/loadavg)\", \"litellm\": \"$litellm_version\", \"litellm_workers\": $(nproc), \"duration\": $DURATION, \"rates\": \"$RATES\", \"tight_rps\": $TIGHT_RPS}}" >>"$out/results.jsonl"
 
 body='{"model":"MODEL","max_tokens":16,"messages":[{"role":"user","content":"request {n}: say hello"}]}'
 load() { # label url key model rates duration timeout_ms
     "$bin/loadgen" --label "$1" --url "$2/v1/chat/completions" --header "authorization: Bearer $3" \
         --body "${body/MODEL/$4}" --rates "$5" --duration "$6" --probe-duration "$PROBE" \
-        --max-probes "$PROBES" --timeout "$7" --json "$out/results.jsonl"
+        --max-probes "$PROBES" --timeout "$7" --pause 3 --json "$out/results.jsonl"
 }
 
 load direct "$sim" "$UPSTREAM_KEY" gpt-4o-mini "$RATES" "$DURATION" 2000
 load gateway "$gw" client-key gpt-4o-mini "$RATES" "$DURATION" 2000
 load litellm "$litellm" "$MASTER_KEY" gpt-4o-mini "$RATES" "$DURATION" 2000
 
-echo "bench_gateway: tight upstream quota (50 req/s), $TIGHT_RATE req/s offered for $TIGHT_DURATION s" >&2
+echo "bench_gateway: tight upstream quota ($TIGHT_RPS req/s), $TIGHT_RATE req/s offered for $TIGHT_DURATION s" >&2
 for path in direct gateway litellm; do
     case $path in
         direct) url=$tight key=$UPSTREAM_KEY model=gpt-4o-mini ;;

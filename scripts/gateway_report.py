@@ -34,8 +34,9 @@ def main():
     rates = sorted({o for (_, o) in fixed})
 
     print(f"Gateway benchmark, {meta.get('date', '?')}, {meta.get('cores', '?')} cores shared by "
-          f"the simulator, both gateways and the load generator; LiteLLM {meta.get('litellm', '?')}; "
-          f"{meta.get('duration', '?')} s per fixed rate.\n")
+          f"the simulator, both gateways and the load generator (load average at the start "
+          f"{meta.get('load', '?')}); LiteLLM {meta.get('litellm', '?')} with "
+          f"{meta.get('litellm_workers', '?')} workers; {meta.get('duration', '?')} s per fixed rate.\n")
     print("| path | offered req/s | achieved | errors | p50 ms | p99 ms | added p50 ms | added p99 ms |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     added = {}
@@ -64,7 +65,8 @@ def main():
 
     tight = [r for r in rows if r["label"].startswith("tight-")]
     if tight:
-        print("\nTight upstream quota (50 req/s), open loop above it; what the clients got:\n")
+        print(f"\nTight upstream quota ({meta.get('tight_rps', '?')} req/s), offered above it "
+              f"(open loop); what the clients got:\n")
         print("| path | offered req/s | sent | 2xx | statuses | timeouts | p50 ms | p99 ms |")
         print("|---|---:|---:|---:|---|---:|---:|---:|")
         for r in tight:

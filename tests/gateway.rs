@@ -64,7 +64,9 @@ fn valid_answer(anthropic: bool, body: &[u8]) -> bool {
     };
     if anthropic {
         v["type"] == "message"
-            && v["content"][0]["text"].as_str().is_some_and(|t| !t.is_empty())
+            && v["content"][0]["text"]
+                .as_str()
+                .is_some_and(|t| !t.is_empty())
             && v["usage"]["output_tokens"].as_u64().is_some_and(|n| n > 0)
     } else {
         v["object"] == "chat.completion"
@@ -89,9 +91,15 @@ async fn two_hundred_concurrent_clients_all_answered_without_429s() {
             let client = reqwest::Client::new(); // a connection of its own
             let anthropic = i % 2 == 0;
             let (path, body) = if anthropic {
-                ("/v1/messages", anthropic_body("claude-haiku-4-5", 32, false))
+                (
+                    "/v1/messages",
+                    anthropic_body("claude-haiku-4-5", 32, false),
+                )
             } else {
-                ("/v1/chat/completions", openai_body("gpt-4o-mini", 32, false))
+                (
+                    "/v1/chat/completions",
+                    openai_body("gpt-4o-mini", 32, false),
+                )
             };
             let res = post(&client, format!("{url}{path}"), body)
                 .await
@@ -120,7 +128,11 @@ async fn two_hundred_concurrent_clients_all_answered_without_429s() {
     assert_eq!(c.ok(), 200, "each answer came from the upstream");
     // The quota was really tight: 100 requests per model at 30 a second
     // could not all be admitted in the first provider minute.
-    assert!(c.windows.len() >= 3, "admissions spread over {} windows", c.windows.len());
+    assert!(
+        c.windows.len() >= 3,
+        "admissions spread over {} windows",
+        c.windows.len()
+    );
     gw.shutdown().await.expect("shuts down");
 }
 
@@ -153,7 +165,10 @@ async fn streams_pass_through_event_by_event() {
             .expect("answers");
         assert_eq!(res.status(), 200, "{path}");
         let content_type = res.headers()["content-type"].to_str().expect("ascii");
-        assert!(content_type.starts_with("text/event-stream"), "{path}: {content_type}");
+        assert!(
+            content_type.starts_with("text/event-stream"),
+            "{path}: {content_type}"
+        );
         let mut chunks = 0;
         let mut text = String::new();
         while let Some(chunk) = res.chunk().await.expect("stream reads") {
@@ -202,8 +217,14 @@ async fn client_credentials_are_replaced_by_the_gateways_key() {
     };
     let gw = Gateway::start(&o).await.expect("gateway starts");
     for (path, body) in [
-        ("/v1/messages", anthropic_body("claude-haiku-4-5", 16, false)),
-        ("/v1/chat/completions", openai_body("gpt-4o-mini", 16, false)),
+        (
+            "/v1/messages",
+            anthropic_body("claude-haiku-4-5", 16, false),
+        ),
+        (
+            "/v1/chat/completions",
+            openai_body("gpt-4o-mini", 16, false),
+        ),
     ] {
         let res = post(&client, format!("{}{path}", gw.url()), body)
             .await
@@ -228,9 +249,13 @@ async fn a_request_past_its_deadline_gets_a_429_with_retry_after() {
     let gw = Gateway::start(&o).await.expect("gateway starts");
     let client = reqwest::Client::new();
     let url = format!("{}/v1/messages", gw.url());
-    let first = post(&client, url.clone(), anthropic_body("claude-haiku-4-5", 16, false))
-        .await
-        .expect("answers");
+    let first = post(
+        &client,
+        url.clone(),
+        anthropic_body("claude-haiku-4-5", 16, false),
+    )
+    .await
+    .expect("answers");
     assert_eq!(first.status(), 200);
     // The next request fits in a minute: far past its 2 s deadline.
     let second = post(&client, url, anthropic_body("claude-haiku-4-5", 16, false))
@@ -243,8 +268,8 @@ async fn a_request_past_its_deadline_gets_a_429_with_retry_after() {
         .parse()
         .expect("seconds");
     assert!((2..=61).contains(&retry), "retry-after {retry}");
-    let body: serde_json::Value = serde_json::from_slice(&second.bytes().await.expect("body"))
-        .expect("json");
+    let body: serde_json::Value =
+        serde_json::from_slice(&second.bytes().await.expect("body")).expect("json");
     assert_eq!(body["type"], "error");
     assert_eq!(body["error"]["type"], "rate_limit_error");
     // Only the first reached the upstream.
@@ -320,7 +345,11 @@ async fn graceful_shutdown_lets_a_stream_finish() {
     .await
     .expect("answers");
     let first = res.chunk().await.expect("reads").expect("a first chunk");
-    assert!(std::str::from_utf8(&first).expect("utf-8").contains("message_start"));
+    assert!(
+        std::str::from_utf8(&first)
+            .expect("utf-8")
+            .contains("message_start")
+    );
     let stopping = tokio::spawn(gw.shutdown());
     let mut rest = String::new();
     while let Some(chunk) = res.chunk().await.expect("the stream is not cut") {

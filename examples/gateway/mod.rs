@@ -218,7 +218,10 @@ impl Options {
             return Err("--max-inflight and --upstream-concurrency must be at least 1".into());
         }
         if !(o.time_scale.is_finite() && o.time_scale > 0.0) {
-            return Err(format!("--time-scale: must be positive, got {}", o.time_scale));
+            return Err(format!(
+                "--time-scale: must be positive, got {}",
+                o.time_scale
+            ));
         }
         if o.timeout.is_zero() {
             return Err("--timeout: must be positive".into());
@@ -315,14 +318,22 @@ pub(crate) struct Gateway {
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gateway").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("Gateway")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
 fn auth(api: Api, key: &str) -> Result<(HeaderName, HeaderValue), BoxError> {
     let (name, value) = match api {
-        Api::Anthropic => (HeaderName::from_static("x-api-key"), HeaderValue::try_from(key)?),
-        Api::OpenAi => (header::AUTHORIZATION, HeaderValue::try_from(format!("Bearer {key}"))?),
+        Api::Anthropic => (
+            HeaderName::from_static("x-api-key"),
+            HeaderValue::try_from(key)?,
+        ),
+        Api::OpenAi => (
+            header::AUTHORIZATION,
+            HeaderValue::try_from(format!("Bearer {key}"))?,
+        ),
     };
     let mut value = value;
     value.set_sensitive(true);
@@ -330,7 +341,10 @@ fn auth(api: Api, key: &str) -> Result<(HeaderName, HeaderValue), BoxError> {
 }
 
 fn env_key(var: &str) -> Option<Secret> {
-    std::env::var(var).ok().filter(|k| !k.is_empty()).map(Secret)
+    std::env::var(var)
+        .ok()
+        .filter(|k| !k.is_empty())
+        .map(Secret)
 }
 
 impl Gateway {
@@ -546,7 +560,13 @@ const DROP_REQUEST: [&str; 14] = [
 ];
 
 /// Response headers not passed back: hop-by-hop ones.
-const DROP_RESPONSE: [&str; 5] = ["connection", "keep-alive", "transfer-encoding", "trailer", "upgrade"];
+const DROP_RESPONSE: [&str; 5] = [
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "trailer",
+    "upgrade",
+];
 
 async fn forward(s: AppState, api: Api, req: Request) -> Response {
     let started = Instant::now();
@@ -566,7 +586,13 @@ async fn forward(s: AppState, api: Api, req: Request) -> Response {
             let (parts, body) = req.into_parts();
             let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
             match format!("{}{path}", upstream.base).parse::<Uri>() {
-                Err(_) => error(api, StatusCode::BAD_REQUEST, "invalid_request_error", "bad path", None),
+                Err(_) => error(
+                    api,
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "bad path",
+                    None,
+                ),
                 Ok(uri) => {
                     let mut out = http::Request::new(body);
                     *out.method_mut() = Method::POST;
@@ -616,30 +642,78 @@ fn forwarded_headers(mut headers: HeaderMap, api: Api) -> HeaderMap {
 fn refusal(api: Api, e: &BoxError) -> Response {
     let secs = |d: Duration| Some(d);
     if let Some(r) = e.downcast_ref::<RateLimited>() {
-        return error(api, StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", &e.to_string(), secs(r.retry_after));
+        return error(
+            api,
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            &e.to_string(),
+            secs(r.retry_after),
+        );
     }
     if let Some(r) = e.downcast_ref::<NoKeyAvailable>() {
-        return error(api, StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", &e.to_string(), secs(r.retry_after));
+        return error(
+            api,
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            &e.to_string(),
+            secs(r.retry_after),
+        );
     }
     if e.is::<QueueFull>() {
-        return error(api, StatusCode::SERVICE_UNAVAILABLE, "overloaded_error", &e.to_string(), secs(Duration::from_secs(1)));
+        return error(
+            api,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded_error",
+            &e.to_string(),
+            secs(Duration::from_secs(1)),
+        );
     }
     if e.is::<QueueTimeout>() || e.is::<DeadlineElapsed>() {
-        return error(api, StatusCode::GATEWAY_TIMEOUT, "timeout_error", &e.to_string(), None);
+        return error(
+            api,
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout_error",
+            &e.to_string(),
+            None,
+        );
     }
     if e.is::<RequestTooLarge>() {
-        return error(api, StatusCode::BAD_REQUEST, "invalid_request_error", &e.to_string(), None);
+        return error(
+            api,
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            &e.to_string(),
+            None,
+        );
     }
     if e.is::<BodyTooLarge>() {
-        return error(api, StatusCode::PAYLOAD_TOO_LARGE, "request_too_large", &e.to_string(), None);
+        return error(
+            api,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            &e.to_string(),
+            None,
+        );
     }
     tracing::warn!(error = %e, "upstream failed");
-    error(api, StatusCode::BAD_GATEWAY, "api_error", "the upstream could not be reached", None)
+    error(
+        api,
+        StatusCode::BAD_GATEWAY,
+        "api_error",
+        "the upstream could not be reached",
+        None,
+    )
 }
 
 /// An error in the shape of `api`, with `retry-after` (whole seconds,
 /// rounded up) and `retry-after-ms` when a retry time is known.
-fn error(api: Api, status: StatusCode, kind: &str, message: &str, retry: Option<Duration>) -> Response {
+fn error(
+    api: Api,
+    status: StatusCode,
+    kind: &str,
+    message: &str,
+    retry: Option<Duration>,
+) -> Response {
     let body = match api {
         Api::Anthropic => serde_json::json!({
             "type": "error",
@@ -654,7 +728,10 @@ fn error(api: Api, status: StatusCode, kind: &str, message: &str, retry: Option<
         let h = res.headers_mut();
         let ms = d.as_millis().max(1);
         h.insert("retry-after-ms", HeaderValue::from(ms as u64));
-        h.insert(header::RETRY_AFTER, HeaderValue::from(ms.div_ceil(1000) as u64));
+        h.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(ms.div_ceil(1000) as u64),
+        );
     }
     res
 }
@@ -671,7 +748,11 @@ async fn metrics_text(State(s): State<AppState>) -> Response {
         metrics::gauge!("tower_llm_rate_in_flight", &labels).set(f64::from(g.in_flight));
         for d in Dimension::ALL {
             let i = d.index();
-            let labels = [labels[0].clone(), labels[1].clone(), ("dimension", d.name().to_owned())];
+            let labels = [
+                labels[0].clone(),
+                labels[1].clone(),
+                ("dimension", d.name().to_owned()),
+            ];
             if let Some(a) = g.available[i] {
                 metrics::gauge!("tower_llm_rate_available", &labels).set(a as f64);
             }
