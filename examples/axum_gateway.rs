@@ -46,7 +46,7 @@
 //!                           messages=[{"role": "user", "content": "Hello"}])
 //! ```
 //!
-//! (`scripts/bench.sh sdk` runs `scripts/sdk_check.py --gateway`, which does
+//! (`scripts/bench.sh sdk` runs `scripts/sdk_gateway_check.py`, which does
 //! this with both SDKs, streaming included.)
 
 #[path = "gateway/mod.rs"]

@@ -55,7 +55,11 @@ OPTIONS:
   --warmup SECS          seconds at the first rate before measuring (default 2)
   --probe-duration SECS  seconds per `max` probe (default 5)
   --max-probes N         probes of the `max` search (default 8)
-  --pause SECS           idle time after each run, so a saturated server drains (default 1)
+  --pause SECS           idle time after each run (default 1); then, before the next run,
+                         single requests until one succeeds, so a server still working off
+                         requests abandoned at the timeout has drained (at most --drain SECS)
+  --drain SECS           the longest wait for that (default 300)
+  --keep-going           run the fixed rates above one that was not sustained (default: skip them)
   --timeout MS           a request not done by then is an error (default 2000)
   --body JSON            request body; `{n}` becomes the request number
                          (default: an OpenAI chat completion, max_tokens 16)
@@ -82,6 +86,8 @@ struct Options {
     probe: Duration,
     max_probes: usize,
     pause: Duration,
+    drain: Duration,
+    keep_going: bool,
     timeout: Duration,
     body: String,
     headers: Vec<(HeaderName, HeaderValue)>,
@@ -111,6 +117,8 @@ fn parse() -> Result<Option<Options>, String> {
         probe: Duration::from_secs(5),
         max_probes: 8,
         pause: Duration::from_secs(1),
+        drain: Duration::from_secs(300),
+        keep_going: false,
         timeout: Duration::from_millis(2000),
         body: DEFAULT_BODY.to_owned(),
         headers: Vec::new(),
@@ -143,6 +151,8 @@ fn parse() -> Result<Option<Options>, String> {
             "--probe-duration" => o.probe = secs(&flag, args.next())?,
             "--max-probes" => o.max_probes = value(&flag, args.next())?,
             "--pause" => o.pause = secs(&flag, args.next())?,
+            "--drain" => o.drain = secs(&flag, args.next())?,
+            "--keep-going" => o.keep_going = true,
             "--timeout" => o.timeout = Duration::from_millis(value(&flag, args.next())?),
             "--body" => o.body = value(&flag, args.next())?,
             "--header" => {
@@ -314,6 +324,27 @@ async fn run(target: &Arc<Target>, rate: f64, duration: Duration, first: &mut u6
     r
 }
 
+/// Waits `pause`, then sends one request at a time until one succeeds:
+/// a server that keeps working on requests whose clients gave up (most
+/// do) must finish them before the next run measures it.
+async fn settle(o: &Options, target: &Arc<Target>, n: &mut u64) {
+    tokio::time::sleep(o.pause).await;
+    let start = Instant::now();
+    while start.elapsed() < o.drain {
+        *n += 1;
+        if let End::Ok(_) = one(Arc::clone(target), *n).await {
+            break;
+        }
+    }
+    if start.elapsed() > Duration::from_secs(1) {
+        eprintln!(
+            "loadgen: {}: drained in {:.1} s",
+            o.label,
+            start.elapsed().as_secs_f64()
+        );
+    }
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -401,16 +432,19 @@ async fn main() {
     let mut n = 0u64;
     if let Some(Rate::Fixed(r)) = o.rates.first() {
         let _ = run(&target, *r, o.warmup, &mut n).await;
-        tokio::time::sleep(o.pause).await;
+        settle(&o, &target, &mut n).await;
     }
     let (mut pass, mut fail): (f64, f64) = (0.0, f64::INFINITY);
     let mut best: Option<Run> = None;
     for rate in &o.rates {
         match *rate {
+            Rate::Fixed(r) if fail <= r && !o.keep_going => {
+                println!("{:<10} fixed  {r:>8.0}  skipped: {fail:.0} req/s was not sustained", o.label);
+            }
             Rate::Fixed(r) => {
                 let run = run(&target, r, o.duration, &mut n).await;
                 report(&o, &run, "fixed");
-                tokio::time::sleep(o.pause).await;
+                settle(&o, &target, &mut n).await;
                 if !run.sustained() {
                     fail = fail.min(r);
                 } else if r > pass {
@@ -438,7 +472,7 @@ async fn main() {
                     } else {
                         fail = r;
                     }
-                    tokio::time::sleep(o.pause).await;
+                    settle(&o, &target, &mut n).await;
                 }
                 match &best {
                     Some(b) => report(&o, b, "max"),

@@ -102,10 +102,11 @@ model_list:
 litellm_settings:
   telemetry: false
 EOF
+# LiteLLM's default, one worker: with `--num_workers 2` (1.108.7) its
+# uvicorn children die at start-up here, and the proxy never answers.
 litellm_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 (cd "$out" && LITELLM_MASTER_KEY="$MASTER_KEY" LITELLM_LOCAL_MODEL_COST_MAP=True \
-    exec "$venv/bin/litellm" --config "$out/litellm.yaml" --host 127.0.0.1 --port "$litellm_port" \
-    --num_workers "$(nproc)") \
+    exec "$venv/bin/litellm" --config "$out/litellm.yaml" --host 127.0.0.1 --port "$litellm_port") \
     >"$out/litellm.out" 2>&1 &
 pids+=($!)
 litellm="http://127.0.0.1:$litellm_port"
@@ -116,7 +117,7 @@ done
 curl -sf "$litellm/health/liveliness" >/dev/null || { echo "bench_gateway: LiteLLM did not start" >&2; tail -20 "$out/litellm.out" >&2; exit 1; }
 
 echo "bench_gateway: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), litellm $litellm_version" >&2
-echo "{\"meta\": {\"date\": \"$(date -u '+%Y-%m-%d %H:%M UTC')\", \"cores\": $(nproc), \"load\": \"$(cut -d' ' -f1-3 /proc/loadavg)\", \"litellm\": \"$litellm_version\", \"litellm_workers\": $(nproc), \"duration\": $DURATION, \"rates\": \"$RATES\", \"tight_rps\": $TIGHT_RPS}}" >>"$out/results.jsonl"
+echo "{\"meta\": {\"date\": \"$(date -u '+%Y-%m-%d %H:%M UTC')\", \"cores\": $(nproc), \"load\": \"$(cut -d' ' -f1-3 /proc/loadavg)\", \"litellm\": \"$litellm_version\", \"litellm_workers\": 1, \"duration\": $DURATION, \"rates\": \"$RATES\", \"tight_rps\": $TIGHT_RPS}}" >>"$out/results.jsonl"
 
 body='{"model":"MODEL","max_tokens":16,"messages":[{"role":"user","content":"request {n}: say hello"}]}'
 load() { # label url key model rates duration timeout_ms
