@@ -439,7 +439,10 @@ async fn main() {
     for rate in &o.rates {
         match *rate {
             Rate::Fixed(r) if fail <= r && !o.keep_going => {
-                println!("{:<10} fixed  {r:>8.0}  skipped: {fail:.0} req/s was not sustained", o.label);
+                println!(
+                    "{:<10} fixed  {r:>8.0}  skipped: {fail:.0} req/s was not sustained",
+                    o.label
+                );
             }
             Rate::Fixed(r) => {
                 let run = run(&target, r, o.duration, &mut n).await;

@@ -53,8 +53,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Starts "$@" in the background, its stdout in $1.out; echoes the URL it
-# prints on its first line (`listening on URL`).
+# Starts "$@" in the background (in this shell, so the trap can stop it),
+# its stdout in $1.out; sets $url to the URL it prints on its first line
+# (`listening on URL`).
 start() {
     local name=$1
     shift
@@ -62,7 +63,7 @@ start() {
     pids+=($!)
     for _ in $(seq 1 100); do
         if grep -q '^listening on ' "$out/$name.out" 2>/dev/null; then
-            awk '/^listening on /{print $3; exit}' "$out/$name.out"
+            url="$(awk '/^listening on /{print $3; exit}' "$out/$name.out")"
             return
         fi
         sleep 0.1
@@ -73,18 +74,22 @@ start() {
 }
 
 big=(--rpm 1000000000 --itpm 1000000000000 --otpm 1000000000000)
-sim="$(start sim "$bin/sim_server" --port 0 "${big[@]}" --output-tokens 16:16 --seed 1)"
+start sim "$bin/sim_server" --port 0 "${big[@]}" --output-tokens 16:16 --seed 1
+sim=$url
 # TIGHT_RPS requests per provider minute, a provider minute per second.
-tight="$(start sim-tight "$bin/sim_server" --port 0 --rpm "$TIGHT_RPS" --itpm 1000000000 \
-    --otpm 1000000000 --time-scale 60 --output-tokens 16:16 --seed 2)"
+start sim-tight "$bin/sim_server" --port 0 --rpm "$TIGHT_RPS" --itpm 1000000000 \
+    --otpm 1000000000 --time-scale 60 --output-tokens 16:16 --seed 2
+tight=$url
 
 export OPENAI_API_KEY="$UPSTREAM_KEY" ANTHROPIC_API_KEY="$UPSTREAM_KEY"
-gw="$(start gateway "$bin/axum_gateway" --port 0 --upstream "$sim" --no-limits \
-    --max-inflight 8192 --upstream-concurrency 4096)"
+start gateway "$bin/axum_gateway" --port 0 --upstream "$sim" --no-limits \
+    --max-inflight 8192 --upstream-concurrency 4096
+gw=$url
 # In front of the tight upstream the gateway is told its quota, as a user
 # would configure a provider tier.
-gw_tight="$(start gateway-tight "$bin/axum_gateway" --port 0 --upstream "$tight" \
-    --rpm "$TIGHT_RPS" --itpm 1000000000 --otpm 1000000000 --time-scale 60)"
+start gateway-tight "$bin/axum_gateway" --port 0 --upstream "$tight" \
+    --rpm "$TIGHT_RPS" --itpm 1000000000 --otpm 1000000000 --time-scale 60
+gw_tight=$url
 unset OPENAI_API_KEY ANTHROPIC_API_KEY
 
 cat >"$out/litellm.yaml" <<EOF
