@@ -9,7 +9,9 @@
 # Needs python3 with venv and PyPI (LiteLLM is installed into
 # $target/bench-venv/litellm on first use; LITELLM_VENV points elsewhere).
 # Never run in CI. Knobs (environment): DURATION (s per fixed rate, 10),
-# PROBE (s per max probe, 5), PROBES (8), RATES ("100,500,1000,max"),
+# PROBE (s per max probe, 5), PROBES (8), RATES ("10,100,500,1000,max": 10
+# req/s is below what LiteLLM sustains here, so the added latency of both
+# gateways is compared at one common rate),
 # TIGHT_RPS (the tight upstream's quota, req/s, 5), TIGHT_RATE (offered req/s
 # in the tight-quota run, 20), TIGHT_DURATION (10). The tight quota sits
 # below what every path can carry, so each one really meets it.
@@ -27,7 +29,7 @@ rm -f "$out/results.jsonl"
 DURATION="${DURATION:-10}"
 PROBE="${PROBE:-5}"
 PROBES="${PROBES:-8}"
-RATES="${RATES:-100,500,1000,max}"
+RATES="${RATES:-10,100,500,1000,max}"
 TIGHT_RPS="${TIGHT_RPS:-5}"
 TIGHT_RATE="${TIGHT_RATE:-20}"
 TIGHT_DURATION="${TIGHT_DURATION:-10}"
