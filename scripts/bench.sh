@@ -13,6 +13,9 @@
 # Steps: parse, admission, retry, cache, stack (criterion benches),
 # workload (8x), workload-32, workload-faults (the harness on the embedded simulator), and
 # always the table generation at the end. Honours CARGO_TARGET_DIR.
+# Two steps are not part of "everything", and need PyPI (never in CI):
+#   scripts/bench.sh gateway   # direct vs axum_gateway vs the LiteLLM proxy (scripts/bench_gateway.sh)
+#   scripts/bench.sh sdk       # the official anthropic + openai SDKs against axum_gateway
 # Criterion options can be passed through CRITERION_ARGS.
 #
 # The machine should be otherwise idle: criterion's figures move with the
@@ -34,7 +37,9 @@ fi
 
 echo "bench.sh: $(date -u '+%Y-%m-%d %H:%M UTC'), load average $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')" >&2
 
+tables=0
 for step in "${steps[@]}"; do
+    [ "$step" = gateway ] || [ "$step" = sdk ] || tables=1
     case "$step" in
         parse | admission | retry | cache | stack)
             echo "bench.sh: cargo bench --bench $step" >&2
@@ -60,11 +65,25 @@ for step in "${steps[@]}"; do
             cargo run --release --example workload -- --faults --requests 400 --oversubscription 8 \
                 --json "$target/workload-faults.json"
             ;;
+        gateway)
+            scripts/bench_gateway.sh
+            ;;
+        sdk)
+            venv="${SDK_VENV:-$target/bench-venv/sdk}"
+            if [ ! -x "$venv/bin/python" ]; then
+                python3 -m venv "$venv"
+                "$venv/bin/pip" install -q anthropic openai
+            fi
+            cargo build --example axum_gateway
+            "$venv/bin/python" scripts/sdk_gateway_check.py "$target/debug/examples/axum_gateway"
+            ;;
         *)
-            echo "bench.sh: unknown step '$step' (known: ${all[*]})" >&2
+            echo "bench.sh: unknown step '$step' (known: ${all[*]} gateway sdk)" >&2
             exit 2
             ;;
     esac
 done
 
-python3 scripts/bench_tables.py --target "$target" BENCHMARKS.md
+if [ "$tables" = 1 ]; then
+    python3 scripts/bench_tables.py --target "$target" BENCHMARKS.md
+fi
