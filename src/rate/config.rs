@@ -575,16 +575,6 @@ impl RateLimitBuilder {
         if self.max_groups == 0 {
             return invalid("max_groups", "must be at least 1");
         }
-        // A pool's choice reads its keys' local buckets; with the buckets in
-        // Redis it would choose on stale state and admit past the shared
-        // limit. Refused until the choice runs against the shared state.
-        #[cfg(feature = "redis")]
-        if self.pool.is_some() && self.redis.is_some() {
-            return invalid(
-                "key_pool",
-                "a key pool cannot be combined with a Redis store yet",
-            );
-        }
         if self
             .thresholds
             .iter()

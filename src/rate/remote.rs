@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::gcra::{CostExceedsBurst, DIMENSIONS, Denied, Limit};
 use super::state::{Attempt, Group, Limiter, Shared};
-use crate::redis::limiter::{Decision, NET_MODULUS, Nets, RemoteStore, net_minus};
+use crate::redis::limiter::{Decision, NET_MODULUS, Nets, RemoteStore, Slot, net_minus};
 use crate::redis::{FailurePolicy, Redis};
 use crate::sync::{Arc, Mutex, lock};
 
@@ -178,6 +178,11 @@ impl Remote {
         }
     }
 
+    /// The in-memory limiter at divided limits ([`FailurePolicy::Local`]).
+    pub(crate) fn fallback(&self) -> Option<&Arc<Limiter>> {
+        self.fallback.as_ref()
+    }
+
     /// Whether settlements are kept in the lease (sent with the next one)
     /// rather than sent at once.
     pub(crate) fn leases(&self) -> bool {
@@ -255,7 +260,7 @@ pub(crate) async fn attempt(
         let answer = remote
             .store
             .lease(
-                group.key.hash(),
+                slot(group),
                 &limits,
                 &cost,
                 remote.lease,
@@ -301,7 +306,7 @@ pub(crate) async fn attempt(
             }
         }
     } else {
-        remote.store.admit(group.key.hash(), &limits, &cost).await
+        remote.store.admit(slot(group), &limits, &cost).await
     };
     let failure = match answer {
         Ok(Decision::Admitted(net) | Decision::Leased(_, net)) => {
@@ -361,6 +366,19 @@ pub(crate) async fn attempt(
             }
         }
         _ => Err(failure.into()),
+    }
+}
+
+/// Where `group` lives in Redis: a key pool's groups carry the pool's hash
+/// tag (one script chooses among them), any other group its own.
+pub(crate) fn slot(group: &Group) -> Slot {
+    let pool = group
+        .pool_wake
+        .and(group.shared.config.pool.as_ref())
+        .map(super::pool::KeyPool::tag);
+    Slot {
+        group: group.key.hash(),
+        pool,
     }
 }
 
