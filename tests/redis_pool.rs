@@ -284,3 +284,46 @@ async fn a_calendar_quota_used_up_through_one_instance_is_used_up_for_the_other(
     assert_eq!(seen.count("a") + seen.count("b"), 7, "{:?}", seen.keys());
     assert_eq!(redis.errors(), 0);
 }
+
+#[tokio::test]
+async fn with_redis_down_a_pool_follows_its_failure_policy() {
+    // Nothing listens on port 1: every decision fails within the timeout.
+    let redis = Redis::new("redis://127.0.0.1:1")
+        .unwrap()
+        .with_timeout(Duration::from_millis(50));
+    let limits = Limits::unlimited().requests(Limit::per_minute(100).unwrap());
+    let layer = |policy| {
+        RateLimitLayer::builder()
+            .limits(limits)
+            .fail_fast(true)
+            .max_wait(Duration::from_millis(200))
+            .redis(redis.clone())
+            .redis_failure(policy)
+            .key_pool(pool(None))
+            .build()
+            .unwrap()
+    };
+    let seen = Seen::default();
+    let closed = layer(FailurePolicy::FailClosed).layer(upstream(seen.clone(), ok));
+    let err = send(&closed).await.expect_err("fail closed");
+    assert!(
+        err.downcast_ref::<tower_llm_resilience::error::BackendError>()
+            .is_some(),
+        "{err}"
+    );
+    assert!(seen.keys().is_empty());
+    // The local fallback at limit ÷ 2: 50 a minute, bursting to 50, over
+    // both keys of the pool (each with a key set).
+    let local = layer(FailurePolicy::Local { instances: 2 });
+    let svc = local.layer(upstream(seen.clone(), ok));
+    for _ in 0..100 {
+        assert_eq!(send(&svc).await.unwrap(), 200);
+    }
+    let err = send(&svc).await.expect_err("both local shares used");
+    assert!(err.downcast_ref::<NoKeyAvailable>().is_some(), "{err}");
+    assert_eq!((seen.count("a"), seen.count("b")), (50, 50));
+    assert_eq!(seen.count("none"), 0);
+    let open = layer(FailurePolicy::FailOpen).layer(upstream(seen.clone(), ok));
+    assert_eq!(send(&open).await.unwrap(), 200);
+    assert_eq!(seen.count("none"), 0);
+}
