@@ -173,6 +173,7 @@ impl Shared {
         } else {
             Arc::clone(&self.name)
         };
+        let reservation = super::store::reservation_id();
         self.caps
             .iter()
             .map(|cap| {
@@ -195,6 +196,7 @@ impl Shared {
                     counter,
                     limit: cap.limit,
                     amount,
+                    reservation,
                 }
             })
             .collect()
@@ -328,6 +330,7 @@ impl Hold {
                     reserved: c.amount,
                     actual,
                     counter: c.counter,
+                    reservation: c.reservation,
                 }
             })
             .collect();
