@@ -488,6 +488,7 @@ impl KeyPool {
     /// The pool's tag: one word for its set of groups, the hash tag its
     /// state in Redis shares (processes sharing a pool declare the same
     /// keys, so they agree on it).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn tag(&self) -> u64 {
         self.inner.tag
     }
@@ -714,6 +715,7 @@ pub(crate) struct PoolInner {
     strategy: PoolStrategy,
     clock: Clock,
     /// The pool's hash tag in Redis ([`KeyPool::tag`]).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     tag: u64,
     /// The pool's one key in the limiter's wait queue.
     pub(crate) queue_key: QueueKey,

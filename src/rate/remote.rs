@@ -388,17 +388,41 @@ fn nanos(d: Duration) -> u64 {
 
 /// The limits of `limits` divided among `instances` processes: each
 /// amount and burst ÷ `instances`, rounded down, at least one.
-pub(crate) fn divided(limits: super::Limits, instances: u32) -> super::Limits {
+///
+/// # Errors
+///
+/// [`InvalidConfig`](crate::error::InvalidConfig) when a share is no valid
+/// limit (`build` checks this, so the fallback never runs at the full
+/// limit in a share's place).
+pub(crate) fn try_divided(
+    limits: super::Limits,
+    instances: u32,
+) -> Result<super::Limits, crate::error::InvalidConfig> {
     let n = u64::from(instances.max(1));
     let mut out = limits;
     for d in super::Dimension::ALL {
         if let Some(l) = limits.get(d) {
             let amount = (l.amount() / n).max(1);
             let burst = (l.burst() / n).max(1);
-            out = out.with(d, super::Limit::new(amount, l.per(), burst).unwrap_or(l));
+            out = out.with(d, super::Limit::new(amount, l.per(), burst)?);
         }
     }
-    out
+    Ok(out)
+}
+
+/// [`try_divided`], for limits `build` checked: a share that is no limit
+/// (not reached after `build`) becomes the smallest one, one unit per
+/// period, never the full limit.
+pub(crate) fn divided(limits: super::Limits, instances: u32) -> super::Limits {
+    try_divided(limits, instances).unwrap_or_else(|_| {
+        let mut out = limits;
+        for d in super::Dimension::ALL {
+            if let Some(l) = limits.get(d) {
+                out = out.with(d, super::Limit::new(1, l.per(), 1).unwrap_or(l));
+            }
+        }
+        out
+    })
 }
 
 #[cfg(test)]
