@@ -459,3 +459,52 @@ async fn keys_expire_and_share_a_hash_tag() {
         assert!(ttl > 86_400 && ttl <= 32 * 86_400, "{k}: {ttl}");
     }
 }
+
+/// A reserve that times out after its script ran (the server paused by
+/// `CLIENT PAUSE`, the reserve queued behind it) is released by its id:
+/// once the server is back, nothing stays reserved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reserve_that_times_out_after_its_script_ran_is_released_by_id() {
+    let Some(_probe) = RedisServer::get("redis_budget") else {
+        return;
+    };
+    let server = RedisServer::start().expect("redis-server");
+    let redis = server.handle().with_timeout(Duration::from_millis(200));
+    let up = Upstream {
+        input: 10,
+        output: 10,
+        ..Upstream::default()
+    };
+    let layer = BudgetLayer::builder()
+        .cap(Cap::tokens("t", Scope::GLOBAL, Period::day(), 1_000_000))
+        .store(RedisBudgetStore::new(redis.clone()))
+        .on_store_error(FailurePolicy::FailClosed)
+        .build()
+        .expect("budget");
+    // One request first: the connection is made and the script loaded.
+    bytes(
+        svc(&layer, &up)
+            .oneshot(anthropic(URI, KEY, body()))
+            .await
+            .expect("up"),
+    )
+    .await;
+    assert_eq!(settled(&layer).await, (20, 0));
+    // Every client's commands stall for 1.5 s: this reserve waits behind
+    // the pause, times out, and runs once the server is back.
+    assert_eq!(server.command(&["CLIENT", "PAUSE", "1500", "ALL"]), "+OK");
+    let err = svc(&layer, &up)
+        .oneshot(anthropic(URI, KEY, body()))
+        .await
+        .expect_err("timed out");
+    assert!(err.is::<BackendError>(), "{err}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Spent is the first request's; the lost reservation came back.
+    let started = Instant::now();
+    let mut balance = settled(&layer).await;
+    while balance != (20, 0) && started.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        balance = settled(&layer).await;
+    }
+    assert_eq!(balance, (20, 0), "the timed-out reservation stayed");
+}

@@ -175,6 +175,7 @@ impl Shared {
         } else {
             Arc::clone(&self.name)
         };
+        let reservation = super::store::reservation_id();
         self.caps
             .iter()
             .map(|cap| {
@@ -197,6 +198,7 @@ impl Shared {
                     counter,
                     limit: cap.limit,
                     amount,
+                    reservation,
                 }
             })
             .collect()
@@ -386,6 +388,7 @@ impl Hold {
                     reserved: c.amount,
                     actual,
                     counter: c.counter,
+                    reservation: c.reservation,
                 }
             })
             .collect();

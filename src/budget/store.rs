@@ -183,6 +183,7 @@ pub(crate) fn escape(out: &mut String, s: &str) {
 
 /// A reservation asked of one counter.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Charge {
     /// The counter.
     pub counter: Counter,
@@ -190,6 +191,11 @@ pub struct Charge {
     pub limit: u64,
     /// The estimate to reserve.
     pub amount: u64,
+    /// The reservation's id, one for every charge of a request (unique
+    /// across processes with overwhelming probability): what a store that
+    /// may lose an answer releases or settles by, so that a late or
+    /// repeated release never credits twice. Stores in memory ignore it.
+    pub reservation: u64,
 }
 
 /// What a reservation across counters came to.
@@ -221,6 +227,7 @@ pub enum Reserve {
 
 /// Settling one counter: the reservation leaves, the actual cost stays.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Settlement {
     /// The counter.
     pub counter: Counter,
@@ -228,6 +235,27 @@ pub struct Settlement {
     pub reserved: u64,
     /// What the request really cost.
     pub actual: u64,
+    /// The reservation's id ([`Charge::reservation`]).
+    pub reservation: u64,
+}
+
+/// A fresh reservation id: unique across processes with overwhelming
+/// probability (the wall clock at first use, the process id and a
+/// counter, mixed).
+pub(crate) fn reservation_id() -> u64 {
+    use std::sync::LazyLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEED: LazyLock<u64> = LazyLock::new(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| {
+                u64::try_from(d.as_nanos() & u128::from(u64::MAX)).unwrap_or(0)
+            });
+        crate::util::splitmix64(nanos ^ (u64::from(std::process::id()) << 32))
+    });
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    crate::util::splitmix64(*SEED ^ n.wrapping_mul(crate::util::GOLDEN_GAMMA))
 }
 
 /// A counter's settled spend before and after a settlement (for

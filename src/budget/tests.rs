@@ -151,6 +151,7 @@ fn charge(tenant: &str, now: i64) -> Charge {
         counter: counter(tenant, now),
         limit: 1_000,
         amount: 10,
+        reservation: 0,
     }
 }
 
@@ -173,6 +174,7 @@ fn a_million_tenants_stay_under_the_bound_without_forgetting_spend() {
                     counter: c.counter,
                     reserved: 10,
                     actual,
+                    reservation: 0,
                 }]);
             }
             Reserve::Full { max_counters } => {
@@ -326,6 +328,7 @@ mod invariant {
                             actual: c.amount.saturating_sub(actual_less),
                             reserved: c.amount,
                             counter: c.counter,
+                            reservation: c.reservation,
                         }]);
                     }
                 }

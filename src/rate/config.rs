@@ -575,16 +575,6 @@ impl RateLimitBuilder {
         if self.max_groups == 0 {
             return invalid("max_groups", "must be at least 1");
         }
-        // A pool's choice reads its keys' local buckets; with the buckets in
-        // Redis it would choose on stale state and admit past the shared
-        // limit. Refused until the choice runs against the shared state.
-        #[cfg(feature = "redis")]
-        if self.pool.is_some() && self.redis.is_some() {
-            return invalid(
-                "key_pool",
-                "a key pool cannot be combined with a Redis store yet",
-            );
-        }
         if self
             .thresholds
             .iter()
@@ -620,8 +610,16 @@ impl RateLimitBuilder {
                     "with Redis, a bucket must refill within 2^51 ns (about 26 days)",
                 );
             }
-            if let crate::redis::FailurePolicy::Local { instances: 0 } = self.redis_failure {
-                return invalid("redis_failure", "instances must be at least 1");
+            if let crate::redis::FailurePolicy::Local { instances } = self.redis_failure {
+                if instances == 0 {
+                    return invalid("redis_failure", "instances must be at least 1");
+                }
+                // The fallback's shares must be limits too (never the
+                // full limit in their place).
+                let all = std::iter::once(&self.limits).chain(self.models.iter().map(|(_, l)| l));
+                for l in all {
+                    super::remote::try_divided(*l, instances)?;
+                }
             }
         }
         Ok(self.finish())

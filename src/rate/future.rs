@@ -545,6 +545,8 @@ impl Hold {
         self.done = true;
         let delta = self.group.shared.settle(&self.group, &self.ticket, outcome);
         self.reconcile(delta);
+        #[cfg(feature = "redis")]
+        self.remote_calendar(Some(&outcome));
     }
 
     /// Sends a correction (and no gate) to Redis, for a reservation made
@@ -577,19 +579,36 @@ impl Hold {
                 let none = [0; DIMENSIONS];
                 remote
                     .store
-                    .reconcile(self.group.key.hash(), limits, none, gate);
+                    .reconcile(super::remote::slot(&self.group), limits, none, gate);
                 return;
             }
             let limits = shared.limits_of(&self.group);
             remote
                 .store
-                .reconcile(self.group.key.hash(), limits, delta, gate);
+                .reconcile(super::remote::slot(&self.group), limits, delta, gate);
         }
     }
 }
 
 #[cfg(feature = "redis")]
 impl Hold {
+    /// Sends a key pool's calendar correction to Redis, for a reservation
+    /// its script made (`None`: given back in full).
+    fn remote_calendar(&self, outcome: Option<&Settle>) {
+        if !self.remote {
+            return;
+        }
+        let Some(t) = &self.ticket.pool else { return };
+        let shared = &self.group.shared;
+        if let (Some(remote), Some(pool)) = (&shared.config.remote, &shared.config.pool)
+            && let Some((member, requests, tokens)) = pool.redis_correction(t, outcome)
+        {
+            remote
+                .store
+                .calendar(pool.tag(), member, t.period, requests, tokens);
+        }
+    }
+
     /// Sends the provider's `remaining` to Redis, for a reservation made
     /// there (spawned: nothing waits for it).
     fn remote_tighten(&self, remaining: [Option<u64>; DIMENSIONS]) {
@@ -610,7 +629,7 @@ impl Hold {
                 return;
             }
             remote.store.tighten(
-                self.group.key.hash(),
+                super::remote::slot(&self.group),
                 limits,
                 remaining,
                 self.ticket.remote_net,
@@ -634,6 +653,8 @@ impl Drop for Hold {
         } else {
             self.group.shared.cancel(&self.group, &self.ticket);
             self.reconcile(self.ticket.cost.map(|c| -i128::from(c)));
+            #[cfg(feature = "redis")]
+            self.remote_calendar(None);
         }
     }
 }

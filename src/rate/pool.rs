@@ -16,6 +16,8 @@ use crate::request::KeyId;
 use crate::sync::{Arc, Mutex, lock};
 
 pub(crate) mod admit;
+#[cfg(feature = "redis")]
+pub(crate) mod remote;
 
 /// The most keys one pool holds: every admission looks at each of them.
 pub const MAX_POOL_KEYS: usize = 256;
@@ -212,8 +214,15 @@ impl KeyPoolBuilder {
                 usage: Mutex::new(PeriodUsage::default()),
             });
         }
+        // The tag: the pool's groups, in an order every process agrees on.
+        let mut words: Vec<u64> = members.iter().map(|m| m.group.word()).collect();
+        words.sort_unstable();
+        words.dedup();
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let tag = xxhash_rust::xxh3::xxh3_64(&bytes);
         Ok(KeyPool {
             inner: Arc::new(PoolInner {
+                tag,
                 header: name,
                 members: members.into_boxed_slice(),
                 strategy: self.strategy,
@@ -281,6 +290,19 @@ impl KeyPoolBuilder {
 /// [`NoKeyAvailable`](crate::error::NoKeyAvailable): at once when the first
 /// key to free is already later than that, or when every key is out of
 /// its calendar quota (`retry_after` is then the earliest reset).
+///
+/// # Shared through Redis
+///
+/// With a Redis store ([`RateLimitBuilder::redis`](super::RateLimitBuilder::redis),
+/// the `redis` feature) the choice itself runs in Redis: one script reads
+/// every key's calendar counters, 429 gate and buckets on Redis's clock,
+/// chooses as above and reserves on the chosen key, atomically — so
+/// processes sharing a pool choose against one state: a 429 on key A seen
+/// by one process makes the others skip A, and a calendar quota used up
+/// through one is used up for all. Processes sharing a pool must declare
+/// the same keys (the pool's Redis hash tag is made from them) and install
+/// one [`KeyIdentity`](crate::request::KeyIdentity) secret. Why one script
+/// and not a local hint plus a reserve per key: `rate/pool/remote.rs`.
 ///
 /// # Organisations
 ///
@@ -440,30 +462,35 @@ impl KeyPool {
             // A new period began: what was reserved in the old one is gone.
             return false;
         }
-        let reserved = t.input.saturating_add(t.output);
-        match outcome {
-            None | Some(Settle::Refused) => {
-                u.requests = u.requests.saturating_sub(1);
-                u.tokens = u.tokens.saturating_sub(reserved);
-                true
-            }
-            Some(Settle::Usage { usage, complete }) => {
-                let input = if usage.total_input_tokens() > 0 {
-                    usage.rate_limited_input_tokens()
-                } else {
-                    t.input
-                };
-                let output = if *complete {
-                    usage.output_tokens
-                } else {
-                    t.output
-                };
-                let used = input.saturating_add(output);
-                u.tokens = u.tokens.saturating_sub(reserved).saturating_add(used);
-                used < reserved
-            }
-            Some(Settle::Unknown) => false,
+        let (requests, tokens) = calendar_delta(t, outcome);
+        u.requests = u.requests.saturating_add_signed(requests);
+        u.tokens = u.tokens.saturating_add_signed(tokens);
+        tokens < 0 || requests < 0
+    }
+
+    /// The correction of a calendar reservation made in Redis: the
+    /// member's id word, requests and tokens to add (tokens only when its
+    /// quota counts them); `None` when nothing changes.
+    #[cfg(feature = "redis")]
+    pub(crate) fn redis_correction(
+        &self,
+        t: &PoolTicket,
+        outcome: Option<&Settle>,
+    ) -> Option<(u64, i64, i64)> {
+        let m = self.inner.members.get(t.member as usize)?;
+        let (requests, mut tokens) = calendar_delta(t, outcome);
+        if m.quota.is_none_or(|q| q.tokens.is_none()) {
+            tokens = 0;
         }
+        (requests != 0 || tokens != 0).then_some((m.id.word(), requests, tokens))
+    }
+
+    /// The pool's tag: one word for its set of groups, the hash tag its
+    /// state in Redis shares (processes sharing a pool declare the same
+    /// keys, so they agree on it).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn tag(&self) -> u64 {
+        self.inner.tag
     }
 
     /// Chooses a key for `cost` now and, unless `send` is `None` (a
@@ -609,6 +636,31 @@ impl KeyPool {
     }
 }
 
+/// What settling a calendar reservation changes: (requests, tokens) to
+/// add, negative to give back.
+pub(crate) fn calendar_delta(t: &PoolTicket, outcome: Option<&Settle>) -> (i64, i64) {
+    let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let reserved = t.input.saturating_add(t.output);
+    match outcome {
+        None | Some(Settle::Refused) => (-1, -signed(reserved)),
+        Some(Settle::Usage { usage, complete }) => {
+            let input = if usage.total_input_tokens() > 0 {
+                usage.rate_limited_input_tokens()
+            } else {
+                t.input
+            };
+            let output = if *complete {
+                usage.output_tokens
+            } else {
+                t.output
+            };
+            let used = input.saturating_add(output);
+            (0, signed(used).saturating_sub(signed(reserved)))
+        }
+        Some(Settle::Unknown) => (0, 0),
+    }
+}
+
 /// What [`KeyPool::choose`] found.
 pub(crate) enum Choice {
     /// Reserved on `member`'s group.
@@ -638,10 +690,11 @@ struct Candidate {
 /// [`Ticket`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PoolTicket {
-    member: u32,
-    period: i64,
-    input: u64,
-    output: u64,
+    pub(crate) member: u32,
+    /// The calendar period it was reserved in (Redis's, when Redis chose).
+    pub(crate) period: i64,
+    pub(crate) input: u64,
+    pub(crate) output: u64,
 }
 
 struct Member {
@@ -661,6 +714,9 @@ pub(crate) struct PoolInner {
     members: Box<[Member]>,
     strategy: PoolStrategy,
     clock: Clock,
+    /// The pool's hash tag in Redis ([`KeyPool::tag`]).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    tag: u64,
     /// The pool's one key in the limiter's wait queue.
     pub(crate) queue_key: QueueKey,
     /// Requests waiting for a key (a newcomer that sees any queues behind

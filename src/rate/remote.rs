@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::gcra::{CostExceedsBurst, DIMENSIONS, Denied, Limit};
 use super::state::{Attempt, Group, Limiter, Shared};
-use crate::redis::limiter::{Decision, NET_MODULUS, Nets, RemoteStore, net_minus};
+use crate::redis::limiter::{Decision, NET_MODULUS, Nets, RemoteStore, Slot, net_minus};
 use crate::redis::{FailurePolicy, Redis};
 use crate::sync::{Arc, Mutex, lock};
 
@@ -178,6 +178,11 @@ impl Remote {
         }
     }
 
+    /// The in-memory limiter at divided limits ([`FailurePolicy::Local`]).
+    pub(crate) fn fallback(&self) -> Option<&Arc<Limiter>> {
+        self.fallback.as_ref()
+    }
+
     /// Whether settlements are kept in the lease (sent with the next one)
     /// rather than sent at once.
     pub(crate) fn leases(&self) -> bool {
@@ -255,7 +260,7 @@ pub(crate) async fn attempt(
         let answer = remote
             .store
             .lease(
-                group.key.hash(),
+                slot(group),
                 &limits,
                 &cost,
                 remote.lease,
@@ -301,7 +306,7 @@ pub(crate) async fn attempt(
             }
         }
     } else {
-        remote.store.admit(group.key.hash(), &limits, &cost).await
+        remote.store.admit(slot(group), &limits, &cost).await
     };
     let failure = match answer {
         Ok(Decision::Admitted(net) | Decision::Leased(_, net)) => {
@@ -364,23 +369,60 @@ pub(crate) async fn attempt(
     }
 }
 
+/// Where `group` lives in Redis: a key pool's groups carry the pool's hash
+/// tag (one script chooses among them), any other group its own.
+pub(crate) fn slot(group: &Group) -> Slot {
+    let pool = group
+        .pool_wake
+        .and(group.shared.config.pool.as_ref())
+        .map(super::pool::KeyPool::tag);
+    Slot {
+        group: group.key.hash(),
+        pool,
+    }
+}
+
 fn nanos(d: Duration) -> u64 {
     super::gcra::nanos(d)
 }
 
 /// The limits of `limits` divided among `instances` processes: each
 /// amount and burst ÷ `instances`, rounded down, at least one.
-pub(crate) fn divided(limits: super::Limits, instances: u32) -> super::Limits {
+///
+/// # Errors
+///
+/// [`InvalidConfig`](crate::error::InvalidConfig) when a share is no valid
+/// limit (`build` checks this, so the fallback never runs at the full
+/// limit in a share's place).
+pub(crate) fn try_divided(
+    limits: super::Limits,
+    instances: u32,
+) -> Result<super::Limits, crate::error::InvalidConfig> {
     let n = u64::from(instances.max(1));
     let mut out = limits;
     for d in super::Dimension::ALL {
         if let Some(l) = limits.get(d) {
             let amount = (l.amount() / n).max(1);
             let burst = (l.burst() / n).max(1);
-            out = out.with(d, super::Limit::new(amount, l.per(), burst).unwrap_or(l));
+            out = out.with(d, super::Limit::new(amount, l.per(), burst)?);
         }
     }
-    out
+    Ok(out)
+}
+
+/// [`try_divided`], for limits `build` checked: a share that is no limit
+/// (not reached after `build`) becomes the smallest one, one unit per
+/// period, never the full limit.
+pub(crate) fn divided(limits: super::Limits, instances: u32) -> super::Limits {
+    try_divided(limits, instances).unwrap_or_else(|_| {
+        let mut out = limits;
+        for d in super::Dimension::ALL {
+            if let Some(l) = limits.get(d) {
+                out = out.with(d, super::Limit::new(1, l.per(), 1).unwrap_or(l));
+            }
+        }
+        out
+    })
 }
 
 #[cfg(test)]

@@ -95,7 +95,8 @@ where
         {
             // No credentials of its own: a key of the pool, chosen now.
             let model = meta.as_ref().and_then(|m| m.model_arc().cloned());
-            if pool.queued() == 0 {
+            // (Never with a Redis store: the choice is its round trip.)
+            if pool.queued() == 0 && !remote(config) {
                 match pool.choose(
                     &self.limiter,
                     model.as_ref(),

@@ -36,7 +36,19 @@
 //!   reservation stays until the period's key expires (an over-count,
 //!   never an under-count), as does that of a process that died holding
 //!   reservations.
-
+//! - **Reservations by id**: each request's reservation has an id
+//!   ([`Charge::reservation`](crate::budget::Charge::reservation)); the
+//!   reserve script records it as a field of the first counter's hash
+//!   (`x:<id>`: every counter's amount), and settling or releasing takes
+//!   it back by that field, once — a second settlement, a late or repeated
+//!   release gives back nothing. A reserve whose answer does not come (a
+//!   timeout, a caller giving up at its deadline) may still have run: it
+//!   is released by its id off the request's path (`EVAL`, tried up to
+//!   three times). A reserve queued behind a stalled server runs before the
+//!   release sent after it (one connection, in order). The field of a
+//!   process that died holding it stays until the counter expires, as its
+//!   reservation does.
+//!
 use std::sync::LazyLock;
 
 use redis::Script;
@@ -47,9 +59,12 @@ use crate::budget::{Answer, Balance, BudgetStore, Charge, Counter, Reserve, Sett
 /// How long a counter's key outlives its period, in seconds.
 const KEY_MARGIN_SECS: i64 = 86_400;
 
-/// ARGV per key: limit, amount, period start, period end. Returns `{0}`
-/// reserved, `{1, index, used}` over a cap (1-based index), `{2, now}`
-/// when a period does not hold Redis's time.
+/// KEYS: the counters. ARGV per counter: limit, amount, period start,
+/// period end; then the reservation's field (`x:<id>`), then the keys'
+/// margin. Returns `{0}` reserved — and the first counter's hash holds the
+/// reservation's field, every counter's amount in order — `{1, index,
+/// used}` over a cap (1-based index), `{2, now}` when a period does not
+/// hold Redis's time.
 static RESERVE: LazyLock<Script> = LazyLock::new(|| {
     Redis::script(
         r"
@@ -69,36 +84,125 @@ for i = 1, n do
     return {1, i, used}
   end
 end
+local amounts = {}
 for i = 1, n do
   local b = (i - 1) * 4
   redis.call('HINCRBY', KEYS[i], 'r', ARGV[b + 2])
   redis.call('EXPIREAT', KEYS[i], tonumber(ARGV[b + 4]) + tonumber(ARGV[#ARGV]))
+  amounts[i] = ARGV[b + 2]
 end
+redis.call('HSET', KEYS[1], ARGV[#ARGV - 1], table.concat(amounts, ','))
 return {0}
 ",
     )
 });
 
-/// ARGV per key: minus the reservation, the actual cost, period end.
-/// Returns, per key, the settled spend before and after.
+/// The shared part of settling and releasing (concatenated before each):
+/// `take(field)` gives back what the reservation `field` holds on every
+/// counter and removes it; false when it is not there (released or settled
+/// already, or never reserved), and nothing changes.
+const TAKE: &str = r"
+local function take(field)
+  local v = redis.call('HGET', KEYS[1], field)
+  if not v then return false end
+  local i = 1
+  for amount in string.gmatch(v, '[^,]+') do
+    local a = tonumber(amount)
+    if KEYS[i] and a > 0 then
+      local r = redis.call('HINCRBY', KEYS[i], 'r', -a)
+      if r < 0 then redis.call('HSET', KEYS[i], 'r', 0) end
+    end
+    i = i + 1
+  end
+  redis.call('HDEL', KEYS[1], field)
+  return true
+end
+";
+
+/// ARGV per key: the actual cost, period end; then the reservation's
+/// field, then the keys' margin. The reservation is given back by its
+/// field (once: a second settlement of it gives back nothing), the actual
+/// cost added to the spend. Returns, per key, the settled spend before and
+/// after.
 static SETTLE: LazyLock<Script> = LazyLock::new(|| {
-    Redis::script(
+    Redis::script(&format!(
+        "{TAKE}{}",
         r"
+take(ARGV[#ARGV - 1])
 local out = {}
 for i = 1, #KEYS do
-  local b = (i - 1) * 3
-  local r = redis.call('HINCRBY', KEYS[i], 'r', ARGV[b + 1])
-  if r < 0 then redis.call('HSET', KEYS[i], 'r', 0) end
+  local b = (i - 1) * 2
   local before = tonumber(redis.call('HGET', KEYS[i], 's')) or 0
-  local after = redis.call('HINCRBY', KEYS[i], 's', ARGV[b + 2])
-  redis.call('EXPIREAT', KEYS[i], tonumber(ARGV[b + 3]) + tonumber(ARGV[#ARGV]))
+  local after = redis.call('HINCRBY', KEYS[i], 's', ARGV[b + 1])
+  redis.call('EXPIREAT', KEYS[i], tonumber(ARGV[b + 2]) + tonumber(ARGV[#ARGV]))
   out[#out + 1] = before
   out[#out + 1] = after
 end
 return out
-",
-    )
+"
+    ))
 });
+
+/// KEYS: the counters of a reservation whose answer was lost; ARGV[1] its
+/// field. Gives it back if the reserve ran and nothing took it since (1),
+/// else changes nothing (0): a release sent twice, late, or for a reserve
+/// that never ran credits nothing.
+///
+/// Sent by `EVAL`, not `EVALSHA`: it runs when a server was slow, and a
+/// `NOSCRIPT` answered after the caller's timeout would never be followed
+/// by the load and the second try (nobody reads it), so the release would
+/// be lost.
+static RELEASE: LazyLock<String> =
+    LazyLock::new(|| format!("{TAKE}\nif take(ARGV[1]) then return 1 end\nreturn 0\n"));
+
+/// How often a release is tried (each bounded by the handle's timeout,
+/// the next after as long again): it is idempotent, so trying again is
+/// safe.
+const RELEASE_TRIES: u32 = 3;
+
+/// The hash field of reservation `id`.
+fn field(id: u64) -> String {
+    format!("x:{id:016x}")
+}
+
+/// A reserve whose answer has not come: dropped so (an error, a timeout,
+/// the caller giving up at its deadline), it releases the reservation by
+/// its id, in a task of its own, in case the script ran.
+struct Pending {
+    redis: Redis,
+    keys: Vec<String>,
+    field: String,
+    armed: bool,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let redis = self.redis.clone();
+        let keys = std::mem::take(&mut self.keys);
+        let field = std::mem::take(&mut self.field);
+        runtime.spawn(async move {
+            for _ in 0..RELEASE_TRIES {
+                let mut cmd = redis::cmd("EVAL");
+                cmd.arg(RELEASE.as_str()).arg(keys.len());
+                for key in &keys {
+                    cmd.arg(key);
+                }
+                cmd.arg(&field);
+                if redis.query::<i64>(&cmd).await.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(redis.timeout()).await;
+            }
+            tracing::warn!("budget store: a lost reservation could not be released");
+        });
+    }
+}
 
 /// Budget counters shared through Redis (see the module docs).
 ///
@@ -148,6 +252,7 @@ impl BudgetStore for RedisBudgetStore {
             return Answer::Now(Ok(Reserve::Reserved));
         }
         let keys: Vec<String> = charges.iter().map(|c| self.key(&c.counter)).collect();
+        let field = field(charges[0].reservation);
         let redis = self.redis.clone();
         Answer::Later(Box::pin(async move {
             let mut inv = RESERVE.prepare_invoke();
@@ -158,8 +263,16 @@ impl BudgetStore for RedisBudgetStore {
                     .arg(c.counter.window.start)
                     .arg(c.counter.window.end);
             }
-            inv.arg(KEY_MARGIN_SECS);
+            inv.arg(&field).arg(KEY_MARGIN_SECS);
+            // Until the answer is in hand, a drop releases by the id.
+            let mut pending = Pending {
+                redis: redis.clone(),
+                keys: keys.clone(),
+                field: field.clone(),
+                armed: true,
+            };
             let reply: Vec<i64> = redis.run(&inv).await?;
+            pending.armed = false;
             Ok(match reply.as_slice() {
                 [0] => Reserve::Reserved,
                 [1, index, used] => Reserve::Exceeded {
@@ -185,13 +298,10 @@ impl BudgetStore for RedisBudgetStore {
         Answer::Later(Box::pin(async move {
             let mut inv = SETTLE.prepare_invoke();
             for (key, s) in keys.iter().zip(&settlements) {
-                let refund = -i64::try_from(s.reserved).unwrap_or(i64::MAX);
-                inv.key(key)
-                    .arg(refund)
-                    .arg(s.actual)
-                    .arg(s.counter.window.end);
+                inv.key(key).arg(s.actual).arg(s.counter.window.end);
             }
-            inv.arg(KEY_MARGIN_SECS);
+            inv.arg(field(settlements[0].reservation))
+                .arg(KEY_MARGIN_SECS);
             let reply: Vec<i64> = redis.run(&inv).await?;
             let as_u64 = |v: i64| u64::try_from(v).unwrap_or(0);
             Ok(reply

@@ -50,6 +50,14 @@
 //!   the provider after it is in neither that response's `remaining` nor
 //!   its `since`.
 //!
+//! - `scripts/pool.lua`: a key pool's choice on the shared state (every
+//!   key's calendar counter, gate and buckets; the strategy; the
+//!   reservation on the key chosen), in one call. A pool's groups and
+//!   calendar counters share the pool's hash tag,
+//!   `{prefix}{rlp:<pool tag>}:…`, so the script may touch them all in
+//!   Cluster too; `scripts/calendar.lua` corrects a calendar counter when
+//!   the request is refused, unsent or reports its usage.
+//!
 //! Every write sets a TTL of the time until the group is full again plus a
 //! second: an expired group is exactly a full one, so Redis never holds a
 //! group that does not matter. Scripts run by `EVALSHA` and are loaded
@@ -102,6 +110,11 @@ static TIGHTEN: LazyLock<Script> = LazyLock::new(|| {
         include_str!("scripts/tighten.lua")
     ))
 });
+
+static POOL: LazyLock<Script> = LazyLock::new(|| Redis::script(include_str!("scripts/pool.lua")));
+
+static CALENDAR: LazyLock<Script> =
+    LazyLock::new(|| Redis::script(include_str!("scripts/calendar.lua")));
 
 static LEASE: LazyLock<Script> = LazyLock::new(|| {
     Redis::script(concat!(
@@ -166,6 +179,47 @@ pub(crate) fn net_minus(net: u64, units: u64) -> u64 {
     (net % NET_MODULUS + NET_MODULUS - units % NET_MODULUS) % NET_MODULUS
 }
 
+/// Where a limit group lives in Redis: its hash, and its key pool's tag
+/// when it is a pool key's group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Slot {
+    pub(crate) group: u64,
+    pub(crate) pool: Option<u64>,
+}
+
+/// One key of a pool, as the pool script sees it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PoolMember {
+    /// The member's key id word (its calendar counter's name).
+    pub(crate) id: u64,
+    /// Its group, an index into the groups passed with it.
+    pub(crate) group: usize,
+    /// Skipped (its local gate is closed, or its probe is out).
+    pub(crate) usable: bool,
+    /// Its calendar quota: (month?, UTC offset, requests, tokens).
+    pub(crate) quota: Option<(bool, i32, Option<u64>, Option<u64>)>,
+}
+
+/// Redis's answer to a key pool's admission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PoolDecision {
+    /// Reserved on `member` (an index into the members passed), in the
+    /// calendar period `period` (Redis's clock); its group's net counters
+    /// right after.
+    Admitted {
+        member: usize,
+        period: i64,
+        nets: Nets,
+    },
+    /// No usable key now: the earliest frees after `wait`; `gate` when a
+    /// 429's cooldown holds it.
+    Wait { wait: Duration, gate: bool },
+    /// Every usable key is out of its calendar quota for `wait`.
+    Exhausted(Duration),
+    /// Never: `dimension`'s cost is above its burst.
+    Never { dimension: Dimension, burst: u64 },
+}
+
 /// Redis's answer to one admission.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Decision {
@@ -228,9 +282,26 @@ impl RemoteStore {
         }
     }
 
-    /// The Redis key of the group whose hash is `group`.
-    fn key(&self, group: u64) -> String {
-        format!("{}{{rl:{group:016x}}}", self.redis.prefix())
+    /// The Redis key of a group: hash-tagged by the group, or by its key
+    /// pool (every group and calendar counter of one pool in one slot, so
+    /// one script can choose among them).
+    fn key(&self, slot: Slot) -> String {
+        match slot.pool {
+            None => format!("{}{{rl:{:016x}}}", self.redis.prefix(), slot.group),
+            Some(pool) => format!(
+                "{}{{rlp:{pool:016x}}}:{:016x}",
+                self.redis.prefix(),
+                slot.group
+            ),
+        }
+    }
+
+    /// The Redis key of a pool member's calendar counters.
+    fn calendar_key(&self, pool: u64, member: u64) -> String {
+        format!(
+            "{}{{rlp:{pool:016x}}}:cal:{member:016x}",
+            self.redis.prefix()
+        )
     }
 
     fn clock(&self) -> u64 {
@@ -241,7 +312,7 @@ impl RemoteStore {
     /// handle's timeout; skipped for a short while after a failure).
     pub(crate) async fn admit(
         &self,
-        group: u64,
+        group: Slot,
         limits: &[Option<Limit>; DIMENSIONS],
         cost: &[u64; DIMENSIONS],
     ) -> Result<Decision, BackendError> {
@@ -279,7 +350,7 @@ impl RemoteStore {
     /// least one.
     pub(crate) async fn lease(
         &self,
-        group: u64,
+        group: Slot,
         limits: &[Option<Limit>; DIMENSIONS],
         cost: &[u64; DIMENSIONS],
         multiples: u64,
@@ -336,6 +407,130 @@ impl RemoteStore {
         })
     }
 
+    /// Runs the pool script: chooses among `members` (whose groups are
+    /// `groups`, each with its limits) on the shared state and reserves
+    /// `cost` on the one chosen.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn pool_admit(
+        &self,
+        pool: u64,
+        groups: &[(u64, [Option<Limit>; DIMENSIONS])],
+        members: &[PoolMember],
+        fewest_used: bool,
+        cost: &[u64; DIMENSIONS],
+        tokens: u64,
+    ) -> Result<PoolDecision, BackendError> {
+        if self.clock() < self.skip_until.load(Ordering::Relaxed) {
+            self.failed_decisions.fetch_add(1, Ordering::Relaxed);
+            return Err(BackendError::new("skipped: Redis failed just before"));
+        }
+        let mut invocation = POOL.prepare_invoke();
+        for (group, _) in groups {
+            invocation.key(self.key(Slot {
+                group: *group,
+                pool: Some(pool),
+            }));
+        }
+        for m in members {
+            invocation.key(self.calendar_key(pool, m.id));
+        }
+        invocation
+            .arg(DIMENSIONS)
+            .arg(groups.len())
+            .arg(members.len())
+            .arg(u8::from(fewest_used))
+            .arg(tokens);
+        for c in cost {
+            invocation.arg(*c);
+        }
+        for (_, limits) in groups {
+            for limit in limits {
+                match limit {
+                    Some(l) => invocation.arg(l.interval_nanos()).arg(l.burst()),
+                    None => invocation.arg(0).arg(0),
+                };
+            }
+        }
+        for m in members {
+            let (month, offset, requests, tokens) = m.quota.unwrap_or((false, 0, None, None));
+            let limit = |n: Option<u64>| n.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+            invocation
+                .arg(m.group + 1)
+                .arg(u8::from(m.usable))
+                .arg(if month { 2 } else { 1 })
+                .arg(offset)
+                .arg(limit(requests))
+                .arg(limit(tokens));
+        }
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let reply: Vec<i64> = match self.redis.run(&invocation).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                self.failed(&e);
+                return Err(e);
+            }
+        };
+        let ns = |n: i64| u64::try_from(n).ok().map(Duration::from_nanos);
+        let decision = match *reply {
+            [0, member, period, ..] => usize::try_from(member)
+                .ok()
+                .filter(|&m| m < members.len())
+                .zip(nets(&reply[3..]))
+                .map(|(member, nets)| PoolDecision::Admitted {
+                    member,
+                    period,
+                    nets,
+                }),
+            [1, wait, gate] => ns(wait).map(|wait| PoolDecision::Wait {
+                wait,
+                gate: gate < 0,
+            }),
+            [3, wait] => ns(wait).map(PoolDecision::Exhausted),
+            [2, dimension, burst] => (|| {
+                Some(PoolDecision::Never {
+                    dimension: *Dimension::ALL.get(usize::try_from(dimension).ok()?)?,
+                    burst: u64::try_from(burst).ok()?,
+                })
+            })(),
+            _ => None,
+        };
+        decision.ok_or_else(|| {
+            let e = BackendError::new("unexpected reply from the pool script");
+            self.failed(&e);
+            e
+        })
+    }
+
+    /// Corrects a pool member's calendar counters in `period` (spawned,
+    /// as [`reconcile`](Self::reconcile) is): `requests` and `tokens` to
+    /// add, negative to give back.
+    pub(crate) fn calendar(
+        self: &std::sync::Arc<Self>,
+        pool: u64,
+        member: u64,
+        period: i64,
+        requests: i64,
+        tokens: i64,
+    ) {
+        if requests == 0 && tokens == 0 {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.failed_reconciles.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let store = std::sync::Arc::clone(self);
+        let key = self.calendar_key(pool, member);
+        runtime.spawn(async move {
+            let mut invocation = CALENDAR.prepare_invoke();
+            invocation.key(key).arg(period).arg(requests).arg(tokens);
+            store.round_trips.fetch_add(1, Ordering::Relaxed);
+            if store.redis.run::<i64>(&invocation).await.is_err() {
+                store.failed_reconciles.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+
     fn failed(&self, _e: &BackendError) {
         self.failed_decisions.fetch_add(1, Ordering::Relaxed);
         let until = self
@@ -351,7 +546,7 @@ impl RemoteStore {
     /// as failed.
     pub(crate) fn reconcile(
         self: &std::sync::Arc<Self>,
-        group: u64,
+        group: Slot,
         limits: [Option<Limit>; DIMENSIONS],
         delta: [i128; DIMENSIONS],
         gate: Duration,
@@ -394,7 +589,7 @@ impl RemoteStore {
     /// dimension, nothing sent.
     pub(crate) fn tighten(
         self: &std::sync::Arc<Self>,
-        group: u64,
+        group: Slot,
         limits: [Option<Limit>; DIMENSIONS],
         remaining: [Option<u64>; DIMENSIONS],
         net: Nets,

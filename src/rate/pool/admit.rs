@@ -114,7 +114,23 @@ pub(crate) async fn admit(
         // A newcomer does not overtake the pool's waiters: it only asks.
         let behind_others = queued.is_none() && pool.queued() > 0;
         let send = (!behind_others).then_some(false);
-        let wake_at = match pool.choose(&limiter, model.as_ref(), cost, now, send)? {
+        let (choice, remote) = match remote_choose(&limiter, &pool, model.as_ref(), cost, send) {
+            // Through Redis: the head (or a newcomer nobody waits before)
+            // asks the shared state; the round trip ends by the give-up
+            // time too, not only by the handle's timeout.
+            Some(step) => match give_up_at {
+                Some(at) => match tokio::time::timeout_at(at, step).await {
+                    Ok(step) => step?,
+                    Err(_) => return Err(no_key(first_free)),
+                },
+                None => step.await?,
+            },
+            None => (
+                pool.choose(&limiter, model.as_ref(), cost, now, send)?,
+                false,
+            ),
+        };
+        let wake_at = match choice {
             Choice::Admitted {
                 group,
                 ticket,
@@ -126,7 +142,7 @@ pub(crate) async fn admit(
                     ticket,
                     sent: false,
                     done: false,
-                    remote: false,
+                    remote,
                 };
                 return Ok((Reconcile::boxed(hold), member));
             }
@@ -155,4 +171,36 @@ pub(crate) async fn admit(
             return Err(no_key(wake_at));
         }
     }
+}
+
+/// The choice through Redis, when the limiter has a Redis store: `None`
+/// without one. A newcomer behind the pool's waiters does not ask Redis:
+/// it queues.
+#[cfg(feature = "redis")]
+#[allow(clippy::type_complexity)]
+fn remote_choose<'a>(
+    limiter: &'a Limiter,
+    pool: &'a KeyPool,
+    model: Option<&'a std::sync::Arc<str>>,
+    cost: [u64; DIMENSIONS],
+    send: Option<bool>,
+) -> Option<std::pin::Pin<Box<dyn Future<Output = Result<(Choice, bool), BoxError>> + Send + 'a>>> {
+    let remote = limiter.shared().config.remote.as_ref()?;
+    let now = limiter.shared().now();
+    Some(match send {
+        None => Box::pin(std::future::ready(Ok((Choice::Wait(Some(now)), false)))),
+        Some(_) => Box::pin(super::remote::choose(limiter, pool, remote, model, cost)),
+    })
+}
+
+#[cfg(not(feature = "redis"))]
+#[allow(clippy::type_complexity)]
+fn remote_choose<'a>(
+    _limiter: &'a Limiter,
+    _pool: &'a KeyPool,
+    _model: Option<&'a std::sync::Arc<str>>,
+    _cost: [u64; DIMENSIONS],
+    _send: Option<bool>,
+) -> Option<std::pin::Pin<Box<dyn Future<Output = Result<(Choice, bool), BoxError>> + Send + 'a>>> {
+    None
 }

@@ -1,0 +1,329 @@
+//! Key pools with their state in Redis: two limiters ("processes", each
+//! with its own pool value and local state) sharing one server choose keys
+//! against the shared state — a 429 on key A seen by one makes the other
+//! skip A, the admissions over both keys together never exceed the keys'
+//! limits, and a calendar quota used up through one is used up for the
+//! other. Each test skips (one line) without Redis.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod support;
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use tower::{Service, ServiceExt, service_fn};
+use tower_layer::Layer;
+use tower_llm_resilience::BoxError;
+use tower_llm_resilience::error::NoKeyAvailable;
+use tower_llm_resilience::rate::{
+    AuthStyle, CalendarQuota, KeyPool, Limit, Limits, PoolKey, RateLimitLayer,
+};
+use tower_llm_resilience::redis::{FailurePolicy, Redis};
+use tower_llm_resilience::request::ReplayBody;
+
+use support::redis::RedisServer;
+
+const KEY_A: &str = "sk-ant-api03-REDIS-POOL-AAAA";
+const KEY_B: &str = "sk-ant-api03-REDIS-POOL-BBBB";
+const BODY: &str =
+    r#"{"model":"claude-test","max_tokens":16,"messages":[{"role":"user","content":"Hi"}]}"#;
+
+/// A request with no credentials of its own (the pool gives it one).
+fn pooled() -> Request<ReplayBody> {
+    support::http::post_json(
+        "http://upstream/v1/messages",
+        &[("anthropic-version", support::http::ANTHROPIC_VERSION)],
+        BODY,
+    )
+}
+
+/// Which key each request reached the upstream with.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<&'static str>>>);
+
+impl Seen {
+    fn keys(&self) -> Vec<&'static str> {
+        self.0.lock().unwrap().clone()
+    }
+    fn count(&self, key: &str) -> usize {
+        self.0.lock().unwrap().iter().filter(|k| **k == key).count()
+    }
+}
+
+/// An upstream recording the key, answering `status(key, n)` (n: the
+/// key's count so far, this one included).
+fn upstream(
+    seen: Seen,
+    status: impl Fn(&str, usize) -> StatusCode + Clone + Send + Sync + 'static,
+) -> impl Service<Request<ReplayBody>, Response = Response<String>, Error = Infallible, Future: Send>
++ Clone
++ Send
++ 'static {
+    service_fn(move |req: Request<ReplayBody>| {
+        let seen = seen.clone();
+        let status = status.clone();
+        async move {
+            let key = match req.headers().get("x-api-key").map(|v| v.to_str().unwrap()) {
+                Some(KEY_A) => "a",
+                Some(KEY_B) => "b",
+                _ => "none",
+            };
+            let n = {
+                let mut s = seen.0.lock().unwrap();
+                s.push(key);
+                s.iter().filter(|k| **k == key).count()
+            };
+            let code = status(key, n);
+            let mut res = Response::builder()
+                .status(code)
+                .header("content-type", "application/json");
+            let body = if code.is_success() {
+                r#"{"type":"message","usage":{"input_tokens":3,"output_tokens":2}}"#
+            } else {
+                res = res.header("retry-after", "20");
+                r#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}"#
+            };
+            Ok::<_, Infallible>(res.body(body.to_owned()).unwrap())
+        }
+    })
+}
+
+fn ok(_: &str, _: usize) -> StatusCode {
+    StatusCode::OK
+}
+
+/// A pool of keys a and b, each with `quota` if given: built anew per
+/// instance, as each process builds its own.
+fn pool(quota: Option<CalendarQuota>) -> KeyPool {
+    let key = |label, secret| {
+        let k = PoolKey::new(label, secret);
+        match quota {
+            Some(q) => k.quota(q),
+            None => k,
+        }
+    };
+    KeyPool::builder(AuthStyle::Anthropic)
+        .add_key(key("a", KEY_A))
+        .add_key(key("b", KEY_B))
+        .build()
+        .unwrap()
+}
+
+fn instance(redis: &Redis, limits: Limits, pool: KeyPool) -> RateLimitLayer {
+    RateLimitLayer::builder()
+        .limits(limits)
+        .fail_fast(true)
+        .max_wait(Duration::from_millis(200))
+        .cooldown_jitter(Duration::ZERO)
+        .redis(redis.clone())
+        .redis_failure(FailurePolicy::FailClosed)
+        .key_pool(pool)
+        .build()
+        .unwrap()
+}
+
+async fn send<S>(svc: &S) -> Result<StatusCode, BoxError>
+where
+    S: Service<
+            Request<ReplayBody>,
+            Response = Response<tower_llm_resilience::ResponseBody>,
+            Error = BoxError,
+        > + Clone,
+{
+    let res = svc.clone().oneshot(pooled()).await?;
+    let status = res.status();
+    res.into_body().collect().await?;
+    Ok(status)
+}
+
+/// Retries `f` for up to two seconds (reconciliations are spawned).
+async fn eventually(mut f: impl AsyncFnMut() -> bool) -> bool {
+    for _ in 0..40 {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_429_on_key_a_seen_by_one_instance_makes_the_other_skip_it() {
+    let Some(server) = RedisServer::get("redis_pool") else {
+        return;
+    };
+    let redis = server.handle().with_timeout(Duration::from_millis(500));
+    let limits = Limits::unlimited().requests(Limit::per_minute(100).unwrap());
+    let one = instance(&redis, limits, pool(None));
+    let two = instance(&redis, limits, pool(None));
+    let seen = Seen::default();
+    // Instance 1's first request goes to a (both full, a declared first)
+    // and is refused with `retry-after: 20`.
+    let svc1 = one.layer(upstream(seen.clone(), |key, n| {
+        if key == "a" && n == 1 {
+            StatusCode::TOO_MANY_REQUESTS
+        } else {
+            StatusCode::OK
+        }
+    }));
+    assert_eq!(send(&svc1).await.unwrap(), 429);
+    assert_eq!(seen.keys(), ["a"]);
+    // The gate goes to Redis off the response path: give it its moment.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Instance 2 never saw that 429: a is as full as b and has used no
+    // more today (the refused request was given back), so on its own state
+    // it would choose a. The gate instance 1 wrote sends it to b.
+    let svc2 = two.layer(upstream(seen.clone(), ok));
+    let moved = eventually(async || {
+        assert_eq!(send(&svc2).await.unwrap(), 200);
+        seen.keys().last() == Some(&"b")
+    })
+    .await;
+    assert!(moved, "instance 2 kept choosing a: {:?}", seen.keys());
+    let before = seen.count("a");
+    for _ in 0..5 {
+        assert_eq!(send(&svc2).await.unwrap(), 200);
+    }
+    assert_eq!(seen.count("a"), before, "a was used while cooling down");
+    assert_eq!(redis.errors(), 0);
+    let stats = two.remote_stats().expect("redis");
+    assert_eq!((stats.failed_decisions, stats.failed_reconciles), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admissions_over_both_keys_from_two_instances_never_exceed_the_quota() {
+    let Some(server) = RedisServer::get("redis_pool") else {
+        return;
+    };
+    let redis = server.handle().with_timeout(Duration::from_millis(500));
+    // Each key: 20 a second, bursting to 5.
+    let limits = Limits::unlimited().requests(Limit::new(20, Duration::from_secs(1), 5).unwrap());
+    let layers = [
+        instance(&redis, limits, pool(None)),
+        instance(&redis, limits, pool(None)),
+    ];
+    let seen = Seen::default();
+    let started = Instant::now();
+    let window = Duration::from_millis(1500);
+    let refused = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for layer in &layers {
+        for _ in 0..6 {
+            let svc = layer.layer(upstream(seen.clone(), ok));
+            let refused = Arc::clone(&refused);
+            tasks.push(tokio::spawn(async move {
+                while started.elapsed() < window {
+                    if send(&svc).await.is_err() {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let per_key = (20.0 * elapsed).ceil() as usize + 5;
+    let (a, b) = (seen.count("a"), seen.count("b"));
+    assert!(
+        a <= per_key && b <= per_key,
+        "a {a}, b {b} > {per_key} each"
+    );
+    // Both keys carried traffic, and the callers were really held back.
+    assert!(a >= 5 && b >= 5, "a {a}, b {b}");
+    assert!(refused.load(Ordering::Relaxed) > 0, "never saturated");
+    assert_eq!(redis.errors(), 0);
+}
+
+#[tokio::test]
+async fn a_calendar_quota_used_up_through_one_instance_is_used_up_for_the_other() {
+    let Some(server) = RedisServer::get("redis_pool") else {
+        return;
+    };
+    let redis = server.handle().with_timeout(Duration::from_millis(500));
+    let limits = Limits::unlimited().requests(Limit::per_minute(1_000).unwrap());
+    let quota = CalendarQuota::daily().requests(3);
+    let one = instance(&redis, limits, pool(Some(quota)));
+    let two = instance(&redis, limits, pool(Some(quota)));
+    let seen = Seen::default();
+    // The first request is refused by the provider: its calendar request
+    // comes back (in Redis), so it does not count.
+    let svc1 = one.layer(upstream(seen.clone(), |_, _| {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }));
+    assert_eq!(send(&svc1).await.unwrap(), 500);
+    let svc1 = one.layer(upstream(seen.clone(), ok));
+    // Six requests through instance 1: three per key.
+    let mut sent = 0;
+    let filled = eventually(async || {
+        match send(&svc1).await {
+            Ok(_) => sent += 1,
+            Err(e) => assert!(e.downcast_ref::<NoKeyAvailable>().is_some(), "{e}"),
+        }
+        sent == 6
+    })
+    .await;
+    assert!(filled, "only {sent} of six admitted: {:?}", seen.keys());
+    // Instance 2 admitted nothing: its own counters are empty, Redis's
+    // are full.
+    let svc2 = two.layer(upstream(seen.clone(), ok));
+    let err = send(&svc2).await.expect_err("both keys are used up today");
+    let no_key = err
+        .downcast_ref::<NoKeyAvailable>()
+        .expect("NoKeyAvailable");
+    assert!(
+        no_key.retry_after > Duration::ZERO && no_key.retry_after <= Duration::from_secs(86_400),
+        "{no_key:?}"
+    );
+    assert_eq!(seen.count("a") + seen.count("b"), 7, "{:?}", seen.keys());
+    assert_eq!(redis.errors(), 0);
+}
+
+#[tokio::test]
+async fn with_redis_down_a_pool_follows_its_failure_policy() {
+    // Nothing listens on port 1: every decision fails within the timeout.
+    let redis = Redis::new("redis://127.0.0.1:1")
+        .unwrap()
+        .with_timeout(Duration::from_millis(50));
+    let limits = Limits::unlimited().requests(Limit::per_minute(100).unwrap());
+    let layer = |policy| {
+        RateLimitLayer::builder()
+            .limits(limits)
+            .fail_fast(true)
+            .max_wait(Duration::from_millis(200))
+            .redis(redis.clone())
+            .redis_failure(policy)
+            .key_pool(pool(None))
+            .build()
+            .unwrap()
+    };
+    let seen = Seen::default();
+    let closed = layer(FailurePolicy::FailClosed).layer(upstream(seen.clone(), ok));
+    let err = send(&closed).await.expect_err("fail closed");
+    assert!(
+        err.downcast_ref::<tower_llm_resilience::error::BackendError>()
+            .is_some(),
+        "{err}"
+    );
+    assert!(seen.keys().is_empty());
+    // The local fallback at limit ÷ 2: 50 a minute, bursting to 50, over
+    // both keys of the pool (each with a key set).
+    let local = layer(FailurePolicy::Local { instances: 2 });
+    let svc = local.layer(upstream(seen.clone(), ok));
+    for _ in 0..100 {
+        assert_eq!(send(&svc).await.unwrap(), 200);
+    }
+    let err = send(&svc).await.expect_err("both local shares used");
+    assert!(err.downcast_ref::<NoKeyAvailable>().is_some(), "{err}");
+    assert_eq!((seen.count("a"), seen.count("b")), (50, 50));
+    assert_eq!(seen.count("none"), 0);
+    let open = layer(FailurePolicy::FailOpen).layer(upstream(seen.clone(), ok));
+    assert_eq!(send(&open).await.unwrap(), 200);
+    assert_eq!(seen.count("none"), 0);
+}
