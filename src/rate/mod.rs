@@ -118,6 +118,7 @@ mod groups;
 mod layer;
 mod limit;
 mod pool;
+pub mod presets;
 #[cfg(feature = "redis")]
 mod remote;
 mod service;
