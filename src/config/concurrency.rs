@@ -59,7 +59,7 @@ impl ConcurrencyConfig {
     ) -> Result<ConcurrencyLimitLayer, ConfigError> {
         let max = self
             .max
-            .or(self.adaptive.map(|a| a.min))
+            .or(self.adaptive.map(|a| a.min.max(1)))
             .unwrap_or(DEFAULT_MAX);
         let mut b = ConcurrencyLimitLayer::builder(max);
         if let Some(w) = self.max_wait {
