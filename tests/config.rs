@@ -100,7 +100,7 @@ fn from_path_reads_toml_and_json_by_extension() {
     let t = Config::from_path(format!("{dir}/examples/llm.toml")).expect("toml file");
     let j = Config::from_path(format!("{dir}/examples/llm.json")).expect("json file");
     assert_eq!(t, j);
-    let missing = Config::from_path(format!("{dir}/examples/no-such.toml")).unwrap_err();
+    let missing = Config::from_path(format!("{dir}/examples/no-such.toml")).expect_err("refused");
     assert_eq!(missing.kind, ConfigErrorKind::Io);
 }
 
@@ -298,20 +298,20 @@ async fn each_invalid_field_is_named_by_its_path() {
 #[test]
 fn json_errors_name_the_path_too() {
     let e = Config::from_json_str(r#"{"rate":{"models":{"gpt-4o":{"tokens_per_minute":"many"}}}}"#)
-        .unwrap_err();
+        .expect_err("refused");
     assert_eq!(e.path, "rate.models.gpt-4o.tokens_per_minute");
     assert_eq!(e.kind, ConfigErrorKind::Syntax);
-    let e = Config::from_json_str(r#"{"retry":{"max_attempts":3}} trailing"#).unwrap_err();
+    let e = Config::from_json_str(r#"{"retry":{"max_attempts":3}} trailing"#).expect_err("refused");
     assert_eq!(e.kind, ConfigErrorKind::Syntax);
 }
 
 #[test]
 fn unknown_fields_are_refused_and_no_field_holds_a_secret() {
-    let e = Config::from_toml_str("[rate]\nrequests_per_minut = 5").unwrap_err();
+    let e = Config::from_toml_str("[rate]\nrequests_per_minut = 5").expect_err("refused");
     assert_eq!(e.path, "rate.requests_per_minut");
     assert!(e.reason.contains("unknown field"), "{e}");
 
-    let e = Config::from_toml_str("colour = \"blue\"").unwrap_err();
+    let e = Config::from_toml_str("colour = \"blue\"").expect_err("refused");
     assert_eq!(e.path, "colour");
 
     // An inline key is refused: there is no field for it, and the error
@@ -319,20 +319,20 @@ fn unknown_fields_are_refused_and_no_field_holds_a_secret() {
     let toml = format!(
         "[pool]\nauth = \"anthropic\"\n[[pool.keys]]\nlabel = \"a\"\napi_key = \"{SECRET_A}\"\n"
     );
-    let e = Config::from_toml_str(&toml).unwrap_err();
+    let e = Config::from_toml_str(&toml).expect_err("refused");
     assert_eq!(e.path, "pool.keys[0].api_key");
     assert!(e.reason.contains("line 5"), "{e}");
     assert_no_secret("the error", &format!("{e} {e:?}"));
 
     let toml = format!("[redis]\nurl = \"{SECRET_REDIS}\"\n");
-    let e = Config::from_toml_str(&toml).unwrap_err();
+    let e = Config::from_toml_str(&toml).expect_err("refused");
     assert_eq!(e.path, "redis.url");
     assert_no_secret("the error", &format!("{e} {e:?}"));
 
     let json = format!(
         r#"{{"fallback":{{"targets":[{{"model":"m","openai":{{"api_key":"{SECRET_OPENAI}"}}}}]}}}}"#
     );
-    let e = Config::from_json_str(&json).unwrap_err();
+    let e = Config::from_json_str(&json).expect_err("refused");
     assert_eq!(e.path, "fallback.targets[0].openai.api_key");
     assert_no_secret("the error", &format!("{e} {e:?}"));
 }
@@ -359,7 +359,7 @@ async fn a_missing_variable_is_named_with_its_field() {
     // Set but empty is refused too, by name.
     let mut vars = env();
     vars.insert("ANTHROPIC_KEY_A", "");
-    let e = Stack::from_config_with_env(&config, lookup(&vars)).unwrap_err();
+    let e = Stack::from_config_with_env(&config, lookup(&vars)).expect_err("refused");
     assert_eq!(e.path, "pool.keys[0].api_key_env");
     assert!(e.reason.contains("ANTHROPIC_KEY_A"), "{e}");
 }
@@ -370,7 +370,7 @@ async fn secrets_never_show_in_errors_about_them() {
     // The same key twice.
     let mut vars = env();
     vars.insert("ANTHROPIC_KEY_B", SECRET_A);
-    let e = Stack::from_config_with_env(&config, lookup(&vars)).unwrap_err();
+    let e = Stack::from_config_with_env(&config, lookup(&vars)).expect_err("refused");
     assert_eq!(e.path, "pool.keys[1].api_key_env");
     assert!(e.reason.contains("pool.keys[0]"), "{e}");
     assert_no_secret("the error", &format!("{e} {e:?}"));
@@ -378,13 +378,15 @@ async fn secrets_never_show_in_errors_about_them() {
     let bad = "sk-ant-SECRET-AAAA-0001\nInjected: 1";
     let mut vars = env();
     vars.insert("ANTHROPIC_KEY_A", bad);
-    let e = Stack::from_config_with_env(&config, lookup(&vars)).unwrap_err();
+    let e = Stack::from_config_with_env(&config, lookup(&vars)).expect_err("refused");
     assert_eq!(e.path, "pool.keys[0].api_key_env");
     assert_no_secret("the error", &format!("{e} {e:?}"));
     // A Redis URL that does not parse.
     let mut vars = env();
     vars.insert("REDIS_URL", "SECRET-PASSWORD is not a url");
-    let e = config.budget_layer_with_env(lookup(&vars)).unwrap_err();
+    let e = config
+        .budget_layer_with_env(lookup(&vars))
+        .expect_err("refused");
     assert_eq!(e.path, "redis.url_env");
     assert_no_secret("the error", &format!("{e} {e:?}"));
 }
@@ -549,7 +551,11 @@ async fn a_built_stack_times_out_by_the_configured_max_wait() {
         .await
         .expect("the first fits");
     let start = tokio::time::Instant::now();
-    let err = svc.clone().oneshot(request("any-model")).await.unwrap_err();
+    let err = svc
+        .clone()
+        .oneshot(request("any-model"))
+        .await
+        .expect_err("refused");
     assert!(
         err.is::<tower_llm_resilience::error::QueueTimeout>()
             || err.is::<tower_llm_resilience::error::RateLimited>(),
