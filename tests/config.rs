@@ -314,6 +314,13 @@ fn unknown_fields_are_refused_and_no_field_holds_a_secret() {
     let e = Config::from_toml_str("colour = \"blue\"").expect_err("refused");
     assert_eq!(e.path, "colour");
 
+    // Positions are found in text that is not ASCII, too.
+    let e = Config::from_toml_str("# grüße\n[rate]\n\"mäx\" = 1").expect_err("refused");
+    assert_eq!(e.path, "rate.mäx");
+    assert!(e.reason.contains("line 3"), "{e}");
+    let e = Config::from_toml_str("[rate]\npreset = \"ü").expect_err("refused");
+    assert_eq!(e.kind, ConfigErrorKind::Syntax);
+
     // An inline key is refused: there is no field for it, and the error
     // does not repeat its value (nor the line it is on).
     let toml = format!(

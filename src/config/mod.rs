@@ -155,7 +155,11 @@ impl Config {
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
         let position = |span: Option<std::ops::Range<usize>>| {
             span.map(|s| {
-                let before = &text[..s.start.min(text.len())];
+                let mut start = s.start.min(text.len());
+                while !text.is_char_boundary(start) {
+                    start -= 1;
+                }
+                let before = &text[..start];
                 let line = before.matches('\n').count() + 1;
                 let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
                 format!(" (line {line}, column {column})")
