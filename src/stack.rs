@@ -147,6 +147,39 @@ impl Stack {
     }
 }
 
+#[cfg(all(feature = "config", feature = "redis"))]
+impl Stack<crate::redis::RedisStore> {
+    /// [`Stack::from_config`] with the cache's entries in Redis (the
+    /// `[redis]` section's handle, shared by every process), whatever
+    /// `cache.store` says. Needs a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// As [`Stack::from_config`]; without a `[redis]` section, one at
+    /// `redis`.
+    #[cfg_attr(docsrs, doc(cfg(all(feature = "config", feature = "redis"))))]
+    pub fn from_config_redis_cache(
+        config: &crate::config::Config,
+    ) -> Result<Self, crate::config::ConfigError> {
+        Self::from_config_redis_cache_with_env(config, crate::config::process_env)
+    }
+
+    /// [`from_config_redis_cache`](Self::from_config_redis_cache), reading
+    /// each variable through `lookup`.
+    ///
+    /// # Errors
+    ///
+    /// As [`from_config_redis_cache`](Self::from_config_redis_cache).
+    #[cfg_attr(docsrs, doc(cfg(all(feature = "config", feature = "redis"))))]
+    pub fn from_config_redis_cache_with_env(
+        config: &crate::config::Config,
+        mut lookup: impl FnMut(&str) -> Option<String>,
+    ) -> Result<Self, crate::config::ConfigError> {
+        let mut env = crate::config::Env::new(&mut lookup);
+        config.stack_redis_cache(&mut env)
+    }
+}
+
 impl<St> Stack<St> {
     /// The largest request body buffered (default 32 MiB).
     pub fn body_limit(mut self, bytes: usize) -> Self {

@@ -86,6 +86,18 @@ async fn the_full_example_parses_and_builds() {
     assert_no_secret("the config's Debug", &format!("{config:?}"));
 }
 
+#[tokio::test]
+async fn a_redis_cache_is_built_from_the_redis_section() {
+    let config = Config::from_toml_str(EXAMPLE_TOML).expect("parses");
+    let vars = env();
+    let stack = Stack::from_config_redis_cache_with_env(&config, lookup(&vars))
+        .expect("builds (Redis connects on first use)");
+    assert_no_secret("the stack's Debug", &format!("{stack:?}"));
+    let e = Stack::from_config_redis_cache_with_env(&Config::default(), lookup(&vars))
+        .expect_err("no [redis]");
+    assert_eq!(e.path, "redis");
+}
+
 #[test]
 fn the_json_equivalent_gives_the_same_config() {
     let toml = Config::from_toml_str(EXAMPLE_TOML).expect("toml");
@@ -174,6 +186,8 @@ async fn each_invalid_field_is_named_by_its_path() {
         ),
         ("[retry]\ntimeout = \"0s\"".into(), "retry.timeout", Invalid),
         ("[cache]\nttl = \"0s\"".into(), "cache.ttl", Invalid),
+        ("[cache]\nstore = \"redis\"".into(), "cache.store", Invalid),
+        ("[cache]\nstore = \"disk\"".into(), "cache.store", Syntax),
         ("[cache]\nstale_if_error = \"90d\"".into(), "cache.stale_if_error", Invalid),
         ("[cache]\ntenant_header = \"bad header\"".into(), "cache.tenant_header", Invalid),
         ("[fallback]\ntargets = [{ model = \"\" }]".into(), "fallback.targets[0].model", Invalid),

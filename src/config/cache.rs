@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::duration::deserialize_opt as dur;
 use super::{ConfigError, header_name};
-use crate::cache::{CacheLayer, DefaultKeyPolicy};
+use crate::cache::{CacheBuilder, CacheLayer, DefaultKeyPolicy};
 
 /// `[cache]`: maps onto [`CacheBuilder`](crate::cache::CacheBuilder) and
 /// its [`DefaultKeyPolicy`].
@@ -46,10 +46,58 @@ pub struct CacheConfig {
     pub max_key_body: Option<usize>,
     /// How many raw-body aliases are remembered (default 16,384).
     pub aliases: Option<usize>,
+    /// Where entries live (default `memory`). `redis` (the `[redis]`
+    /// handle, shared by every process) changes the stack's type: build it
+    /// with `Stack::from_config_redis_cache` (features `config` and
+    /// `redis`); `capacity` is then Redis's own `maxmemory`.
+    pub store: Option<CacheStoreConfig>,
+}
+
+/// Where cache entries live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum CacheStoreConfig {
+    /// In this process ([`MemoryStore`](crate::cache::MemoryStore)).
+    Memory,
+    /// In Redis (`RedisStore`), shared by every process.
+    Redis,
 }
 
 impl CacheConfig {
+    /// The layer over the in-memory store.
     pub(crate) fn build(&self) -> Result<CacheLayer, ConfigError> {
+        if self.store == Some(CacheStoreConfig::Redis) {
+            return Err(ConfigError::invalid(
+                "cache.store",
+                "a Redis cache changes the stack's type: build it with Stack::from_config_redis_cache",
+            ));
+        }
+        self.builder()?
+            .build()
+            .map_err(|e| ConfigError::from_builder("cache", e))
+    }
+
+    /// The layer over a Redis store.
+    #[cfg(feature = "redis")]
+    pub(crate) fn build_redis(
+        &self,
+        redis: crate::redis::Redis,
+    ) -> Result<CacheLayer<crate::redis::RedisStore>, ConfigError> {
+        let mut store = crate::redis::RedisStore::builder(redis);
+        if let Some(n) = self.max_entry_size {
+            store = store.max_entry_size(n);
+        }
+        let store = store
+            .build()
+            .map_err(|e| ConfigError::from_builder("cache", e))?;
+        self.builder()?
+            .store(store)
+            .build()
+            .map_err(|e| ConfigError::from_builder("cache", e))
+    }
+
+    fn builder(&self) -> Result<CacheBuilder, ConfigError> {
         let mut b = CacheLayer::builder();
         if let Some(c) = self.capacity {
             if c == 0 {
@@ -90,6 +138,6 @@ impl CacheConfig {
         if let Some(t) = self.coalesce_timeout {
             b = b.coalesce_timeout(t);
         }
-        b.build().map_err(|e| ConfigError::from_builder("cache", e))
+        Ok(b)
     }
 }

@@ -86,7 +86,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-pub use cache::CacheConfig;
+pub use cache::{CacheConfig, CacheStoreConfig};
 pub use concurrency::{AdaptiveConfig, ConcurrencyConfig};
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrorKind};
@@ -260,6 +260,27 @@ impl Config {
 
     /// Every layer of the stack built, in the stack's order of use.
     pub(crate) fn stack(&self, env: &mut Env<'_>) -> Result<crate::stack::Stack, ConfigError> {
+        let cache = self.cache.build()?;
+        Ok(self.stack_without_cache(env)?.cache(cache))
+    }
+
+    /// The stack with its cache in Redis (the `[redis]` handle).
+    #[cfg(feature = "redis")]
+    pub(crate) fn stack_redis_cache(
+        &self,
+        env: &mut Env<'_>,
+    ) -> Result<crate::stack::Stack<crate::redis::RedisStore>, ConfigError> {
+        let Some(redis) = &self.redis else {
+            return Err(ConfigError::invalid(
+                "redis",
+                "a Redis cache needs a [redis] section",
+            ));
+        };
+        let cache = self.cache.build_redis(redis.handle(env)?)?;
+        Ok(self.stack_without_cache(env)?.cache(cache))
+    }
+
+    fn stack_without_cache(&self, env: &mut Env<'_>) -> Result<crate::stack::Stack, ConfigError> {
         if self.budget.is_some() && !cfg!(feature = "budget") {
             return Err(ConfigError::feature("budget", "budget"));
         }
@@ -278,14 +299,12 @@ impl Config {
         let concurrency = self.concurrency.build(&rate)?;
         let retry = self.retry.build()?;
         let fallback = self.fallback.build(env, &rate, &concurrency)?;
-        let cache = self.cache.build()?;
         Ok(crate::stack::Stack::builder()
             .body_limit(body_limit)
             .rate_limit(rate)
             .concurrency_limit(concurrency)
             .retry(retry)
-            .fallback(fallback)
-            .cache(cache))
+            .fallback(fallback))
     }
 }
 
