@@ -98,6 +98,88 @@ impl Stack {
     }
 }
 
+#[cfg(feature = "config")]
+impl Stack {
+    /// The whole stack as `config` describes it, secrets read from the
+    /// process environment (the variables the file names).
+    ///
+    /// ```
+    /// use tower_llm_resilience::Stack;
+    /// use tower_llm_resilience::config::Config;
+    /// let config = Config::from_toml_str(r#"
+    ///     [rate]
+    ///     preset = "anthropic-tier-1"
+    ///     [concurrency]
+    ///     max = 8
+    /// "#)?;
+    /// let stack = Stack::from_config(&config)?;
+    /// # let _ = stack;
+    /// # Ok::<(), tower_llm_resilience::config::ConfigError>(())
+    /// ```
+    ///
+    /// A `[redis]` section needs a tokio runtime (its connection manager
+    /// runs a task). The budget is not part of the stack: see
+    /// [`Config::budget_layer`](crate::config::Config::budget_layer).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`](crate::config::ConfigError) naming the field at
+    /// fault, or the variable that is not set.
+    #[cfg_attr(docsrs, doc(cfg(feature = "config")))]
+    pub fn from_config(config: &crate::config::Config) -> Result<Self, crate::config::ConfigError> {
+        Self::from_config_with_env(config, crate::config::process_env)
+    }
+
+    /// [`from_config`](Self::from_config), reading each variable through
+    /// `lookup` instead of the process environment (`None`: not set) —
+    /// for tests, or secrets from a vault.
+    ///
+    /// # Errors
+    ///
+    /// As [`from_config`](Self::from_config).
+    #[cfg_attr(docsrs, doc(cfg(feature = "config")))]
+    pub fn from_config_with_env(
+        config: &crate::config::Config,
+        mut lookup: impl FnMut(&str) -> Option<String>,
+    ) -> Result<Self, crate::config::ConfigError> {
+        let mut env = crate::config::Env::new(&mut lookup);
+        config.stack(&mut env)
+    }
+}
+
+#[cfg(all(feature = "config", feature = "redis"))]
+impl Stack<crate::redis::RedisStore> {
+    /// [`Stack::from_config`] with the cache's entries in Redis (the
+    /// `[redis]` section's handle, shared by every process), whatever
+    /// `cache.store` says. Needs a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// As [`Stack::from_config`]; without a `[redis]` section, one at
+    /// `redis`.
+    #[cfg_attr(docsrs, doc(cfg(all(feature = "config", feature = "redis"))))]
+    pub fn from_config_redis_cache(
+        config: &crate::config::Config,
+    ) -> Result<Self, crate::config::ConfigError> {
+        Self::from_config_redis_cache_with_env(config, crate::config::process_env)
+    }
+
+    /// [`from_config_redis_cache`](Self::from_config_redis_cache), reading
+    /// each variable through `lookup`.
+    ///
+    /// # Errors
+    ///
+    /// As [`from_config_redis_cache`](Self::from_config_redis_cache).
+    #[cfg_attr(docsrs, doc(cfg(all(feature = "config", feature = "redis"))))]
+    pub fn from_config_redis_cache_with_env(
+        config: &crate::config::Config,
+        mut lookup: impl FnMut(&str) -> Option<String>,
+    ) -> Result<Self, crate::config::ConfigError> {
+        let mut env = crate::config::Env::new(&mut lookup);
+        config.stack_redis_cache(&mut env)
+    }
+}
+
 impl<St> Stack<St> {
     /// The largest request body buffered (default 32 MiB).
     pub fn body_limit(mut self, bytes: usize) -> Self {

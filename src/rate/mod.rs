@@ -118,6 +118,7 @@ mod groups;
 mod layer;
 mod limit;
 mod pool;
+pub mod presets;
 mod recent;
 #[cfg(feature = "redis")]
 mod remote;
