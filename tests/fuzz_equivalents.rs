@@ -8,7 +8,7 @@
 #![cfg(feature = "cache")]
 
 #[path = "../fuzz/src/lib.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, unreachable_pub)]
 mod checks;
 
 use std::fmt::Write as _;

@@ -140,7 +140,7 @@ fn observe(format: Format, chunks: Vec<Bytes>) -> Completion {
     let told: Arc<Mutex<Vec<Completion>>> = Arc::default();
     let mut body = ResponseBody::replay(chunks.into()).with_format(format);
     let sink = Arc::clone(&told);
-    body.on_complete(move |c| sink.lock().unwrap().push(c.clone()));
+    body.on_complete(move |c| sink.lock().expect("not poisoned").push(c.clone()));
     let mut cx = Context::from_waker(Waker::noop());
     loop {
         match Pin::new(&mut body).poll_frame(&mut cx) {
@@ -151,9 +151,9 @@ fn observe(format: Format, chunks: Vec<Bytes>) -> Completion {
         }
     }
     drop(body);
-    let mut told = std::mem::take(&mut *told.lock().unwrap());
+    let mut told = std::mem::take(&mut *told.lock().expect("not poisoned"));
     assert_eq!(told.len(), 1, "observers must be told exactly once");
-    told.pop().unwrap()
+    told.pop().expect("one completion")
 }
 
 /// A small deterministic generator for split points (xorshift64*).
