@@ -40,11 +40,13 @@ impl SseTracker {
                 }
                 return;
             };
-            if self.line.is_empty() {
-                self.line_done(&rest[..i]);
-            } else if self.line.len().saturating_add(i) > SSE_EVENT_LIMIT {
+            // The line bound holds however the line arrived: whole in this
+            // chunk (read in place) or partly kept from earlier chunks.
+            if self.line.len().saturating_add(i) > SSE_EVENT_LIMIT {
                 self.overflow();
                 return;
+            } else if self.line.is_empty() {
+                self.line_done(&rest[..i]);
             } else {
                 let mut line = std::mem::take(&mut self.line);
                 line.extend_from_slice(&rest[..i]);

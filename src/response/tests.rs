@@ -358,6 +358,36 @@ fn oversized_event_stops_observing_with_bounded_memory() {
     assert_eq!(seen.one().outcome, Outcome::Unobserved);
 }
 
+/// Defect found by the fuzz property "any chunking of the same bytes gives
+/// the same completion" (`fuzz/`, target `sse`), at the line bound: a line
+/// over [`SSE_EVENT_LIMIT`] that arrived in one chunk with its line end was
+/// read as usual, while the same line in pieces stopped the observation.
+#[test]
+fn line_over_limit_in_one_chunk_is_unobserved_as_when_split() {
+    let over_limit = |head: &[u8], len: usize| {
+        let mut s = head.to_vec();
+        s.resize(head.len() + len, b'x');
+        s.extend_from_slice(b"\n\n");
+        s.extend_from_slice(ANTHROPIC.as_bytes());
+        s
+    };
+    for stream in [
+        // A comment line over the bound.
+        over_limit(b":", SSE_EVENT_LIMIT),
+        // A data line over the line bound, its value just under the event's.
+        over_limit(b"data: ", SSE_EVENT_LIMIT - 3),
+    ] {
+        let (body, seen) = sse(&[&stream]);
+        assert_eq!(drain(body).expect("ok"), stream);
+        let whole = seen.one();
+        let pieces: Vec<&[u8]> = stream.chunks(64 * 1024).collect();
+        let (body, seen) = sse(&pieces);
+        assert_eq!(drain(body).expect("ok"), stream);
+        assert_eq!(whole.outcome, Outcome::Unobserved);
+        assert_eq!(whole, seen.one());
+    }
+}
+
 #[test]
 fn replay_is_byte_identical() {
     let chunks: Arc<[Bytes]> = ANTHROPIC
