@@ -409,3 +409,43 @@ proptest! {
         checks::check_canonical(&body);
     }
 }
+
+/// Fuzz target `config`: every seed, then seeds with one byte changed, cut
+/// or inserted, and with a line of random text spliced in.
+#[cfg(feature = "config")]
+mod config {
+    use super::*;
+
+    #[test]
+    fn seeds_pass() {
+        for s in seeds("config") {
+            checks::check_config(&s);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn config(
+            pick in any::<prop::sample::Index>(),
+            at in any::<usize>(),
+            edit in 0u8..4,
+            byte in any::<u8>(),
+            line in "[ -~]{0,24}",
+        ) {
+            let all = seeds("config");
+            let mut t = all[pick.index(all.len())].clone();
+            let at = at % (t.len() + 1);
+            match edit {
+                0 if at < t.len() => t[at] = byte,
+                1 => t.truncate(at),
+                2 => t.insert(at, byte),
+                _ => {
+                    let mut spliced = line.into_bytes();
+                    spliced.push(b'\n');
+                    t.splice(at..at, spliced);
+                }
+            }
+            checks::check_config(&t);
+        }
+    }
+}

@@ -534,3 +534,58 @@ fn write_reordered(v: &Value, out: &mut String, rng: &mut Splits) {
     }
     ws(out, rng);
 }
+
+// ---------------------------------------------------------------------------
+// Configuration parser
+// ---------------------------------------------------------------------------
+
+/// `Config::from_toml_str` and `Config::from_json_str` never panic, and
+/// read the same configuration from the same document in either format:
+/// when the text is TOML that `Config` accepts, the same document written
+/// as JSON gives an equal `Config`; when it is JSON that `Config` accepts,
+/// so does its TOML reading of the same value (compared the other way).
+/// `parse_duration` never panics on any line of the text.
+#[cfg(feature = "config")]
+pub fn check_config(data: &[u8]) {
+    use tower_llm_resilience::config::{Config, parse_duration};
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    for line in text.lines() {
+        let _ = parse_duration(line);
+    }
+    let from_toml = Config::from_toml_str(text);
+    let from_json = Config::from_json_str(text);
+    if let Ok(config) = &from_toml {
+        // The same document as JSON (a TOML datetime has no JSON form).
+        if let Ok(value) = toml::from_str::<Value>(text) {
+            if !has_toml_datetime(&value) {
+                let json = serde_json::to_string(&value).expect("a value serializes");
+                match Config::from_json_str(&json) {
+                    Ok(same) => assert_eq!(&same, config, "TOML and JSON readings differ: {json}"),
+                    Err(e) => panic!("accepted as TOML, refused as JSON ({e}): {json}"),
+                }
+            }
+        }
+    }
+    if let Ok(config) = &from_json {
+        let value: Value = serde_json::from_str(text).expect("Config accepted it");
+        assert_eq!(
+            &Config::from_json_str(&serde_json::to_string(&value).expect("serializes"))
+                .expect("its own value, rewritten"),
+            config,
+            "a JSON config rewritten reads differently"
+        );
+    }
+}
+
+#[cfg(feature = "config")]
+fn has_toml_datetime(v: &Value) -> bool {
+    match v {
+        Value::Object(o) => {
+            o.contains_key("$__toml_private_datetime") || o.values().any(has_toml_datetime)
+        }
+        Value::Array(a) => a.iter().any(has_toml_datetime),
+        _ => false,
+    }
+}
