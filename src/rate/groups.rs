@@ -32,12 +32,11 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
-use std::sync::atomic::Ordering;
 
 use super::limit::DIMENSIONS;
 use super::state::{Group, GroupKey, PreHashed};
 use crate::error::TooManyGroups;
-use crate::sync::{Arc, Mutex, fence, lock};
+use crate::sync::{Arc, Mutex, lock};
 
 /// The most shards of one map.
 pub(crate) const MAX_SHARDS: usize = 32;
@@ -211,7 +210,9 @@ impl Shard {
             let i = self.hand;
             self.hand = (i + 1) % len;
             let slot = &mut self.ring[i];
-            if !unheld(&slot.group) {
+            // Only the map holds it: no future uses it. (Nothing else can
+            // clone it while this shard is locked.)
+            if Arc::strong_count(&slot.group) > 1 {
                 continue;
             }
             match judge(&slot.group) {
@@ -219,7 +220,7 @@ impl Shard {
                 Judged::Free { idle, tomb } => {
                     if slot.referenced && !idle {
                         slot.referenced = false;
-                    } else if claim(&slot.group) {
+                    } else {
                         return Some((i, tomb));
                     }
                 }
@@ -252,32 +253,6 @@ impl Shard {
         let i = self.tomb_index.remove(&hash)?;
         self.tombs[i as usize].take().filter(|t| t.until > now)
     }
-}
-
-/// No request holds `group`: only the map and services' caches of recent
-/// groups do. (While the shard is locked nothing else can take it from the
-/// map; a cache hit can still take it, which [`claim`] settles.)
-fn unheld(group: &Arc<Group>) -> bool {
-    // `cached` first: a cache counts its reference after taking it and
-    // uncounts it before letting go, so a race errs on "held". (Seeing a
-    // count implies seeing the reference counted: the count is SeqCst, the
-    // reference taken before it.)
-    let cached = group.cached.load(Ordering::SeqCst);
-    Arc::strong_count(group) <= 1 + cached
-}
-
-/// Marks the victim `group` evicted, unless a cache hit took it since
-/// [`unheld`]. The hit takes its reference, then reads the mark (a fence
-/// between, `rate/recent.rs`); this marks, then counts the references (a
-/// fence between): one of the two sees the other.
-fn claim(group: &Arc<Group>) -> bool {
-    group.evicted.store(true, Ordering::SeqCst);
-    fence(Ordering::SeqCst);
-    if unheld(group) {
-        return true;
-    }
-    group.evicted.store(false, Ordering::SeqCst);
-    false
 }
 
 #[cfg(test)]

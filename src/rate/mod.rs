@@ -119,7 +119,6 @@ mod layer;
 mod limit;
 mod pool;
 pub mod presets;
-mod recent;
 #[cfg(feature = "redis")]
 mod remote;
 mod service;

@@ -9,7 +9,6 @@ use tower_service::Service;
 use super::future::{Hold, ResponseFuture};
 use super::pool::Choice;
 use super::pool::admit::too_large;
-use super::recent::Recent;
 use super::state::{Attempt, GroupKey, Limiter};
 use super::stats::GroupStats;
 use crate::error::{BoxError, NoKeyAvailable};
@@ -31,17 +30,11 @@ use crate::sync::Arc;
 pub struct RateLimit<S> {
     inner: S,
     limiter: Arc<Limiter>,
-    /// The groups this clone used recently (a clone starts empty).
-    recent: Recent,
 }
 
 impl<S> RateLimit<S> {
     pub(crate) fn from_limiter(inner: S, limiter: Arc<Limiter>) -> Self {
-        RateLimit {
-            inner,
-            limiter,
-            recent: Recent::default(),
-        }
+        RateLimit { inner, limiter }
     }
     /// `inner` behind a rate limiter of its own with these limits for
     /// every group ([`RateLimitLayer::new`](super::RateLimitLayer::new)).
@@ -151,15 +144,9 @@ where
         }
         let key = GroupKey::new(key_id, meta.as_ref().and_then(|m| m.model_arc().cloned()));
         let now = shared.now();
-        let group = match self.recent.get(&key) {
-            Some(group) => group,
-            None => match self.limiter.group(key, now) {
-                Ok(group) => {
-                    self.recent.put(&group);
-                    group
-                }
-                Err(full) => return ResponseFuture::refused(full.into()),
-            },
+        let group = match self.limiter.group(key, now) {
+            Ok(group) => group,
+            Err(full) => return ResponseFuture::refused(full.into()),
         };
         // Nobody of the group waiting, and the cost fits now: reserve, and
         // send on the (ready) inner service at once.

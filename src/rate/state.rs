@@ -16,7 +16,7 @@ use crate::error::TooManyGroups;
 use crate::provider::{Quota, QuotaSnapshot, Usage, may_carry_quota, retry_after};
 use crate::queue::{QueueKey, WaitQueue};
 use crate::request::{KeyId, bounded_model};
-use crate::sync::{Arc, AtomicBool, AtomicUsize, Mutex, lock};
+use crate::sync::{Arc, Mutex, lock};
 use crate::util::SharedRng;
 
 /// What a limit group is keyed by: the API key's identity and the model.
@@ -134,12 +134,6 @@ pub(crate) struct Group {
     /// The key pool's queue key when this group is a pool key's: what
     /// frees this group may let the pool's head in too (`rate/pool.rs`).
     pub(crate) pool_wake: Option<QueueKey>,
-    /// Set when the map evicts the group: a service's cache of recent
-    /// groups (`rate/recent.rs`) that still holds it must not use it.
-    pub(crate) evicted: AtomicBool,
-    /// How many of those caches hold it (their references are not a
-    /// request's: the map may still evict it).
-    pub(crate) cached: AtomicUsize,
     /// The model as a metric label (bounded: `telemetry`).
     #[cfg(feature = "metrics")]
     pub(crate) label: crate::telemetry::record::ModelLabel,
@@ -336,8 +330,6 @@ impl Shared {
                 above: vec![[false; DIMENSIONS]; shared.config.thresholds.len()],
             }),
             queued: AtomicU32::new(0),
-            evicted: AtomicBool::new(false),
-            cached: AtomicUsize::new(0),
             #[cfg(feature = "redis")]
             lease: shared
                 .config
