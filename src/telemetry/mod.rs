@@ -76,9 +76,9 @@
 //!
 //! Without the feature no metric code is compiled. With it, a metric costs
 //! what the installed recorder costs; label sets made only of static
-//! strings are `static` keys (no allocation), those with a model name
-//! allocate the facade's one label vector (the name itself is shared, not
-//! copied).
+//! strings are `static` keys, and the keys of each model name and each
+//! budget cap are made once (with the label table's entry, or when the
+//! budget is built), so recording allocates no label set per request.
 
 pub mod names;
 pub(crate) mod record;
