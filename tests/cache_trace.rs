@@ -5,7 +5,6 @@
 mod support;
 
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
 
 use http::{Request, Response};
 use http_body_util::BodyExt;
@@ -17,35 +16,13 @@ use tower_llm_resilience::request::ReplayBody;
 const KEY: &str = "sk-ant-api03-SECRET-4f9c2b";
 const PROMPT: &str = r#"{"model":"claude-haiku-4-5","max_tokens":16,"temperature":0,"messages":[{"role":"user","content":"2+2?"}]}"#;
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 fn req() -> Request<ReplayBody> {
     support::http::anthropic("http://upstream/v1/messages", KEY, PROMPT)
 }
 
 #[tokio::test]
 async fn no_raw_key_in_keys_status_or_traces() {
-    let captured = Captured::default();
-    let sink = captured.clone();
-    tracing::subscriber::set_global_default(
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || sink.clone())
-            .finish(),
-    )
-    .expect("the only subscriber of this test binary");
+    let captured = support::trace::logs();
 
     let upstream = service_fn(|_req: Request<ReplayBody>| async {
         Ok::<_, Infallible>(
@@ -67,7 +44,7 @@ async fn no_raw_key_in_keys_status_or_traces() {
     assert_eq!(status.status, Status::Hit);
     let key = DefaultKeyPolicy::new().key(&req()).expect("key");
 
-    let logs = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf8");
+    let logs = captured.text();
     assert!(
         logs.contains("cache hit") && logs.contains("key="),
         "TRACE output captured: {logs}"

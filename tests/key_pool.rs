@@ -9,12 +9,13 @@ mod support;
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
+use support::trace::logs;
 use tokio::time::Instant;
 use tower::{Service, ServiceExt, service_fn};
 use tower_layer::Layer;
@@ -36,37 +37,6 @@ const BODY: &str =
     r#"{"model":"claude-sonnet-4-5","max_tokens":100,"messages":[{"role":"user","content":"Hi"}]}"#;
 
 // ---------------------------------------------------------------- helpers
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Every test of this binary logs at TRACE into one buffer.
-fn logs() -> &'static Captured {
-    static LOGS: OnceLock<Captured> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let captured = Captured::default();
-        let sink = captured.clone();
-        tracing::subscriber::set_global_default(
-            tracing_subscriber::fmt()
-                .with_max_level(tracing::Level::TRACE)
-                .with_ansi(false)
-                .with_writer(move || sink.clone())
-                .finish(),
-        )
-        .expect("the only subscriber of this test binary");
-        captured
-    })
-}
 
 /// A request with no credentials of its own (the pool gives it one).
 fn pooled(body: &'static str) -> Request<ReplayBody> {
@@ -632,7 +602,7 @@ async fn no_key_material_in_logs_errors_or_debug() {
         requests.iter().all(|r| r.contains("Sensitive")),
         "{requests:?}"
     );
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(
         logs.contains("key pool: key chosen"),
         "TRACE captured: {logs}"

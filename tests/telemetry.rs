@@ -11,12 +11,13 @@
 mod support;
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use http::{Request, Response};
 use support::http::{anthropic, post_json, text};
+use support::trace::logs;
 use tower::{ServiceExt, service_fn};
 use tower_layer::Layer;
 use tower_llm_resilience::budget::{BudgetLayer, Cap, Period, Scope};
@@ -38,39 +39,8 @@ fn body(model: &str) -> String {
     )
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Every event of this test binary, at TRACE.
-fn logs() -> &'static Captured {
-    static LOGS: OnceLock<Captured> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let captured = Captured::default();
-        let sink = captured.clone();
-        tracing::subscriber::set_global_default(
-            tracing_subscriber::fmt()
-                .with_max_level(tracing::Level::TRACE)
-                .with_ansi(false)
-                .with_writer(move || sink.clone())
-                .finish(),
-        )
-        .expect("the only subscriber of this test binary");
-        captured
-    })
-}
-
 fn logged() -> String {
-    String::from_utf8(logs().0.lock().expect("lock").clone()).expect("utf8")
+    logs().text()
 }
 
 /// An Anthropic-shaped upstream: `claude-primary` is always overloaded

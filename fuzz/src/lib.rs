@@ -558,13 +558,13 @@ pub fn check_config(data: &[u8]) {
     let from_json = Config::from_json_str(text);
     if let Ok(config) = &from_toml {
         // The same document as JSON (a TOML datetime has no JSON form).
-        if let Ok(value) = toml::from_str::<Value>(text) {
-            if !has_toml_datetime(&value) {
-                let json = serde_json::to_string(&value).expect("a value serializes");
-                match Config::from_json_str(&json) {
-                    Ok(same) => assert_eq!(&same, config, "TOML and JSON readings differ: {json}"),
-                    Err(e) => panic!("accepted as TOML, refused as JSON ({e}): {json}"),
-                }
+        if let Ok(value) = toml::from_str::<Value>(text)
+            && !has_toml_datetime(&value)
+        {
+            let json = serde_json::to_string(&value).expect("a value serializes");
+            match Config::from_json_str(&json) {
+                Ok(same) => assert_eq!(&same, config, "TOML and JSON readings differ: {json}"),
+                Err(e) => panic!("accepted as TOML, refused as JSON ({e}): {json}"),
             }
         }
     }
