@@ -417,6 +417,53 @@ async fn sim_server_prints_its_url_and_enforces_its_quota() {
 }
 
 #[tokio::test]
+async fn axum_gateway_prints_its_url_and_answers_through_the_stack() {
+    let mut child = Child(
+        Command::new(example_bin("axum_gateway"))
+            .args(["--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn axum_gateway"),
+    );
+    let stdout = child.0.stdout.take().expect("stdout");
+    let line = tokio::task::spawn_blocking(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        for _ in 0..20 {
+            line.clear();
+            if reader.read_line(&mut line).expect("read") == 0 || line.starts_with("listening on ")
+            {
+                break;
+            }
+        }
+        line
+    })
+    .await
+    .expect("join");
+    let url = line
+        .trim_end()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("no \"listening on\" line: {line:?}"))
+        .to_owned();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let target = chat::Target {
+        api: chat::Api::Anthropic,
+        base: url,
+        model: "claude-sonnet-4-5".into(),
+        key: "any".into(),
+    };
+    let res = ReqwestClient::new()
+        .oneshot(target.request("hi", false))
+        .await
+        .expect("response");
+    assert_eq!(res.status(), 200);
+    let body = res.into_body().collect().await.expect("body").to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("\"type\":\"message\""), "{body}");
+}
+
+#[tokio::test]
 async fn workload_prints_a_row_per_client() {
     let bin = example_bin("workload");
     let out = tokio::task::spawn_blocking(move || {
