@@ -39,7 +39,7 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::timeout::TimeoutLayer;
+use tower_http::timeout::{ResponseBodyTimeoutLayer, TimeoutLayer};
 use tower_http::trace::TraceLayer;
 use tower_llm_resilience::client::HyperClient;
 use tower_llm_resilience::error::{
@@ -514,12 +514,16 @@ fn router(state: AppState, o: &Options) -> Router {
     // The outermost layer is listed first (tower's ServiceBuilder order).
     let middleware = tower::ServiceBuilder::new()
         .layer(SetSensitiveRequestHeadersLayer::new(sensitive))
+        // A response body (a stream) that stays silent this long is ended:
+        // an upstream stalled mid-body must not hold the client, the
+        // inbound slot and the stack's concurrency permit for ever.
+        .layer(ResponseBodyTimeoutLayer::new(o.timeout))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(RequestBodyLimitLayer::new(o.body_limit))
         // A second after the stack's own deadline, so the stack answers
         // first with what it knows (429 with retry-after, or 504).
-        .layer(RequestBodyLimitLayer::new(o.body_limit))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::GATEWAY_TIMEOUT,
             o.timeout + Duration::from_secs(1),
