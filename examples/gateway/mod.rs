@@ -297,7 +297,17 @@ fn recorder() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            // Gauges not set for a minute are dropped: the limiter's are
+            // set at each scrape for the groups that exist then, so a
+            // group the limiter evicted (a million distinct model names,
+            // say) leaves no series behind, and the set stays within the
+            // limiter's own bound.
+            let recorder = PrometheusBuilder::new()
+                .idle_timeout(
+                    metrics_util::MetricKindMask::GAUGE,
+                    Some(Duration::from_secs(60)),
+                )
+                .build_recorder();
             let handle = recorder.handle();
             // Already set (by the application): our metrics go there, and
             // `/metrics` shows only what this handle's recorder holds.
