@@ -823,3 +823,49 @@ async fn a_providers_remaining_tightens_every_process_with_the_next_lease() {
     let admitted = until_refused(&b).await;
     assert_eq!(admitted, 3, "B admitted {admitted}");
 }
+
+/// Redis down, the `Local` fallback admits by its share of the limits the
+/// limiter learned from the provider, not of those configured at build:
+/// after learning 40 a minute (1,000 configured), one of four instances
+/// admits 10 of a burst of 30, not 250's worth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_fallback_admits_its_share_of_the_learned_limit() {
+    let Some(_probe) = RedisServer::get("redis_rate") else {
+        return;
+    };
+    let mut server = RedisServer::start().expect("redis-server");
+    let layer = RateLimitBuilder::default()
+        .limits(requests(1_000, Duration::from_secs(60), 1_000))
+        .fail_fast(true)
+        .max_wait(Duration::from_millis(200))
+        .redis(server.handle().with_timeout(Duration::from_millis(100)))
+        .redis_failure(FailurePolicy::Local { instances: 4 })
+        .build()
+        .expect("config");
+    let upstream = answering(
+        200,
+        r#"{"usage":{"input_tokens":5,"output_tokens":2}}"#,
+        &[("anthropic-ratelimit-requests-limit", "40")],
+    );
+    assert_eq!(
+        through(&layer, upstream.clone()).await.expect("answered"),
+        200
+    );
+    let learned = layer.stats()[0].effective[0].expect("a request limit");
+    assert_eq!(learned.burst(), 40, "learned {learned:?}");
+
+    server.kill();
+    let mut admitted = 0;
+    for _ in 0..30 {
+        match through(&layer, upstream.clone()).await {
+            Ok(status) => {
+                assert_eq!(status, 200);
+                admitted += 1;
+            }
+            Err(e) => assert!(e.downcast_ref::<RateLimited>().is_some(), "{e}"),
+        }
+    }
+    // 40 ÷ 4 = 10 (and under a tenth of a request refilled meanwhile).
+    assert_eq!(admitted, 10, "admitted {admitted} of 30 on the fallback");
+    assert!(layer.remote_stats().expect("redis").failed_decisions > 0);
+}

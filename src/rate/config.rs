@@ -645,7 +645,12 @@ impl RateLimitBuilder {
                             .iter()
                             .map(|(m, l)| (m.clone(), divided(*l)))
                             .collect(),
-                        learning: self.learning,
+                        // Never above its share by what the provider
+                        // announces for everyone; tightened by `remaining`.
+                        learning: match self.learning {
+                            Learning::Off => Learning::Off,
+                            _ => Learning::Tighten,
+                        },
                         learn_period: self.learn_period,
                         max_wait: self.max_wait,
                         fail_fast: self.fail_fast,

@@ -344,13 +344,16 @@ pub(crate) async fn attempt(
                 remote: false,
             })
         }
-        FailurePolicy::Local { .. } => {
+        FailurePolicy::Local { instances } => {
             let Some(fallback) = &remote.fallback else {
                 return Err(failure.into());
             };
             let fshared = fallback.shared();
             let now = fshared.now();
             let local = fallback.group(group.key.clone(), now)?;
+            // The share of what this limiter knows now — learned from the
+            // provider included — not of what was configured at build.
+            fshared.follow(&local, &limits.map(|l| l.map(|l| share(l, instances))), now);
             match fshared.attempt(&local, cost, now, false, false) {
                 Attempt::Admitted(ticket) => Ok(Step::Admitted {
                     group: local,
@@ -398,31 +401,45 @@ pub(crate) fn try_divided(
     limits: super::Limits,
     instances: u32,
 ) -> Result<super::Limits, crate::error::InvalidConfig> {
-    let n = u64::from(instances.max(1));
     let mut out = limits;
     for d in super::Dimension::ALL {
         if let Some(l) = limits.get(d) {
-            let amount = (l.amount() / n).max(1);
-            let burst = (l.burst() / n).max(1);
-            out = out.with(d, super::Limit::new(amount, l.per(), burst)?);
+            out = out.with(d, try_share(l, instances)?);
         }
     }
     Ok(out)
+}
+
+/// One process's share of `limit`: amount and burst ÷ `instances`,
+/// rounded down, at least one.
+fn try_share(limit: Limit, instances: u32) -> Result<Limit, crate::error::InvalidConfig> {
+    let n = u64::from(instances.max(1));
+    Limit::new(
+        (limit.amount() / n).max(1),
+        limit.per(),
+        (limit.burst() / n).max(1),
+    )
+}
+
+/// [`try_share`], never the full limit: a share that is no limit becomes
+/// the smallest one, one unit per period.
+fn share(limit: Limit, instances: u32) -> Limit {
+    try_share(limit, instances)
+        .or_else(|_| Limit::new(1, limit.per(), 1))
+        .unwrap_or(limit)
 }
 
 /// [`try_divided`], for limits `build` checked: a share that is no limit
 /// (not reached after `build`) becomes the smallest one, one unit per
 /// period, never the full limit.
 pub(crate) fn divided(limits: super::Limits, instances: u32) -> super::Limits {
-    try_divided(limits, instances).unwrap_or_else(|_| {
-        let mut out = limits;
-        for d in super::Dimension::ALL {
-            if let Some(l) = limits.get(d) {
-                out = out.with(d, super::Limit::new(1, l.per(), 1).unwrap_or(l));
-            }
+    let mut out = limits;
+    for d in super::Dimension::ALL {
+        if let Some(l) = limits.get(d) {
+            out = out.with(d, share(l, instances));
         }
-        out
-    })
+    }
+    out
 }
 
 #[cfg(test)]

@@ -788,6 +788,23 @@ impl Shared {
         Ok(Dimension::ALL.map(|d| s.gcra.limit(d)))
     }
 
+    /// Sets `group`'s limits to `limits` in every dimension `limits`
+    /// has: how the Redis fallback keeps to its share of what the main
+    /// limiter learned. Each changed bucket keeps what is in use
+    /// ([`Gcra::set_limit`](super::gcra::Gcra::set_limit)).
+    #[cfg(feature = "redis")]
+    pub(crate) fn follow(&self, group: &Group, limits: &[Option<Limit>; DIMENSIONS], now: u64) {
+        let mut s = lock(&group.state);
+        for d in Dimension::ALL {
+            if let Some(limit) = limits[d.index()] {
+                s.configured[d.index()] = Some(limit);
+                if s.gcra.limit(d) != Some(limit) {
+                    s.gcra.set_limit(d, limit, now);
+                }
+            }
+        }
+    }
+
     /// The group's effective limits now.
     pub(crate) fn limits_of(&self, group: &Group) -> [Option<Limit>; DIMENSIONS] {
         let s = lock(&group.state);

@@ -137,7 +137,10 @@ pub enum FailurePolicy {
     FailOpen,
     /// Admit by an in-memory limiter of this process at every limit ÷
     /// `instances` (rounded down, at least one unit), so the instances
-    /// together stay near the shared limit. The default, with `instances:
+    /// together stay near the shared limit. The shares are of the limits
+    /// the shared path used last, learned ones included, and the fallback
+    /// only tightens by what the provider answers (never raises a share to
+    /// the limit the provider announces for all). The default, with `instances:
     /// 1` — set it to the number of processes that share the quota.
     Local {
         /// How many processes share the quota.
