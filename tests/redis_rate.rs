@@ -869,3 +869,81 @@ async fn the_local_fallback_admits_its_share_of_the_learned_limit() {
     assert_eq!(admitted, 10, "admitted {admitted} of 30 on the fallback");
     assert!(layer.remote_stats().expect("redis").failed_decisions > 0);
 }
+
+/// A 429 on a request the `Local` fallback admitted while Redis was down
+/// holds once Redis answers again: this process keeps the gate on its
+/// shared path, and the gate reaches Redis, so another process that never
+/// saw the 429 waits too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_answered_while_redis_was_down_closes_the_shared_gate_once_it_returns() {
+    let Some(_probe) = RedisServer::get("redis_rate") else {
+        return;
+    };
+    let mut server = RedisServer::start().expect("redis-server");
+    let port = server.port.expect("port");
+    let redis = server.handle().with_timeout(Duration::from_millis(100));
+    let limits = requests(100, Duration::from_secs(60), 100);
+    let a = limiter(
+        Some(redis.clone()),
+        limits,
+        FailurePolicy::Local { instances: 2 },
+    );
+    let b = limiter(
+        Some(redis.clone()),
+        limits,
+        FailurePolicy::Local { instances: 2 },
+    );
+    let sent = Arc::new(AtomicU64::new(0));
+    one(&a, &sent).await.expect("shared path");
+    one(&b, &sent).await.expect("shared path");
+
+    // Admitted by A's fallback while Redis is down; the provider's 429
+    // (30 s) comes back once Redis is up again.
+    server.kill();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let arrived = Arc::new(AtomicU64::new(0));
+    let upstream = {
+        let (release, arrived) = (Arc::clone(&release), Arc::clone(&arrived));
+        service_fn(move |_req: Request<ReplayBody>| {
+            let release = Arc::clone(&release);
+            arrived.fetch_add(1, Ordering::SeqCst);
+            async move {
+                release.notified().await;
+                Ok::<_, Infallible>(
+                    Response::builder()
+                        .status(429)
+                        .header("retry-after", "30")
+                        .body(String::from(r#"{"type":"error"}"#))
+                        .expect("response"),
+                )
+            }
+        })
+    };
+    let in_flight = tokio::spawn({
+        let svc = tower::Layer::layer(&a, upstream);
+        async move { svc.oneshot(request()).await.map(|r| r.status().as_u16()) }
+    });
+    while arrived.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(a.remote_stats().expect("redis").failed_decisions > 0);
+    let _back = RedisServer::start_on(port).expect("restart");
+    until_shared_again(&b, &sent).await;
+    release.notify_one();
+    assert_eq!(in_flight.await.expect("task").expect("answered"), 429);
+
+    let before = sent.load(Ordering::Relaxed);
+    for layer in [&a, &b] {
+        let shut = eventually(async || {
+            one(layer, &sent)
+                .await
+                .is_err_and(|e| e.downcast_ref::<RateLimited>().is_some())
+        })
+        .await;
+        assert!(shut, "a process sent past the provider's 30 s retry-after");
+    }
+    // A never sent past it; B at most what it sent before the spawned
+    // gate landed.
+    let past = sent.load(Ordering::Relaxed) - before;
+    assert!(past <= 1, "{past} sent during the provider's retry-after");
+}
