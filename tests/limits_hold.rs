@@ -155,7 +155,11 @@ where
                 let mut sent = Vec::new();
                 for (k, at) in plan().into_iter().enumerate() {
                     sleep_until(t0 + at).await;
-                    let fut = clone.ready().await.expect("ready").call(request(c, k, k < SMALL));
+                    let fut = clone
+                        .ready()
+                        .await
+                        .expect("ready")
+                        .call(request(c, k, k < SMALL));
                     sent.push(tokio::spawn(async move {
                         let res = fut.await.expect("admitted");
                         let status = res.status();
@@ -340,7 +344,11 @@ async fn two_limiters_sharing_redis_hold_every_sliding_window() {
                 let mut k = 0;
                 while t0.elapsed() < run {
                     k += 1;
-                    match svc.clone().oneshot(request(l * 8 + c, k, t0.elapsed() < run / 2)).await {
+                    match svc
+                        .clone()
+                        .oneshot(request(l * 8 + c, k, t0.elapsed() < run / 2))
+                        .await
+                    {
                         Ok(res) => drop(res.into_body().collect().await),
                         Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
                     }
