@@ -51,12 +51,8 @@ fn upstream(
     stamps: Stamps,
     t0: Instant,
     latency: Duration,
-) -> impl Service<
-    Request<ReplayBody>,
-    Response = Response<String>,
-    Error = Infallible,
-    Future: Send,
-> + Clone
+) -> impl Service<Request<ReplayBody>, Response = Response<String>, Error = Infallible, Future: Send>
++ Clone
 + Send
 + 'static {
     service_fn(move |_req: Request<ReplayBody>| {
@@ -180,7 +176,10 @@ async fn a_thousand_callers_told_retry_after_come_back_spread_and_not_before() {
     eprintln!("herd, retry layer: {s:?}");
     assert_eq!(s.retries, CALLERS);
     assert!(s.first >= ADVICE, "a retry before the advice: {s:?}");
-    assert!(s.last <= ADVICE + JITTER + MS, "past advice + jitter: {s:?}");
+    assert!(
+        s.last <= ADVICE + JITTER + MS,
+        "past advice + jitter: {s:?}"
+    );
     assert!(s.span >= JITTER.mul_f64(0.9), "bunched: {s:?}");
     assert!(s.max_bucket_10ms <= 25, "{s:?}");
     assert!(s.max_window_10ms <= 30, "{s:?}");
