@@ -374,8 +374,10 @@ async fn two_limiters_sharing_redis_hold_every_sliding_window() {
         requests.slack_needed(req_limit),
         tokens.slack_needed(tok_limit),
     );
-    // Both ran, and the shared limit was reached (not met by idling).
-    assert!(worst.0 >= 40, "{worst:?}");
+    // The shared limit was reached (the bound is not met by idling): the
+    // input tokens bind (≈ 160 a request), two-thirds of their 6,000 at
+    // least, with room for a loaded machine.
+    assert!(worst_tokens.0 >= 4_000, "{worst_tokens:?}");
     assert_eq!(redis.errors(), 0);
     for layer in &layers {
         let stats = layer.remote_stats().expect("redis");
