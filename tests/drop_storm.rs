@@ -8,14 +8,14 @@
 
 mod support;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -30,7 +30,7 @@ use tower_layer::Layer;
 use tower_llm_resilience::Stack;
 use tower_llm_resilience::budget::{BudgetLayer, Cap, MemoryBudgetStore, Period, Scope};
 use tower_llm_resilience::cache::CacheLayer;
-use tower_llm_resilience::rate::{Limit, Limits, RateLimitLayer};
+use tower_llm_resilience::rate::{AuthStyle, Clock, KeyPool, Limit, Limits, RateLimitLayer};
 use tower_llm_resilience::request::ReplayBody;
 use tower_llm_resilience::retry::RetryLayer;
 use tower_llm_resilience::{BoxError, ResponseBody};
@@ -115,11 +115,14 @@ impl Body for Drip {
 
 /// Answers an SSE stream after `LATENCY`; a request marked `x-storm-flaky`
 /// is answered 503 the first time its `x-storm-id` is seen (so its retry
-/// backs off). Counts its calls and the bodies still alive.
+/// backs off). Counts its calls, the requests it started per API key
+/// (those whose future was polled: what was sent), and the bodies still
+/// alive.
 #[derive(Clone, Default)]
 struct Upstream {
     seen: Arc<Mutex<HashSet<String>>>,
     calls: Arc<AtomicUsize>,
+    started: Arc<Mutex<HashMap<String, usize>>>,
     alive: Arc<AtomicUsize>,
 }
 
@@ -145,7 +148,15 @@ impl Service<Request<ReplayBody>> for Upstream {
         let fail = req.headers().contains_key("x-storm-flaky")
             && self.seen.lock().expect("lock").insert(id);
         let alive = Alive::new(&self.alive);
+        let key = req
+            .headers()
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let started = Arc::clone(&self.started);
         Box::pin(async move {
+            *started.lock().expect("lock").entry(key).or_default() += 1;
             tokio::time::sleep(LATENCY).await;
             let res = if fail {
                 Response::builder()
@@ -549,12 +560,142 @@ async fn cache_storm(callers: Vec<Caller>) {
     assert_eq!(cache.in_flight(), 0);
 }
 
+/// A caller of the pool storm: never flaky.
+fn pool_caller() -> impl Strategy<Value = Caller> {
+    caller().prop_map(|c| Caller {
+        ask: match c.ask {
+            Ask::Flaky => Ask::Plain,
+            ask => ask,
+        },
+        ..c
+    })
+}
+
 fn cached_caller() -> impl Strategy<Value = Caller> {
     (0u64..100, 0u8..2, caller()).prop_map(|(start_ms, n, c)| Caller {
         start_ms,
         ask: Ask::Cached(n),
         lets: c.lets,
     })
+}
+
+// ---- a key pool alone: waits for any key ----
+
+/// The pool's keys.
+const POOL: [&str; 3] = ["sk-pool-0", "sk-pool-1", "sk-pool-2"];
+
+/// A thousand callers without keys of their own through a rate limiter
+/// choosing from a pool of three keys (50 requests a second each, a burst
+/// of 5: fewer than the callers ask, so most wait for whichever key frees
+/// first) drop at the same points. Afterwards no place, hold or
+/// reservation is left, each key's calendar count is exactly the requests
+/// sent with it (a request dropped before it was sent gave its count
+/// back), and with the buckets full again every key takes its burst at
+/// once. No caller is flaky here: a refused (non-2xx) answer gives its
+/// count back by design, unless dropped before its head, which would make
+/// the count inexact.
+async fn pool_storm(callers: Vec<Caller>) {
+    // A fixed wall clock: the calendar period cannot turn mid-storm.
+    let noon = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let pool = POOL
+        .iter()
+        .enumerate()
+        .fold(
+            KeyPool::builder(AuthStyle::Anthropic).clock(Clock::new(move || noon)),
+            |b, (i, key)| b.key(format!("k{i}"), *key),
+        )
+        .build()
+        .expect("pool");
+    let per_key = Limit::new(50, Duration::from_secs(1), 5).expect("limit");
+    let rate = RateLimitLayer::builder()
+        .limits(Limits::unlimited().requests(per_key))
+        .key_pool(pool.clone())
+        .build()
+        .expect("rate");
+    let upstream = Upstream::default();
+    let svc = tower::util::BoxCloneService::new(rate.layer(upstream.clone()).map_request(
+        |mut req: Request<ReplayBody>| {
+            req.headers_mut().remove("x-api-key");
+            req
+        },
+    ));
+    let tasks: Vec<_> = callers
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| tokio::spawn(run_caller(svc.clone(), i, c)))
+        .collect();
+    // Sample the queue while the callers arrive.
+    let mut peak = 0;
+    for _ in 0..2_000 {
+        peak = peak.max(rate.queue().len());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    for (t, c) in tasks.into_iter().zip(&callers) {
+        let ended = tokio::time::timeout(HUNG, t)
+            .await
+            .expect("a caller hung")
+            .expect("the caller's task");
+        if let Ended::Answered(res) = ended {
+            let status = res.unwrap_or_else(|e| panic!("{c:?} failed: {e}"));
+            assert_eq!(status, 200, "{c:?}");
+        }
+    }
+    assert!(peak >= 100, "at most {peak} waited for a key");
+    let all_back = |when: &str| {
+        assert_eq!(rate.queue().len(), 0, "{when}: waiters left");
+        for g in rate.stats() {
+            assert_eq!(g.in_flight, 0, "{when}: reservations in flight");
+            assert_eq!(g.queued, 0, "{when}: a group's waiters left");
+        }
+        assert_eq!(
+            upstream.alive.load(Ordering::SeqCst),
+            0,
+            "{when}: bodies held"
+        );
+        let started = upstream.started.lock().expect("lock").clone();
+        for (key, stats) in POOL.iter().zip(pool.stats()) {
+            let sent = started.get(*key).copied().unwrap_or(0);
+            assert_eq!(
+                stats.requests_used as usize, sent,
+                "{when}: key {} counts {} requests, {sent} sent with it",
+                stats.label, stats.requests_used
+            );
+        }
+        assert!(
+            !started.contains_key(""),
+            "{when}: a request sent without a key"
+        );
+    };
+    all_back("after the storm");
+
+    // With every bucket full again, each key takes its burst at once.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let start = Instant::now();
+    let batch: Vec<_> = (0..POOL.len() * 5)
+        .map(|i| {
+            let svc = svc.clone();
+            tokio::spawn(async move {
+                let res = svc.oneshot(request(CALLERS + i, Ask::Plain)).await;
+                (
+                    read_all(res.expect("admitted")).await.expect("body"),
+                    Instant::now(),
+                )
+            })
+        })
+        .collect();
+    for t in batch {
+        let (status, at) = tokio::time::timeout(HUNG, t)
+            .await
+            .expect("hung")
+            .expect("task");
+        assert_eq!(status, 200);
+        let took = at - start;
+        assert!(
+            took <= ANSWER + MARGIN,
+            "a request of the burst took {took:?}"
+        );
+    }
+    all_back("after the fresh requests");
 }
 
 /// Cases: 8 by default (each a thousand callers), `PROPTEST_CASES=n` for
@@ -587,6 +728,13 @@ proptest! {
         callers in proptest::collection::vec(caller(), CALLERS),
     ) {
         paused_runtime().block_on(drop_storm(callers));
+    }
+
+    #[test]
+    fn a_drop_storm_waiting_for_pool_keys_gives_every_key_back(
+        callers in proptest::collection::vec(pool_caller(), CALLERS),
+    ) {
+        paused_runtime().block_on(pool_storm(callers));
     }
 
     #[test]
