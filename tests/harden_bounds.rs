@@ -12,8 +12,9 @@ mod support;
 
 use std::alloc::System;
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -21,9 +22,12 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use support::http::{post_json, text};
 use tower::{Service, ServiceExt, service_fn};
 use tower_layer::Layer;
-use tower_llm_resilience::cache::{CacheKey, CacheStore, CachedResponse, MemoryStore, TenantId};
+use tower_llm_resilience::budget::{BudgetLayer, Cap, Clock, MemoryBudgetStore, Period, Scope};
+use tower_llm_resilience::cache::{
+    CacheKey, CacheLayer, CacheStore, CachedResponse, DefaultKeyPolicy, MemoryStore, TenantId,
+};
 use tower_llm_resilience::fallback::{FallbackLayer, Target};
-use tower_llm_resilience::rate::{Limit, Limits, RateLimitLayer};
+use tower_llm_resilience::rate::{AuthStyle, KeyPool, Limit, Limits, RateLimitLayer};
 use tower_llm_resilience::request::ReplayBody;
 
 // ---- the counting allocator ----
@@ -415,4 +419,346 @@ async fn a_million_keys_stay_under_the_caps() {
     // aliases under 1 KiB each.
     let bound = MAX_GROUPS * 1024 + (CAPACITY as usize) * 5 / 4 + 16 * 1024 * 1024;
     assert!(held <= bound, "{held} B held, bound {bound} B");
+}
+
+// ---- a million tenants: limiter, key pool, budgets, cache ----
+
+/// The most counters the budget store holds here.
+const MAX_COUNTERS: usize = 5_000;
+/// The heap a counter of a short tenant name takes, at most (571 B
+/// measured: the counter in the map and in the eviction order, sharing
+/// its names).
+const COUNTER_BYTES: usize = 640;
+
+/// Request `i` of tenant `i`, for model `i`.
+fn tenant_msg(i: usize) -> Request<ReplayBody> {
+    let mut req = msg("sk-caller", &format!("model-{i:09}"));
+    req.headers_mut().insert(
+        "x-tenant",
+        HeaderValue::from_str(&format!("tenant-{i:09}")).expect("value"),
+    );
+    req
+}
+
+/// A budget of 1,000,000 tokens a day per tenant (the `x-tenant` header),
+/// in `store`, on a clock whose day is `day`.
+fn per_tenant_budget(store: &Arc<MemoryBudgetStore>, day: &Arc<AtomicU64>) -> BudgetLayer {
+    let day = Arc::clone(day);
+    let clock = Clock::new(move || {
+        UNIX_EPOCH + Duration::from_secs(1_800_000_000 + 86_400 * day.load(Ordering::SeqCst))
+    });
+    BudgetLayer::builder()
+        .cap(Cap::tokens(
+            "per-tenant",
+            Scope::TENANT,
+            Period::day(),
+            1_000_000,
+        ))
+        .tenant_header(http::HeaderName::from_static("x-tenant"))
+        .store(Arc::clone(store))
+        .clock(clock)
+        .build()
+        .expect("budget")
+}
+
+/// Distinct tenants (each its own budget counter and cache namespace) and
+/// models (each its own limiter group per pool key) through the cache, a
+/// per-tenant budget and a rate limiter choosing from a key pool
+/// (1,000,000 in release builds; 15,000 by default in debug ones;
+/// `HARDEN_KEYS=n` sets it). The budget's day turns every `MAX_COUNTERS`
+/// / 2 tenants, so counters of ended days may go. Every map stays at its
+/// cap, every request is answered, and the heap held stays under the
+/// bound the caps allow.
+#[tokio::test(start_paused = true)]
+async fn a_million_tenants_stay_under_the_caps() {
+    let _serial = serial();
+    const MAX_GROUPS: usize = 5_000;
+    const CAPACITY: u64 = 8 * 1024 * 1024;
+    const POOL_KEYS: usize = 8;
+    let n: usize = std::env::var("HARDEN_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if cfg!(debug_assertions) {
+            15_000
+        } else {
+            1_000_000
+        });
+    let base = live();
+    let started = std::time::Instant::now();
+
+    let pool = (0..POOL_KEYS)
+        .fold(KeyPool::builder(AuthStyle::Anthropic), |b, i| {
+            b.key(format!("k{i}"), format!("sk-pool-{i:04}"))
+        })
+        .build()
+        .expect("pool");
+    let rate = RateLimitLayer::builder()
+        .limits(one_a_minute())
+        .max_groups(MAX_GROUPS)
+        .key_pool(pool.clone())
+        .build()
+        .expect("rate");
+    let day = Arc::new(AtomicU64::new(0));
+    let clock = {
+        let day = Arc::clone(&day);
+        Clock::new(move || {
+            UNIX_EPOCH + Duration::from_secs(1_800_000_000 + 86_400 * day.load(Ordering::SeqCst))
+        })
+    };
+    let store = Arc::new(MemoryBudgetStore::new(MAX_COUNTERS));
+    let budget = BudgetLayer::builder()
+        .cap(Cap::tokens(
+            "per-tenant",
+            Scope::TENANT,
+            Period::day(),
+            1_000_000,
+        ))
+        .tenant_header(http::HeaderName::from_static("x-tenant"))
+        .store(Arc::clone(&store))
+        .clock(clock)
+        .build()
+        .expect("budget");
+    let tenant_of = |req: &Request<ReplayBody>| {
+        req.headers()
+            .get("x-tenant")
+            .and_then(|v| v.to_str().ok())
+            .map(Arc::<str>::from)
+    };
+    let cache = CacheLayer::builder()
+        .capacity(CAPACITY)
+        .key_policy(DefaultKeyPolicy::new().with_tenant(tenant_of))
+        .build()
+        .expect("cache");
+    let svc = cache.layer(budget.layer(rate.layer(upstream())));
+    for i in 0..n {
+        if i % (MAX_COUNTERS / 2) == 0 {
+            day.fetch_add(1, Ordering::SeqCst);
+        }
+        let res = svc.clone().oneshot(tenant_msg(i)).await.expect("answered");
+        assert_eq!(res.status(), StatusCode::OK, "request {i}");
+        assert_eq!(text(res).await.len(), ok_json().body().len());
+        if i % 5_000 == 4_999 {
+            assert!(rate.stats().len() <= MAX_GROUPS);
+            assert!(store.len() <= MAX_COUNTERS);
+        }
+    }
+    let took = started.elapsed();
+    let groups = rate.stats().len();
+    let counters = store.counters();
+    let reserved: u64 = counters.iter().map(|(_, b)| b.reserved).sum();
+    let entries = cache.store().len();
+    let held = live().saturating_sub(base);
+    println!(
+        "{n} tenants in {took:?}: {groups} groups, {} budget counters, {entries} cache entries ({} B weighed), {} pool keys; heap held {held} B, {} B per group + counter + entry",
+        counters.len(),
+        cache.store().weight(),
+        pool.len(),
+        held / (groups + counters.len() + entries).max(1),
+    );
+    assert!(groups <= MAX_GROUPS, "{groups} groups");
+    assert!(
+        counters.len() <= MAX_COUNTERS,
+        "{} counters",
+        counters.len()
+    );
+    assert_eq!(reserved, 0, "budget reservations left");
+    assert!(cache.store().weight() <= CAPACITY);
+    assert_eq!(cache.in_flight(), 0);
+    assert_eq!(pool.stats().len(), POOL_KEYS);
+    // Groups ~1 KiB each, counters under COUNTER_BYTES each, the store its capacity
+    // within 25 %, 16 Ki aliases under 1 KiB each.
+    let bound =
+        MAX_GROUPS * 1024 + MAX_COUNTERS * 512 + (CAPACITY as usize) * 5 / 4 + 16 * 1024 * 1024;
+    assert!(held <= bound, "{held} B held, bound {bound} B");
+}
+
+/// A full `MemoryBudgetStore` (tenants turning over with the day) holds
+/// under `COUNTER_BYTES` of heap per counter.
+#[tokio::test(start_paused = true)]
+async fn a_full_budget_store_holds_under_its_bound_per_counter() {
+    let _serial = serial();
+    let day = Arc::new(AtomicU64::new(0));
+    let store = Arc::new(MemoryBudgetStore::new(MAX_COUNTERS));
+    let base = live();
+    let budget = per_tenant_budget(&store, &day);
+    let svc = budget.layer(upstream());
+    for i in 0..2 * MAX_COUNTERS {
+        if i % (MAX_COUNTERS / 2) == 0 {
+            day.fetch_add(1, Ordering::SeqCst);
+        }
+        let res = svc.clone().oneshot(tenant_msg(i)).await.expect("answered");
+        assert_eq!(res.status(), StatusCode::OK, "request {i}");
+        let _ = text(res).await;
+    }
+    let held = live().saturating_sub(base);
+    let counters = store.len();
+    println!(
+        "{counters} budget counters: heap held {held} B, {} B per counter",
+        held / counters.max(1)
+    );
+    assert_eq!(counters, MAX_COUNTERS);
+    assert!(
+        held <= MAX_COUNTERS * COUNTER_BYTES,
+        "{held} B held for {counters} counters"
+    );
+}
+
+/// A tenant name is kept bounded in a counter (as model names are: at
+/// most 256 bytes), so 64 KiB tenant names cost a counter no more than
+/// 2 KiB: the store's bound in bytes is its bound in counters.
+#[tokio::test(start_paused = true)]
+async fn long_tenant_names_are_kept_bounded_in_budget_counters() {
+    let _serial = serial();
+    const MAX: usize = 500;
+    let day = Arc::new(AtomicU64::new(1));
+    let store = Arc::new(MemoryBudgetStore::new(MAX));
+    let base = live();
+    let svc = per_tenant_budget(&store, &day).layer(upstream());
+    let long = "t".repeat(64 * 1024);
+    for i in 0..MAX {
+        let mut req = msg("sk-caller", "m");
+        req.headers_mut().insert(
+            "x-tenant",
+            HeaderValue::from_str(&format!("{i}-{long}")).expect("value"),
+        );
+        let res = svc.clone().oneshot(req).await.expect("answered");
+        assert_eq!(res.status(), StatusCode::OK, "request {i}");
+        let _ = text(res).await;
+    }
+    let held = live().saturating_sub(base);
+    assert_eq!(store.len(), MAX);
+    assert!(held <= MAX * 2048, "{held} B held for {MAX} counters");
+    for (counter, _) in store.counters() {
+        assert!(
+            counter.id().len() <= 3 * 256 + 64,
+            "a counter named in {} B",
+            counter.id().len()
+        );
+    }
+}
+
+// ---- limits enforced before allocating ----
+
+/// 64 KiB of zeros, never allocated.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+
+/// A request body of `chunks` × 64 KiB that allocates nothing (static
+/// chunks), with its exact size hint or none.
+struct Huge {
+    chunks: usize,
+    hinted: bool,
+}
+
+impl http_body::Body for Huge {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        if self.chunks == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        self.chunks -= 1;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(&ZEROS)))))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        if self.hinted {
+            http_body::SizeHint::with_exact((self.chunks * ZEROS.len()) as u64)
+        } else {
+            http_body::SizeHint::default()
+        }
+    }
+}
+
+/// A body over the limit is refused before it is buffered: a 64 MiB body
+/// against the stack's 1 MiB limit allocates far less than the body,
+/// whether its size is announced (refused before reading) or not (refused
+/// at the chunk that would pass the limit).
+#[tokio::test(start_paused = true)]
+async fn a_too_large_body_is_refused_before_it_is_buffered() {
+    let _serial = serial();
+    const LIMIT: usize = 1024 * 1024;
+    let svc = tower_llm_resilience::Stack::builder()
+        .body_limit(LIMIT)
+        .service(upstream());
+    for hinted in [true, false] {
+        let req = Request::post("http://upstream/v1/messages")
+            .header("content-type", "application/json")
+            .body(Huge {
+                chunks: 1024,
+                hinted,
+            })
+            .expect("request");
+        let before = allocated();
+        let err = svc.clone().oneshot(req).await.expect_err("refused");
+        let spent = allocated() - before;
+        let too_large = err
+            .downcast_ref::<tower_llm_resilience::error::BodyTooLarge>()
+            .unwrap_or_else(|| panic!("not BodyTooLarge: {err}"));
+        assert_eq!(too_large.limit, LIMIT);
+        println!("hinted={hinted}: refusing a 64 MiB body allocated {spent} B");
+        // Unannounced, it is read up to the limit, never past it.
+        let bound = if hinted { 64 * 1024 } else { LIMIT + 64 * 1024 };
+        assert!(
+            spent <= bound,
+            "refusing a 64 MiB body (hinted={hinted}) allocated {spent} B"
+        );
+    }
+}
+
+/// Bytes one refused request allocates when the rate limiter's queue holds
+/// `max_len` waiters, and the heap it keeps afterwards.
+async fn refusal_cost(max_len: usize) -> (usize, usize) {
+    use tower_llm_resilience::queue::{QueueConfig, QueueFull};
+    let layer = RateLimitLayer::builder()
+        .limits(one_a_minute())
+        .queue(QueueConfig::new(max_len, Duration::from_millis(250)).expect("queue"))
+        .build()
+        .expect("layer");
+    let mut svc = layer.layer(upstream());
+    svc.clone().oneshot(msg("k", "m")).await.expect("the burst");
+    let mut waiters = Vec::new();
+    for _ in 0..max_len {
+        let mut w = Box::pin(svc.call(msg("k", "m")));
+        assert!(support::poll_once(w.as_mut()).is_none(), "a waiter");
+        waiters.push(w);
+    }
+    assert_eq!(layer.queue().len(), max_len);
+    const REFUSED: usize = 200;
+    let reqs: Vec<_> = (0..REFUSED).map(|_| msg("k", "m")).collect();
+    let (before, kept) = (allocated(), live());
+    for req in reqs {
+        let mut fut = Box::pin(svc.call(req));
+        let Some(Err(e)) = support::poll_once(fut.as_mut()) else {
+            panic!("not refused at once");
+        };
+        assert!(e.is::<QueueFull>(), "{e}");
+    }
+    let cost = (allocated() - before) / REFUSED;
+    let grown = live().saturating_sub(kept);
+    assert_eq!(layer.queue().len(), max_len, "the queue grew");
+    drop(waiters);
+    assert_eq!(layer.queue().len(), 0);
+    (cost, grown)
+}
+
+/// A full queue refuses without allocating per waiter: a refusal costs the
+/// same with 8 waiters as with 4,096, and keeps nothing.
+#[tokio::test(start_paused = true)]
+async fn a_full_queue_refuses_without_allocating_per_waiter() {
+    let _serial = serial();
+    let (small, kept_small) = refusal_cost(8).await;
+    let (large, kept_large) = refusal_cost(4096).await;
+    println!("a refusal allocates {small} B with 8 waiters, {large} B with 4,096");
+    assert!(
+        large <= small + 64,
+        "a refusal allocates {large} B with 4,096 waiters, {small} B with 8"
+    );
+    assert!(
+        kept_small < 4096 && kept_large < 4096,
+        "refusals kept {kept_small} B, {kept_large} B"
+    );
 }
