@@ -117,10 +117,12 @@ impl Body for Drip {
 /// is answered 503 the first time its `x-storm-id` is seen (so its retry
 /// backs off). Counts its calls, the requests it started per API key
 /// (those whose future was polled: what was sent), and the bodies still
-/// alive.
+/// alive; notes when each flaky request was refused and which came back.
 #[derive(Clone, Default)]
 struct Upstream {
     seen: Arc<Mutex<HashSet<String>>>,
+    refused: Arc<Mutex<HashMap<String, Instant>>>,
+    retried: Arc<Mutex<HashSet<String>>>,
     calls: Arc<AtomicUsize>,
     started: Arc<Mutex<HashMap<String, usize>>>,
     alive: Arc<AtomicUsize>,
@@ -145,8 +147,12 @@ impl Service<Request<ReplayBody>> for Upstream {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
-        let fail = req.headers().contains_key("x-storm-flaky")
-            && self.seen.lock().expect("lock").insert(id);
+        let flaky = req.headers().contains_key("x-storm-flaky");
+        let fail = flaky && self.seen.lock().expect("lock").insert(id.clone());
+        if flaky && !fail {
+            self.retried.lock().expect("lock").insert(id.clone());
+        }
+        let refused = Arc::clone(&self.refused);
         let alive = Alive::new(&self.alive);
         let key = req
             .headers()
@@ -159,6 +165,7 @@ impl Service<Request<ReplayBody>> for Upstream {
             *started.lock().expect("lock").entry(key).or_default() += 1;
             tokio::time::sleep(LATENCY).await;
             let res = if fail {
+                refused.lock().expect("lock").insert(id, Instant::now());
                 Response::builder()
                     .status(503)
                     .header("content-type", "application/json")
@@ -419,6 +426,7 @@ fn watch(s: &Storm, done: Arc<std::sync::atomic::AtomicBool>) -> tokio::task::Jo
 
 async fn drop_storm(callers: Vec<Caller>) {
     let s = storm();
+    let t0 = Instant::now();
     let done = Arc::default();
     let watcher = watch(&s, Arc::clone(&done));
     let tasks: Vec<_> = callers
@@ -461,6 +469,29 @@ async fn drop_storm(callers: Vec<Caller>) {
         .filter(|c| matches!(c.ask, Ask::Flaky))
         .count();
     assert!(flaky > 0 && !s.upstream.seen.lock().expect("lock").is_empty());
+    // Flaky callers let go after their 503 and its body were in (GAP) and
+    // before their retry reached the upstream: dropped while backing off
+    // (or queued again for admission).
+    let in_backoff = {
+        let refused = s.upstream.refused.lock().expect("lock");
+        let retried = s.upstream.retried.lock().expect("lock");
+        callers
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| {
+                let Let::After(ms) = c.lets else {
+                    return false;
+                };
+                let id = i.to_string();
+                let dropped_at = t0 + Duration::from_millis(c.start_ms + ms);
+                refused
+                    .get(&id)
+                    .is_some_and(|&at| dropped_at > at + GAP + MARGIN)
+                    && !retried.contains(&id)
+            })
+            .count()
+    };
+    assert!(in_backoff >= 5, "{in_backoff} dropped while backing off");
     assert_all_back(&s, "after the storm");
 
     // No waiter left asleep, no capacity lost: a fresh request waits at
