@@ -12,13 +12,14 @@ mod support;
 
 use std::alloc::System;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
+use support::alloc::{allocated, live, serial};
 use support::http::{post_json, text};
 use tower::{Service, ServiceExt, service_fn};
 use tower_layer::Layer;
@@ -34,25 +35,6 @@ use tower_llm_resilience::request::ReplayBody;
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
-
-/// Heap bytes live now.
-fn live() -> usize {
-    let s = GLOBAL.stats();
-    s.bytes_allocated.saturating_sub(s.bytes_deallocated)
-}
-
-/// Heap bytes allocated so far (growth by `realloc` included: stats_alloc
-/// counts it there).
-fn allocated() -> usize {
-    GLOBAL.stats().bytes_allocated
-}
-
-/// One test at a time: each measures the whole process's heap.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 // ---- helpers ----
 
@@ -635,130 +617,4 @@ async fn long_tenant_names_are_kept_bounded_in_budget_counters() {
             counter.id().len()
         );
     }
-}
-
-// ---- limits enforced before allocating ----
-
-/// 64 KiB of zeros, never allocated.
-static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
-
-/// A request body of `chunks` × 64 KiB that allocates nothing (static
-/// chunks), with its exact size hint or none.
-struct Huge {
-    chunks: usize,
-    hinted: bool,
-}
-
-impl http_body::Body for Huge {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
-        if self.chunks == 0 {
-            return std::task::Poll::Ready(None);
-        }
-        self.chunks -= 1;
-        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(&ZEROS)))))
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        if self.hinted {
-            http_body::SizeHint::with_exact((self.chunks * ZEROS.len()) as u64)
-        } else {
-            http_body::SizeHint::default()
-        }
-    }
-}
-
-/// A body over the limit is refused before it is buffered: a 64 MiB body
-/// against the stack's 1 MiB limit allocates far less than the body,
-/// whether its size is announced (refused before reading) or not (refused
-/// at the chunk that would pass the limit).
-#[tokio::test(start_paused = true)]
-async fn a_too_large_body_is_refused_before_it_is_buffered() {
-    let _serial = serial();
-    const LIMIT: usize = 1024 * 1024;
-    let svc = tower_llm_resilience::Stack::builder()
-        .body_limit(LIMIT)
-        .service(upstream());
-    for hinted in [true, false] {
-        let req = Request::post("http://upstream/v1/messages")
-            .header("content-type", "application/json")
-            .body(Huge {
-                chunks: 1024,
-                hinted,
-            })
-            .expect("request");
-        let before = allocated();
-        let err = svc.clone().oneshot(req).await.expect_err("refused");
-        let spent = allocated() - before;
-        let too_large = err
-            .downcast_ref::<tower_llm_resilience::error::BodyTooLarge>()
-            .unwrap_or_else(|| panic!("not BodyTooLarge: {err}"));
-        assert_eq!(too_large.limit, LIMIT);
-        println!("hinted={hinted}: refusing a 64 MiB body allocated {spent} B");
-        // Unannounced, it is read up to the limit, never past it.
-        let bound = if hinted { 64 * 1024 } else { LIMIT + 64 * 1024 };
-        assert!(
-            spent <= bound,
-            "refusing a 64 MiB body (hinted={hinted}) allocated {spent} B"
-        );
-    }
-}
-
-/// Bytes one refused request allocates when the rate limiter's queue holds
-/// `max_len` waiters, and the heap it keeps afterwards.
-async fn refusal_cost(max_len: usize) -> (usize, usize) {
-    use tower_llm_resilience::queue::{QueueConfig, QueueFull};
-    let layer = RateLimitLayer::builder()
-        .limits(one_a_minute())
-        .queue(QueueConfig::new(max_len, Duration::from_millis(250)).expect("queue"))
-        .build()
-        .expect("layer");
-    let mut svc = layer.layer(upstream());
-    svc.clone().oneshot(msg("k", "m")).await.expect("the burst");
-    let mut waiters = Vec::new();
-    for _ in 0..max_len {
-        let mut w = Box::pin(svc.call(msg("k", "m")));
-        assert!(support::poll_once(w.as_mut()).is_none(), "a waiter");
-        waiters.push(w);
-    }
-    assert_eq!(layer.queue().len(), max_len);
-    const REFUSED: usize = 200;
-    let reqs: Vec<_> = (0..REFUSED).map(|_| msg("k", "m")).collect();
-    let (before, kept) = (allocated(), live());
-    for req in reqs {
-        let mut fut = Box::pin(svc.call(req));
-        let Some(Err(e)) = support::poll_once(fut.as_mut()) else {
-            panic!("not refused at once");
-        };
-        assert!(e.is::<QueueFull>(), "{e}");
-    }
-    let cost = (allocated() - before) / REFUSED;
-    let grown = live().saturating_sub(kept);
-    assert_eq!(layer.queue().len(), max_len, "the queue grew");
-    drop(waiters);
-    assert_eq!(layer.queue().len(), 0);
-    (cost, grown)
-}
-
-/// A full queue refuses without allocating per waiter: a refusal costs the
-/// same with 8 waiters as with 4,096, and keeps nothing.
-#[tokio::test(start_paused = true)]
-async fn a_full_queue_refuses_without_allocating_per_waiter() {
-    let _serial = serial();
-    let (small, kept_small) = refusal_cost(8).await;
-    let (large, kept_large) = refusal_cost(4096).await;
-    println!("a refusal allocates {small} B with 8 waiters, {large} B with 4,096");
-    assert!(
-        large <= small + 64,
-        "a refusal allocates {large} B with 4,096 waiters, {small} B with 8"
-    );
-    assert!(
-        kept_small < 4096 && kept_large < 4096,
-        "refusals kept {kept_small} B, {kept_large} B"
-    );
 }
