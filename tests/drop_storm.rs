@@ -216,6 +216,11 @@ enum Let {
     /// then (queued, backing off, coalesced, in flight…), else the
     /// response, its body unread.
     After(u64),
+    /// Drops the response future once it has been polled this many times
+    /// without an answer: between one layer's step and the next at one
+    /// instant (admitted by the rate limiter, not yet by the concurrency
+    /// limiter…), which a time alone cannot tell apart.
+    AfterPolls(u32),
     /// Reads this many frames of the body, then drops it.
     MidBody(usize),
     /// Reads the whole answer.
@@ -238,6 +243,7 @@ fn caller() -> impl Strategy<Value = Caller> {
     let lets = prop_oneof![
         1 => Just(Let::BeforePoll),
         3 => (0u64..3_000).prop_map(Let::After),
+        1 => (1u32..6).prop_map(Let::AfterPolls),
         2 => (0usize..4).prop_map(Let::MidBody),
         2 => Just(Let::Never),
     ];
@@ -302,6 +308,23 @@ where
         }
         Let::After(ms) => {
             let _ = tokio::time::timeout(Duration::from_millis(ms), svc.oneshot(req)).await;
+            Ended::Dropped
+        }
+        Let::AfterPolls(n) => {
+            let mut fut = std::pin::pin!(svc.oneshot(req));
+            let mut polls = 0;
+            std::future::poll_fn(|cx| {
+                if fut.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+                polls += 1;
+                if polls >= n {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
             Ended::Dropped
         }
         Let::MidBody(k) => {
