@@ -30,6 +30,7 @@ use tower_layer::Layer;
 use tower_llm_resilience::Stack;
 use tower_llm_resilience::budget::{BudgetLayer, Cap, MemoryBudgetStore, Period, Scope};
 use tower_llm_resilience::cache::CacheLayer;
+use tower_llm_resilience::concurrency::{Adaptive, ConcurrencyLimitLayer};
 use tower_llm_resilience::rate::{AuthStyle, Clock, KeyPool, Limit, Limits, RateLimitLayer};
 use tower_llm_resilience::request::ReplayBody;
 use tower_llm_resilience::retry::RetryLayer;
@@ -614,6 +615,98 @@ async fn cache_storm(callers: Vec<Caller>) {
     assert_eq!(cache.in_flight(), 0);
 }
 
+// ---- an adaptive concurrency limit alone: the cap moves under the drops ----
+
+/// A thousand callers through an adaptive concurrency limit (16 to start,
+/// between 2 and 32) whose flaky callers are answered 503 — an overload
+/// signal that lowers the cap while permits are held and waiters dropped;
+/// successes raise it again. Afterwards no permit or place is held, the
+/// cap is within its bounds, and as many requests as the cap are admitted
+/// at once.
+async fn adaptive_storm(callers: Vec<Caller>) {
+    let layer = ConcurrencyLimitLayer::builder(16)
+        .adaptive(Adaptive::new(2, 32))
+        .build()
+        .expect("layer");
+    let upstream = Upstream::default();
+    let svc = tower::util::BoxCloneService::new(layer.layer(upstream.clone()));
+    let tasks: Vec<_> = callers
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| tokio::spawn(run_caller(svc.clone(), i, c)))
+        .collect();
+    // Sample the cap and the queue while the callers arrive.
+    let (mut peak_queued, mut low_cap) = (0, usize::MAX);
+    for _ in 0..2_000 {
+        let st = layer.stats();
+        peak_queued = peak_queued.max(st.queued);
+        low_cap = low_cap.min(st.cap);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    for (t, c) in tasks.into_iter().zip(&callers) {
+        let ended = tokio::time::timeout(HUNG, t)
+            .await
+            .expect("a caller hung")
+            .expect("the caller's task");
+        if let Ended::Answered(res) = ended {
+            let status = res.unwrap_or_else(|e| panic!("{c:?} failed: {e}"));
+            let ok = status == 200 || (status == 503 && matches!(c.ask, Ask::Flaky));
+            assert!(ok, "{c:?} answered {status}");
+        }
+    }
+    assert!(peak_queued >= 100, "at most {peak_queued} waited");
+    assert!(low_cap < 16, "the cap never went down (lowest {low_cap})");
+    let all_back = |when: &str| {
+        let st = layer.stats();
+        assert_eq!(st.in_flight, 0, "{when}: permits held");
+        assert_eq!(st.queued, 0, "{when}: waiters counted");
+        assert_eq!(layer.queue().len(), 0, "{when}: places held");
+        assert!((2..=32).contains(&st.cap), "{when}: cap {}", st.cap);
+        assert_eq!(
+            upstream.alive.load(Ordering::SeqCst),
+            0,
+            "{when}: bodies held"
+        );
+        st.cap
+    };
+    let cap = all_back("after the storm");
+
+    // As many as the cap are admitted at once; one more waits for a permit.
+    let start = Instant::now();
+    let batch: Vec<_> = (0..=cap)
+        .map(|i| {
+            let svc = svc.clone();
+            tokio::spawn(async move {
+                let res = svc.oneshot(request(CALLERS + i, Ask::Plain)).await;
+                let at = Instant::now();
+                (read_all(res.expect("admitted")).await.expect("body"), at)
+            })
+        })
+        .collect();
+    let mut heads: Vec<Duration> = Vec::new();
+    for t in batch {
+        let (status, at) = tokio::time::timeout(HUNG, t)
+            .await
+            .expect("hung")
+            .expect("task");
+        assert_eq!(status, 200);
+        heads.push(at - start);
+    }
+    heads.sort();
+    assert!(
+        heads[cap - 1] <= LATENCY + MARGIN,
+        "the {cap} admitted at once took up to {:?}",
+        heads[cap - 1]
+    );
+    assert!(
+        heads[cap] >= ANSWER,
+        "request {} of a cap of {cap} was not made to wait ({:?})",
+        cap + 1,
+        heads[cap]
+    );
+    all_back("after the fresh requests");
+}
+
 /// A caller of the pool storm: never flaky.
 fn pool_caller() -> impl Strategy<Value = Caller> {
     caller().prop_map(|c| Caller {
@@ -789,6 +882,13 @@ proptest! {
         callers in proptest::collection::vec(pool_caller(), CALLERS),
     ) {
         paused_runtime().block_on(pool_storm(callers));
+    }
+
+    #[test]
+    fn a_drop_storm_under_an_adaptive_cap_gives_every_permit_back(
+        callers in proptest::collection::vec(caller(), CALLERS),
+    ) {
+        paused_runtime().block_on(adaptive_storm(callers));
     }
 
     #[test]
