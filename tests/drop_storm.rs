@@ -31,6 +31,7 @@ use tower_llm_resilience::Stack;
 use tower_llm_resilience::budget::{BudgetLayer, Cap, MemoryBudgetStore, Period, Scope};
 use tower_llm_resilience::cache::CacheLayer;
 use tower_llm_resilience::concurrency::{Adaptive, ConcurrencyLimitLayer};
+use tower_llm_resilience::fallback::{FallbackLayer, Target};
 use tower_llm_resilience::rate::{AuthStyle, Clock, KeyPool, Limit, Limits, RateLimitLayer};
 use tower_llm_resilience::request::ReplayBody;
 use tower_llm_resilience::retry::RetryLayer;
@@ -62,6 +63,9 @@ const RATE: u64 = 200;
 const BURST: u64 = 50;
 
 // ---- the upstream ----
+
+/// The model the upstream always answers 529.
+const OVERLOADED: &str = "claude-overloaded";
 
 /// A body that yields its frames one `GAP` apart, and counts itself alive
 /// until dropped.
@@ -124,6 +128,7 @@ struct Upstream {
     seen: Arc<Mutex<HashSet<String>>>,
     refused: Arc<Mutex<HashMap<String, Instant>>>,
     retried: Arc<Mutex<HashSet<String>>>,
+    overloaded: Arc<AtomicUsize>,
     calls: Arc<AtomicUsize>,
     started: Arc<Mutex<HashMap<String, usize>>>,
     alive: Arc<AtomicUsize>,
@@ -150,6 +155,14 @@ impl Service<Request<ReplayBody>> for Upstream {
             .to_owned();
         let flaky = req.headers().contains_key("x-storm-flaky");
         let fail = flaky && self.seen.lock().expect("lock").insert(id.clone());
+        let overloaded = {
+            let model = format!(r#""model":"{OVERLOADED}""#);
+            let body = req.body().as_bytes();
+            body.windows(model.len()).any(|w| w == model.as_bytes())
+        };
+        if overloaded {
+            self.overloaded.fetch_add(1, Ordering::SeqCst);
+        }
         if flaky && !fail {
             self.retried.lock().expect("lock").insert(id.clone());
         }
@@ -165,7 +178,18 @@ impl Service<Request<ReplayBody>> for Upstream {
         Box::pin(async move {
             *started.lock().expect("lock").entry(key).or_default() += 1;
             tokio::time::sleep(LATENCY).await;
-            let res = if fail {
+            let res = if overloaded {
+                Response::builder()
+                    .status(529)
+                    .header("content-type", "application/json")
+                    .body(Drip {
+                        frames: VecDeque::from([Bytes::from_static(
+                            br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+                        )]),
+                        sleep: None,
+                        _alive: alive,
+                    })
+            } else if fail {
                 refused.lock().expect("lock").insert(id, Instant::now());
                 Response::builder()
                     .status(503)
@@ -206,6 +230,9 @@ enum Ask {
     /// A deterministic request, one of a few bodies: the cache coalesces
     /// callers of one body behind a leader.
     Cached(u8),
+    /// For a model the upstream always answers 529: retried, then sent
+    /// to the fallback model where the stack has one.
+    Overloaded,
 }
 
 /// Where a caller lets go.
@@ -240,6 +267,7 @@ fn caller() -> impl Strategy<Value = Caller> {
         3 => Just(Ask::Plain),
         2 => Just(Ask::Flaky),
         3 => (0u8..4).prop_map(Ask::Cached),
+        1 => Just(Ask::Overloaded),
     ];
     let lets = prop_oneof![
         1 => Just(Let::BeforePoll),
@@ -264,11 +292,15 @@ fn request(i: usize, ask: Ask) -> Request<ReplayBody> {
         Ask::Cached(n) => format!("cached {n}"),
         _ => format!("caller {i}"),
     };
+    let model = match ask {
+        Ask::Overloaded => OVERLOADED,
+        _ => "claude-haiku-4-5",
+    };
     let mut req = anthropic(
         "http://upstream/v1/messages",
         "sk-storm",
         format!(
-            r#"{{"model":"claude-haiku-4-5","max_tokens":64,"stream":true,{temperature}"messages":[{{"role":"user","content":"{text}"}}]}}"#
+            r#"{{"model":"{model}","max_tokens":64,"stream":true,{temperature}"messages":[{{"role":"user","content":"{text}"}}]}}"#
         ),
     );
     let headers = req.headers_mut();
@@ -371,6 +403,7 @@ fn storm() -> Storm {
         .rate_limit(rate)
         .concurrency(CAP)
         .retry(RetryLayer::new())
+        .fallback(FallbackLayer::new([Target::model("claude-haiku-4-5")]))
         .cache(cache.clone());
     let upstream = Upstream::default();
     let svc = stack.clone().service(budget.layer(upstream.clone()));
@@ -493,6 +526,9 @@ async fn drop_storm(callers: Vec<Caller>) {
         .filter(|c| matches!(c.ask, Ask::Flaky))
         .count();
     assert!(flaky > 0 && !s.upstream.seen.lock().expect("lock").is_empty());
+    // Overloaded callers were sent to the fallback model: every one that
+    // held on was answered 200 above.
+    assert!(s.upstream.overloaded.load(Ordering::SeqCst) > 0);
     // Flaky callers let go after their 503 and its body were in (GAP) and
     // before their retry reached the upstream: dropped while backing off
     // (or queued again for admission).
@@ -650,7 +686,11 @@ async fn adaptive_storm(callers: Vec<Caller>) {
             .expect("the caller's task");
         if let Ended::Answered(res) = ended {
             let status = res.unwrap_or_else(|e| panic!("{c:?} failed: {e}"));
-            let ok = status == 200 || (status == 503 && matches!(c.ask, Ask::Flaky));
+            let ok = match c.ask {
+                Ask::Flaky => status == 200 || status == 503,
+                Ask::Overloaded => status == 529,
+                _ => status == 200,
+            };
             assert!(ok, "{c:?} answered {status}");
         }
     }
@@ -707,11 +747,11 @@ async fn adaptive_storm(callers: Vec<Caller>) {
     all_back("after the fresh requests");
 }
 
-/// A caller of the pool storm: never flaky.
+/// A caller of the pool storm: never flaky or overloaded.
 fn pool_caller() -> impl Strategy<Value = Caller> {
     caller().prop_map(|c| Caller {
         ask: match c.ask {
-            Ask::Flaky => Ask::Plain,
+            Ask::Flaky | Ask::Overloaded => Ask::Plain,
             ask => ask,
         },
         ..c
