@@ -5,6 +5,7 @@
 // Each integration test is its own crate and uses only some of these.
 #![allow(dead_code)]
 
+pub(crate) mod alloc;
 pub(crate) mod http;
 pub(crate) mod redis;
 pub(crate) mod timeline;
