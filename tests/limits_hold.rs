@@ -225,8 +225,10 @@ fn check(stamps: &Stamps, t0: Instant, what: &str) -> Figures {
         "{what}: {figures:?}"
     );
     // The limiter ran at its limit (the bound is not met by idling): the
-    // demand, 640 requests in 3 s, needed it.
-    assert!(figures.worst_second.0 >= 60, "{what}: {figures:?}");
+    // demand, 640 requests in 3 s, needed it; across the mark the small
+    // prompts leave the request limit to bind, which then reaches its
+    // `amount + burst` (so the bound above is one a defect would break).
+    assert!(figures.worst_second.0 >= 100, "{what}: {figures:?}");
     eprintln!("{what}: {figures:?}");
     figures
 }
