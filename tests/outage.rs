@@ -234,10 +234,14 @@ async fn an_outage_costs_at_most_the_budget_and_every_caller_is_answered_in_time
     eprintln!(
         "outage: {} requests during ({unavailable} answered 503, {timed_out} DeadlineElapsed, \
          {recovered_late} recovered), {outage_attempts} attempts during (×{:.2}); \
-         {retries} retries in all, bound {bound}; max elapsed {max_elapsed:?}; \
+         {retries} retries in all ({} attempts for {} requests), bound {bound} = \
+         {windows} × {} + {RATIO} × {funding}; max elapsed {max_elapsed:?}; \
          {} requests after, all 200 at the first attempt",
         during.len(),
         outage_attempts as f64 / during.len() as f64,
+        attempts.len(),
+        answers.len(),
+        MIN_PER_SEC * TTL_SECS,
         after.len(),
     );
 }
@@ -261,9 +265,10 @@ async fn without_a_budget_the_same_outage_costs_several_times_the_requests() {
         .map(|a| a.elapsed)
         .max()
         .expect("answers");
+    let timed_out = run.answers.iter().filter(|a| a.status.is_none()).count();
     eprintln!(
         "outage without a budget: {during} requests during, {attempts} attempts (×{:.2}); \
-         max elapsed {max_elapsed:?}",
+         {timed_out} DeadlineElapsed; max elapsed {max_elapsed:?}",
         attempts as f64 / during as f64
     );
     assert!(max_elapsed <= DEADLINE, "answered after {max_elapsed:?}");
