@@ -7,6 +7,7 @@
 
 pub(crate) mod http;
 pub(crate) mod redis;
+pub(crate) mod soak;
 pub(crate) mod trace;
 
 use std::future::Future;
