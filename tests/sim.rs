@@ -985,3 +985,192 @@ async fn injected_rate_limits_carry_retry_after_and_consume_no_quota() {
     assert_eq!(counters.injected_rate_limits, 2);
     assert_eq!(counters.admitted_totals().0, 0, "no quota consumed");
 }
+
+/// A request with an `idempotency-key`, authenticated for either API.
+fn with_key(url: String, idempotency_key: &str, body: &Value) -> Request<Full<Bytes>> {
+    Request::post(url)
+        .header("content-type", "application/json")
+        .header("x-api-key", "k")
+        .header("authorization", "Bearer k")
+        .header("idempotency-key", idempotency_key)
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
+}
+
+/// Reads `body` frame by frame until it ends or fails: the bytes, and
+/// whether it failed.
+async fn read_until_end<B>(mut body: B) -> (Vec<u8>, bool)
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    let mut got = Vec::new();
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => got.extend_from_slice(f.data_ref().map_or(&[][..], |d| &d[..])),
+            Err(_) => return (got, true),
+        }
+    }
+    (got, false)
+}
+
+/// A stalled body sends its head and a part, then nothing until the stall
+/// has run out; then the connection closes, so the client sees an error,
+/// never a complete answer. Neither counts as a completion of its key.
+#[tokio::test]
+async fn stalled_body_sends_head_and_part_then_is_cut() {
+    let stall = Duration::from_millis(300);
+    let config = SimConfig::new()
+        .with_output_tokens(10, 10)
+        .with_stall_duration(stall)
+        .with_faults(Faults::none().with_stalled_body(1.0));
+    let sim = Simulator::start(config).await.unwrap();
+    let c = client();
+    let mut stream = chat_req("m", 100, "x");
+    stream["stream"] = json!(true);
+    let json = chat_req("m", 100, "x");
+    for (i, (path, body)) in [(ANTHROPIC, &stream), (OPENAI, &stream), (ANTHROPIC, &json)]
+        .into_iter()
+        .enumerate()
+    {
+        let started = tokio::time::Instant::now();
+        let key = format!("stall-{i}");
+        let res = c
+            .request(with_key(format!("{}{path}", sim.url()), &key, body))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let (got, failed) = read_until_end(res.into_body()).await;
+        let text = String::from_utf8_lossy(&got);
+        assert!(failed, "{path}: the body ends in an error: {text}");
+        assert!(started.elapsed() >= stall, "{path}: silent for the stall");
+        assert!(!got.is_empty(), "{path}: a part was sent");
+        assert!(
+            !text.contains("message_stop") && !text.contains("[DONE]"),
+            "{path}: never the terminal event: {text}"
+        );
+        if body == &json {
+            assert!(
+                serde_json::from_slice::<Value>(&got).is_err(),
+                "half a JSON"
+            );
+        }
+        let k = sim.simulator().idempotency_key(&key).unwrap();
+        assert_eq!((k.arrivals, k.completions), (1, 0));
+    }
+    let counters = sim.counters();
+    assert_eq!((counters.stalled_bodies, counters.ok()), (3, 3));
+    sim.shutdown().await;
+}
+
+/// A client that gives up on a stalled body frees the simulator of it at
+/// once, though the stall itself lasts ten minutes.
+#[tokio::test]
+async fn stalled_body_ends_when_the_client_leaves() {
+    let config = SimConfig::new().with_faults(Faults::none().with_stalled_body(1.0));
+    let sim = Simulator::start(config).await.unwrap();
+    let c = client();
+    let mut stream = chat_req("m", 100, "x");
+    stream["stream"] = json!(true);
+    for body in [&stream, &chat_req("m", 100, "x")] {
+        let res = c
+            .request(with_key(format!("{}{ANTHROPIC}", sim.url()), "leave", body))
+            .await
+            .unwrap();
+        let mut body = res.into_body();
+        let mut frames = 0;
+        // the part, then silence
+        while let Ok(frame) = tokio::time::timeout(Duration::from_millis(200), body.frame()).await {
+            assert!(frame.unwrap().unwrap().is_data(), "data until the stall");
+            frames += 1;
+        }
+        assert!(frames >= 1, "a part was sent");
+        assert_eq!(sim.counters().in_flight, 1, "held while the client waits");
+        drop(body);
+        let freed = tokio::time::timeout(Duration::from_secs(5), async {
+            while sim.counters().in_flight > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(freed.is_ok(), "the stall ended with the client");
+    }
+    sim.shutdown().await;
+}
+
+/// A latency spike delays the head by its duration, whatever the answer.
+#[tokio::test]
+async fn latency_spike_delays_the_head() {
+    let spike = Duration::from_millis(250);
+    let config = SimConfig::new()
+        .with_latency_spike(spike)
+        .with_faults(Faults::none().with_latency_spike(1.0));
+    let sim = Simulator::start(config).await.unwrap();
+    let c = client();
+    let started = tokio::time::Instant::now();
+    let r = post(&c, &sim, ANTHROPIC, &chat_req("m", 10, "x")).await;
+    assert_eq!(r.status, 200);
+    assert!(started.elapsed() >= spike, "{:?}", started.elapsed());
+    assert_eq!(sim.counters().latency_spikes, 1);
+    sim.shutdown().await;
+
+    // At rate 0 nothing is delayed and nothing counted.
+    let sim = Simulator::start(SimConfig::new().with_latency_spike(Duration::from_secs(600)))
+        .await
+        .unwrap();
+    let r = post(&c, &sim, ANTHROPIC, &chat_req("m", 10, "x")).await;
+    assert_eq!((r.status, sim.counters().latency_spikes), (200, 0));
+    sim.shutdown().await;
+}
+
+/// Arrivals and successful completions are counted per `idempotency-key`:
+/// a key sent twice and answered twice is a duplicate; one whose attempts
+/// all failed arrived but never completed; requests without the header
+/// are not counted.
+#[tokio::test]
+async fn idempotency_keys_count_arrivals_and_completions() {
+    let sim = Simulator::start(SimConfig::new()).await.unwrap();
+    let c = client();
+    let url = format!("{}{ANTHROPIC}", sim.url());
+    let mut stream = chat_req("m", 10, "x");
+    stream["stream"] = json!(true);
+    for (key, body) in [("twice", &stream), ("twice", &chat_req("m", 10, "x"))] {
+        let res = c.request(with_key(url.clone(), key, body)).await.unwrap();
+        let (_, failed) = read_until_end(res.into_body()).await;
+        assert!(!failed);
+    }
+    let res = c
+        .request(with_key(url.clone(), "once", &chat_req("m", 10, "x")))
+        .await
+        .unwrap();
+    support::http::bytes(res).await;
+    post(&c, &sim, ANTHROPIC, &chat_req("m", 10, "x")).await; // no key
+    let s = sim.simulator().idempotency();
+    assert_eq!((s.keys, s.arrivals, s.completions), (2, 3, 3));
+    assert_eq!((s.max_arrivals, s.duplicated), (2, 1));
+    sim.shutdown().await;
+
+    let config = SimConfig::new().with_faults(Faults::none().with_drop_connection(1.0));
+    let sim = Simulator::start(config).await.unwrap();
+    let url = format!("{}{ANTHROPIC}", sim.url());
+    for _ in 0..3 {
+        let r = c.request(with_key(url.clone(), "failing", &chat_req("m", 10, "x")));
+        assert!(r.await.is_err());
+    }
+    let k = sim.simulator().idempotency_key("failing").unwrap();
+    assert_eq!((k.arrivals, k.completions), (3, 0));
+    assert_eq!(sim.simulator().idempotency().duplicated, 0);
+    sim.shutdown().await;
+
+    // Stream faults cut streams only: a JSON answer drawn in their range
+    // is whole, and completes its key; a cut stream does not.
+    let config = SimConfig::new().with_faults(Faults::none().with_truncate_stream(1.0));
+    let sim = Simulator::start(config).await.unwrap();
+    let url = format!("{}{ANTHROPIC}", sim.url());
+    for (key, body) in [("json", &chat_req("m", 10, "x")), ("cut", &stream)] {
+        let res = c.request(with_key(url.clone(), key, body)).await.unwrap();
+        support::http::bytes(res).await;
+    }
+    let completions = |k| sim.simulator().idempotency_key(k).unwrap().completions;
+    assert_eq!((completions("json"), completions("cut")), (1, 0));
+    sim.shutdown().await;
+}

@@ -41,6 +41,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::{ResponseBodyTimeoutLayer, TimeoutLayer};
 use tower_http::trace::TraceLayer;
+use tower_llm_resilience::cache::CacheLayer;
 use tower_llm_resilience::client::HyperClient;
 use tower_llm_resilience::error::{
     BodyTooLarge, DeadlineElapsed, NoKeyAvailable, QueueFull, QueueTimeout, RateLimited,
@@ -273,6 +274,7 @@ struct Upstream {
 struct AppState {
     stack: StackService<HyperClient>,
     rate: RateLimitLayer,
+    cache: CacheLayer,
     anthropic: Upstream,
     openai: Upstream,
     timeout: Duration,
@@ -409,8 +411,10 @@ impl Gateway {
             rate = rate.limits(o.limits()?);
         }
         let rate = rate.build()?;
+        let cache = CacheLayer::new();
         let stack = Stack::builder()
             .body_limit(o.body_limit)
+            .cache(cache.clone())
             .rate_limit(rate.clone())
             .concurrency(o.upstream_concurrency)
             .service(HyperClient::new());
@@ -419,6 +423,7 @@ impl Gateway {
         let state = AppState {
             stack,
             rate,
+            cache,
             anthropic,
             openai,
             timeout: o.timeout,
@@ -752,8 +757,15 @@ fn error(
 
 /// `/metrics`: what the `metrics` facade recorded (the gateway's request
 /// counters, and the crate's own metrics when its `metrics` feature is on),
-/// plus the limiter's `stats()` as gauges, read at each scrape.
+/// plus the limiters' `stats()` and the cache's requests in flight as
+/// gauges, read at each scrape: what an operator (or the soak test) reads
+/// to see that nothing is held once the traffic stops.
 async fn metrics_text(State(s): State<AppState>) -> Response {
+    let c = s.stack.concurrency_limit().stats();
+    metrics::gauge!("tower_llm_concurrency_in_flight").set(c.in_flight as f64);
+    metrics::gauge!("tower_llm_concurrency_queued").set(c.queued as f64);
+    metrics::gauge!("tower_llm_concurrency_cap").set(c.cap as f64);
+    metrics::gauge!("tower_llm_cache_in_flight").set(s.cache.in_flight() as f64);
     for g in s.rate.stats() {
         let model = g.model.as_deref().unwrap_or("").to_owned();
         let key = g.key.map(|k| k.to_string()).unwrap_or_default();

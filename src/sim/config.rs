@@ -78,9 +78,13 @@ impl Default for Limits {
 /// Request-level faults (`rate_limited`, `overloaded`, `server_error`,
 /// `service_unavailable`, `drop_connection`) are mutually exclusive and must sum to at most 1; they
 /// are decided after authentication and validation and before the rate
-/// limiter, and consume no quota. Stream faults (`mid_stream_error`,
-/// `truncate_stream`) apply to admitted streaming requests and must also sum
-/// to at most 1.
+/// limiter, and consume no quota. Body faults (`mid_stream_error`,
+/// `truncate_stream`, `stalled_body`) are mutually exclusive and must also
+/// sum to at most 1; the first two apply to admitted streaming requests,
+/// `stalled_body` to every admitted request. `latency_spike` is drawn on
+/// its own, before the request-level faults, and combines with any of them;
+/// at 0 it draws nothing, so the seeded sequence of the others is as it
+/// was without it.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Faults {
     /// A 429 `rate_limit_error` with `retry-after` of one provider second
@@ -103,6 +107,17 @@ pub struct Faults {
     pub mid_stream_error: f64,
     /// End the stream after some deltas without `message_stop` / `[DONE]`.
     pub truncate_stream: f64,
+    /// Send the 200 head and part of the body (the first events of a
+    /// stream, or the first half of a JSON answer), then nothing for
+    /// [`SimConfig::with_stall_duration`] (default 10 minutes), after which
+    /// the connection is closed without the rest. The stall ends early only
+    /// when the client goes away: the client's own timeouts must end it.
+    pub stalled_body: f64,
+    /// Delay the response head by [`SimConfig::with_latency_spike`]
+    /// (default 5 s) on top of any other latency. Applies to every request
+    /// that passed validation, however it is then answered (a dropped
+    /// connection is dropped after the delay).
+    pub latency_spike: f64,
 }
 
 impl Faults {
@@ -117,6 +132,8 @@ impl Faults {
             drop_connection: 0.0,
             mid_stream_error: 0.0,
             truncate_stream: 0.0,
+            stalled_body: 0.0,
+            latency_spike: 0.0,
         }
     }
 
@@ -169,6 +186,20 @@ impl Faults {
         self
     }
 
+    /// Sets the stalled-body rate.
+    #[must_use]
+    pub const fn with_stalled_body(mut self, rate: f64) -> Self {
+        self.stalled_body = rate;
+        self
+    }
+
+    /// Sets the latency-spike rate.
+    #[must_use]
+    pub const fn with_latency_spike(mut self, rate: f64) -> Self {
+        self.latency_spike = rate;
+        self
+    }
+
     fn validate(&self) -> Result<(), InvalidConfig> {
         let all = [
             ("faults.rate_limited", self.rate_limited),
@@ -178,6 +209,8 @@ impl Faults {
             ("faults.drop_connection", self.drop_connection),
             ("faults.mid_stream_error", self.mid_stream_error),
             ("faults.truncate_stream", self.truncate_stream),
+            ("faults.stalled_body", self.stalled_body),
+            ("faults.latency_spike", self.latency_spike),
         ];
         for (name, value) in all {
             if !(0.0..=1.0).contains(&value) {
@@ -194,9 +227,9 @@ impl Faults {
             let reason = format!("the request faults must sum to at most 1, got {request}");
             return Err(InvalidConfig::new("faults", reason));
         }
-        let stream = self.mid_stream_error + self.truncate_stream;
+        let stream = self.mid_stream_error + self.truncate_stream + self.stalled_body;
         if stream > 1.0 + 1e-9 {
-            let reason = format!("the stream faults must sum to at most 1, got {stream}");
+            let reason = format!("the body faults must sum to at most 1, got {stream}");
             return Err(InvalidConfig::new("faults", reason));
         }
         Ok(())
@@ -219,6 +252,9 @@ pub struct SimConfig {
     pub(crate) faults: Faults,
     pub(crate) request_latency: Duration,
     pub(crate) token_latency: Duration,
+    pub(crate) stall_duration: Duration,
+    pub(crate) latency_spike: Duration,
+    pub(crate) max_idempotency_keys: usize,
     pub(crate) output_tokens: (u64, u64),
     pub(crate) default_max_tokens: u64,
     pub(crate) round_remaining_tokens: bool,
@@ -240,6 +276,9 @@ impl fmt::Debug for SimConfig {
             .field("faults", &self.faults)
             .field("request_latency", &self.request_latency)
             .field("token_latency", &self.token_latency)
+            .field("stall_duration", &self.stall_duration)
+            .field("latency_spike", &self.latency_spike)
+            .field("max_idempotency_keys", &self.max_idempotency_keys)
             .field("output_tokens", &self.output_tokens)
             .field("default_max_tokens", &self.default_max_tokens)
             .field("round_remaining_tokens", &self.round_remaining_tokens)
@@ -270,7 +309,8 @@ impl SimConfig {
     /// response, OpenAI default `max_tokens` 4096, token `remaining` rounded
     /// to the nearest thousand, 32 MiB body limit, 10,000 tracked
     /// (key, model) pairs, counter window one provider minute, 1,024 windows
-    /// kept, any non-empty API key accepted.
+    /// kept, any non-empty API key accepted; stalls of 10 minutes, latency
+    /// spikes of 5 s, 65,536 idempotency keys counted.
     #[must_use]
     pub fn new() -> Self {
         Self {
@@ -282,6 +322,9 @@ impl SimConfig {
             faults: Faults::none(),
             request_latency: Duration::ZERO,
             token_latency: Duration::ZERO,
+            stall_duration: Duration::from_secs(600),
+            latency_spike: Duration::from_secs(5),
+            max_idempotency_keys: 65_536,
             output_tokens: (20, 200),
             default_max_tokens: 4096,
             round_remaining_tokens: true,
@@ -360,6 +403,34 @@ impl SimConfig {
     #[must_use]
     pub fn with_token_latency(mut self, latency: Duration) -> Self {
         self.token_latency = latency;
+        self
+    }
+
+    /// How long a [stalled body](Faults::stalled_body) stays silent (real
+    /// time) before the simulator closes its connection.
+    #[must_use]
+    pub fn with_stall_duration(mut self, stall: Duration) -> Self {
+        self.stall_duration = stall;
+        self
+    }
+
+    /// How long a [latency spike](Faults::latency_spike) delays the
+    /// response head (real time).
+    #[must_use]
+    pub fn with_latency_spike(mut self, delay: Duration) -> Self {
+        self.latency_spike = delay;
+        self
+    }
+
+    /// How many distinct `idempotency-key` request headers are counted
+    /// (default 65,536; see [`Simulator::idempotency`](super::Simulator::idempotency)).
+    /// Once that many are held, a request with a new key is only counted in
+    /// [`IdempotencySnapshot::untracked_arrivals`](super::IdempotencySnapshot::untracked_arrivals)
+    /// and none is evicted, so the table never grows past the bound; 0
+    /// counts none.
+    #[must_use]
+    pub fn with_max_idempotency_keys(mut self, max: usize) -> Self {
+        self.max_idempotency_keys = max;
         self
     }
 

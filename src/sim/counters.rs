@@ -49,6 +49,10 @@ pub struct CountersSnapshot {
     pub mid_stream_errors: u64,
     /// Streams ended without their terminal event.
     pub truncated_streams: u64,
+    /// 200s whose body stalled (the `stalled_body` fault).
+    pub stalled_bodies: u64,
+    /// Response heads delayed by the `latency_spike` fault.
+    pub latency_spikes: u64,
     /// Requests being handled right now (until the response body ends).
     pub in_flight: u64,
     /// The highest `in_flight` seen.
@@ -152,6 +156,8 @@ pub(crate) struct Counters {
     injected_rate_limits: AtomicU64,
     mid_stream_errors: AtomicU64,
     truncated_streams: AtomicU64,
+    stalled_bodies: AtomicU64,
+    latency_spikes: AtomicU64,
     in_flight: AtomicU64,
     peak_in_flight: AtomicU64,
     statuses: Mutex<BTreeMap<u16, u64>>,
@@ -170,6 +176,8 @@ impl Counters {
             injected_rate_limits: AtomicU64::new(0),
             mid_stream_errors: AtomicU64::new(0),
             truncated_streams: AtomicU64::new(0),
+            stalled_bodies: AtomicU64::new(0),
+            latency_spikes: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             peak_in_flight: AtomicU64::new(0),
             statuses: Mutex::new(BTreeMap::new()),
@@ -212,6 +220,14 @@ impl Counters {
         self.truncated_streams.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn stalled(&self) {
+        self.stalled_bodies.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn latency_spike(&self) {
+        self.latency_spikes.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Records an admission; returns the window index to attribute the
     /// generated output to later.
     pub(crate) fn admitted(&self, input: u64, output_reserved: u64) -> u64 {
@@ -241,6 +257,8 @@ impl Counters {
             injected_rate_limits: self.injected_rate_limits.load(Ordering::Relaxed),
             mid_stream_errors: self.mid_stream_errors.load(Ordering::Relaxed),
             truncated_streams: self.truncated_streams.load(Ordering::Relaxed),
+            stalled_bodies: self.stalled_bodies.load(Ordering::Relaxed),
+            latency_spikes: self.latency_spikes.load(Ordering::Relaxed),
             in_flight: self.in_flight.load(Ordering::SeqCst),
             peak_in_flight: self.peak_in_flight.load(Ordering::SeqCst),
             windows: lock(&self.windows).ring.iter().copied().collect(),

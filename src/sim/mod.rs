@@ -38,10 +38,13 @@
 //!   order, seeded output lengths (capped by `max_tokens`), ~1 word per token.
 //! - **Faults** ([`Faults`]), seeded and deterministic for a given seed and
 //!   request order: 529 / 500 / 503, dropped connections, mid-stream
-//!   `overloaded_error` events, truncated streams; latency per request and
-//!   per output token.
+//!   `overloaded_error` events, truncated streams, stalled bodies, latency
+//!   spikes; latency per request and per output token.
 //! - **Counters** ([`CountersSnapshot`]): received, per-status counts,
-//!   dropped, in-flight and peak concurrency, admitted load per window.
+//!   dropped, in-flight and peak concurrency, admitted load per window;
+//!   and per `idempotency-key` header ([`IdempotencySnapshot`]): arrivals
+//!   and completions, so a test can tell a retry from a request served
+//!   twice.
 //!
 //! The same thing runs standalone: `cargo run --features sim --example sim_server -- --help`.
 //!
@@ -85,6 +88,7 @@ mod bucket;
 mod config;
 mod counters;
 mod handler;
+mod idempotency;
 mod openai;
 mod server;
 mod tokens;
@@ -92,6 +96,7 @@ mod wire;
 
 pub use config::{Faults, Limits, SimConfig};
 pub use counters::{CountersSnapshot, WindowSample};
+pub use idempotency::{IdempotencySnapshot, KeyCount};
 pub use server::{SimHandle, Simulator};
 pub use tokens::{MESSAGE_OVERHEAD_TOKENS, count_input_tokens};
 pub use wire::{format_go_duration, format_rfc3339};

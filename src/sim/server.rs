@@ -21,6 +21,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use super::config::SimConfig;
 use super::counters::CountersSnapshot;
 use super::handler::{Api, DropConnection, Shared, SimError, error_response, handle};
+use super::idempotency::{IdempotencySnapshot, KeyCount};
 use crate::error::InvalidConfig;
 
 /// How long [`SimHandle::shutdown`] waits for open connections to finish.
@@ -129,6 +130,20 @@ impl Simulator {
     #[must_use]
     pub fn counters(&self) -> CountersSnapshot {
         self.shared.counters.snapshot()
+    }
+
+    /// What the simulator saw per `idempotency-key` request header:
+    /// arrivals and completions per key, summarised (bounded by
+    /// [`SimConfig::with_max_idempotency_keys`]).
+    #[must_use]
+    pub fn idempotency(&self) -> IdempotencySnapshot {
+        self.shared.idempotency.snapshot()
+    }
+
+    /// The counts of one `idempotency-key`, if it arrived and was counted.
+    #[must_use]
+    pub fn idempotency_key(&self, key: &str) -> Option<KeyCount> {
+        self.shared.idempotency.get(key)
     }
 
     /// The configuration in use.
@@ -262,6 +277,18 @@ impl SimHandle {
     #[must_use]
     pub fn counters(&self) -> CountersSnapshot {
         self.sim.counters()
+    }
+
+    /// Per-key counts: [`Simulator::idempotency`].
+    #[must_use]
+    pub fn idempotency(&self) -> IdempotencySnapshot {
+        self.sim.idempotency()
+    }
+
+    /// One key's counts: [`Simulator::idempotency_key`].
+    #[must_use]
+    pub fn idempotency_key(&self, key: &str) -> Option<KeyCount> {
+        self.sim.idempotency_key(key)
     }
 
     /// The simulator being served.

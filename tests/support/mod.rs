@@ -8,6 +8,7 @@
 pub(crate) mod alloc;
 pub(crate) mod http;
 pub(crate) mod redis;
+pub(crate) mod soak;
 pub(crate) mod timeline;
 pub(crate) mod trace;
 

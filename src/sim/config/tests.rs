@@ -56,3 +56,33 @@ fn window_defaults_to_a_scaled_minute() {
     let c = SimConfig::new().with_time_scale(60.0);
     assert_eq!(c.window(), Duration::from_secs(1));
 }
+
+#[test]
+fn stalled_bodies_share_the_body_fault_budget() {
+    let field = |f: Faults| {
+        SimConfig::new()
+            .with_faults(f)
+            .validate()
+            .map_err(|e| e.field)
+    };
+    assert_eq!(field(Faults::none().with_stalled_body(1.0)), Ok(()));
+    assert_eq!(field(Faults::none().with_latency_spike(1.0)), Ok(()));
+    let both = Faults::none()
+        .with_truncate_stream(0.5)
+        .with_stalled_body(0.6);
+    assert_eq!(field(both), Err("faults"));
+    assert_eq!(
+        field(Faults::none().with_stalled_body(-0.1)),
+        Err("faults.stalled_body")
+    );
+    assert_eq!(
+        field(Faults::none().with_latency_spike(f64::NAN)),
+        Err("faults.latency_spike")
+    );
+    // A latency spike combines with every other fault.
+    let all = Faults::none()
+        .with_rate_limited(1.0)
+        .with_stalled_body(1.0)
+        .with_latency_spike(1.0);
+    assert_eq!(field(all), Ok(()));
+}

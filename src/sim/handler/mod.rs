@@ -20,12 +20,13 @@ use tokio::time::Instant;
 use super::bucket::{Buckets, Cost, Decision, Dimension, RateSnapshot, fingerprint};
 use super::config::{Limits, SimConfig};
 use super::counters::{Counters, InFlight};
+use super::idempotency::{Done, Ledger};
 use super::wire::{SplitMix64, word};
 use super::{anthropic, openai};
 
 mod respond;
 
-use respond::{ChannelBody, base_headers, build, rate_headers};
+use respond::{ChannelBody, Piece, WholeBody, base_headers, build, rate_headers};
 pub(crate) use respond::{error_response, put, round_thousand};
 
 /// Marker extension: the connection must be closed without a response.
@@ -44,6 +45,7 @@ pub(crate) enum Api {
 pub(crate) struct Shared {
     pub(crate) config: SimConfig,
     pub(crate) counters: Arc<Counters>,
+    pub(crate) idempotency: Arc<Ledger>,
     buckets: Mutex<Buckets>,
     rng: Mutex<SplitMix64>,
 }
@@ -53,9 +55,11 @@ impl Shared {
         let counters = Arc::new(Counters::new(config.window(), config.max_windows));
         let buckets = Mutex::new(Buckets::new(config.max_keys, config.time_scale));
         let rng = Mutex::new(SplitMix64::new(config.seed));
+        let idempotency = Arc::new(Ledger::new(config.max_idempotency_keys));
         Self {
             config,
             counters,
+            idempotency,
             buckets,
             rng,
         }
@@ -189,12 +193,19 @@ pub(crate) struct Chunk {
 /// The main entry: one request to one simulated endpoint.
 pub(crate) async fn handle(shared: Arc<Shared>, api: Api, req: Request<Body>) -> Response<Body> {
     let guard = shared.counters.begin();
+    let done = Ledger::key_of(req.headers()).map(|key| {
+        shared.idempotency.arrived(key);
+        Done {
+            ledger: Arc::clone(&shared.idempotency),
+            key,
+        }
+    });
     let mut rng = shared.request_rng();
     let request_id = match api {
         Api::Anthropic => format!("req_{}", rng.base62(24)),
         Api::OpenAi => format!("req_{}", rng.base62(32)),
     };
-    let response = process(&shared, api, req, &mut rng, &request_id, guard).await;
+    let response = process(&shared, api, req, &mut rng, &request_id, guard, done).await;
     if response.extensions().get::<DropConnection>().is_some() {
         shared.counters.dropped();
     } else {
@@ -249,6 +260,7 @@ async fn process(
     rng: &mut SplitMix64,
     request_id: &str,
     guard: InFlight,
+    done: Option<Done>,
 ) -> Response<Body> {
     let config = &shared.config;
     let plain = |err: SimError| error_response(api, config, request_id, &err, None);
@@ -296,8 +308,13 @@ async fn process(
     let limits = config.limits_for(&parsed.model);
     let now = Instant::now();
 
-    // 3. request-level faults (no quota consumed)
+    // 3. request-level faults (no quota consumed); a latency spike first,
+    // drawn only when configured, so other seeded sequences stay as they were
     let f = config.faults;
+    if f.latency_spike > 0.0 && rng.next_f64() < f.latency_spike {
+        shared.counters.latency_spike();
+        sleep(config.latency_spike).await;
+    }
     let u = rng.next_f64();
     let table = [
         (f.overloaded, Some(SimError::Overloaded)),
@@ -420,6 +437,15 @@ async fn process(
     } else {
         StreamEnd::Complete
     };
+    // The third body fault, for every admitted request, streamed or not.
+    let body_faults = sf.mid_stream_error + sf.truncate_stream;
+    let stalled = v >= body_faults && v < body_faults + sf.stalled_body;
+    if stalled {
+        shared.counters.stalled();
+    }
+    // Only a whole answer completes its idempotency key (the stream ends
+    // are drawn for every request but only cut streams).
+    let done = done.filter(|_| (!parsed.stream || end == StreamEnd::Complete) && !stalled);
 
     let mut headers = base_headers(api, request_id, wall);
     rate_headers(api, config, &mut headers, &snapshot, wall);
@@ -434,8 +460,30 @@ async fn process(
             Api::OpenAi => openai::completion(&generation),
         };
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let body = Bytes::from(body.to_string());
+        if stalled {
+            // the first half of the answer, then silence
+            let (tx, rx) = mpsc::channel(1);
+            let half = body.slice(..body.len() / 2);
+            let stall = config.stall_duration;
+            tokio::spawn(async move {
+                let _guard = guard;
+                if tx.send(Piece::Data(half)).await.is_ok() {
+                    stall_then_cut(&tx, stall).await;
+                }
+            });
+            return build(
+                StatusCode::OK,
+                headers,
+                Body::new(ChannelBody::new(rx, None)),
+            );
+        }
         drop(guard);
-        return build(StatusCode::OK, headers, Body::from(body.to_string()));
+        return build(
+            StatusCode::OK,
+            headers,
+            Body::new(WholeBody::new(body, done)),
+        );
     }
 
     // 6. streaming
@@ -449,15 +497,24 @@ async fn process(
         StreamEnd::Complete => {}
     }
     sleep(config.request_latency).await;
-    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    let (tx, rx) = mpsc::channel::<Piece>(16);
     let token_latency = config.token_latency;
+    // A stalled stream sends its first events (at least one, never the
+    // last), then stalls.
+    let last = chunks.len().saturating_sub(1) as u64;
+    let stall_at = stalled.then(|| rng.range(1, last.max(1)) as usize);
+    let stall = config.stall_duration;
     tokio::spawn(async move {
         let _guard = guard;
-        for chunk in chunks {
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            if stall_at == Some(i) {
+                stall_then_cut(&tx, stall).await;
+                break;
+            }
             if chunk.paced {
                 sleep(token_latency).await;
             }
-            if tx.send(chunk.bytes).await.is_err() {
+            if tx.send(Piece::Data(chunk.bytes)).await.is_err() {
                 break; // client went away
             }
             settlement.delivered = chunk.tokens;
@@ -469,7 +526,22 @@ async fn process(
         HeaderValue::from_static("text/event-stream; charset=utf-8"),
     );
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    build(StatusCode::OK, headers, Body::new(ChannelBody { rx }))
+    build(
+        StatusCode::OK,
+        headers,
+        Body::new(ChannelBody::new(rx, done)),
+    )
+}
+
+/// A stalled body: silence until the client goes away or `stall` passes,
+/// then the cut (hyper closes the connection without the rest).
+async fn stall_then_cut(tx: &mpsc::Sender<Piece>, stall: Duration) {
+    tokio::select! {
+        () = tx.closed() => {}
+        () = tokio::time::sleep(stall) => {
+            let _ = tx.send(Piece::Cut).await;
+        }
+    }
 }
 
 fn sat_u32(n: u64) -> u32 {

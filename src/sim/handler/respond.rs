@@ -1,7 +1,7 @@
 //! Rendering responses: the headers every response carries, errors in each
 //! API's shape, and the body a stream task feeds.
 
-use std::convert::Infallible;
+use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
@@ -10,11 +10,12 @@ use axum::body::Body;
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, DATE, HeaderName, HeaderValue};
 use http::{HeaderMap, Response, StatusCode};
-use http_body::Frame;
+use http_body::{Frame, SizeHint};
 use tokio::sync::mpsc;
 
 use crate::sim::bucket::RateSnapshot;
 use crate::sim::config::SimConfig;
+use crate::sim::idempotency::Done;
 use crate::sim::wire::{ceil_millis, ceil_secs};
 use crate::sim::{anthropic, openai};
 
@@ -94,23 +95,103 @@ pub(crate) fn round_thousand(n: u64, limit: u64) -> u64 {
     (n.saturating_add(500) / 1000 * 1000).min(limit)
 }
 
-/// A response body fed by the stream task.
+/// What the body task sends: bytes, or the cut that ends a stalled body.
+#[derive(Debug)]
+pub(super) enum Piece {
+    Data(Bytes),
+    Cut,
+}
+
+/// The error a stalled body ends with once the stall has run out: hyper
+/// closes the connection, so the client sees an incomplete body.
+#[derive(Debug)]
+pub(crate) struct StalledBody;
+
+impl fmt::Display for StalledBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("simulated stalled body cut")
+    }
+}
+
+impl std::error::Error for StalledBody {}
+
+/// A response body fed by a task (a stream, or a stalled body).
 #[derive(Debug)]
 pub(super) struct ChannelBody {
-    pub(super) rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<Piece>,
+    /// Recorded when the task has sent everything and the connection has
+    /// taken it all: only given for a complete stream.
+    done: Option<Done>,
+}
+
+impl ChannelBody {
+    pub(super) fn new(rx: mpsc::Receiver<Piece>, done: Option<Done>) -> Self {
+        ChannelBody { rx, done }
+    }
 }
 
 impl http_body::Body for ChannelBody {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = StalledBody;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.rx
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
+    ) -> Poll<Option<Result<Frame<Bytes>, StalledBody>>> {
+        let piece = std::task::ready!(self.rx.poll_recv(cx));
+        Poll::Ready(match piece {
+            Some(Piece::Data(b)) => Some(Ok(Frame::data(b))),
+            Some(Piece::Cut) => Some(Err(StalledBody)),
+            None => {
+                if let Some(done) = self.done.take() {
+                    done.fire();
+                }
+                None
+            }
+        })
+    }
+}
+
+/// A whole JSON body, recording its completion when the connection takes
+/// it.
+#[derive(Debug)]
+pub(super) struct WholeBody {
+    bytes: Option<Bytes>,
+    done: Option<Done>,
+}
+
+impl WholeBody {
+    pub(super) fn new(bytes: Bytes, done: Option<Done>) -> Self {
+        WholeBody {
+            bytes: Some(bytes),
+            done,
+        }
+    }
+}
+
+impl http_body::Body for WholeBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let bytes = self.bytes.take();
+        if bytes.is_some()
+            && let Some(done) = self.done.take()
+        {
+            done.fire();
+        }
+        Poll::Ready(bytes.map(|b| Ok(Frame::data(b))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.bytes.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.bytes.as_ref().map_or(0, |b| b.len() as u64))
     }
 }
 
