@@ -31,9 +31,12 @@ use tower_llm_resilience::Stack;
 use tower_llm_resilience::budget::{BudgetLayer, Cap, MemoryBudgetStore, Period, Scope};
 use tower_llm_resilience::cache::CacheLayer;
 use tower_llm_resilience::concurrency::{Adaptive, ConcurrencyLimitLayer};
+use tower_llm_resilience::error::{
+    BodyStalled, DeadlineElapsed, NoKeyAvailable, QueueTimeout, RateLimited,
+};
 use tower_llm_resilience::fallback::{FallbackLayer, Target};
 use tower_llm_resilience::rate::{AuthStyle, Clock, KeyPool, Limit, Limits, RateLimitLayer};
-use tower_llm_resilience::request::ReplayBody;
+use tower_llm_resilience::request::{Deadline, ReplayBody};
 use tower_llm_resilience::retry::RetryLayer;
 use tower_llm_resilience::{BoxError, ResponseBody};
 
@@ -253,6 +256,10 @@ enum Let {
     MidBody(usize),
     /// Reads the whole answer.
     Never,
+    /// Reads the whole answer, its request carrying a deadline this many
+    /// ms away: the stack's own timers end its waits at points of their
+    /// choosing (a queue, a backoff, a key wait).
+    Deadline(u64),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -275,6 +282,7 @@ fn caller() -> impl Strategy<Value = Caller> {
         1 => (1u32..6).prop_map(Let::AfterPolls),
         2 => (0usize..4).prop_map(Let::MidBody),
         2 => Just(Let::Never),
+        1 => (0u64..3_000).prop_map(Let::Deadline),
     ];
     (0u64..2_000, ask, lets).prop_map(|(start_ms, ask, lets)| Caller {
         start_ms,
@@ -318,6 +326,21 @@ enum Ended {
     Dropped,
     /// It read an answer to its end: the status, or the error.
     Answered(Result<u16, BoxError>),
+    /// Its deadline was met: answered, or ended by the deadline (then
+    /// `true`).
+    Timed(bool),
+}
+
+/// Whether `e` is what a wait ended by a deadline gives: the queue's
+/// timeout, the retry's deadline, a limiter or pool that says at once
+/// that the deadline cannot be met, a read-ahead of an error body (retry,
+/// fallback) given up at the deadline.
+fn is_deadline_error(e: &BoxError) -> bool {
+    e.is::<QueueTimeout>()
+        || e.is::<BodyStalled>()
+        || e.is::<DeadlineElapsed>()
+        || e.is::<RateLimited>()
+        || e.is::<NoKeyAvailable>()
 }
 
 /// Reads `res`'s body to its end.
@@ -374,6 +397,23 @@ where
             Ok(res) => Ended::Answered(read_all(res).await),
             Err(e) => Ended::Answered(Err(e)),
         },
+        Let::Deadline(ms) => {
+            let mut req = req;
+            req.extensions_mut()
+                .insert(Deadline(Instant::now() + Duration::from_millis(ms)));
+            let res = match svc.oneshot(req).await {
+                Ok(res) => read_all(res).await,
+                Err(e) => Err(e),
+            };
+            match res {
+                Ok(status) => {
+                    assert!(matches!(status, 200 | 503 | 529), "{c:?} answered {status}");
+                    Ended::Timed(false)
+                }
+                Err(e) if is_deadline_error(&e) => Ended::Timed(true),
+                Err(e) => panic!("{c:?} failed: {e}"),
+            }
+        }
     }
 }
 
@@ -491,7 +531,7 @@ async fn drop_storm(callers: Vec<Caller>) {
         .enumerate()
         .map(|(i, &c)| tokio::spawn(run_caller(s.svc.clone(), i, c)))
         .collect();
-    let mut answered = 0;
+    let (mut answered, mut timed_out) = (0, 0);
     for (t, c) in tasks.into_iter().zip(&callers) {
         let ended = tokio::time::timeout(HUNG, t)
             .await
@@ -499,6 +539,7 @@ async fn drop_storm(callers: Vec<Caller>) {
             .expect("the caller's task");
         match (ended, c.lets) {
             (Ended::Dropped, _) => {}
+            (Ended::Timed(by_deadline), _) => timed_out += usize::from(by_deadline),
             (Ended::Answered(res), Let::Never) => {
                 answered += 1;
                 let status = res.unwrap_or_else(|e| panic!("{c:?} failed: {e}"));
@@ -515,6 +556,7 @@ async fn drop_storm(callers: Vec<Caller>) {
         .filter(|c| matches!(c.lets, Let::Never))
         .count();
     assert_eq!(answered, never, "every caller that held on was answered");
+    assert!(timed_out >= 5, "{timed_out} waits ended by their deadline");
     done.store(true, Ordering::SeqCst);
     let peaks = watcher.await.expect("watcher");
     // The storm reached every place a caller can be dropped from.
