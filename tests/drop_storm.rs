@@ -331,6 +331,25 @@ enum Ended {
     Timed(bool),
 }
 
+/// How many callers let go where: for the figures.
+fn lets_summary(callers: &[Caller]) -> String {
+    let mut n = [0usize; 6];
+    for c in callers {
+        n[match c.lets {
+            Let::BeforePoll => 0,
+            Let::After(_) => 1,
+            Let::AfterPolls(_) => 2,
+            Let::MidBody(_) => 3,
+            Let::Deadline(_) => 4,
+            Let::Never => 5,
+        }] += 1;
+    }
+    format!(
+        "{} before the first poll, {} after a time, {} after some polls, {} mid-body, {} with a deadline; {} held on",
+        n[0], n[1], n[2], n[3], n[4], n[5]
+    )
+}
+
 /// Whether `e` is what a wait ended by a deadline gives: the queue's
 /// timeout, the retry's deadline, a limiter or pool that says at once
 /// that the deadline cannot be met, a read-ahead of an error body (retry,
@@ -599,6 +618,12 @@ async fn drop_storm(callers: Vec<Caller>) {
     // No waiter left asleep, no capacity lost: a fresh request waits at
     // most for the one token it is owed …
     let (status, took) = fresh(&s, CALLERS).await;
+    println!(
+        "stack storm: {} callers ({}); {in_backoff} while backing off, {timed_out} ended by their deadline; peaks {peaks:?}; {} upstream calls; a fresh request took {took:?}",
+        callers.len(),
+        lets_summary(&callers),
+        s.upstream.calls.load(Ordering::SeqCst),
+    );
     assert_eq!(status, 200);
     let token = Duration::from_secs(1) / RATE as u32;
     assert!(
@@ -667,6 +692,12 @@ async fn cache_storm(callers: Vec<Caller>) {
         }
     }
     assert!(peak >= 1, "no flight was ever seen");
+    println!(
+        "cache storm: {} callers ({}); at most {peak} flights at once; {} upstream calls",
+        callers.len(),
+        lets_summary(&callers),
+        upstream.calls.load(Ordering::SeqCst),
+    );
     assert_eq!(cache.in_flight(), 0, "cache flights left");
     assert_eq!(
         upstream.alive.load(Ordering::SeqCst),
@@ -737,6 +768,12 @@ async fn adaptive_storm(callers: Vec<Caller>) {
         }
     }
     assert!(peak_queued >= 100, "at most {peak_queued} waited");
+    println!(
+        "adaptive storm: {} callers ({}); at most {peak_queued} waiting, the cap as low as {low_cap}, {} after",
+        callers.len(),
+        lets_summary(&callers),
+        layer.stats().cap,
+    );
     assert!(low_cap < 16, "the cap never went down (lowest {low_cap})");
     let all_back = |when: &str| {
         let st = layer.stats();
@@ -870,6 +907,15 @@ async fn pool_storm(callers: Vec<Caller>) {
         }
     }
     assert!(peak >= 100, "at most {peak} waited for a key");
+    println!(
+        "pool storm: {} callers ({}); at most {peak} waiting for a key; sent per key {:?}",
+        callers.len(),
+        lets_summary(&callers),
+        pool.stats()
+            .iter()
+            .map(|k| k.requests_used)
+            .collect::<Vec<_>>(),
+    );
     let all_back = |when: &str| {
         assert_eq!(rate.queue().len(), 0, "{when}: waiters left");
         for g in rate.stats() {
