@@ -31,9 +31,12 @@ use tower_llm_resilience::Stack;
 use tower_llm_resilience::budget::{BudgetLayer, Cap, MemoryBudgetStore, Period, Scope};
 use tower_llm_resilience::cache::CacheLayer;
 use tower_llm_resilience::concurrency::{Adaptive, ConcurrencyLimitLayer};
+use tower_llm_resilience::error::{
+    BodyStalled, DeadlineElapsed, NoKeyAvailable, QueueTimeout, RateLimited,
+};
 use tower_llm_resilience::fallback::{FallbackLayer, Target};
 use tower_llm_resilience::rate::{AuthStyle, Clock, KeyPool, Limit, Limits, RateLimitLayer};
-use tower_llm_resilience::request::ReplayBody;
+use tower_llm_resilience::request::{Deadline, ReplayBody};
 use tower_llm_resilience::retry::RetryLayer;
 use tower_llm_resilience::{BoxError, ResponseBody};
 
@@ -253,6 +256,10 @@ enum Let {
     MidBody(usize),
     /// Reads the whole answer.
     Never,
+    /// Reads the whole answer, its request carrying a deadline this many
+    /// ms away: the stack's own timers end its waits at points of their
+    /// choosing (a queue, a backoff, a key wait).
+    Deadline(u64),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -275,6 +282,7 @@ fn caller() -> impl Strategy<Value = Caller> {
         1 => (1u32..6).prop_map(Let::AfterPolls),
         2 => (0usize..4).prop_map(Let::MidBody),
         2 => Just(Let::Never),
+        1 => (0u64..3_000).prop_map(Let::Deadline),
     ];
     (0u64..2_000, ask, lets).prop_map(|(start_ms, ask, lets)| Caller {
         start_ms,
@@ -318,6 +326,40 @@ enum Ended {
     Dropped,
     /// It read an answer to its end: the status, or the error.
     Answered(Result<u16, BoxError>),
+    /// Its deadline was met: answered, or ended by the deadline (then
+    /// `true`).
+    Timed(bool),
+}
+
+/// How many callers let go where: for the figures.
+fn lets_summary(callers: &[Caller]) -> String {
+    let mut n = [0usize; 6];
+    for c in callers {
+        n[match c.lets {
+            Let::BeforePoll => 0,
+            Let::After(_) => 1,
+            Let::AfterPolls(_) => 2,
+            Let::MidBody(_) => 3,
+            Let::Deadline(_) => 4,
+            Let::Never => 5,
+        }] += 1;
+    }
+    format!(
+        "{} before the first poll, {} after a time, {} after some polls, {} mid-body, {} with a deadline; {} held on",
+        n[0], n[1], n[2], n[3], n[4], n[5]
+    )
+}
+
+/// Whether `e` is what a wait ended by a deadline gives: the queue's
+/// timeout, the retry's deadline, a limiter or pool that says at once
+/// that the deadline cannot be met, a read-ahead of an error body (retry,
+/// fallback) given up at the deadline.
+fn is_deadline_error(e: &BoxError) -> bool {
+    e.is::<QueueTimeout>()
+        || e.is::<BodyStalled>()
+        || e.is::<DeadlineElapsed>()
+        || e.is::<RateLimited>()
+        || e.is::<NoKeyAvailable>()
 }
 
 /// Reads `res`'s body to its end.
@@ -374,6 +416,23 @@ where
             Ok(res) => Ended::Answered(read_all(res).await),
             Err(e) => Ended::Answered(Err(e)),
         },
+        Let::Deadline(ms) => {
+            let mut req = req;
+            req.extensions_mut()
+                .insert(Deadline(Instant::now() + Duration::from_millis(ms)));
+            let res = match svc.oneshot(req).await {
+                Ok(res) => read_all(res).await,
+                Err(e) => Err(e),
+            };
+            match res {
+                Ok(status) => {
+                    assert!(matches!(status, 200 | 503 | 529), "{c:?} answered {status}");
+                    Ended::Timed(false)
+                }
+                Err(e) if is_deadline_error(&e) => Ended::Timed(true),
+                Err(e) => panic!("{c:?} failed: {e}"),
+            }
+        }
     }
 }
 
@@ -491,7 +550,7 @@ async fn drop_storm(callers: Vec<Caller>) {
         .enumerate()
         .map(|(i, &c)| tokio::spawn(run_caller(s.svc.clone(), i, c)))
         .collect();
-    let mut answered = 0;
+    let (mut answered, mut timed_out) = (0, 0);
     for (t, c) in tasks.into_iter().zip(&callers) {
         let ended = tokio::time::timeout(HUNG, t)
             .await
@@ -499,6 +558,7 @@ async fn drop_storm(callers: Vec<Caller>) {
             .expect("the caller's task");
         match (ended, c.lets) {
             (Ended::Dropped, _) => {}
+            (Ended::Timed(by_deadline), _) => timed_out += usize::from(by_deadline),
             (Ended::Answered(res), Let::Never) => {
                 answered += 1;
                 let status = res.unwrap_or_else(|e| panic!("{c:?} failed: {e}"));
@@ -515,6 +575,7 @@ async fn drop_storm(callers: Vec<Caller>) {
         .filter(|c| matches!(c.lets, Let::Never))
         .count();
     assert_eq!(answered, never, "every caller that held on was answered");
+    assert!(timed_out >= 5, "{timed_out} waits ended by their deadline");
     done.store(true, Ordering::SeqCst);
     let peaks = watcher.await.expect("watcher");
     // The storm reached every place a caller can be dropped from.
@@ -557,6 +618,12 @@ async fn drop_storm(callers: Vec<Caller>) {
     // No waiter left asleep, no capacity lost: a fresh request waits at
     // most for the one token it is owed …
     let (status, took) = fresh(&s, CALLERS).await;
+    println!(
+        "stack storm: {} callers ({}); {in_backoff} while backing off, {timed_out} ended by their deadline; peaks {peaks:?}; {} upstream calls; a fresh request took {took:?}",
+        callers.len(),
+        lets_summary(&callers),
+        s.upstream.calls.load(Ordering::SeqCst),
+    );
     assert_eq!(status, 200);
     let token = Duration::from_secs(1) / RATE as u32;
     assert!(
@@ -625,6 +692,12 @@ async fn cache_storm(callers: Vec<Caller>) {
         }
     }
     assert!(peak >= 1, "no flight was ever seen");
+    println!(
+        "cache storm: {} callers ({}); at most {peak} flights at once; {} upstream calls",
+        callers.len(),
+        lets_summary(&callers),
+        upstream.calls.load(Ordering::SeqCst),
+    );
     assert_eq!(cache.in_flight(), 0, "cache flights left");
     assert_eq!(
         upstream.alive.load(Ordering::SeqCst),
@@ -695,6 +768,12 @@ async fn adaptive_storm(callers: Vec<Caller>) {
         }
     }
     assert!(peak_queued >= 100, "at most {peak_queued} waited");
+    println!(
+        "adaptive storm: {} callers ({}); at most {peak_queued} waiting, the cap as low as {low_cap}, {} after",
+        callers.len(),
+        lets_summary(&callers),
+        layer.stats().cap,
+    );
     assert!(low_cap < 16, "the cap never went down (lowest {low_cap})");
     let all_back = |when: &str| {
         let st = layer.stats();
@@ -828,6 +907,15 @@ async fn pool_storm(callers: Vec<Caller>) {
         }
     }
     assert!(peak >= 100, "at most {peak} waited for a key");
+    println!(
+        "pool storm: {} callers ({}); at most {peak} waiting for a key; sent per key {:?}",
+        callers.len(),
+        lets_summary(&callers),
+        pool.stats()
+            .iter()
+            .map(|k| k.requests_used)
+            .collect::<Vec<_>>(),
+    );
     let all_back = |when: &str| {
         assert_eq!(rate.queue().len(), 0, "{when}: waiters left");
         for g in rate.stats() {
