@@ -4,30 +4,17 @@
 
 #![cfg(not(loom))]
 
+#[path = "support/gateway.rs"]
+mod client;
 #[path = "../examples/gateway/mod.rs"]
 mod gateway;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use client::{anthropic_body, openai_body, post, valid_answer};
 use gateway::{Gateway, Options, Secret};
 use tower_llm_resilience::sim::{self, SimConfig, Simulator};
-
-fn anthropic_body(model: &str, max_tokens: u64, stream: bool) -> String {
-    serde_json::json!({
-        "model": model, "max_tokens": max_tokens, "stream": stream,
-        "messages": [{"role": "user", "content": "Hello, gateway"}],
-    })
-    .to_string()
-}
-
-fn openai_body(model: &str, max_tokens: u64, stream: bool) -> String {
-    serde_json::json!({
-        "model": model, "max_tokens": max_tokens, "stream": stream,
-        "messages": [{"role": "user", "content": "Hello, gateway"}],
-    })
-    .to_string()
-}
 
 /// A tight quota on a fast clock: a provider minute lasts one second.
 fn tight(rpm: u64) -> Options {
@@ -39,40 +26,6 @@ fn tight(rpm: u64) -> Options {
         output_tokens: (5, 20),
         timeout: Duration::from_secs(60),
         ..Options::default()
-    }
-}
-
-async fn post(
-    client: &reqwest::Client,
-    url: String,
-    body: String,
-) -> reqwest::Result<reqwest::Response> {
-    client
-        .post(url)
-        .header("content-type", "application/json")
-        .header("x-api-key", "sk-client-whatever")
-        .header("authorization", "Bearer sk-client-whatever")
-        .body(body)
-        .send()
-        .await
-}
-
-/// Whether `body` is a complete answer of `api`'s shape with some text.
-fn valid_answer(anthropic: bool, body: &[u8]) -> bool {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return false;
-    };
-    if anthropic {
-        v["type"] == "message"
-            && v["content"][0]["text"]
-                .as_str()
-                .is_some_and(|t| !t.is_empty())
-            && v["usage"]["output_tokens"].as_u64().is_some_and(|n| n > 0)
-    } else {
-        v["object"] == "chat.completion"
-            && v["choices"][0]["message"]["content"]
-                .as_str()
-                .is_some_and(|t| !t.is_empty())
     }
 }
 
@@ -324,42 +277,4 @@ async fn metrics_and_request_ids() {
         "{text}"
     );
     gw.shutdown().await.expect("shuts down");
-}
-
-/// Shutdown stops accepting but lets a stream in flight finish.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn graceful_shutdown_lets_a_stream_finish() {
-    let o = Options {
-        token_latency: Duration::from_millis(20),
-        output_tokens: (30, 30),
-        ..tight(600)
-    };
-    let gw = Gateway::start(&o).await.expect("gateway starts");
-    let url = gw.url();
-    let client = reqwest::Client::new();
-    let mut res = post(
-        &client,
-        format!("{url}/v1/messages"),
-        anthropic_body("claude-haiku-4-5", 64, true),
-    )
-    .await
-    .expect("answers");
-    let first = res.chunk().await.expect("reads").expect("a first chunk");
-    assert!(
-        std::str::from_utf8(&first)
-            .expect("utf-8")
-            .contains("message_start")
-    );
-    let stopping = tokio::spawn(gw.shutdown());
-    let mut rest = String::new();
-    while let Some(chunk) = res.chunk().await.expect("the stream is not cut") {
-        rest.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
-    }
-    assert!(rest.contains("event: message_stop"), "{rest}");
-    stopping.await.expect("task").expect("shuts down");
-    let after = reqwest::Client::new()
-        .get(format!("{url}/health"))
-        .send()
-        .await;
-    assert!(after.is_err(), "no longer accepting");
 }
