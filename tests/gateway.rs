@@ -278,3 +278,105 @@ async fn metrics_and_request_ids() {
     );
     gw.shutdown().await.expect("shuts down");
 }
+
+// ---- the body limit, before the body ----
+
+/// A request head for `/v1/messages` with these framing headers.
+fn raw_head(framing: &str) -> String {
+    format!(
+        "POST /v1/messages HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\nx-api-key: sk-client-whatever\r\nanthropic-version: 2023-06-01\r\n{framing}\r\n\r\n"
+    )
+}
+
+/// Reads until a whole response head is in, or the connection ends.
+async fn read_head(stream: &mut tokio::net::tcp::OwnedReadHalf) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// Guards "the body limit is enforced before the body is read", on a real
+/// socket: a request whose `content-length` says 64 MiB against a 1 MiB
+/// limit is answered 413 with not one body byte sent — so nothing of it
+/// was buffered — and never reaches the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_declared_over_the_limit_is_refused_before_it_is_sent() {
+    use tokio::io::AsyncWriteExt;
+    let o = Options {
+        body_limit: 1 << 20,
+        ..tight(1_000)
+    };
+    let gw = Gateway::start(&o).await.expect("gateway starts");
+    let addr = gw.url().trim_start_matches("http://").to_owned();
+    let stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connects");
+    let (mut rd, mut wr) = stream.into_split();
+    wr.write_all(raw_head(&format!("content-length: {}", 64 << 20)).as_bytes())
+        .await
+        .expect("head sent");
+    let head = tokio::time::timeout(Duration::from_secs(30), read_head(&mut rd))
+        .await
+        .expect("answered without the body");
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert_eq!(gw.sim().expect("embedded").counters().received, 0);
+    gw.shutdown().await.expect("shuts down");
+}
+
+/// A chunked upload (no length declared) over the limit is read no
+/// further than the limit: the 413 comes while the client is still
+/// sending, after at most the limit plus what the sockets' buffers hold —
+/// far from the 64 MiB offered — and the upstream never sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_body_over_the_limit_is_refused_within_the_limit() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+    use tokio::io::AsyncWriteExt;
+    const LIMIT: usize = 1 << 20;
+    const OFFERED: usize = 64 << 20;
+    let o = Options {
+        body_limit: LIMIT,
+        ..tight(1_000)
+    };
+    let gw = Gateway::start(&o).await.expect("gateway starts");
+    let addr = gw.url().trim_start_matches("http://").to_owned();
+    let stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connects");
+    let (mut rd, mut wr) = stream.into_split();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let sent = Arc::clone(&sent);
+        tokio::spawn(async move {
+            wr.write_all(raw_head("transfer-encoding: chunked").as_bytes())
+                .await?;
+            let chunk = [b' '; 64 * 1024];
+            let framed = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+            while sent.load(Ordering::SeqCst) < OFFERED {
+                wr.write_all(&framed).await?;
+                sent.fetch_add(chunk.len(), Ordering::SeqCst);
+            }
+            wr.write_all(b"0\r\n\r\n").await
+        })
+    };
+    let head = tokio::time::timeout(Duration::from_secs(30), read_head(&mut rd))
+        .await
+        .expect("answered while sending");
+    let at_answer = sent.load(Ordering::SeqCst);
+    writer.abort();
+    eprintln!("413 after {at_answer} B of a {OFFERED} B chunked body (limit {LIMIT} B)");
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert!(
+        at_answer <= LIMIT + (16 << 20),
+        "{at_answer} B sent before the 413"
+    );
+    assert_eq!(gw.sim().expect("embedded").counters().received, 0);
+    gw.shutdown().await.expect("shuts down");
+}

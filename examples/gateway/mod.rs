@@ -840,7 +840,7 @@ fn refusal(api: Api, e: &BoxError) -> Response {
             None,
         );
     }
-    if e.is::<BodyTooLarge>() {
+    if body_too_large(e) {
         return error(
             api,
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -857,6 +857,22 @@ fn refusal(api: Api, e: &BoxError) -> Response {
         "the upstream could not be reached",
         None,
     )
+}
+
+/// Whether the request body was refused for its size: by the stack
+/// ([`BodyTooLarge`]), or by the `RequestBodyLimitLayer` in front of it,
+/// whose body fails with `LengthLimitError` (wrapped by axum's body) when a
+/// chunked upload passes the limit mid-read — a declared length over it is
+/// answered 413 before the handler runs.
+fn body_too_large(e: &BoxError) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e.as_ref());
+    while let Some(err) = cur {
+        if err.is::<BodyTooLarge>() || err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// An error in the shape of `api`, with `retry-after` (whole seconds,
