@@ -406,6 +406,7 @@ api_key_env = "POOL_KEY_A"
 
     tokio::time::sleep(Duration::from_millis(10)).await;
     let searched = shown.assert_clean();
+    eprintln!("secrets: {searched} bytes searched, none held a key's window");
     assert!(searched > 10_000, "only {searched} bytes searched");
 }
 
@@ -517,5 +518,6 @@ async fn no_key_material_from_redis_errors_or_the_gateway() {
     sim.shutdown().await;
 
     let searched = shown.assert_clean();
+    eprintln!("secrets (redis, gateway): {searched} bytes searched, none held a key's window");
     assert!(searched > 1_000, "only {searched} bytes searched");
 }
