@@ -1,7 +1,7 @@
 //! Redis faults, in one suite: a server killed mid-run, latency (`CLIENT
 //! PAUSE`, a busy script), `SCRIPT FLUSH`, client clocks ±30 s apart, a
-//! failover to a promoted replica (`Redis::reconnect_to`) — met by each store (the connection, the rate limiter, key pools,
-//! budgets) within its timeout, by its failure policy, and its shared
+//! failover to a promoted replica (`Redis::reconnect_to`) — met by each
+//! store (the connection, the rate limiter, key pools, budgets, the cache) within its timeout, by its failure policy, and its shared
 //! state used again once Redis is back. Each test skips (one line)
 //! without Redis; those that kill or pause a server start a private one.
 
@@ -853,5 +853,139 @@ mod failover {
             replica.command(&["EVAL", count, "0", &format!("{prefix}*")]),
             ":1"
         );
+    }
+}
+
+/// The response cache's store: a dead or slow Redis is a miss within the
+/// timeout, never an error; scripts come back after `SCRIPT FLUSH`.
+mod cache {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    use tower_layer::Layer;
+    use tower_llm_resilience::cache::{CacheLayer, Status};
+    use tower_llm_resilience::redis::RedisStore;
+
+    use crate::support::cache::{ANSWER, ask, send, upstream, written};
+    use crate::support::redis::RedisServer;
+
+    const KEY_A: &str = "sk-ant-api03-SECRET-AAAA";
+
+    #[tokio::test]
+    async fn a_dead_redis_is_a_bounded_miss_and_hits_resume_when_it_is_back() {
+        let Some(_probe) = RedisServer::get("redis_faults") else {
+            return;
+        };
+        let mut server = RedisServer::start().expect("redis-server");
+        let port = server.port.expect("port");
+        let timeout = Duration::from_millis(100);
+        let store = RedisStore::new(server.handle().with_timeout(timeout));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut svc = CacheLayer::builder()
+            .store(store.clone())
+            .build()
+            .expect("cache")
+            .layer(upstream(calls.clone(), ANSWER.into()));
+        assert_eq!(send(&mut svc, ask(KEY_A)).await.0, Status::Miss);
+        written(&store, 1).await;
+        assert_eq!(send(&mut svc, ask(KEY_A)).await.0, Status::Hit);
+
+        server.kill();
+        for _ in 0..3 {
+            let started = Instant::now();
+            let (status, body) = send(&mut svc, ask(KEY_A)).await;
+            // A miss answered by upstream, not an error and not a hang: the
+            // read gives up within its timeout (the bound here only catches a
+            // hang; the write after it is spawned, not waited for).
+            assert_eq!((status, body.as_str()), (Status::Miss, ANSWER));
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "{:?}",
+                started.elapsed()
+            );
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        let stats = store.stats();
+        assert!(stats.failures >= 3, "{stats:?}");
+        assert!(store.redis().errors() >= 3);
+
+        // Back (empty: the server keeps nothing): the next miss is stored
+        // again and then hit.
+        let _back = RedisServer::start_on(port).expect("restart");
+        let give_up = Instant::now() + Duration::from_secs(10);
+        loop {
+            if send(&mut svc, ask(KEY_A)).await.0 == Status::Hit {
+                break;
+            }
+            assert!(
+                Instant::now() < give_up,
+                "no hit after Redis came back: {:?}",
+                store.stats()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_redis_is_a_miss_within_the_timeout() {
+        let Some(_probe) = RedisServer::get("redis_faults") else {
+            return;
+        };
+        let server = RedisServer::start().expect("redis-server");
+        let timeout = Duration::from_millis(100);
+        let store = RedisStore::new(server.handle().with_timeout(timeout));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut svc = CacheLayer::builder()
+            .store(store.clone())
+            .build()
+            .expect("cache")
+            .layer(upstream(calls.clone(), ANSWER.into()));
+        assert_eq!(send(&mut svc, ask(KEY_A)).await.0, Status::Miss);
+        written(&store, 1).await;
+        assert_eq!(send(&mut svc, ask(KEY_A)).await.0, Status::Hit);
+
+        // A script that keeps the server busy for 2 s.
+        let server = Arc::new(server);
+        let busy = {
+            let server = Arc::clone(&server);
+            std::thread::spawn(move || {
+                let script = "local s = tonumber(redis.call('TIME')[1]) \
+                              while tonumber(redis.call('TIME')[1]) - s < 2 do end return 1";
+                server.command(&["EVAL", script, "0"])
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let started = Instant::now();
+        let (status, body) = send(&mut svc, ask(KEY_A)).await;
+        let waited = started.elapsed();
+        assert_eq!((status, body.as_str()), (Status::Miss, ANSWER));
+        // It gave up on Redis at its timeout, long before the server was free.
+        assert!(waited < Duration::from_millis(1500), "{waited:?}");
+        assert!(store.stats().failures >= 1, "{:?}", store.stats());
+        assert_eq!(busy.join().expect("busy"), ":1");
+    }
+
+    #[tokio::test]
+    async fn reads_recover_after_script_flush() {
+        let Some(_probe) = RedisServer::get("redis_faults") else {
+            return;
+        };
+        let server = RedisServer::start().expect("redis-server");
+        let store = RedisStore::new(server.handle());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut svc = CacheLayer::builder()
+            .store(store.clone())
+            .build()
+            .expect("cache")
+            .layer(upstream(calls.clone(), ANSWER.into()));
+        assert_eq!(send(&mut svc, ask(KEY_A)).await.0, Status::Miss);
+        written(&store, 1).await;
+        assert_eq!(send(&mut svc, ask(KEY_A)).await.0, Status::Hit);
+        assert_eq!(server.command(&["SCRIPT", "FLUSH"]), "+OK");
+        // The read script is gone from the server: loaded again, still a hit.
+        assert_eq!(send(&mut svc, ask(KEY_A)).await.0, Status::Hit);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(store.stats().failures, 0, "{:?}", store.stats());
     }
 }

@@ -7,6 +7,7 @@
 
 pub(crate) mod alloc;
 pub(crate) mod budget;
+pub(crate) mod cache;
 pub(crate) mod http;
 pub(crate) mod pool;
 pub(crate) mod rate;
