@@ -446,12 +446,38 @@ async fn a_providers_remaining_tightens_every_process_with_the_next_lease() {
         one(&a, &sent).await.expect("from the credit");
     }
     assert_eq!(a.remote_stats().expect("redis").round_trips, 1);
-    // Of the provider's 6, A's 3 are gone: 3 are left, less than A's next
-    // lease of 4 — refused — and B, which never saw that response, gets 3
-    // and not 16.
-    let err = one(&a, &sent).await.expect_err("4 do not fit in 3");
-    assert!(err.downcast_ref::<RateLimited>().is_some(), "{err}");
+    // Of the provider's 6, A's 3 are gone: 3 are left, which A's next
+    // lease takes (it takes what fits, up to 4) — and B, which never saw
+    // that response, gets none and not 16.
+    for _ in 0..3 {
+        one(&a, &sent).await.expect("the 3 left");
+    }
     assert_eq!(a.remote_stats().expect("redis").round_trips, 2);
+    let err = one(&a, &sent).await.expect_err("nothing left");
+    assert!(err.downcast_ref::<RateLimited>().is_some(), "{err}");
     let admitted = until_refused(&b).await;
-    assert_eq!(admitted, 3, "B admitted {admitted}");
+    assert_eq!(admitted, 0, "B admitted {admitted}");
+}
+
+/// A lease takes what fits now rather than waiting for all its multiples:
+/// with 2 of a bucket's 10 left after another process's lease of 8, a
+/// request is admitted at once (on a lease of 2), and so is the next (its
+/// credit), where waiting for 8 would have failed them both.
+#[tokio::test]
+async fn a_lease_takes_what_fits_now() {
+    let Some(server) = RedisServer::get("redis_rate") else {
+        return;
+    };
+    let redis = server.handle().with_timeout(Duration::from_millis(500));
+    // 10 a minute: nothing refills during the test.
+    let limits = requests(10, Duration::from_secs(60), 10);
+    let a = leasing(redis.clone(), limits, 8);
+    let b = leasing(redis.clone(), limits, 8);
+    let sent = Arc::new(AtomicU64::new(0));
+    one(&a, &sent).await.expect("A leases 8");
+    one(&b, &sent).await.expect("B leases the 2 left");
+    one(&b, &sent).await.expect("B's credit");
+    let err = one(&b, &sent).await.expect_err("the bucket is empty");
+    assert!(err.downcast_ref::<RateLimited>().is_some(), "{err}");
+    assert_eq!(trips_of(&b), 2, "B: one lease and one refusal");
 }

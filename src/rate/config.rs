@@ -530,14 +530,18 @@ impl RateLimitBuilder {
         self
     }
 
-    /// Leases: a process takes `requests` requests' worth of each
+    /// Leases: a process takes up to `requests` requests' worth of each
     /// dimension from Redis in one round trip (`requests` × the cost of
-    /// the request that asked; fewer when a burst holds fewer), all or
-    /// none, and admits locally from it, so one admission in about
-    /// `requests` asks Redis, however saturated the limit. The request
-    /// that asks waits until the whole lease fits (and fail-fast judges
-    /// that wait); the others are then admitted from it at once. Settlements (refunds, charges) are kept with the lease
-    /// and sent with the next one; a 429's gate is still sent at once.
+    /// the request that asked; fewer when a burst holds fewer), and admits
+    /// locally from it, so one admission in about `requests` asks Redis.
+    /// A lease takes what fits now — one request's cost at least — so a
+    /// request is never kept waiting for credit it does not need. When
+    /// not even that fits, the request that asks waits until the whole
+    /// lease fits (and fail-fast judges that wait), so that a saturated
+    /// limit still costs one round trip in about `requests`; the others
+    /// are then admitted from it at once. Settlements (refunds, charges)
+    /// are kept with the lease and sent with the next one; a 429's gate is
+    /// still sent at once.
     /// Unused units go back with the next lease, or once a lease is a
     /// second old.
     ///

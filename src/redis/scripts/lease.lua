@@ -8,10 +8,12 @@
 -- last lease, as a bound on the net counter (remaining + the counter after
 -- that request's reservation, modulo 2^50; -1: none) — what tighten.lua
 -- applies, folded into this call so that a lease costs one round trip.
--- Reserves k multiples of the cost, all or none (k lowered to what a
--- burst holds, at least one): returns {0, k, then the net counter of every
--- dimension after it}; else as admit.lua ({1, wait
--- ns until the k multiples fit, dimension or -1}; {2, dimension, burst}).
+-- Reserves as many of k multiples of the cost as fit now (k lowered to
+-- what a burst holds), so that a request is never kept waiting, or
+-- refused, for credit it does not need: returns {0, m, then the net
+-- counter of every dimension after it}. When not even one fits, as
+-- admit.lua, with the wait until all k fit ({1, wait ns, dimension or
+-- -1}; {2, dimension, burst}).
 -- The corrections and bounds are applied either way, the bounds first (they
 -- are counted against the counter as it stood before these corrections).
 local k = tonumber(ARGV[2])
@@ -57,8 +59,8 @@ end
 if gate > now then
   return denied({1, gate - now, -1})
 end
--- k multiples, all or none, as one cost of k times the request's (never
--- more than a burst holds: k shrinks to fit the smallest).
+-- The multiples that fit now (never more than a burst holds), at most k.
+local fit = k
 for i = 1, n do
   local interval = tonumber(ARGV[5 * i - 2])
   local burst = tonumber(ARGV[5 * i - 1])
@@ -68,25 +70,33 @@ for i = 1, n do
       return denied({2, i - 1, burst})
     end
     k = math.min(k, math.floor(burst / cost))
+    local room = (now + burst * interval - math.max(tats[i], now)) / (cost * interval)
+    fit = math.min(fit, math.floor(room))
   end
 end
 k = math.max(k, 1)
-local latest = -1
-local worst = 0
-for i = 1, n do
-  local interval = tonumber(ARGV[5 * i - 2])
-  local burst = tonumber(ARGV[5 * i - 1])
-  local cost = tonumber(ARGV[5 * i])
-  if interval > 0 and cost > 0 then
-    local at = tats[i] + k * cost * interval - burst * interval
-    if at > latest then
-      latest = at
-      worst = i - 1
+if fit < 1 then
+  -- None fits: the wait for all k, so that under saturation one lease
+  -- still serves about k admissions.
+  local latest = -1
+  local worst = 0
+  for i = 1, n do
+    local interval = tonumber(ARGV[5 * i - 2])
+    local burst = tonumber(ARGV[5 * i - 1])
+    local cost = tonumber(ARGV[5 * i])
+    if interval > 0 and cost > 0 then
+      local at = math.max(tats[i], now) + k * cost * interval - burst * interval
+      if at > latest then
+        latest = at
+        worst = i - 1
+      end
     end
   end
-end
-if latest > now then
-  return denied({1, latest - now, worst})
+  if latest > now then
+    return denied({1, latest - now, worst})
+  end
+else
+  k = math.min(k, fit)
 end
 for i = 1, n do
   local interval = tonumber(ARGV[5 * i - 2])
