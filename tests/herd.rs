@@ -243,3 +243,53 @@ async fn through_the_stack_the_herd_stays_within_the_budget_and_the_rate() {
     // The limiter's bound over everything the upstream saw.
     Timeline::of_times(all).assert_sliding_bound(limit, Duration::ZERO, "stack herd");
 }
+
+/// Guards "after expiry the rate, not the herd, sets the pace": the same
+/// herd through the `Stack` (default budget: 300 retries) under 1,200
+/// requests a minute bursting to 1,000 (one unit per 50 ms). The first
+/// wave empties the bucket, so by the advice's end it holds only what
+/// refilled — 20 a second, about 200 at 10.1 s — fewer than the 300
+/// retries the budget lets through: the limiter admits those at once and
+/// paces the rest at 20 a second. No retry arrives before 10 s after its
+/// 429; no second of retries holds more than the 222 refilled by 11.1 s
+/// (+1 for the window's closed end); they span at least 3 s; and every
+/// window of the upstream's 1,300 arrivals keeps the sliding bound.
+#[tokio::test(start_paused = true)]
+async fn after_expiry_the_rate_limit_paces_the_herds_return() {
+    let t0 = Instant::now();
+    let latency = 100 * MS;
+    let stamps = Stamps::default();
+    let limit = Limit::new(1_200, Duration::from_secs(60), 1_000).expect("limit");
+    let svc = Stack::builder()
+        .limits(Limits::unlimited().requests(limit))
+        .service(upstream(stamps.clone(), t0, latency));
+    let answers = herd(svc).await;
+
+    let all = stamps.since(t0);
+    assert_eq!(all.iter().filter(|&&t| t < MS).count(), CALLERS);
+    let retries: Vec<Duration> = all.iter().copied().filter(|&t| t >= MS).collect();
+    let ok = answers.iter().filter(|(s, _, _)| *s == 200).count();
+    assert_eq!(ok, retries.len(), "every retry succeeded");
+    let bound = 10 * 10 + CALLERS / 5;
+    assert!(retries.len() <= bound, "{} > {bound}", retries.len());
+    assert!(retries.len() >= bound - 10, "{} retries", retries.len());
+
+    let s = spread(&retries, latency);
+    let timeline = Timeline::of_times(retries.iter().copied());
+    let (peak, peak_at) = timeline.max_window(Duration::from_secs(1));
+    // The retries by 11.1 s, a second after the first could come back.
+    let by_11_1 = timeline.units_in(Duration::ZERO, Duration::from_millis(11_100));
+    eprintln!(
+        "herd, stack at 1,200/min (burst 1,000): {s:?}; at most {peak} retries in a \
+         second (from {peak_at:?}), {by_11_1} by 11.1 s"
+    );
+    assert!(s.first >= ADVICE, "a retry before the advice: {s:?}");
+    // Refilled by 11.1 s: 11.1 s × 20 a second.
+    assert!(peak <= 222 + 1, "{peak} retries in a second");
+    assert!(
+        by_11_1 >= 200,
+        "the limiter admitted what had refilled: {by_11_1}"
+    );
+    assert!(s.span >= Duration::from_secs(3), "paced over {:?}", s.span);
+    Timeline::of_times(all).assert_sliding_bound(limit, Duration::ZERO, "paced herd");
+}

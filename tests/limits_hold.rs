@@ -341,7 +341,8 @@ fn real_upstream(
 }
 
 /// Guards the shared bound: two limiters sharing one Redis (two
-/// processes' worth), 8 callers each for 2.5 s of real time, keep
+/// processes' worth), 8 callers each for 2.5 s of real time (small
+/// prompts for the first half, large ones after), keep
 /// `burst + amount · (w + 100 ms) / per` in every window of their
 /// stamps, in requests and input tokens — one limit between them, with no
 /// window edge either.
@@ -408,9 +409,11 @@ async fn two_limiters_sharing_redis_hold_every_sliding_window() {
         requests.slack_needed(req_limit),
         tokens.slack_needed(tok_limit),
     );
-    // The shared limit was reached (the bound is not met by idling): the
-    // input tokens bind (≈ 160 a request), two-thirds of their 6,000 at
-    // least, with room for a loaded machine.
+    // The shared limit was reached (the bound is not met by idling): in
+    // the second half, of large prompts (≈ 160 tokens a request), the
+    // input tokens bind — two-thirds of their 6,000 at least, with room
+    // for a loaded machine. (In the first half, of small prompts, the
+    // requests bind.)
     assert!(worst_tokens.0 >= 4_000, "{worst_tokens:?}");
     assert_eq!(redis.errors(), 0);
     for layer in &layers {

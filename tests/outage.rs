@@ -1,6 +1,8 @@
 //! Step 10, item 5: an outage. The upstream answers 503 to everything for
 //! 60 s (paused time) while 200 callers keep sending, each request with a
-//! 3 s `Deadline`, through the whole `Stack` with the default retry but
+//! 3 s `Deadline` (every 20th call stalls 10 s before its 503, so some
+//! attempts are still waiting at the deadline), through the whole `Stack`
+//! with the default retry but
 //! for 10 attempts instead of 3 (500 ms doubling backoff with full jitter,
 //! a budget of 10 retries a second plus 20 % of requests over 10 s): so
 //! the budget and the deadline, not the attempt count, are what stop
@@ -42,14 +44,20 @@ const RUN: Duration = Duration::from_secs(70);
 /// Each caller's pause between one answer and its next request.
 const THINK: Duration = Duration::from_secs(1);
 const LATENCY: Duration = Duration::from_millis(50);
+/// During the outage every 20th call stalls this long before its 503 (a
+/// hung upstream), so some attempts are still waiting at their request's
+/// deadline and must be cut there.
+const STALL: Duration = Duration::from_secs(10);
+const STALL_EVERY: usize = 20;
 
 /// The default budget's settings (`RetryBuilder::default`).
 const TTL_SECS: usize = 10;
 const MIN_PER_SEC: usize = 10;
 const RATIO: f64 = 0.2;
 
-/// A stub upstream answering after 50 ms: 503 until the outage ends, 200
-/// after; every call's instant is kept.
+/// A stub upstream answering after 50 ms: 503 until the outage ends (every
+/// 20th call of it after a 10 s stall), 200 after; every call's instant is
+/// kept.
 fn upstream(
     stamps: Arc<Mutex<Vec<Instant>>>,
     t0: Instant,
@@ -59,10 +67,15 @@ fn upstream(
 + 'static {
     service_fn(move |_req: Request<ReplayBody>| {
         let now = Instant::now();
-        stamps.lock().expect("stamps").push(now);
+        let n = {
+            let mut stamps = stamps.lock().expect("stamps");
+            stamps.push(now);
+            stamps.len()
+        };
         let down = now < t0 + OUTAGE;
+        let stalled = down && n % STALL_EVERY == 0;
         async move {
-            sleep(LATENCY).await;
+            sleep(if stalled { STALL } else { LATENCY }).await;
             let res = if down {
                 Response::builder()
                     .status(503)
@@ -199,6 +212,15 @@ async fn an_outage_costs_at_most_the_budget_and_every_caller_is_answered_in_time
     // A request sent just before the end may retry into the recovery.
     let recovered_late = during.iter().filter(|a| a.status == Some(200)).count();
     assert_eq!(unavailable + timed_out + recovered_late, during.len());
+    // The stalled attempts were cut at their deadline, typed.
+    assert!(timed_out > 0, "no request met a stalled attempt");
+    assert!(
+        during
+            .iter()
+            .filter(|a| a.status.is_none())
+            .all(|a| a.elapsed == DEADLINE),
+        "DeadlineElapsed answered at its deadline"
+    );
     assert!(recovered_late <= during.iter().filter(|a| a.sent + DEADLINE > OUTAGE).count());
 
     // The budget's bound on retries.
