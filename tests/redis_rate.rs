@@ -481,3 +481,23 @@ async fn a_lease_takes_what_fits_now() {
     assert!(err.downcast_ref::<RateLimited>().is_some(), "{err}");
     assert_eq!(trips_of(&b), 2, "B: one lease and one refusal");
 }
+
+/// A lease's unused credit goes back once the lease is a second old, also
+/// when its process goes quiet: A leases 8 of 10 and sends nothing more;
+/// B gets the 2 left, and then A's 7 unused ones.
+#[tokio::test]
+async fn a_quiet_processs_unused_lease_goes_back() {
+    let Some(server) = RedisServer::get("redis_rate") else {
+        return;
+    };
+    let redis = server.handle().with_timeout(Duration::from_millis(500));
+    let limits = requests(10, Duration::from_secs(60), 10);
+    let a = leasing(redis.clone(), limits, 8);
+    let b = leasing(redis.clone(), limits, 1);
+    let sent = Arc::new(AtomicU64::new(0));
+    one(&a, &sent).await.expect("A leases 8");
+    assert_eq!(until_refused(&b).await, 2, "B gets the 2 A did not lease");
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    assert_eq!(until_refused(&b).await, 7, "A's unused 7, given back");
+    assert_eq!(a.remote_stats().expect("redis").failed_reconciles, 0);
+}

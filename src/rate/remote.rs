@@ -282,7 +282,11 @@ pub(crate) async fn attempt(
                 lease.taken = shared.now();
                 lease.net = net;
                 let position = lease.position();
+                let taken = lease.taken;
                 drop(lease);
+                if multiples > 1 {
+                    give_back_when_old(remote, group, taken);
+                }
                 Ok(Decision::Admitted(position))
             }
             Ok(Decision::Wait { wait, gate }) => {
@@ -370,6 +374,36 @@ pub(crate) async fn attempt(
         }
         _ => Err(failure.into()),
     }
+}
+
+/// Once the lease taken at `taken` is [`LEASE_MAX_AGE`] old and no later
+/// one replaced it, what is left of it goes back to Redis (with the
+/// corrections kept since), so a group that goes quiet does not keep
+/// other processes from credit it no longer uses. A task per lease with
+/// credit; it holds the group weakly (an evicted group's credit is not
+/// returned: it refills on its own).
+fn give_back_when_old(remote: &Remote, group: &Arc<Group>, taken: u64) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let store = Arc::clone(&remote.store);
+    let weak = Arc::downgrade(group);
+    runtime.spawn(async move {
+        tokio::time::sleep(LEASE_MAX_AGE).await;
+        let Some(group) = weak.upgrade() else { return };
+        let Some(cell) = group.lease.as_deref() else {
+            return;
+        };
+        let delta = {
+            let mut lease = lock(&cell.state);
+            if lease.taken != taken {
+                return;
+            }
+            lease.flush()
+        };
+        let limits = group.shared.limits_of(&group);
+        store.reconcile(slot(&group), limits, delta, Duration::ZERO);
+    });
 }
 
 /// Where `group` lives in Redis: a key pool's groups carry the pool's hash
