@@ -30,9 +30,11 @@
 //!   `--upstream`. The client's `x-api-key` / `authorization` is **not**
 //!   forwarded upstream (it is dropped, and never logged: tower-http's
 //!   `SetSensitiveRequestHeadersLayer`); any value is accepted.
-//! - Inbound concurrency is bounded (`--max-inflight`); ctrl-c or SIGTERM
-//!   stops accepting and lets requests in flight finish (axum's
-//!   `with_graceful_shutdown`).
+//! - Inbound concurrency is bounded (`--max-inflight`). Ctrl-c or SIGTERM
+//!   drains: new requests get 503 `overloaded_error` (`retry-after: 1`,
+//!   `connection: close`) and `/health` 503, while those in flight, streams
+//!   included, finish; then it stops accepting (axum's
+//!   `with_graceful_shutdown`) and exits.
 //!
 //! Point the official Python SDKs at it by base URL:
 //!

@@ -359,6 +359,32 @@ fn unknown_fields_are_refused_and_no_field_holds_a_secret() {
     assert_no_secret("the error", &format!("{e} {e:?}"));
 }
 
+/// A key pasted where a variable's name belongs (an Azure key is letters
+/// and digits, a valid name) is not repeated when no such variable is set;
+/// nor is a key written as a value of the wrong type or variant (serde
+/// quotes those).
+#[tokio::test]
+async fn a_key_pasted_in_place_of_a_name_or_value_is_not_repeated() {
+    let key = "Az7Kq2Wm9Xp4Rt6Yn3Lb8Vc5Gd1Hf0Js";
+    let toml = format!(
+        "[pool]\nauth = \"azure\"\n[[pool.keys]]\nlabel = \"a\"\napi_key_env = \"{key}\"\n"
+    );
+    let config = Config::from_toml_str(&toml).expect("parses");
+    let e = Stack::from_config_with_env(&config, |_| None).expect_err("unset");
+    assert_eq!(e.path, "pool.keys[0].api_key_env");
+    assert_eq!(e.kind, ConfigErrorKind::Invalid);
+    for e in [
+        e,
+        Config::from_toml_str(&format!("[rate]\nmax_groups = \"{key}\"\n")).expect_err("type"),
+        Config::from_toml_str(&format!("[pool]\nauth = \"{key}\"\n")).expect_err("variant"),
+        Config::from_json_str(&format!(r#"{{"rate":{{"max_groups":"{key}"}}}}"#))
+            .expect_err("json"),
+    ] {
+        let shown = format!("{e} {e:?}");
+        assert!(!shown.contains(&key[4..14]), "{shown}");
+    }
+}
+
 #[tokio::test]
 async fn a_missing_variable_is_named_with_its_field() {
     let config = Config::from_toml_str(EXAMPLE_TOML).expect("parses");

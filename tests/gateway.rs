@@ -4,30 +4,17 @@
 
 #![cfg(not(loom))]
 
+#[path = "support/gateway.rs"]
+mod client;
 #[path = "../examples/gateway/mod.rs"]
 mod gateway;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use client::{anthropic_body, openai_body, post, valid_answer};
 use gateway::{Gateway, Options, Secret};
 use tower_llm_resilience::sim::{self, SimConfig, Simulator};
-
-fn anthropic_body(model: &str, max_tokens: u64, stream: bool) -> String {
-    serde_json::json!({
-        "model": model, "max_tokens": max_tokens, "stream": stream,
-        "messages": [{"role": "user", "content": "Hello, gateway"}],
-    })
-    .to_string()
-}
-
-fn openai_body(model: &str, max_tokens: u64, stream: bool) -> String {
-    serde_json::json!({
-        "model": model, "max_tokens": max_tokens, "stream": stream,
-        "messages": [{"role": "user", "content": "Hello, gateway"}],
-    })
-    .to_string()
-}
 
 /// A tight quota on a fast clock: a provider minute lasts one second.
 fn tight(rpm: u64) -> Options {
@@ -39,40 +26,6 @@ fn tight(rpm: u64) -> Options {
         output_tokens: (5, 20),
         timeout: Duration::from_secs(60),
         ..Options::default()
-    }
-}
-
-async fn post(
-    client: &reqwest::Client,
-    url: String,
-    body: String,
-) -> reqwest::Result<reqwest::Response> {
-    client
-        .post(url)
-        .header("content-type", "application/json")
-        .header("x-api-key", "sk-client-whatever")
-        .header("authorization", "Bearer sk-client-whatever")
-        .body(body)
-        .send()
-        .await
-}
-
-/// Whether `body` is a complete answer of `api`'s shape with some text.
-fn valid_answer(anthropic: bool, body: &[u8]) -> bool {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return false;
-    };
-    if anthropic {
-        v["type"] == "message"
-            && v["content"][0]["text"]
-                .as_str()
-                .is_some_and(|t| !t.is_empty())
-            && v["usage"]["output_tokens"].as_u64().is_some_and(|n| n > 0)
-    } else {
-        v["object"] == "chat.completion"
-            && v["choices"][0]["message"]["content"]
-                .as_str()
-                .is_some_and(|t| !t.is_empty())
     }
 }
 
@@ -326,40 +279,104 @@ async fn metrics_and_request_ids() {
     gw.shutdown().await.expect("shuts down");
 }
 
-/// Shutdown stops accepting but lets a stream in flight finish.
+// ---- the body limit, before the body ----
+
+/// A request head for `/v1/messages` with these framing headers.
+fn raw_head(framing: &str) -> String {
+    format!(
+        "POST /v1/messages HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\nx-api-key: sk-client-whatever\r\nanthropic-version: 2023-06-01\r\n{framing}\r\n\r\n"
+    )
+}
+
+/// Reads until a whole response head is in, or the connection ends.
+async fn read_head(stream: &mut tokio::net::tcp::OwnedReadHalf) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// Guards "the body limit is enforced before the body is read", on a real
+/// socket: a request whose `content-length` says 64 MiB against a 1 MiB
+/// limit is answered 413 with not one body byte sent — so nothing of it
+/// was buffered — and never reaches the upstream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn graceful_shutdown_lets_a_stream_finish() {
+async fn a_body_declared_over_the_limit_is_refused_before_it_is_sent() {
+    use tokio::io::AsyncWriteExt;
     let o = Options {
-        token_latency: Duration::from_millis(20),
-        output_tokens: (30, 30),
-        ..tight(600)
+        body_limit: 1 << 20,
+        ..tight(1_000)
     };
     let gw = Gateway::start(&o).await.expect("gateway starts");
-    let url = gw.url();
-    let client = reqwest::Client::new();
-    let mut res = post(
-        &client,
-        format!("{url}/v1/messages"),
-        anthropic_body("claude-haiku-4-5", 64, true),
-    )
-    .await
-    .expect("answers");
-    let first = res.chunk().await.expect("reads").expect("a first chunk");
+    let addr = gw.url().trim_start_matches("http://").to_owned();
+    let stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connects");
+    let (mut rd, mut wr) = stream.into_split();
+    wr.write_all(raw_head(&format!("content-length: {}", 64 << 20)).as_bytes())
+        .await
+        .expect("head sent");
+    let head = tokio::time::timeout(Duration::from_secs(30), read_head(&mut rd))
+        .await
+        .expect("answered without the body");
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert_eq!(gw.sim().expect("embedded").counters().received, 0);
+    gw.shutdown().await.expect("shuts down");
+}
+
+/// A chunked upload (no length declared) over the limit is read no
+/// further than the limit: the 413 comes while the client is still
+/// sending, after at most the limit plus what the sockets' buffers hold —
+/// far from the 64 MiB offered — and the upstream never sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_body_over_the_limit_is_refused_within_the_limit() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+    use tokio::io::AsyncWriteExt;
+    const LIMIT: usize = 1 << 20;
+    const OFFERED: usize = 64 << 20;
+    let o = Options {
+        body_limit: LIMIT,
+        ..tight(1_000)
+    };
+    let gw = Gateway::start(&o).await.expect("gateway starts");
+    let addr = gw.url().trim_start_matches("http://").to_owned();
+    let stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connects");
+    let (mut rd, mut wr) = stream.into_split();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let sent = Arc::clone(&sent);
+        tokio::spawn(async move {
+            wr.write_all(raw_head("transfer-encoding: chunked").as_bytes())
+                .await?;
+            let chunk = [b' '; 64 * 1024];
+            let framed = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+            while sent.load(Ordering::SeqCst) < OFFERED {
+                wr.write_all(&framed).await?;
+                sent.fetch_add(chunk.len(), Ordering::SeqCst);
+            }
+            wr.write_all(b"0\r\n\r\n").await
+        })
+    };
+    let head = tokio::time::timeout(Duration::from_secs(30), read_head(&mut rd))
+        .await
+        .expect("answered while sending");
+    let at_answer = sent.load(Ordering::SeqCst);
+    writer.abort();
+    eprintln!("413 after {at_answer} B of a {OFFERED} B chunked body (limit {LIMIT} B)");
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
     assert!(
-        std::str::from_utf8(&first)
-            .expect("utf-8")
-            .contains("message_start")
+        at_answer <= LIMIT + (16 << 20),
+        "{at_answer} B sent before the 413"
     );
-    let stopping = tokio::spawn(gw.shutdown());
-    let mut rest = String::new();
-    while let Some(chunk) = res.chunk().await.expect("the stream is not cut") {
-        rest.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
-    }
-    assert!(rest.contains("event: message_stop"), "{rest}");
-    stopping.await.expect("task").expect("shuts down");
-    let after = reqwest::Client::new()
-        .get(format!("{url}/health"))
-        .send()
-        .await;
-    assert!(after.is_err(), "no longer accepting");
+    assert_eq!(gw.sim().expect("embedded").counters().received, 0);
+    gw.shutdown().await.expect("shuts down");
 }

@@ -12,43 +12,29 @@ mod support;
 
 use std::alloc::System;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
+use support::alloc::{allocated, live, serial};
 use support::http::{post_json, text};
 use tower::{Service, ServiceExt, service_fn};
 use tower_layer::Layer;
-use tower_llm_resilience::cache::{CacheKey, CacheStore, CachedResponse, MemoryStore, TenantId};
+use tower_llm_resilience::budget::{BudgetLayer, Cap, Clock, MemoryBudgetStore, Period, Scope};
+use tower_llm_resilience::cache::{
+    CacheKey, CacheLayer, CacheStore, CachedResponse, DefaultKeyPolicy, MemoryStore, TenantId,
+};
 use tower_llm_resilience::fallback::{FallbackLayer, Target};
-use tower_llm_resilience::rate::{Limit, Limits, RateLimitLayer};
+use tower_llm_resilience::rate::{AuthStyle, KeyPool, Limit, Limits, RateLimitLayer};
 use tower_llm_resilience::request::ReplayBody;
 
 // ---- the counting allocator ----
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
-
-/// Heap bytes live now.
-fn live() -> usize {
-    let s = GLOBAL.stats();
-    s.bytes_allocated.saturating_sub(s.bytes_deallocated)
-}
-
-/// Heap bytes allocated so far (growth by `realloc` included: stats_alloc
-/// counts it there).
-fn allocated() -> usize {
-    GLOBAL.stats().bytes_allocated
-}
-
-/// One test at a time: each measures the whole process's heap.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 // ---- helpers ----
 
@@ -415,4 +401,224 @@ async fn a_million_keys_stay_under_the_caps() {
     // aliases under 1 KiB each.
     let bound = MAX_GROUPS * 1024 + (CAPACITY as usize) * 5 / 4 + 16 * 1024 * 1024;
     assert!(held <= bound, "{held} B held, bound {bound} B");
+}
+
+// ---- a million tenants: limiter, key pool, budgets, cache ----
+
+/// The most counters the budget store holds here.
+const MAX_COUNTERS: usize = 5_000;
+/// The heap a counter of a short tenant name takes, at most (571 B
+/// measured: the counter in the map and in the eviction order, sharing
+/// its names).
+const COUNTER_BYTES: usize = 640;
+
+/// Request `i` of tenant `i`, for model `i`.
+fn tenant_msg(i: usize) -> Request<ReplayBody> {
+    let mut req = msg("sk-caller", &format!("model-{i:09}"));
+    req.headers_mut().insert(
+        "x-tenant",
+        HeaderValue::from_str(&format!("tenant-{i:09}")).expect("value"),
+    );
+    req
+}
+
+/// A budget of 1,000,000 tokens a day per tenant (the `x-tenant` header),
+/// in `store`, on a clock whose day is `day`.
+fn per_tenant_budget(store: &Arc<MemoryBudgetStore>, day: &Arc<AtomicU64>) -> BudgetLayer {
+    let day = Arc::clone(day);
+    let clock = Clock::new(move || {
+        UNIX_EPOCH + Duration::from_secs(1_800_000_000 + 86_400 * day.load(Ordering::SeqCst))
+    });
+    BudgetLayer::builder()
+        .cap(Cap::tokens(
+            "per-tenant",
+            Scope::TENANT,
+            Period::day(),
+            1_000_000,
+        ))
+        .tenant_header(http::HeaderName::from_static("x-tenant"))
+        .store(Arc::clone(store))
+        .clock(clock)
+        .build()
+        .expect("budget")
+}
+
+/// Distinct tenants (each its own budget counter and cache namespace) and
+/// models (each its own limiter group per pool key) through the cache, a
+/// per-tenant budget and a rate limiter choosing from a key pool
+/// (1,000,000 in release builds; 15,000 by default in debug ones;
+/// `HARDEN_KEYS=n` sets it). The budget's day turns every `MAX_COUNTERS`
+/// / 2 tenants, so counters of ended days may go. Every map stays at its
+/// cap, every request is answered, and the heap held stays under the
+/// bound the caps allow.
+#[tokio::test(start_paused = true)]
+async fn a_million_tenants_stay_under_the_caps() {
+    let _serial = serial();
+    const MAX_GROUPS: usize = 5_000;
+    const CAPACITY: u64 = 8 * 1024 * 1024;
+    const POOL_KEYS: usize = 8;
+    let n: usize = std::env::var("HARDEN_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if cfg!(debug_assertions) {
+            15_000
+        } else {
+            1_000_000
+        });
+    let base = live();
+    let started = std::time::Instant::now();
+
+    let pool = (0..POOL_KEYS)
+        .fold(KeyPool::builder(AuthStyle::Anthropic), |b, i| {
+            b.key(format!("k{i}"), format!("sk-pool-{i:04}"))
+        })
+        .build()
+        .expect("pool");
+    let rate = RateLimitLayer::builder()
+        .limits(one_a_minute())
+        .max_groups(MAX_GROUPS)
+        .key_pool(pool.clone())
+        .build()
+        .expect("rate");
+    let day = Arc::new(AtomicU64::new(0));
+    let clock = {
+        let day = Arc::clone(&day);
+        Clock::new(move || {
+            UNIX_EPOCH + Duration::from_secs(1_800_000_000 + 86_400 * day.load(Ordering::SeqCst))
+        })
+    };
+    let store = Arc::new(MemoryBudgetStore::new(MAX_COUNTERS));
+    let budget = BudgetLayer::builder()
+        .cap(Cap::tokens(
+            "per-tenant",
+            Scope::TENANT,
+            Period::day(),
+            1_000_000,
+        ))
+        .tenant_header(http::HeaderName::from_static("x-tenant"))
+        .store(Arc::clone(&store))
+        .clock(clock)
+        .build()
+        .expect("budget");
+    let tenant_of = |req: &Request<ReplayBody>| {
+        req.headers()
+            .get("x-tenant")
+            .and_then(|v| v.to_str().ok())
+            .map(Arc::<str>::from)
+    };
+    let cache = CacheLayer::builder()
+        .capacity(CAPACITY)
+        .key_policy(DefaultKeyPolicy::new().with_tenant(tenant_of))
+        .build()
+        .expect("cache");
+    let svc = cache.layer(budget.layer(rate.layer(upstream())));
+    for i in 0..n {
+        if i % (MAX_COUNTERS / 2) == 0 {
+            day.fetch_add(1, Ordering::SeqCst);
+        }
+        let res = svc.clone().oneshot(tenant_msg(i)).await.expect("answered");
+        assert_eq!(res.status(), StatusCode::OK, "request {i}");
+        assert_eq!(text(res).await.len(), ok_json().body().len());
+        if i % 5_000 == 4_999 {
+            assert!(rate.stats().len() <= MAX_GROUPS);
+            assert!(store.len() <= MAX_COUNTERS);
+        }
+    }
+    let took = started.elapsed();
+    let groups = rate.stats().len();
+    let counters = store.counters();
+    let reserved: u64 = counters.iter().map(|(_, b)| b.reserved).sum();
+    let entries = cache.store().len();
+    let held = live().saturating_sub(base);
+    println!(
+        "{n} tenants in {took:?}: {groups} groups, {} budget counters, {entries} cache entries ({} B weighed), {} pool keys; heap held {held} B, {} B per group + counter + entry",
+        counters.len(),
+        cache.store().weight(),
+        pool.len(),
+        held / (groups + counters.len() + entries).max(1),
+    );
+    assert!(groups <= MAX_GROUPS, "{groups} groups");
+    assert!(
+        counters.len() <= MAX_COUNTERS,
+        "{} counters",
+        counters.len()
+    );
+    assert_eq!(reserved, 0, "budget reservations left");
+    assert!(cache.store().weight() <= CAPACITY);
+    assert_eq!(cache.in_flight(), 0);
+    assert_eq!(pool.stats().len(), POOL_KEYS);
+    // Groups ~1 KiB each, counters under COUNTER_BYTES each, the store its capacity
+    // within 25 %, 16 Ki aliases under 1 KiB each.
+    let bound =
+        MAX_GROUPS * 1024 + MAX_COUNTERS * 512 + (CAPACITY as usize) * 5 / 4 + 16 * 1024 * 1024;
+    assert!(held <= bound, "{held} B held, bound {bound} B");
+}
+
+/// A full `MemoryBudgetStore` (tenants turning over with the day) holds
+/// under `COUNTER_BYTES` of heap per counter.
+#[tokio::test(start_paused = true)]
+async fn a_full_budget_store_holds_under_its_bound_per_counter() {
+    let _serial = serial();
+    let day = Arc::new(AtomicU64::new(0));
+    let store = Arc::new(MemoryBudgetStore::new(MAX_COUNTERS));
+    let base = live();
+    let budget = per_tenant_budget(&store, &day);
+    let svc = budget.layer(upstream());
+    for i in 0..2 * MAX_COUNTERS {
+        if i % (MAX_COUNTERS / 2) == 0 {
+            day.fetch_add(1, Ordering::SeqCst);
+        }
+        let res = svc.clone().oneshot(tenant_msg(i)).await.expect("answered");
+        assert_eq!(res.status(), StatusCode::OK, "request {i}");
+        let _ = text(res).await;
+    }
+    let held = live().saturating_sub(base);
+    let counters = store.len();
+    println!(
+        "{counters} budget counters: heap held {held} B, {} B per counter",
+        held / counters.max(1)
+    );
+    assert_eq!(counters, MAX_COUNTERS);
+    assert!(
+        held <= MAX_COUNTERS * COUNTER_BYTES,
+        "{held} B held for {counters} counters"
+    );
+}
+
+/// A tenant name is kept bounded in a counter (as model names are: at
+/// most 256 bytes), so 64 KiB tenant names cost a counter no more than
+/// 2 KiB: the store's bound in bytes is its bound in counters.
+#[tokio::test(start_paused = true)]
+async fn long_tenant_names_are_kept_bounded_in_budget_counters() {
+    let _serial = serial();
+    const MAX: usize = 500;
+    let day = Arc::new(AtomicU64::new(1));
+    let store = Arc::new(MemoryBudgetStore::new(MAX));
+    let base = live();
+    let svc = per_tenant_budget(&store, &day).layer(upstream());
+    let long = "t".repeat(64 * 1024);
+    for i in 0..MAX {
+        let mut req = msg("sk-caller", "m");
+        req.headers_mut().insert(
+            "x-tenant",
+            HeaderValue::from_str(&format!("{i}-{long}")).expect("value"),
+        );
+        let res = svc.clone().oneshot(req).await.expect("answered");
+        assert_eq!(res.status(), StatusCode::OK, "request {i}");
+        let _ = text(res).await;
+    }
+    let held = live().saturating_sub(base);
+    println!(
+        "{MAX} counters of 64 KiB tenant names: heap held {held} B, {} B per counter",
+        held / MAX
+    );
+    assert_eq!(store.len(), MAX);
+    assert!(held <= MAX * 2048, "{held} B held for {MAX} counters");
+    for (counter, _) in store.counters() {
+        assert!(
+            counter.id().len() <= 3 * 256 + 64,
+            "a counter named in {} B",
+            counter.id().len()
+        );
+    }
 }

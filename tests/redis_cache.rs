@@ -1,88 +1,31 @@
 //! The Redis cache store against a real Redis: an entry written by one
 //! cache layer is a hit in another (two "processes" sharing one server),
 //! TTL expiry by Redis, the entry size limit, tenant isolation (also when
-//! the stored values are swapped under the keys), a dead server as misses
-//! within the timeout and hits again once it is back, and no key material
-//! in any Redis key or value. Every test skips with one line without a
+//! the stored values are swapped under the keys), and no key material in
+//! any Redis key or value (its faults — a dead or slow server, `SCRIPT
+//! FLUSH` — are in `redis_faults`). Every test skips with one line without a
 //! Redis (see `support::redis`).
 
 mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{Request, Response};
-use tower::{ServiceExt, service_fn};
+use tower::service_fn;
 use tower_layer::Layer;
 use tower_llm_resilience::BoxError;
-use tower_llm_resilience::cache::{CacheLayer, CacheStatus, Status};
+use tower_llm_resilience::cache::{CacheLayer, Status};
 use tower_llm_resilience::redis::{Redis, RedisStore};
 use tower_llm_resilience::request::ReplayBody;
 use tower_llm_resilience::response::ResponseBody;
 
+use support::cache::{ANSWER, PROMPT, ask, send, upstream, written};
 use support::redis::RedisServer;
 
 const KEY_A: &str = "sk-ant-api03-SECRET-AAAA";
 const KEY_B: &str = "sk-ant-api03-SECRET-BBBB";
-const PROMPT: &str = r#"{"model":"claude-haiku-4-5","max_tokens":16,"temperature":0,"messages":[{"role":"user","content":"2+2?"}]}"#;
-const ANSWER: &str = r#"{"id":"msg_1","type":"message","content":[{"type":"text","text":"4"}],"usage":{"input_tokens":5,"output_tokens":1}}"#;
-
-fn ask(key: &str) -> Request<ReplayBody> {
-    support::http::anthropic(
-        "https://api.anthropic.com/v1/messages",
-        key,
-        PROMPT.to_owned(),
-    )
-}
-
-/// An upstream answering `body` as JSON, counting its calls.
-fn upstream(calls: Arc<AtomicUsize>, body: String) -> impl support::ReplayService {
-    service_fn(move |_req: Request<ReplayBody>| {
-        calls.fetch_add(1, Ordering::SeqCst);
-        let body = body.clone();
-        async move {
-            Ok::<_, BoxError>(
-                Response::builder()
-                    .header("content-type", "application/json")
-                    .header("request-id", "req_1")
-                    .body(ResponseBody::full(body))
-                    .expect("response"),
-            )
-        }
-    })
-}
-
-/// Sends `req` through `svc`, reads the whole body (the commit happens at
-/// its end): the cache status and the body.
-async fn send<S: support::ReplayService>(
-    svc: &mut S,
-    req: Request<ReplayBody>,
-) -> (Status, String) {
-    let res = svc
-        .ready()
-        .await
-        .expect("ready")
-        .call(req)
-        .await
-        .expect("call");
-    let status = res
-        .extensions()
-        .get::<CacheStatus>()
-        .expect("cache status")
-        .status;
-    (status, support::http::text(res).await)
-}
-
-/// Waits until `store` has written `n` entries (writes are spawned after
-/// the body ends).
-async fn written(store: &RedisStore, n: u64) {
-    let give_up = Instant::now() + Duration::from_secs(5);
-    while store.stats().writes < n {
-        assert!(Instant::now() < give_up, "not written: {:?}", store.stats());
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
 
 /// A second handle on the same server and prefix as `redis`: another
 /// process's view.
@@ -321,61 +264,6 @@ async fn a_tenants_entry_is_never_served_to_another_even_under_its_redis_key() {
 }
 
 #[tokio::test]
-async fn a_dead_redis_is_a_bounded_miss_and_hits_resume_when_it_is_back() {
-    let Some(_probe) = RedisServer::get("redis_cache") else {
-        return;
-    };
-    let mut server = RedisServer::start().expect("redis-server");
-    let port = server.port.expect("port");
-    let timeout = Duration::from_millis(100);
-    let store = RedisStore::new(server.handle().with_timeout(timeout));
-    let calls = Arc::new(AtomicUsize::new(0));
-    let mut svc = CacheLayer::builder()
-        .store(store.clone())
-        .build()
-        .expect("cache")
-        .layer(upstream(calls.clone(), ANSWER.into()));
-    assert_eq!(send(&mut svc, ask(KEY_A)).await.0, Status::Miss);
-    written(&store, 1).await;
-    assert_eq!(send(&mut svc, ask(KEY_A)).await.0, Status::Hit);
-
-    server.kill();
-    for _ in 0..3 {
-        let started = Instant::now();
-        let (status, body) = send(&mut svc, ask(KEY_A)).await;
-        // A miss answered by upstream, not an error and not a hang: the
-        // read gives up within its timeout (the bound here only catches a
-        // hang; the write after it is spawned, not waited for).
-        assert_eq!((status, body.as_str()), (Status::Miss, ANSWER));
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "{:?}",
-            started.elapsed()
-        );
-    }
-    assert_eq!(calls.load(Ordering::SeqCst), 4);
-    let stats = store.stats();
-    assert!(stats.failures >= 3, "{stats:?}");
-    assert!(store.redis().errors() >= 3);
-
-    // Back (empty: the server keeps nothing): the next miss is stored
-    // again and then hit.
-    let _back = RedisServer::start_on(port).expect("restart");
-    let give_up = Instant::now() + Duration::from_secs(10);
-    loop {
-        if send(&mut svc, ask(KEY_A)).await.0 == Status::Hit {
-            break;
-        }
-        assert!(
-            Instant::now() < give_up,
-            "no hit after Redis came back: {:?}",
-            store.stats()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-#[tokio::test]
 async fn no_key_material_reaches_any_redis_key_or_value() {
     let Some(server) = RedisServer::get("redis_cache") else {
         return;
@@ -444,45 +332,6 @@ async fn no_key_material_reaches_any_redis_key_or_value() {
 }
 
 #[tokio::test]
-async fn a_slow_redis_is_a_miss_within_the_timeout() {
-    let Some(_probe) = RedisServer::get("redis_cache") else {
-        return;
-    };
-    let server = RedisServer::start().expect("redis-server");
-    let timeout = Duration::from_millis(100);
-    let store = RedisStore::new(server.handle().with_timeout(timeout));
-    let calls = Arc::new(AtomicUsize::new(0));
-    let mut svc = CacheLayer::builder()
-        .store(store.clone())
-        .build()
-        .expect("cache")
-        .layer(upstream(calls.clone(), ANSWER.into()));
-    assert_eq!(send(&mut svc, ask(KEY_A)).await.0, Status::Miss);
-    written(&store, 1).await;
-    assert_eq!(send(&mut svc, ask(KEY_A)).await.0, Status::Hit);
-
-    // A script that keeps the server busy for 2 s.
-    let server = Arc::new(server);
-    let busy = {
-        let server = Arc::clone(&server);
-        std::thread::spawn(move || {
-            let script = "local s = tonumber(redis.call('TIME')[1]) \
-                          while tonumber(redis.call('TIME')[1]) - s < 2 do end return 1";
-            server.command(&["EVAL", script, "0"])
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let started = Instant::now();
-    let (status, body) = send(&mut svc, ask(KEY_A)).await;
-    let waited = started.elapsed();
-    assert_eq!((status, body.as_str()), (Status::Miss, ANSWER));
-    // It gave up on Redis at its timeout, long before the server was free.
-    assert!(waited < Duration::from_millis(1500), "{waited:?}");
-    assert!(store.stats().failures >= 1, "{:?}", store.stats());
-    assert_eq!(busy.join().expect("busy"), ":1");
-}
-
-#[tokio::test]
 async fn two_prebuilt_stacks_share_one_redis_cache() {
     let Some(server) = RedisServer::get("redis_cache") else {
         return;
@@ -505,27 +354,4 @@ async fn two_prebuilt_stacks_share_one_redis_cache() {
         (Status::Hit, ANSWER.into())
     );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
-}
-
-#[tokio::test]
-async fn reads_recover_after_script_flush() {
-    let Some(_probe) = RedisServer::get("redis_cache") else {
-        return;
-    };
-    let server = RedisServer::start().expect("redis-server");
-    let store = RedisStore::new(server.handle());
-    let calls = Arc::new(AtomicUsize::new(0));
-    let mut svc = CacheLayer::builder()
-        .store(store.clone())
-        .build()
-        .expect("cache")
-        .layer(upstream(calls.clone(), ANSWER.into()));
-    assert_eq!(send(&mut svc, ask(KEY_A)).await.0, Status::Miss);
-    written(&store, 1).await;
-    assert_eq!(send(&mut svc, ask(KEY_A)).await.0, Status::Hit);
-    assert_eq!(server.command(&["SCRIPT", "FLUSH"]), "+OK");
-    // The read script is gone from the server: loaded again, still a hit.
-    assert_eq!(send(&mut svc, ask(KEY_A)).await.0, Status::Hit);
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
-    assert_eq!(store.stats().failures, 0, "{:?}", store.stats());
 }

@@ -3,115 +3,25 @@
 //! against the shared state — a 429 on key A seen by one makes the other
 //! skip A, the admissions over both keys together never exceed the keys'
 //! limits, and a calendar quota used up through one is used up for the
-//! other. Each test skips (one line) without Redis.
+//! other. Redis down is `redis_faults`'s. Each test skips (one line)
+//! without Redis.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod support;
 
-use std::convert::Infallible;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use http::{Request, Response, StatusCode};
-use http_body_util::BodyExt;
-use tower::{Service, ServiceExt, service_fn};
+use http::StatusCode;
 use tower_layer::Layer;
-use tower_llm_resilience::BoxError;
 use tower_llm_resilience::error::NoKeyAvailable;
-use tower_llm_resilience::rate::{
-    AuthStyle, CalendarQuota, KeyPool, Limit, Limits, PoolKey, RateLimitLayer,
-};
+use tower_llm_resilience::rate::{CalendarQuota, KeyPool, Limit, Limits, RateLimitLayer};
 use tower_llm_resilience::redis::{FailurePolicy, Redis};
-use tower_llm_resilience::request::ReplayBody;
 
+use support::eventually;
+use support::pool::{Seen, ok, pool, send, upstream};
 use support::redis::RedisServer;
-
-const KEY_A: &str = "sk-ant-api03-REDIS-POOL-AAAA";
-const KEY_B: &str = "sk-ant-api03-REDIS-POOL-BBBB";
-const BODY: &str =
-    r#"{"model":"claude-test","max_tokens":16,"messages":[{"role":"user","content":"Hi"}]}"#;
-
-/// A request with no credentials of its own (the pool gives it one).
-fn pooled() -> Request<ReplayBody> {
-    support::http::post_json(
-        "http://upstream/v1/messages",
-        &[("anthropic-version", support::http::ANTHROPIC_VERSION)],
-        BODY,
-    )
-}
-
-/// Which key each request reached the upstream with.
-#[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<&'static str>>>);
-
-impl Seen {
-    fn keys(&self) -> Vec<&'static str> {
-        self.0.lock().unwrap().clone()
-    }
-    fn count(&self, key: &str) -> usize {
-        self.0.lock().unwrap().iter().filter(|k| **k == key).count()
-    }
-}
-
-/// An upstream recording the key, answering `status(key, n)` (n: the
-/// key's count so far, this one included).
-fn upstream(
-    seen: Seen,
-    status: impl Fn(&str, usize) -> StatusCode + Clone + Send + Sync + 'static,
-) -> impl Service<Request<ReplayBody>, Response = Response<String>, Error = Infallible, Future: Send>
-+ Clone
-+ Send
-+ 'static {
-    service_fn(move |req: Request<ReplayBody>| {
-        let seen = seen.clone();
-        let status = status.clone();
-        async move {
-            let key = match req.headers().get("x-api-key").map(|v| v.to_str().unwrap()) {
-                Some(KEY_A) => "a",
-                Some(KEY_B) => "b",
-                _ => "none",
-            };
-            let n = {
-                let mut s = seen.0.lock().unwrap();
-                s.push(key);
-                s.iter().filter(|k| **k == key).count()
-            };
-            let code = status(key, n);
-            let mut res = Response::builder()
-                .status(code)
-                .header("content-type", "application/json");
-            let body = if code.is_success() {
-                r#"{"type":"message","usage":{"input_tokens":3,"output_tokens":2}}"#
-            } else {
-                res = res.header("retry-after", "20");
-                r#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}"#
-            };
-            Ok::<_, Infallible>(res.body(body.to_owned()).unwrap())
-        }
-    })
-}
-
-fn ok(_: &str, _: usize) -> StatusCode {
-    StatusCode::OK
-}
-
-/// A pool of keys a and b, each with `quota` if given: built anew per
-/// instance, as each process builds its own.
-fn pool(quota: Option<CalendarQuota>) -> KeyPool {
-    let key = |label, secret| {
-        let k = PoolKey::new(label, secret);
-        match quota {
-            Some(q) => k.quota(q),
-            None => k,
-        }
-    };
-    KeyPool::builder(AuthStyle::Anthropic)
-        .add_key(key("a", KEY_A))
-        .add_key(key("b", KEY_B))
-        .build()
-        .unwrap()
-}
 
 fn instance(redis: &Redis, limits: Limits, pool: KeyPool) -> RateLimitLayer {
     RateLimitLayer::builder()
@@ -124,31 +34,6 @@ fn instance(redis: &Redis, limits: Limits, pool: KeyPool) -> RateLimitLayer {
         .key_pool(pool)
         .build()
         .unwrap()
-}
-
-async fn send<S>(svc: &S) -> Result<StatusCode, BoxError>
-where
-    S: Service<
-            Request<ReplayBody>,
-            Response = Response<tower_llm_resilience::ResponseBody>,
-            Error = BoxError,
-        > + Clone,
-{
-    let res = svc.clone().oneshot(pooled()).await?;
-    let status = res.status();
-    res.into_body().collect().await?;
-    Ok(status)
-}
-
-/// Retries `f` for up to two seconds (reconciliations are spawned).
-async fn eventually(mut f: impl AsyncFnMut() -> bool) -> bool {
-    for _ in 0..40 {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
 }
 
 #[tokio::test]
@@ -283,47 +168,4 @@ async fn a_calendar_quota_used_up_through_one_instance_is_used_up_for_the_other(
     );
     assert_eq!(seen.count("a") + seen.count("b"), 7, "{:?}", seen.keys());
     assert_eq!(redis.errors(), 0);
-}
-
-#[tokio::test]
-async fn with_redis_down_a_pool_follows_its_failure_policy() {
-    // Nothing listens on port 1: every decision fails within the timeout.
-    let redis = Redis::new("redis://127.0.0.1:1")
-        .unwrap()
-        .with_timeout(Duration::from_millis(50));
-    let limits = Limits::unlimited().requests(Limit::per_minute(100).unwrap());
-    let layer = |policy| {
-        RateLimitLayer::builder()
-            .limits(limits)
-            .fail_fast(true)
-            .max_wait(Duration::from_millis(200))
-            .redis(redis.clone())
-            .redis_failure(policy)
-            .key_pool(pool(None))
-            .build()
-            .unwrap()
-    };
-    let seen = Seen::default();
-    let closed = layer(FailurePolicy::FailClosed).layer(upstream(seen.clone(), ok));
-    let err = send(&closed).await.expect_err("fail closed");
-    assert!(
-        err.downcast_ref::<tower_llm_resilience::error::BackendError>()
-            .is_some(),
-        "{err}"
-    );
-    assert!(seen.keys().is_empty());
-    // The local fallback at limit ÷ 2: 50 a minute, bursting to 50, over
-    // both keys of the pool (each with a key set).
-    let local = layer(FailurePolicy::Local { instances: 2 });
-    let svc = local.layer(upstream(seen.clone(), ok));
-    for _ in 0..100 {
-        assert_eq!(send(&svc).await.unwrap(), 200);
-    }
-    let err = send(&svc).await.expect_err("both local shares used");
-    assert!(err.downcast_ref::<NoKeyAvailable>().is_some(), "{err}");
-    assert_eq!((seen.count("a"), seen.count("b")), (50, 50));
-    assert_eq!(seen.count("none"), 0);
-    let open = layer(FailurePolicy::FailOpen).layer(upstream(seen.clone(), ok));
-    assert_eq!(send(&open).await.unwrap(), 200);
-    assert_eq!(seen.count("none"), 0);
 }

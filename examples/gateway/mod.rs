@@ -19,20 +19,31 @@
 //! Responses, SSE streams included, are passed through frame by frame as
 //! the upstream sends them; nothing buffers them. The stack's own refusals
 //! become the provider's error shape for the API the client called.
+//!
+//! Shutdown (ctrl-c, SIGTERM, [`Gateway::shutdown`]) drains first: the
+//! gateway keeps accepting, answers every new LLM request 503
+//! `overloaded_error` with `retry-after: 1` and `connection: close`, and
+//! `/health` 503 (a load balancer stops sending), while the requests in
+//! flight — their response bodies, streams included, to the end — finish.
+//! Once none is left (or after `--timeout` and a second more), it stops
+//! accepting and closes its idle connections (axum's graceful shutdown),
+//! then exits.
 
 #![allow(dead_code)] // each includer (example, tests) uses a part
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http_body_util::BodyExt;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tower::ServiceExt;
 use tower::limit::GlobalConcurrencyLimitLayer;
@@ -280,6 +291,107 @@ struct AppState {
     timeout: Duration,
     metrics: PrometheusHandle,
     counters: &'static Counters,
+    drain: Arc<Drain>,
+}
+
+/// The gateway's requests in flight, and whether it is draining (shutting
+/// down): what a shutdown waits for before it stops accepting.
+#[derive(Debug, Default)]
+pub(crate) struct Drain {
+    draining: AtomicBool,
+    in_flight: AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+impl Drain {
+    /// LLM requests admitted and not yet answered to the end of their body.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Whether new requests are refused.
+    pub(crate) fn draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Refuses new requests, then waits until none is in flight, for at
+    /// most `grace`.
+    async fn drain(&self, grace: Duration) {
+        self.draining.store(true, Ordering::SeqCst);
+        let _ = tokio::time::timeout(grace, async {
+            loop {
+                let idle = self.idle.notified();
+                tokio::pin!(idle);
+                idle.as_mut().enable();
+                if self.in_flight() == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        })
+        .await;
+    }
+}
+
+/// One request in flight: counted from admission until its response body
+/// ends or is dropped.
+struct InFlight(Arc<Drain>);
+
+impl InFlight {
+    fn new(drain: &Arc<Drain>) -> Self {
+        drain.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(Arc::clone(drain))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// Counts an LLM request in flight until its body ends; while draining,
+/// refuses it instead. Counted before the check, so a shutdown either sees
+/// the request or the request sees the shutdown.
+async fn drain_gate(State(drain): State<Arc<Drain>>, req: Request, next: Next) -> Response {
+    let guard = InFlight::new(&drain);
+    if drain.draining() {
+        drop(guard);
+        let api = if req.uri().path() == "/v1/chat/completions" {
+            Api::OpenAi
+        } else {
+            Api::Anthropic
+        };
+        let mut res = error(
+            api,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded_error",
+            "the gateway is shutting down; retry on another instance",
+            Some(Duration::from_secs(1)),
+        );
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return res;
+    }
+    let res = next.run(req).await;
+    // The guard lives in the body: dropped when it ends or is dropped.
+    res.map(|body| {
+        Body::new(body.map_frame(move |frame| {
+            let _ = &guard;
+            frame
+        }))
+    })
+}
+
+/// `/health`: 200 `ok`, or 503 `draining` once a shutdown started.
+async fn health(State(s): State<AppState>) -> Response {
+    if s.drain.draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
+    } else {
+        "ok".into_response()
+    }
 }
 
 /// The gateway's own request counters (also exported on `/metrics`).
@@ -326,6 +438,7 @@ pub(crate) struct Gateway {
     counters: &'static Counters,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
+    drain: Arc<Drain>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -420,6 +533,7 @@ impl Gateway {
             .service(HyperClient::new());
 
         let counters: &'static Counters = Box::leak(Box::default());
+        let drain = Arc::new(Drain::default());
         let state = AppState {
             stack,
             rate,
@@ -429,15 +543,20 @@ impl Gateway {
             timeout: o.timeout,
             metrics: recorder(),
             counters,
+            drain: Arc::clone(&drain),
         };
         let app = router(state, o);
 
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", o.port)).await?;
         let addr = listener.local_addr()?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (draining, grace) = (Arc::clone(&drain), o.timeout + Duration::from_secs(1));
         let server = tokio::spawn(async move {
             axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown_signal(rx))
+                .with_graceful_shutdown(async move {
+                    shutdown_signal(rx).await;
+                    draining.drain(grace).await;
+                })
                 .await
         });
         Ok(Gateway {
@@ -446,6 +565,7 @@ impl Gateway {
             counters,
             shutdown: Some(tx),
             server,
+            drain,
         })
     }
 
@@ -464,6 +584,19 @@ impl Gateway {
         self.counters
     }
 
+    /// Its requests in flight and whether it is draining.
+    pub(crate) fn drain(&self) -> &Drain {
+        &self.drain
+    }
+
+    /// Starts the shutdown [`shutdown`](Self::shutdown) waits for: new
+    /// requests are refused from now on, those in flight finish.
+    pub(crate) fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
     /// Waits until the server stops (ctrl-c, SIGTERM, or `shutdown`), then
     /// lets in-flight requests finish.
     pub(crate) async fn wait(&mut self) -> Result<(), BoxError> {
@@ -471,12 +604,10 @@ impl Gateway {
         Ok(())
     }
 
-    /// Stops accepting, waits for in-flight requests (axum's graceful
-    /// shutdown), then stops the simulator.
+    /// Drains (new requests refused, those in flight finished), stops
+    /// accepting (axum's graceful shutdown), then stops the simulator.
     pub(crate) async fn shutdown(mut self) -> Result<(), BoxError> {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+        self.begin_shutdown();
         self.wait().await?;
         if let Some(sim) = self.sim.take() {
             sim.shutdown().await;
@@ -525,7 +656,11 @@ fn router(state: AppState, o: &Options) -> Router {
     let llm = Router::new()
         .route("/v1/messages", post(anthropic))
         .route("/v1/chat/completions", post(openai))
-        .route_layer(GlobalConcurrencyLimitLayer::new(o.max_inflight));
+        .route_layer(GlobalConcurrencyLimitLayer::new(o.max_inflight))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state.drain),
+            drain_gate,
+        ));
     // The outermost layer is listed first (tower's ServiceBuilder order).
     let middleware = tower::ServiceBuilder::new()
         .layer(SetSensitiveRequestHeadersLayer::new(sensitive))
@@ -544,7 +679,7 @@ fn router(state: AppState, o: &Options) -> Router {
             o.timeout + Duration::from_secs(1),
         ));
     llm.route("/metrics", get(metrics_text))
-        .route("/health", get(|| async { "ok" }))
+        .route("/health", get(health))
         .layer(middleware)
         .with_state(state)
 }
@@ -705,7 +840,7 @@ fn refusal(api: Api, e: &BoxError) -> Response {
             None,
         );
     }
-    if e.is::<BodyTooLarge>() {
+    if body_too_large(e) {
         return error(
             api,
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -722,6 +857,22 @@ fn refusal(api: Api, e: &BoxError) -> Response {
         "the upstream could not be reached",
         None,
     )
+}
+
+/// Whether the request body was refused for its size: by the stack
+/// ([`BodyTooLarge`]), or by the `RequestBodyLimitLayer` in front of it,
+/// whose body fails with `LengthLimitError` (wrapped by axum's body) when a
+/// chunked upload passes the limit mid-read — a declared length over it is
+/// answered 413 before the handler runs.
+fn body_too_large(e: &BoxError) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e.as_ref());
+    while let Some(err) = cur {
+        if err.is::<BodyTooLarge>() || err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// An error in the shape of `api`, with `retry-after` (whole seconds,

@@ -38,7 +38,10 @@ impl Scope {
         key: false,
         model: false,
     };
-    /// One counter per API key ([`KeyId`](crate::KeyId)).
+    /// One counter per API key ([`KeyId`](crate::KeyId)) the request
+    /// carries here, above the rate limiter — so not a
+    /// [`KeyPool`](crate::rate::KeyPool)'s key, which is chosen below
+    /// (cap those with the pool's calendar quotas).
     pub const KEY: Scope = Scope {
         tenant: false,
         key: true,

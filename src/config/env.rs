@@ -32,7 +32,10 @@ impl<'a> Env<'a> {
     }
 
     /// The variable `name`, named by the field at `path`: set and not
-    /// empty, or an error naming the field and the variable.
+    /// empty, or an error naming the field and the variable — but a name
+    /// with lower-case letters is not repeated: it may be an API key
+    /// pasted in the variable's place (variables are upper case by
+    /// custom), and the error then names only the field.
     pub(crate) fn secret(&mut self, path: &str, name: &str) -> Result<Secret, ConfigError> {
         let valid =
             !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
@@ -44,6 +47,11 @@ impl<'a> Env<'a> {
         }
         match (self.lookup)(name) {
             Some(v) if !v.is_empty() => Ok(Secret(v)),
+            _ if name.bytes().any(|b| b.is_ascii_lowercase()) => Err(ConfigError::invalid(
+                path,
+                "the environment variable this field names is unset or empty \
+                 (a name with lower-case letters is not repeated: it may be a key)",
+            )),
             Some(_) => Err(ConfigError::invalid(
                 path,
                 format!("the environment variable `{name}` is empty"),

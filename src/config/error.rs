@@ -30,8 +30,9 @@ pub enum ConfigErrorKind {
 /// `pool.keys[1].api_key_env`).
 ///
 /// Neither `reason` nor `Display` repeats a value read from the
-/// environment, and a TOML error is reported by its message and position,
-/// not by the line of the file it is on.
+/// environment, nor a value or unknown field name the parser quotes (an
+/// API key pasted in the wrong place): a TOML error is reported by its
+/// message and position, not by the line of the file it is on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ConfigError {
@@ -89,6 +90,38 @@ impl ConfigError {
     }
 }
 
+/// A parser's message without the input it quotes: serde repeats a value
+/// it rejects (`invalid type: string "…"`) and a name it does not know
+/// (``unknown field `…` ``), either of which may be an API key pasted in
+/// the wrong place. Both become `…`; the names it expected stay.
+pub(crate) fn scrub(message: &str) -> String {
+    const NAMED: [&str; 2] = ["unknown field `", "unknown variant `"];
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(c) = rest.chars().next() {
+        if c == '"' {
+            out.push_str("\"…\"");
+            rest = &rest[1..];
+            let mut escaped = false;
+            let end = rest.char_indices().find(|&(_, c)| {
+                let close = c == '"' && !escaped;
+                escaped = c == '\\' && !escaped;
+                close
+            });
+            rest = end.map_or("", |(i, _)| &rest[i + 1..]);
+        } else if let Some(prefix) = NAMED.iter().find(|p| rest.starts_with(**p)) {
+            out.push_str(prefix);
+            out.push_str("…`");
+            rest = &rest[prefix.len()..];
+            rest = rest.find('`').map_or("", |i| &rest[i + 1..]);
+        } else {
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    out
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -100,3 +133,27 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::scrub;
+
+    #[test]
+    fn scrub_drops_what_the_parser_quotes_and_keeps_what_it_expected() {
+        assert_eq!(
+            scrub(r#"invalid type: string "sk-a\"b", expected u64"#),
+            r#"invalid type: string "…", expected u64"#
+        );
+        assert_eq!(
+            scrub("unknown field `sk-key`, expected one of `rate`, `pool`"),
+            "unknown field `…`, expected one of `rate`, `pool`"
+        );
+        assert_eq!(
+            scrub("unknown variant `sk-key`, expected `anthropic` or `openai`"),
+            "unknown variant `…`, expected `anthropic` or `openai`"
+        );
+        // Unterminated: the rest goes.
+        assert_eq!(scrub(r#"string "sk-unterminated"#), r#"string "…""#);
+        assert_eq!(scrub("missing field `label`"), "missing field `label`");
+    }
+}

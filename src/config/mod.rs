@@ -89,6 +89,7 @@ use serde::Deserialize;
 pub use cache::{CacheConfig, CacheStoreConfig};
 pub use concurrency::{AdaptiveConfig, ConcurrencyConfig};
 pub use duration::parse_duration;
+use error::scrub;
 pub use error::{ConfigError, ConfigErrorKind};
 pub use fallback::{CooldownConfig, FallbackConfig, OpenAiTargetConfig, TargetConfig};
 pub use money::Decimal;
@@ -150,7 +151,8 @@ impl Config {
     ///
     /// [`ConfigError`] of kind [`Syntax`](ConfigErrorKind::Syntax) naming
     /// the field (and the line and column) where parsing stopped. The
-    /// message is the parser's, without the text of the line, so a value
+    /// message is the parser's, without the text of the line and with the
+    /// values and unknown names it would quote replaced by `…`, so a value
     /// written where it should not be is not repeated.
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
         let position = |span: Option<std::ops::Range<usize>>| {
@@ -167,14 +169,14 @@ impl Config {
             .unwrap_or_default()
         };
         let de = toml::Deserializer::parse(text).map_err(|e| {
-            ConfigError::syntax(".", format!("{}{}", e.message(), position(e.span())))
+            ConfigError::syntax(".", format!("{}{}", scrub(e.message()), position(e.span())))
         })?;
         serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
             ConfigError::syntax(
                 path,
-                format!("{}{}", inner.message(), position(inner.span())),
+                format!("{}{}", scrub(inner.message()), position(inner.span())),
             )
         })
     }
@@ -184,13 +186,17 @@ impl Config {
     /// # Errors
     ///
     /// [`ConfigError`] of kind [`Syntax`](ConfigErrorKind::Syntax) naming
-    /// the field where parsing stopped.
+    /// the field where parsing stopped; values and unknown names the
+    /// parser would quote are replaced by `…`, as for TOML.
     pub fn from_json_str(text: &str) -> Result<Config, ConfigError> {
         let mut de = serde_json::Deserializer::from_str(text);
-        let config: Config = serde_path_to_error::deserialize(&mut de)
-            .map_err(|e| ConfigError::syntax(e.path().to_string(), e.into_inner().to_string()))?;
+        let config: Config = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let message = e.into_inner().to_string();
+            ConfigError::syntax(path, scrub(&message))
+        })?;
         de.end()
-            .map_err(|e| ConfigError::syntax(".", e.to_string()))?;
+            .map_err(|e| ConfigError::syntax(".", scrub(&e.to_string())))?;
         Ok(config)
     }
 

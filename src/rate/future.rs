@@ -220,12 +220,9 @@ impl Held for Box<Reconcile> {
         // shared buckets are tightened too.
         #[cfg(feature = "redis")]
         hold.remote_tighten(_remaining);
-        // A 429's gate closes for every process, not only this one.
         #[cfg(feature = "redis")]
-        if hold.remote && res.status() == http::StatusCode::TOO_MANY_REQUESTS {
-            let shared = &hold.group.shared;
-            let gate = shared.cooldown_left(&hold.group, shared.now());
-            hold.remote_gate([0; DIMENSIONS], gate);
+        if res.status() == http::StatusCode::TOO_MANY_REQUESTS {
+            hold.share_gate();
         }
         reconcile.success = res.status().is_success();
         #[cfg(feature = "metrics")]
@@ -367,11 +364,7 @@ async fn admit(
                     None => step.await,
                 };
                 match step? {
-                    super::remote::Step::Admitted {
-                        group,
-                        ticket,
-                        remote,
-                    } => {
+                    super::remote::Step::Admitted { group, ticket, via } => {
                         admitted_after_wait(&group, started, queued.is_some());
                         drop(queued);
                         return Ok(Reconcile::boxed(Hold {
@@ -379,7 +372,7 @@ async fn admit(
                             ticket,
                             sent: false,
                             done: false,
-                            remote,
+                            via,
                         }));
                     }
                     super::remote::Step::Attempt(attempt) => {
@@ -402,7 +395,7 @@ async fn admit(
                     ticket,
                     sent: false,
                     done: false,
-                    remote: false,
+                    via: Via::Local,
                 }));
             }
             Attempt::Never(Denied::CostExceedsBurst(e)) => {
@@ -535,9 +528,36 @@ pub(crate) struct Hold {
     pub(crate) ticket: Ticket,
     pub(crate) sent: bool,
     pub(crate) done: bool,
-    /// Reserved in Redis: the correction goes there too.
+    /// Where it was reserved, and so where its settlement goes.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) remote: bool,
+    pub(crate) via: Via,
+}
+
+/// Where a reservation was made.
+pub(crate) enum Via {
+    /// In this process's buckets only.
+    Local,
+    /// In Redis: the correction, a 429's gate and the provider's
+    /// `remaining` go there too.
+    #[cfg(feature = "redis")]
+    Redis,
+    /// In the fallback's buckets while Redis failed ([`FailurePolicy::Local`](crate::redis::FailurePolicy::Local)):
+    /// the shared path's group, which a 429 closes too.
+    #[cfg(feature = "redis")]
+    Fallback(Arc<Group>),
+}
+
+impl Via {
+    /// [`Via::Redis`] when Redis reserved it (only ever with the `redis`
+    /// feature), else [`Via::Local`].
+    pub(crate) fn of(remote: bool) -> Self {
+        #[cfg(feature = "redis")]
+        if remote {
+            return Via::Redis;
+        }
+        let _ = remote;
+        Via::Local
+    }
 }
 
 impl Hold {
@@ -563,7 +583,7 @@ impl Hold {
     /// made there (spawned: nothing waits for it).
     #[cfg(feature = "redis")]
     fn remote_gate(&self, delta: [i128; DIMENSIONS], gate: std::time::Duration) {
-        if !self.remote {
+        if !matches!(self.via, Via::Redis) {
             return;
         }
         let shared = &self.group.shared;
@@ -592,10 +612,34 @@ impl Hold {
 
 #[cfg(feature = "redis")]
 impl Hold {
+    /// A 429's gate closes for every process, not only this one: it goes
+    /// to Redis with a reservation made there. One the fallback admitted
+    /// while Redis failed closes the shared path's group too — so this
+    /// process keeps to it once Redis answers again — and is sent to
+    /// Redis, which others see only if Redis answers by then.
+    fn share_gate(&self) {
+        let shared = &self.group.shared;
+        let gate = shared.cooldown_left(&self.group, shared.now());
+        match &self.via {
+            Via::Redis => self.remote_gate([0; DIMENSIONS], gate),
+            Via::Fallback(main) => {
+                main.shared.close_gate(main, gate);
+                if let Some(remote) = &main.shared.config.remote {
+                    let limits = main.shared.limits_of(main);
+                    let none = [0; DIMENSIONS];
+                    remote
+                        .store
+                        .reconcile(super::remote::slot(main), limits, none, gate);
+                }
+            }
+            Via::Local => {}
+        }
+    }
+
     /// Sends a key pool's calendar correction to Redis, for a reservation
     /// its script made (`None`: given back in full).
     fn remote_calendar(&self, outcome: Option<&Settle>) {
-        if !self.remote {
+        if !matches!(self.via, Via::Redis) {
             return;
         }
         let Some(t) = &self.ticket.pool else { return };
@@ -612,7 +656,7 @@ impl Hold {
     /// Sends the provider's `remaining` to Redis, for a reservation made
     /// there (spawned: nothing waits for it).
     fn remote_tighten(&self, remaining: [Option<u64>; DIMENSIONS]) {
-        if !self.remote || remaining.iter().all(Option::is_none) {
+        if !matches!(self.via, Via::Redis) || remaining.iter().all(Option::is_none) {
             return;
         }
         let shared = &self.group.shared;

@@ -282,6 +282,12 @@ impl KeyPoolBuilder {
 /// The reservation is settled, and the response learned from, in that
 /// key's group: a 429 on key A closes A's gate only, and traffic moves to B.
 ///
+/// A spend budget sits above the rate limiter, so it is charged before a
+/// pool key is chosen: its per-key scope ([`Scope::KEY`](crate::budget::Scope::KEY))
+/// counts the credentials the request arrived with, never the pool key.
+/// To cap what each pooled key uses, give it a [`CalendarQuota`] in
+/// requests or tokens per day or month.
+///
 /// A request no key can take now waits in the limiter's queue, in one place
 /// for the whole pool (by priority, as any waiter), for whichever key frees
 /// first: a refund, a gate opening or a learned limit on any key wakes the

@@ -11,6 +11,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::future::Via;
 use super::gcra::{CostExceedsBurst, DIMENSIONS, Denied, Limit};
 use super::state::{Attempt, Group, Limiter, Shared};
 use crate::redis::limiter::{Decision, NET_MODULUS, Nets, RemoteStore, Slot, net_minus};
@@ -193,12 +194,11 @@ impl Remote {
 /// What one admission through Redis came to.
 pub(crate) enum Step {
     /// Admitted: this group (the local group, or the fallback limiter's)
-    /// holds `ticket`; `remote` when Redis reserved it (then its
-    /// settlement goes to Redis too).
+    /// holds `ticket`, reserved `via` Redis or the fallback.
     Admitted {
         group: Arc<Group>,
         ticket: super::state::Ticket,
-        remote: bool,
+        via: Via,
     },
     /// As the local path would answer.
     Attempt(Attempt),
@@ -226,7 +226,7 @@ pub(crate) async fn attempt(
         let admitted = |ticket| Step::Admitted {
             group: Arc::clone(group),
             ticket,
-            remote: true,
+            via: Via::Redis,
         };
         let local = |lease: &mut Lease, now: u64| {
             if let Some(net) = lease.take(&cost, &limits, now) {
@@ -314,7 +314,7 @@ pub(crate) async fn attempt(
             return Ok(Step::Admitted {
                 group: Arc::clone(group),
                 ticket,
-                remote: true,
+                via: Via::Redis,
             });
         }
         Ok(Decision::Wait { wait, gate }) => {
@@ -341,7 +341,7 @@ pub(crate) async fn attempt(
             Ok(Step::Admitted {
                 group: Arc::clone(group),
                 ticket,
-                remote: false,
+                via: Via::Local,
             })
         }
         FailurePolicy::Local { instances } => {
@@ -358,7 +358,7 @@ pub(crate) async fn attempt(
                 Attempt::Admitted(ticket) => Ok(Step::Admitted {
                     group: local,
                     ticket,
-                    remote: false,
+                    via: Via::Fallback(Arc::clone(group)),
                 }),
                 // In this limiter's time, not the fallback's.
                 Attempt::At { at, cooldown } => Ok(Step::Attempt(Attempt::At {

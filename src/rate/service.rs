@@ -6,7 +6,7 @@ use http::{Request, Response};
 use http_body::Body;
 use tower_service::Service;
 
-use super::future::{Hold, ResponseFuture};
+use super::future::{Hold, ResponseFuture, Via};
 use super::pool::Choice;
 use super::pool::admit::too_large;
 use super::state::{Attempt, GroupKey, Limiter};
@@ -114,7 +114,7 @@ where
                             ticket,
                             sent: true,
                             done: false,
-                            remote: false,
+                            via: Via::Local,
                         };
                         let api = meta.as_ref().and_then(|m| m.api());
                         return ResponseFuture::called(self.inner.call(req), hold, api);
@@ -165,7 +165,7 @@ where
                 ticket,
                 sent: true,
                 done: false,
-                remote: false,
+                via: Via::Local,
             };
             let api = meta.as_ref().and_then(|m| m.api());
             return ResponseFuture::called(self.inner.call(req), hold, api);

@@ -836,6 +836,15 @@ impl Shared {
         }
     }
 
+    /// Closes the group's 429 gate for `gate` from now (or leaves it
+    /// closed longer).
+    #[cfg(feature = "redis")]
+    pub(crate) fn close_gate(&self, group: &Group, gate: Duration) {
+        let until = self.now().saturating_add(nanos(gate));
+        let mut s = lock(&group.state);
+        s.cooldown_until = s.cooldown_until.max(until);
+    }
+
     /// How long the group's 429 gate stays closed from `now`.
     pub(crate) fn cooldown_left(&self, group: &Group, now: u64) -> Duration {
         Duration::from_nanos(lock(&group.state).cooldown_until.saturating_sub(now))

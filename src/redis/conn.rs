@@ -1,8 +1,8 @@
 //! The connection every Redis store shares.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -19,21 +19,50 @@ use crate::error::{BackendError, InvalidConfig};
 /// lazily, so a service starts while Redis is down and uses it once it is
 /// up.
 ///
+/// The server can be changed while the handle is in use
+/// ([`reconnect_to`](Redis::reconnect_to), after a failover): every clone
+/// follows.
+///
 /// `Debug` shows the server's address without its password.
 #[derive(Clone)]
 pub struct Redis {
-    client: redis::Client,
-    conn: ConnectionManager,
+    server: Arc<RwLock<Server>>,
     timeout: Duration,
     errors: Arc<AtomicU64>,
     prefix: Arc<str>,
+}
+
+/// The server a handle talks to: its client, connection and address.
+#[derive(Clone)]
+struct Server {
+    client: redis::Client,
+    conn: ConnectionManager,
     address: Arc<str>,
+}
+
+impl Server {
+    fn open(url: &str, timeout: Duration) -> Result<Self, InvalidConfig> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(InvalidConfig::new(
+                "redis",
+                "must be made inside a tokio runtime",
+            ));
+        }
+        let client = redis::Client::open(url)
+            .map_err(|_| InvalidConfig::new("redis.url", "not a valid Redis URL"))?;
+        let address = client.get_connection_info().addr().to_string();
+        Ok(Server {
+            conn: manager(&client, timeout)?,
+            client,
+            address: Arc::from(address),
+        })
+    }
 }
 
 impl fmt::Debug for Redis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Redis")
-            .field("address", &self.address)
+            .field("address", &self.server().address)
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
             .field("errors", &self.errors())
@@ -51,35 +80,65 @@ impl Redis {
     /// repeats the URL, which may hold a password), or when called outside
     /// a tokio runtime (the connection manager runs a task of its own).
     pub fn new(url: &str) -> Result<Self, InvalidConfig> {
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(InvalidConfig::new(
-                "redis",
-                "must be made inside a tokio runtime",
-            ));
-        }
-        let client = redis::Client::open(url)
-            .map_err(|_| InvalidConfig::new("redis.url", "not a valid Redis URL"))?;
-        let address = client.get_connection_info().addr().to_string();
         let timeout = Duration::from_millis(50);
         Ok(Redis {
-            conn: manager(&client, timeout)?,
-            client,
+            server: Arc::new(RwLock::new(Server::open(url, timeout)?)),
             timeout,
             errors: Arc::new(AtomicU64::new(0)),
             prefix: Arc::from("llm:"),
-            address: Arc::from(address),
         })
     }
 
     /// The bound on every command, connecting included (a new connection
-    /// manager is made for it: call it before cloning the handle).
+    /// manager is made for it: call it before cloning the handle; clones
+    /// made before keep the old one, and do not follow this handle's
+    /// [`reconnect_to`](Self::reconnect_to)).
     #[must_use]
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        if let Ok(conn) = manager(&self.client, timeout) {
-            self.conn = conn;
+        let mut server = self.server();
+        if let Ok(conn) = manager(&server.client, timeout) {
+            server.conn = conn;
         }
+        self.server = Arc::new(RwLock::new(server));
         self.timeout = timeout;
         self
+    }
+
+    /// Sends every later command of this handle and of all its clones to
+    /// the server at `url` — a replica just promoted (`REPLICAOF NO ONE`)
+    /// after the primary failed: how the new address is learned (Sentinel,
+    /// an orchestrator, an operator) is the caller's. Commands already
+    /// sent finish, or fail, on the old connection.
+    ///
+    /// Redis replicates asynchronously: what the old primary acknowledged
+    /// but had not yet sent to the replica is lost — buckets a little
+    /// fuller, budget counters a little lower, cache entries missing — by
+    /// what the last writes before the failure added. The stores carry on
+    /// from whatever the new server holds.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidConfig`] as for [`new`](Self::new); the handle then keeps
+    /// its server.
+    pub fn reconnect_to(&self, url: &str) -> Result<(), InvalidConfig> {
+        let server = Server::open(url, self.timeout)?;
+        *self.server.write().unwrap_or_else(PoisonError::into_inner) = server;
+        Ok(())
+    }
+
+    fn server(&self) -> Server {
+        self.server
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.server
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .conn
+            .clone()
     }
 
     /// The prefix of every key this crate writes (default `llm:`): lets
@@ -133,7 +192,7 @@ impl Redis {
         &self,
         invocation: &ScriptInvocation<'_>,
     ) -> Result<T, BackendError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         self.bounded(async move { invocation.invoke_async(&mut conn).await })
             .await
     }
@@ -143,7 +202,7 @@ impl Redis {
         &self,
         cmd: &redis::Cmd,
     ) -> Result<T, BackendError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         self.bounded(async move { cmd.query_async(&mut conn).await })
             .await
     }

@@ -5,9 +5,15 @@
 // Each integration test is its own crate and uses only some of these.
 #![allow(dead_code)]
 
+pub(crate) mod alloc;
+pub(crate) mod budget;
+pub(crate) mod cache;
 pub(crate) mod http;
+pub(crate) mod pool;
+pub(crate) mod rate;
 pub(crate) mod redis;
 pub(crate) mod soak;
+pub(crate) mod timeline;
 pub(crate) mod trace;
 
 use std::future::Future;
@@ -49,4 +55,16 @@ pub(crate) fn poll_once<F: Future + Unpin>(mut fut: F) -> Option<F::Output> {
         Poll::Ready(out) => Some(out),
         Poll::Pending => None,
     }
+}
+
+/// Retries `f` for up to two seconds, 50 ms apart (for what is settled on
+/// a spawned task: reconciliations, refunds): whether it came true.
+pub(crate) async fn eventually(mut f: impl AsyncFnMut() -> bool) -> bool {
+    for _ in 0..40 {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
 }

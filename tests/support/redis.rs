@@ -66,9 +66,49 @@ impl RedisServer {
 
     /// A private `redis-server` on `port` (a restart after [`kill`](Self::kill)).
     pub(crate) fn start_on(port: u16) -> Result<RedisServer, String> {
+        RedisServer::start_with(port, &[])
+    }
+
+    /// A private `redis-server` replicating `primary` (one this test
+    /// started), once it holds the primary's data set (its link is up).
+    pub(crate) fn replica_of(primary: &RedisServer) -> Result<RedisServer, String> {
+        let of = primary
+            .port
+            .ok_or("the primary is not private")?
+            .to_string();
+        let port = free_port().map_err(|e| format!("no free port: {e}"))?;
+        let replica = RedisServer::start_with(port, &["--replicaof", "127.0.0.1", &of])?;
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while !replica
+            .info("replication")
+            .contains("master_link_status:up")
+        {
+            if Instant::now() > give_up {
+                return Err("the replica's link did not come up within 10 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(replica)
+    }
+
+    /// `INFO section`, all of it.
+    pub(crate) fn info(&self, section: &str) -> String {
+        let client = ::redis::Client::open(self.url.as_str()).expect("url");
+        client
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .and_then(|mut c| ::redis::cmd("INFO").arg(section).query::<String>(&mut c))
+            .unwrap_or_default()
+    }
+
+    fn start_with(port: u16, extra: &[&str]) -> Result<RedisServer, String> {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            // A replica writes the data set it syncs to disk: not here.
+            .arg("--dir")
+            .arg(std::env::temp_dir())
+            .args(["--dbfilename", &rdb_name(port)])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -102,6 +142,9 @@ impl RedisServer {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            if let Some(port) = self.port {
+                let _ = std::fs::remove_file(std::env::temp_dir().join(rdb_name(port)));
+            }
         }
     }
 
@@ -131,6 +174,11 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The file a server on `port` would save its data set in.
+fn rdb_name(port: u16) -> String {
+    format!("tower-llm-test-redis-{port}.rdb")
 }
 
 fn free_port() -> std::io::Result<u16> {

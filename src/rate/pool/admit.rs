@@ -10,7 +10,7 @@ use std::task::Poll;
 
 use tokio::time::{Instant, Sleep};
 
-use super::super::future::{Hold, Reconcile, elapsed_or_woken};
+use super::super::future::{Hold, Reconcile, Via, elapsed_or_woken};
 use super::super::gcra::{DIMENSIONS, Denied};
 use super::super::state::Limiter;
 use super::{Choice, KeyPool, PoolInner};
@@ -142,7 +142,7 @@ pub(crate) async fn admit(
                     ticket,
                     sent: false,
                     done: false,
-                    remote,
+                    via: Via::of(remote),
                 };
                 return Ok((Reconcile::boxed(hold), member));
             }
