@@ -108,6 +108,35 @@ fn gauges(text: &str, name: &str) -> Vec<(String, f64)> {
         .collect()
 }
 
+/// What `/metrics` shows held: the non-zero gauges of permits, waiters,
+/// reservations and cache flights.
+fn held(text: &str) -> Vec<(String, f64)> {
+    HELD.iter()
+        .flat_map(|name| gauges(text, name))
+        .filter(|(_, v)| *v != 0.0)
+        .collect()
+}
+
+/// The gauges that count something held.
+const HELD: [&str; 5] = [
+    "tower_llm_concurrency_in_flight",
+    "tower_llm_concurrency_queued",
+    "tower_llm_cache_in_flight",
+    "tower_llm_rate_in_flight",
+    "tower_llm_rate_queued",
+];
+
+async fn scrape(client: &reqwest::Client, url: &str) -> String {
+    client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_through_the_gateway_ends_every_request_once_and_holds_nothing() {
     let n = requests(2_000);
@@ -141,6 +170,24 @@ async fn soak_through_the_gateway_ends_every_request_once_and_holds_nothing() {
     let rss = RssSampler::start(Arc::clone(&done), Duration::from_millis(100));
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
+    // While the callers run, /metrics is scraped: the most it showed held
+    // at once (so the check after the run reads gauges that do move).
+    let scraper = {
+        let (url, done) = (url.clone(), Arc::clone(&done));
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut most = 0.0f64;
+            while done.load(Ordering::Relaxed) < n {
+                let now: f64 = held(&scrape(&client, &url).await)
+                    .iter()
+                    .map(|(_, v)| v)
+                    .sum();
+                most = most.max(now);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            most
+        })
+    };
     let mut callers = Vec::new();
     for _ in 0..CALLERS {
         let (url, next, done) = (url.clone(), Arc::clone(&next), Arc::clone(&done));
@@ -184,34 +231,12 @@ async fn soak_through_the_gateway_ends_every_request_once_and_holds_nothing() {
     // drain once every caller is done (a stalled upstream body the
     // gateway cut is closed by then).
     let client = reqwest::Client::new();
-    let metrics = async || {
-        client
-            .get(format!("{url}/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text")
-    };
-    let held = |text: &str| -> Vec<(String, f64)> {
-        [
-            "tower_llm_concurrency_in_flight",
-            "tower_llm_concurrency_queued",
-            "tower_llm_cache_in_flight",
-            "tower_llm_rate_in_flight",
-            "tower_llm_rate_queued",
-        ]
-        .iter()
-        .flat_map(|name| gauges(text, name))
-        .filter(|(_, v)| *v != 0.0)
-        .collect()
-    };
+    let busy = scraper.await.expect("scraper");
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut text = metrics().await;
+    let mut text = scrape(&client, &url).await;
     while (sim.counters().in_flight > 0 || !held(&text).is_empty()) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        text = metrics().await;
+        text = scrape(&client, &url).await;
     }
     let rss = rss.finish(n / 5);
     let counters = sim.counters();
@@ -222,7 +247,7 @@ async fn soak_through_the_gateway_ends_every_request_once_and_holds_nothing() {
         "soak_gateway: {n} requests in {:.1} s ({:.0}/s); outcomes {tally}; hung {hung}; \
          upstream: {} arrivals for {} keys ({retries} retries, max {} per key), \
          {} completions, {} duplicated; faults: {} 429s, {} dropped, {} truncated, \
-         {} stalled, {} spikes; {}",
+         {} stalled, {} spikes; most held at a scrape {busy}; {}",
         elapsed.as_secs_f64(),
         n as f64 / elapsed.as_secs_f64(),
         idem.arrivals,
@@ -288,7 +313,12 @@ async fn soak_through_the_gateway_ends_every_request_once_and_holds_nothing() {
 
     // Nothing held once the traffic stopped.
     assert_eq!(counters.in_flight, 0, "{summary}");
+    assert!(busy > 0.0, "held during the run: {busy}; {summary}");
     assert_eq!(held(&text), Vec::new(), "{summary}");
+    assert_eq!(
+        gauges(&text, "tower_llm_concurrency_cap"),
+        vec![("tower_llm_concurrency_cap".to_owned(), 32.0)]
+    );
     for name in [
         "tower_llm_concurrency_in_flight",
         "tower_llm_cache_in_flight",

@@ -154,14 +154,20 @@ impl fmt::Display for Tally {
     }
 }
 
-/// What an error's innermost cause says (the first 60 characters), for
-/// the tally: the message of the failure itself, not of its wrappers.
+/// What an error's innermost cause says (the first 60 characters, digits
+/// as `#` so that "waited 0.023s" and "waited 0.031s" count as one kind),
+/// for the tally: the message of the failure itself, not of its wrappers.
 pub(crate) fn error_kind(e: &(dyn std::error::Error + 'static)) -> String {
     let mut inner = e;
     while let Some(source) = inner.source() {
         inner = source;
     }
-    inner.to_string().chars().take(60).collect()
+    inner
+        .to_string()
+        .chars()
+        .take(60)
+        .map(|c| if c.is_ascii_digit() { '#' } else { c })
+        .collect()
 }
 
 /// The process's resident set size in bytes (`/proc/self/statm`, resident
