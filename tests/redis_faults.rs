@@ -770,6 +770,18 @@ mod failover {
         }
     }
 
+    /// Binds `port` once its server has let it go.
+    fn squat(port: u16) -> std::net::TcpListener {
+        let give_up = Instant::now() + Duration::from_secs(5);
+        loop {
+            match std::net::TcpListener::bind(("127.0.0.1", port)) {
+                Ok(listener) => return listener,
+                Err(e) if Instant::now() > give_up => panic!("port {port}: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    }
+
     /// Two processes share a primary with one replica. The primary dies;
     /// each handle is pointed at the replica before it is promoted (read
     /// only: its scripts fail), then it is promoted (`REPLICAOF NO ONE`).
@@ -803,7 +815,12 @@ mod failover {
         }
         // Those four reached the replica before the primary died.
         assert_eq!(primary.command(&["WAIT", "1", "2000"]), ":1");
+        let port = primary.port.expect("port");
         primary.kill();
+        // The dead primary's port stays taken (by a listener that never
+        // answers): were a parallel test's server to start on it, the
+        // replica would sync from that one and drop the replicated state.
+        let _squat = squat(port);
 
         // The switch. Each process has its local share of 5 for all of it.
         let bound = timeout * 3 + Duration::from_millis(400);
