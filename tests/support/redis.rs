@@ -181,8 +181,21 @@ fn rdb_name(port: u16) -> String {
     format!("tower-llm-test-redis-{port}.rdb")
 }
 
+/// A free port this process has not given out before: a test that kills
+/// its server and starts it again on the same port (or keeps a replica
+/// pointed at it) must not meet another test's server there.
 fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut given = GIVEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !given.contains(&port) {
+            given.push(port);
+            return Ok(port);
+        }
+    }
 }
 
 fn ping(port: u16) -> bool {
