@@ -849,6 +849,14 @@ mod failover {
 
         // Promoted: the replicated bucket (6 left of 10) is shared again.
         assert_eq!(replica.command(&["REPLICAOF", "NO", "ONE"]), "+OK");
+        let count = "return #redis.call('KEYS', ARGV[1])";
+        let keys = || replica.command(&["EVAL", count, "0", &format!("{prefix}*")]);
+        assert_eq!(
+            keys(),
+            ":1",
+            "the replicated bucket is on the promoted server: {}",
+            replica.info("replication")
+        );
         let before = sent.load(Ordering::Relaxed);
         super::rate::until_shared_again(&a, &sent).await;
         super::rate::until_shared_again(&b, &sent).await;
@@ -865,11 +873,7 @@ mod failover {
         // would have admitted 10; the local shares (empty) none.
         assert_eq!(shared, 6, "admitted {shared} after the promotion");
         assert_eq!(sent.load(Ordering::Relaxed), before + shared);
-        let count = "return #redis.call('KEYS', ARGV[1])";
-        assert_eq!(
-            replica.command(&["EVAL", count, "0", &format!("{prefix}*")]),
-            ":1"
-        );
+        assert_eq!(keys(), ":1");
     }
 }
 
