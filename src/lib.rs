@@ -136,6 +136,8 @@ pub mod error;
 #[cfg(feature = "fallback")]
 #[cfg_attr(docsrs, doc(cfg(feature = "fallback")))]
 pub mod fallback;
+#[cfg(any(feature = "budget", feature = "rate"))]
+mod money;
 pub mod provider;
 pub mod queue;
 #[cfg(feature = "rate")]

@@ -22,6 +22,7 @@ const EXAMPLE_JSON: &str = include_str!("../examples/llm.json");
 
 const SECRET_A: &str = "sk-ant-SECRET-AAAA-0001";
 const SECRET_B: &str = "sk-ant-SECRET-BBBB-0002";
+const SECRET_C: &str = "sk-ant-SECRET-CCCC-0004";
 const SECRET_OPENAI: &str = "sk-proj-SECRET-OPENAI-0003";
 const SECRET_REDIS: &str = "redis://:SECRET-PASSWORD@127.0.0.1:6399/0";
 
@@ -29,6 +30,7 @@ fn env() -> HashMap<&'static str, &'static str> {
     HashMap::from([
         ("ANTHROPIC_KEY_A", SECRET_A),
         ("ANTHROPIC_KEY_B", SECRET_B),
+        ("ANTHROPIC_KEY_C", SECRET_C),
         ("OPENAI_API_KEY", SECRET_OPENAI),
         ("REDIS_URL", SECRET_REDIS),
     ])
@@ -38,8 +40,14 @@ fn lookup(vars: &HashMap<&'static str, &'static str>) -> impl FnMut(&str) -> Opt
     move |name| vars.get(name).map(|v| (*v).to_owned())
 }
 
-fn secrets() -> [&'static str; 4] {
-    [SECRET_A, SECRET_B, SECRET_OPENAI, "SECRET-PASSWORD"]
+fn secrets() -> [&'static str; 5] {
+    [
+        SECRET_A,
+        SECRET_B,
+        SECRET_C,
+        SECRET_OPENAI,
+        "SECRET-PASSWORD",
+    ]
 }
 
 fn assert_no_secret(what: &str, text: &str) {
@@ -72,7 +80,7 @@ async fn the_full_example_parses_and_builds() {
     );
     assert_eq!(config.retry.max_attempts, Some(4));
     assert_eq!(config.fallback.targets.len(), 3);
-    assert_eq!(config.pool.as_ref().map(|p| p.keys.len()), Some(2));
+    assert_eq!(config.pool.as_ref().map(|p| p.keys.len()), Some(3));
     assert_eq!(config.budget.as_ref().map(|b| b.caps.len()), Some(2));
 
     let vars = env();
@@ -220,6 +228,16 @@ async fn each_invalid_field_is_named_by_its_path() {
         (
             pool("{ label = \"a\", api_key_env = \"ANTHROPIC_KEY_A\", quota = { period = \"day\", tokens = 0 } }"),
             "pool.keys[0].quota.tokens",
+            Invalid,
+        ),
+        (
+            pool("{ label = \"a\", api_key_env = \"ANTHROPIC_KEY_A\", quota = { period = \"day\", spend = \"0\" } }") + "[pool.prices]\npresets = true\n",
+            "pool.keys[0].quota.spend",
+            Invalid,
+        ),
+        (
+            pool("{ label = \"a\", api_key_env = \"ANTHROPIC_KEY_A\", quota = { period = \"month\", spend = \"5\" } }"),
+            "pool.keys[0].quota.spend",
             Invalid,
         ),
         (

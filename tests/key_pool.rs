@@ -21,10 +21,10 @@ use tower::{Service, ServiceExt, service_fn};
 use tower_layer::Layer;
 use tower_llm_resilience::BoxError;
 use tower_llm_resilience::client::HyperClient;
-use tower_llm_resilience::error::NoKeyAvailable;
+use tower_llm_resilience::error::{NoKeyAvailable, UnpricedModel};
 use tower_llm_resilience::rate::{
-    AuthStyle, CalendarQuota, Clock, Dimension, KeyPool, Limit, Limits, PoolKey, PoolStrategy,
-    RateLimitLayer,
+    AuthStyle, CalendarQuota, Clock, Dimension, KeyPool, Limit, Limits, Money, PoolKey,
+    PoolStrategy, Price, PriceTable, RateLimitLayer,
 };
 use tower_llm_resilience::request::{Deadline, ReplayBody, RequestMeta};
 use tower_llm_resilience::sim::{self, SimConfig, Simulator};
@@ -414,6 +414,108 @@ async fn a_refused_request_gives_its_calendar_reservation_back() {
     drop(fut);
     assert_eq!(pool.stats()[0].requests_used, 0);
     assert_eq!(seen.keys().len(), 2, "never sent");
+}
+
+/// Output at 10 units a token, input free: a request's estimate is exactly
+/// its `max_tokens` (100) × 10 = 1,000 units, and the upstream's answer
+/// (5 output tokens) costs 50.
+fn output_priced() -> PriceTable {
+    let per_token = |units: u64| Money::from_units(units * 1_000_000);
+    PriceTable::empty().insert(
+        "claude-sonnet-4-5",
+        Price::per_mtok(Money::ZERO, per_token(10), Money::ZERO, Money::ZERO),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_out_of_money_is_skipped_for_one_that_is_not() {
+    logs();
+    let now = Arc::new(AtomicI64::new(DEC_1 + 12 * 3600));
+    let seen = Seen::default();
+    let units = Money::from_units;
+    let pool = KeyPool::builder(AuthStyle::Anthropic)
+        .add_key(PoolKey::new("a", KEY_A).quota(CalendarQuota::daily().spend(units(1_040))))
+        .add_key(PoolKey::new("b", KEY_B).quota(CalendarQuota::daily().spend(units(1_100))))
+        .prices(output_priced())
+        .clock(hand_clock(&now))
+        .build()
+        .unwrap();
+    let layer = RateLimitLayer::builder()
+        .key_pool(pool.clone())
+        .build()
+        .unwrap();
+    let svc = layer.layer(upstream(seen.clone(), |key, n| match (key, n) {
+        // b's first answer is refused: its reservation comes back whole.
+        ("b", 1) => (StatusCode::SERVICE_UNAVAILABLE, None),
+        _ => (StatusCode::OK, None),
+    }));
+    let spent =
+        |pool: &KeyPool| -> Vec<Money> { pool.stats().iter().map(|s| s.spend_used).collect() };
+    // Reserved at the call: the estimate, 1,000.
+    let mut s = svc.clone();
+    let held = s.ready().await.unwrap().call(pooled(BODY));
+    assert_eq!(spent(&pool), [units(1_000), Money::ZERO]);
+    let res = held.await.unwrap();
+    res.into_body().collect().await.unwrap();
+    // Settled at the answer's price: 5 output tokens, 50.
+    assert_eq!(spent(&pool), [units(50), Money::ZERO]);
+    assert_eq!(send(&svc, pooled(BODY)).await.unwrap(), 503);
+    assert_eq!(spent(&pool), [units(50), Money::ZERO], "refused: nothing");
+    // a: 50 + 1,000 > 1,040, so every request goes to b, until b's
+    // 150 + 1,000 > 1,100.
+    for _ in 0..3 {
+        assert_eq!(send(&svc, pooled(BODY)).await.unwrap(), 200);
+    }
+    assert_eq!(seen.keys(), ["a", "b", "b", "b", "b"]);
+    assert_eq!(spent(&pool), [units(50), units(150)]);
+    let err = send(&svc, pooled(BODY)).await.unwrap_err();
+    let e = err
+        .downcast_ref::<NoKeyAvailable>()
+        .expect("NoKeyAvailable");
+    assert_eq!(
+        e.retry_after,
+        Duration::from_secs(12 * 3600),
+        "midnight UTC"
+    );
+    // The next day, both have money again.
+    now.store(DEC_1 + 86_400, Ordering::SeqCst);
+    assert_eq!(send(&svc, pooled(BODY)).await.unwrap(), 200);
+    assert_eq!(seen.keys().len(), 6);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_model_the_pool_cannot_price_is_refused_only_when_a_key_is_capped_in_money() {
+    logs();
+    let unknown =
+        r#"{"model":"no-such-model","max_tokens":100,"messages":[{"role":"user","content":"Hi"}]}"#;
+    let seen = Seen::default();
+    let capped = KeyPool::builder(AuthStyle::Anthropic)
+        .key("a", KEY_A)
+        .add_key(
+            PoolKey::new("b", KEY_B).quota(CalendarQuota::monthly().spend(Money::from_units(5))),
+        )
+        .prices(output_priced())
+        .build()
+        .unwrap();
+    let svc = RateLimitLayer::builder()
+        .key_pool(capped)
+        .build()
+        .unwrap()
+        .layer(upstream(seen.clone(), always_ok));
+    let err = send(&svc, pooled(unknown)).await.unwrap_err();
+    let e = err.downcast_ref::<UnpricedModel>().expect("UnpricedModel");
+    assert_eq!(e.model.as_deref(), Some("no-such-model"));
+    assert!(seen.keys().is_empty(), "refused before any key was used");
+    // A pool with no cap in money sends it, uncounted in money.
+    let uncapped = pool_of(&[("a", KEY_A)]);
+    let svc = RateLimitLayer::builder()
+        .key_pool(uncapped.clone())
+        .build()
+        .unwrap()
+        .layer(upstream(seen.clone(), always_ok));
+    assert_eq!(send(&svc, pooled(unknown)).await.unwrap(), 200);
+    assert_eq!(uncapped.stats()[0].spend_used, Money::ZERO);
+    assert_eq!(uncapped.stats()[0].requests_used, 1);
 }
 
 #[tokio::test(start_paused = true)]

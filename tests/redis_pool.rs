@@ -2,8 +2,8 @@
 //! with its own pool value and local state) sharing one server choose keys
 //! against the shared state — a 429 on key A seen by one makes the other
 //! skip A, the admissions over both keys together never exceed the keys'
-//! limits, and a calendar quota used up through one is used up for the
-//! other. Redis down is `redis_faults`'s. Each test skips (one line)
+//! limits, and a calendar quota — in requests or in money — used up
+//! through one is used up for the other. Redis down is `redis_faults`'s. Each test skips (one line)
 //! without Redis.
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -16,11 +16,13 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 use tower_layer::Layer;
 use tower_llm_resilience::error::NoKeyAvailable;
-use tower_llm_resilience::rate::{CalendarQuota, KeyPool, Limit, Limits, RateLimitLayer};
+use tower_llm_resilience::rate::{
+    CalendarQuota, KeyPool, Limit, Limits, Money, Price, PriceTable, RateLimitLayer,
+};
 use tower_llm_resilience::redis::{FailurePolicy, Redis};
 
 use support::eventually;
-use support::pool::{Seen, ok, pool, send, upstream};
+use support::pool::{Seen, ok, pool, priced_pool, send, upstream};
 use support::redis::RedisServer;
 
 fn instance(redis: &Redis, limits: Limits, pool: KeyPool) -> RateLimitLayer {
@@ -167,5 +169,61 @@ async fn a_calendar_quota_used_up_through_one_instance_is_used_up_for_the_other(
         "{no_key:?}"
     );
     assert_eq!(seen.count("a") + seen.count("b"), 7, "{:?}", seen.keys());
+    assert_eq!(redis.errors(), 0);
+}
+
+#[tokio::test]
+async fn a_quota_in_money_spent_through_one_instance_is_spent_for_the_other() {
+    let Some(server) = RedisServer::get("redis_pool") else {
+        return;
+    };
+    let redis = server.handle().with_timeout(Duration::from_millis(500));
+    let limits = Limits::unlimited().requests(Limit::per_minute(1_000).unwrap());
+    // Output at 1 unit a token, input free: a request (max_tokens 16) is
+    // reserved at 16 and, answered with 2 output tokens, settled at 2.
+    let prices = PriceTable::empty().insert(
+        "claude-test",
+        Price::per_mtok(
+            Money::ZERO,
+            Money::from_units(1_000_000),
+            Money::ZERO,
+            Money::ZERO,
+        ),
+    );
+    let quota = CalendarQuota::daily().spend(Money::from_units(20));
+    let one = instance(&redis, limits, priced_pool(Some(quota), prices.clone()));
+    let two = instance(&redis, limits, priced_pool(Some(quota), prices));
+    let seen = Seen::default();
+    // Refused by the provider: its spend comes back.
+    let svc1 = one.layer(upstream(seen.clone(), |_, _| {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }));
+    assert_eq!(send(&svc1).await.unwrap(), 500);
+    // Each key takes three: 2 + 2 + 16 = 20 fits, once the earlier two are
+    // settled at 2 (only 16 + 16 > 20 would fit without the corrections).
+    let svc1 = one.layer(upstream(seen.clone(), ok));
+    let mut sent = 0;
+    let filled = eventually(async || {
+        match send(&svc1).await {
+            Ok(_) => sent += 1,
+            Err(e) => assert!(e.downcast_ref::<NoKeyAvailable>().is_some(), "{e}"),
+        }
+        sent == 6
+    })
+    .await;
+    assert!(filled, "only {sent} of six admitted: {:?}", seen.keys());
+    let svc2 = two.layer(upstream(seen.clone(), ok));
+    let err = send(&svc2)
+        .await
+        .expect_err("both keys' money is spent today");
+    assert!(err.downcast_ref::<NoKeyAvailable>().is_some(), "{err}");
+    // The refused one (on a, the first declared), then three on each: 2 +
+    // 2 + 16 fits 20, a fourth (2 + 2 + 2 + 16) would not.
+    assert_eq!(
+        (seen.count("a"), seen.count("b")),
+        (4, 3),
+        "{:?}",
+        seen.keys()
+    );
     assert_eq!(redis.errors(), 0);
 }

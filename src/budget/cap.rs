@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use super::calendar::Period;
-use super::money::Money;
 use crate::error::{BudgetUnit, InvalidConfig};
+use crate::money::Money;
 
 /// Which requests share one counter of a cap: those of the same tenant,
 /// key and/or model — the parts the scope names — or, for
@@ -41,7 +41,8 @@ impl Scope {
     /// One counter per API key ([`KeyId`](crate::KeyId)) the request
     /// carries here, above the rate limiter — so not a
     /// [`KeyPool`](crate::rate::KeyPool)'s key, which is chosen below
-    /// (cap those with the pool's calendar quotas).
+    /// (cap those with the pool's calendar quotas, in requests, tokens or
+    /// [`spend`](crate::rate::CalendarQuota::spend)).
     pub const KEY: Scope = Scope {
         tenant: false,
         key: true,

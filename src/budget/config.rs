@@ -12,10 +12,10 @@ use http::HeaderName;
 use super::BudgetLayer;
 use super::calendar::{Period, Window};
 use super::cap::Cap;
-use super::money::PriceTable;
 use super::state::Shared;
 use super::store::{BudgetStore, DEFAULT_MAX_COUNTERS, MemoryBudgetStore};
 use crate::error::{BudgetUnit, InvalidConfig};
+use crate::money::PriceTable;
 
 /// The tenant a request is charged to, set as a request extension (it
 /// wins over the tenant header).

@@ -43,6 +43,12 @@
 //! clock is injectable ([`BudgetBuilder::clock`]), and a shared store's
 //! clock is the authority over every client's ([`Reserve::Clock`]).
 //!
+//! The keys of a [`KeyPool`](crate::rate::KeyPool) are chosen below the
+//! budget, in the rate limiter; their caps in money are the pool's
+//! [`CalendarQuota::spend`](crate::rate::CalendarQuota::spend), priced by
+//! the same [`PriceTable`] and settled by the same rule, so that a key out
+//! of money is skipped for another rather than refused.
+//!
 //! # Thresholds
 //!
 //! [`BudgetBuilder::on_threshold`] is called when a counter's settled
@@ -67,7 +73,8 @@
 //! provider, and a refused one is refunded) — so the budget counts what
 //! the provider bills. The retry layer does not retry `BudgetExceeded`.
 //!
-//! What lives where: `money.rs` (Money, Price, PriceTable and presets),
+//! What lives where: `src/money.rs` (Money, Price, PriceTable and presets,
+//! shared with key pools' calendar quotas),
 //! `calendar.rs` (periods), `cap.rs` (Cap, Scope), `store.rs` (the store
 //! abstraction and memory store), `state.rs` (charging and settling),
 //! `config.rs` (the builder), `layer.rs`, `service.rs`, `future.rs`.
@@ -77,19 +84,18 @@ mod cap;
 mod config;
 mod future;
 mod layer;
-mod money;
 mod service;
 mod state;
 mod store;
 
 pub use crate::calendar::Clock;
 pub use crate::error::BudgetUnit;
+pub use crate::money::{Money, PRESETS_AS_OF, Price, PriceTable, UnknownModel};
 pub use calendar::{MAX_UTC_OFFSET_MINUTES, Period, PeriodKind, Window};
 pub use cap::{Cap, MAX_LIMIT, Scope};
 pub use config::{BudgetBuilder, BudgetEvent, FailurePolicy, MAX_CAPS, Tenant};
 pub use future::ResponseFuture;
 pub use layer::BudgetLayer;
-pub use money::{Money, PRESETS_AS_OF, Price, PriceTable, UnknownModel};
 pub use service::Budget;
 pub use store::{
     Answer, Balance, BudgetStore, Charge, Counter, DEFAULT_MAX_COUNTERS, MemoryBudgetStore,

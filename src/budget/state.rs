@@ -9,12 +9,12 @@ use http::{HeaderName, Request};
 
 use super::cap::Cap;
 use super::config::{BudgetEvent, Callback, FailurePolicy, Tenant};
-use super::money::{Money, Price, PriceTable};
 use super::store::{BudgetStore, Charge, Counter, Reserve, Settlement, Spend, TenantId};
 use crate::calendar::Clock;
 use crate::error::{
     BackendError, BoxError, BudgetExceeded, BudgetUnit, TooManyBudgets, UnpricedModel,
 };
+use crate::money::{Price, PriceTable};
 use crate::provider::{Api, Usage};
 use crate::request::{KeyId, RequestMeta};
 
@@ -428,40 +428,26 @@ impl Drop for Hold {
 /// at least the estimate when the body was cut off (the tokens generated
 /// after the last report were billed too).
 fn actual(unit: BudgetUnit, f: &Facts, usage: &Usage, complete: bool) -> u64 {
+    if unit == BudgetUnit::Nanos {
+        return f.price.map_or(0, |p| {
+            p.settled((f.input, f.output), usage, complete, f.api)
+                .nanos()
+        });
+    }
     let output = if complete {
         usage.output_tokens
     } else {
         usage.output_tokens.max(f.output)
     };
-    let reported_input = usage.total_input_tokens() > 0;
-    match unit {
-        BudgetUnit::Nanos => {
-            let Some(price) = f.price else { return 0 };
-            let input = if reported_input {
-                let only_input = Usage {
-                    output_tokens: 0,
-                    ..*usage
-                };
-                price.cost(&only_input, f.api)
-            } else {
-                price.estimate(f.input, 0)
-            };
-            input
-                .saturating_add(Money::for_tokens(price.output, output))
-                .nanos()
-        }
-        _ => {
-            let input = if !reported_input {
-                f.input
-            } else if f.api == Some(Api::OpenAiChat) {
-                // OpenAI's input already includes the cached tokens.
-                usage
-                    .input_tokens
-                    .saturating_add(usage.cache_creation_input_tokens)
-            } else {
-                usage.total_input_tokens()
-            };
-            input.saturating_add(output)
-        }
-    }
+    let input = if usage.total_input_tokens() == 0 {
+        f.input
+    } else if f.api == Some(Api::OpenAiChat) {
+        // OpenAI's input already includes the cached tokens.
+        usage
+            .input_tokens
+            .saturating_add(usage.cache_creation_input_tokens)
+    } else {
+        usage.total_input_tokens()
+    };
+    input.saturating_add(output)
 }

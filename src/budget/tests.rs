@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use super::calendar::Period;
-use super::money::{Money, Price, PriceTable, UnknownModel};
 use super::store::{Charge, Counter, MemoryBudgetStore, Reserve, Settlement, TenantId};
+use crate::money::{Money, Price, PriceTable, UnknownModel};
 use crate::provider::{Api, Usage};
 
 fn usage(input: u64, output: u64, write: u64, read: u64) -> Usage {

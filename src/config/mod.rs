@@ -300,7 +300,12 @@ impl Config {
             Some(n) => n,
             None => crate::request::DEFAULT_BODY_LIMIT,
         };
-        let pool = self.pool.as_ref().map(|p| p.build(env)).transpose()?;
+        let budget_prices = self.budget.as_ref().and_then(|b| b.prices.as_ref());
+        let pool = self
+            .pool
+            .as_ref()
+            .map(|p| p.build(env, budget_prices))
+            .transpose()?;
         let rate = self.rate.build(pool, self.redis.as_ref(), env)?;
         let concurrency = self.concurrency.build(&rate)?;
         let retry = self.retry.build()?;

@@ -3,9 +3,11 @@
 
 use serde::Deserialize;
 
+use super::money::Decimal;
 use super::offset::parse_utc_offset;
+use super::spend::PricesConfig;
 use super::{ConfigError, Env};
-use crate::rate::{AuthStyle, CalendarQuota, KeyPool, MAX_POOL_KEYS, PoolKey, PoolStrategy};
+use crate::rate::{AuthStyle, CalendarQuota, KeyPool, MAX_POOL_KEYS, Money, PoolKey, PoolStrategy};
 
 /// `[pool]`: maps onto [`KeyPoolBuilder`](crate::rate::KeyPoolBuilder).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -18,6 +20,9 @@ pub struct PoolConfig {
     pub strategy: Option<StrategyConfig>,
     /// The keys (1 to 256).
     pub keys: Vec<PoolKeyConfig>,
+    /// The prices quotas in `spend` charge by (default: `[budget.prices]`,
+    /// so one table prices both).
+    pub prices: Option<PricesConfig>,
 }
 
 /// [`AuthStyle`], by name.
@@ -71,6 +76,8 @@ pub struct QuotaConfig {
     pub requests: Option<u64>,
     /// Tokens (input + output) per period.
     pub tokens: Option<u64>,
+    /// Spend per period (`"25.00"`), priced by `[pool.prices]`.
+    pub spend: Option<Decimal>,
     /// Where the period starts at midnight (`"+09:00"`; default UTC).
     pub utc_offset: Option<String>,
 }
@@ -87,7 +94,13 @@ pub enum PeriodConfig {
 }
 
 impl PoolConfig {
-    pub(crate) fn build(&self, env: &mut Env<'_>) -> Result<KeyPool, ConfigError> {
+    /// The pool; `budget_prices` is `[budget.prices]`, used when the pool
+    /// has no table of its own.
+    pub(crate) fn build(
+        &self,
+        env: &mut Env<'_>,
+        budget_prices: Option<&PricesConfig>,
+    ) -> Result<KeyPool, ConfigError> {
         if self.keys.is_empty() || self.keys.len() > MAX_POOL_KEYS {
             return Err(ConfigError::invalid("pool.keys", "between 1 and 256 keys"));
         }
@@ -97,6 +110,11 @@ impl PoolConfig {
             AuthConfig::Azure => AuthStyle::Azure,
         };
         let mut b = KeyPool::builder(auth);
+        match (&self.prices, budget_prices) {
+            (Some(p), _) => b = b.prices(p.build("pool.prices")?),
+            (None, Some(p)) => b = b.prices(p.build("budget.prices")?),
+            (None, None) => {}
+        }
         if let Some(s) = self.strategy {
             b = b.strategy(match s {
                 StrategyConfig::MostHeadroom => PoolStrategy::MostHeadroom,
@@ -138,6 +156,12 @@ impl PoolConfig {
                 key = key.organization(org.as_str());
             }
             if let Some(q) = &k.quota {
+                if q.spend.is_some() && self.prices.is_none() && budget_prices.is_none() {
+                    return Err(ConfigError::invalid(
+                        format!("{path}.quota.spend"),
+                        "needs [pool.prices] or [budget.prices]",
+                    ));
+                }
                 key = key.quota(q.build(&format!("{path}.quota"))?);
             }
             b = b.add_key(key);
@@ -153,10 +177,10 @@ impl QuotaConfig {
             PeriodConfig::Day => CalendarQuota::daily(),
             PeriodConfig::Month => CalendarQuota::monthly(),
         };
-        if self.requests.is_none() && self.tokens.is_none() {
+        if self.requests.is_none() && self.tokens.is_none() && self.spend.is_none() {
             return Err(ConfigError::invalid(
                 path,
-                "set `requests`, `tokens` or both",
+                "set any of `requests`, `tokens` and `spend`",
             ));
         }
         for (field, n) in [("requests", self.requests), ("tokens", self.tokens)] {
@@ -172,6 +196,16 @@ impl QuotaConfig {
         }
         if let Some(n) = self.tokens {
             q = q.tokens(n);
+        }
+        match self.spend.map(|d| Money::from_nanos(d.nanos())) {
+            Some(Money::ZERO) => {
+                return Err(ConfigError::invalid(
+                    format!("{path}.spend"),
+                    "must be more than zero",
+                ));
+            }
+            Some(m) => q = q.spend(m),
+            None => {}
         }
         if let Some(o) = &self.utc_offset {
             let secs = parse_utc_offset(o)

@@ -5,12 +5,13 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::ConfigError;
 use super::money::Decimal;
 #[cfg(feature = "budget")]
 use super::offset::parse_utc_offset;
 use super::pool::PeriodConfig;
 #[cfg(feature = "budget")]
-use super::{ConfigError, Env, header_name};
+use super::{Env, header_name};
 
 /// `[budget]`: maps onto [`BudgetBuilder`](crate::budget::BudgetBuilder)
 /// (feature `budget`); built by [`Config::budget_layer`](super::Config::budget_layer).
@@ -134,10 +135,37 @@ pub enum BudgetStoreConfig {
     Redis,
 }
 
-#[cfg(feature = "budget")]
+impl PricesConfig {
+    /// The table; `path` names the section in errors.
+    pub(crate) fn build(&self, path: &str) -> Result<crate::money::PriceTable, ConfigError> {
+        use crate::money::{PriceTable, UnknownModel};
+        let mut t = if self.presets == Some(true) {
+            PriceTable::presets()
+        } else {
+            PriceTable::empty()
+        };
+        for (model, price) in &self.models {
+            t = t.insert(model.as_str(), price.build());
+        }
+        for (prefix, price) in &self.prefixes {
+            if prefix.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("{path}.prefixes"),
+                    "a prefix must not be empty",
+                ));
+            }
+            t = t.insert_prefix(prefix.as_str(), price.build());
+        }
+        if let Some(u) = &self.unknown {
+            t = t.unknown(UnknownModel::Price(u.build()));
+        }
+        Ok(t)
+    }
+}
+
 impl PriceConfig {
-    fn build(&self) -> crate::budget::Price {
-        use crate::budget::{Money, Price};
+    fn build(&self) -> crate::money::Price {
+        use crate::money::{Money, Price};
         let m = |d: Decimal| Money::from_nanos(d.nanos());
         Price::per_mtok(
             m(self.input),
@@ -155,9 +183,7 @@ impl BudgetConfig {
         redis: Option<&super::RedisConfig>,
         env: &mut Env<'_>,
     ) -> Result<crate::budget::BudgetLayer, ConfigError> {
-        use crate::budget::{
-            BudgetLayer, Cap, FailurePolicy, Money, Period, PriceTable, Scope, UnknownModel,
-        };
+        use crate::budget::{BudgetLayer, Cap, FailurePolicy, Money, Period, Scope};
         let mut b = BudgetLayer::builder();
         if let Some(n) = &self.name {
             b = b.name(n);
@@ -218,27 +244,7 @@ impl BudgetConfig {
             b = b.cap(cap);
         }
         if let Some(p) = &self.prices {
-            let mut t = if p.presets == Some(true) {
-                PriceTable::presets()
-            } else {
-                PriceTable::empty()
-            };
-            for (model, price) in &p.models {
-                t = t.insert(model.as_str(), price.build());
-            }
-            for (prefix, price) in &p.prefixes {
-                if prefix.is_empty() {
-                    return Err(ConfigError::invalid(
-                        "budget.prices.prefixes",
-                        "a prefix must not be empty",
-                    ));
-                }
-                t = t.insert_prefix(prefix.as_str(), price.build());
-            }
-            if let Some(u) = &p.unknown {
-                t = t.unknown(UnknownModel::Price(u.build()));
-            }
-            b = b.prices(t);
+            b = b.prices(p.build("budget.prices")?);
         }
         if let Some(h) = &self.tenant_header {
             b = b.tenant_header(header_name("budget.tenant_header", h)?);

@@ -1,5 +1,5 @@
-//! Per-key quotas per calendar period: requests and/or tokens per day or per
-//! month, reset at midnight of a configured UTC offset.
+//! Per-key quotas per calendar period: requests, tokens and/or spend per
+//! day or per month, reset at midnight of a configured UTC offset.
 //!
 //! Providers (and the contracts behind a key) often cap a key per day or
 //! per month besides per minute. Those caps are not a rate: a bucket that
@@ -17,6 +17,7 @@
 use std::time::Duration;
 
 use crate::error::InvalidConfig;
+use crate::money::Money;
 
 #[cfg(all(test, not(loom)))]
 #[path = "calendar/tests.rs"]
@@ -36,9 +37,19 @@ pub enum Period {
     Month,
 }
 
-/// A key's quota per calendar [`Period`]: requests, tokens (input + output,
-/// as estimated at admission and corrected from the usage reported), or
-/// both, for a [`PoolKey`](super::PoolKey).
+/// A key's quota per calendar [`Period`] for a [`PoolKey`](super::PoolKey):
+/// requests; tokens (input + output); spend, in money priced by the pool's
+/// [`PriceTable`](super::PriceTable) — any of them. Tokens and spend are
+/// estimated at admission (as the rate limiter and the spend budget
+/// estimate them) and corrected from the usage reported.
+///
+/// Spend is the pool keys' money cap. A spend budget
+/// ([`BudgetLayer`](crate::budget::BudgetLayer)) sits above the rate
+/// limiter and so is charged before a pool key is chosen; a key's cap
+/// belongs where the key is chosen, so that a key out of money is skipped
+/// for one that is not, as a key out of requests is. It is settled by the
+/// budget's rule: the usage reported, priced input, output, cache write and
+/// cache read apart; nothing for a refused request.
 ///
 /// Such caps are counters per period, not a rate: a bucket that refills
 /// continuously would hand out tomorrow's quota tonight. The period is a
@@ -63,18 +74,20 @@ pub struct CalendarQuota {
     pub(crate) period: Period,
     pub(crate) requests: Option<u64>,
     pub(crate) tokens: Option<u64>,
+    pub(crate) spend: Option<Money>,
     pub(crate) offset_secs: i32,
 }
 
 impl CalendarQuota {
     /// A quota per calendar day (UTC, until [`utc_offset_secs`](Self::utc_offset_secs)),
     /// limiting nothing until [`requests`](Self::requests) or
-    /// [`tokens`](Self::tokens) is set.
+    /// [`tokens`](Self::tokens) or [`spend`](Self::spend) is set.
     pub fn daily() -> Self {
         CalendarQuota {
             period: Period::Day,
             requests: None,
             tokens: None,
+            spend: None,
             offset_secs: 0,
         }
     }
@@ -102,6 +115,15 @@ impl CalendarQuota {
         self
     }
 
+    /// At most `limit` spent per period, priced by the pool's
+    /// [`PriceTable`](super::PriceTable) (a request the table cannot price
+    /// is refused with [`UnpricedModel`](crate::error::UnpricedModel)).
+    #[must_use]
+    pub fn spend(mut self, limit: Money) -> Self {
+        self.spend = Some(limit);
+        self
+    }
+
     /// The period starts at midnight `secs` seconds east of UTC (negative:
     /// west), e.g. `-8 * 3600` for UTC−08:00. Validated by the pool's
     /// `build`: within ±24 hours.
@@ -126,6 +148,11 @@ impl CalendarQuota {
         self.tokens
     }
 
+    /// The spend allowed per period, if limited.
+    pub fn spend_limit(&self) -> Option<Money> {
+        self.spend
+    }
+
     pub(crate) fn validate(&self) -> Result<(), InvalidConfig> {
         if self.offset_secs.unsigned_abs() >= DAY as u32 {
             return Err(InvalidConfig::new(
@@ -133,7 +160,7 @@ impl CalendarQuota {
                 "must be within ±24 hours",
             ));
         }
-        if self.requests == Some(0) || self.tokens == Some(0) {
+        if self.requests == Some(0) || self.tokens == Some(0) || self.spend == Some(Money::ZERO) {
             return Err(InvalidConfig::new(
                 "calendar_quota",
                 "a limit must be at least 1",
@@ -176,6 +203,8 @@ pub(crate) struct PeriodUsage {
     pub(crate) index: i64,
     pub(crate) requests: u64,
     pub(crate) tokens: u64,
+    /// In nano-units (see [`Money`]).
+    pub(crate) spend: u64,
 }
 
 /// Whether a cost fits a key's quota now.
@@ -200,17 +229,18 @@ impl PeriodUsage {
                 index,
                 requests: 0,
                 tokens: 0,
+                spend: 0,
             };
         }
         end
     }
 
-    /// Whether one more request of `tokens` fits `quota` in the period of
+    /// Whether one more request of `cost` fits `quota` in the period of
     /// `unix` (rolling over first).
     pub(crate) fn fits(
         &mut self,
         quota: Option<&CalendarQuota>,
-        tokens: u64,
+        cost: PeriodCost,
         unix: i64,
     ) -> QuotaFit {
         let end = self.roll(quota, unix);
@@ -220,13 +250,32 @@ impl PeriodUsage {
         let requests_ok = q.requests.is_none_or(|n| self.requests < n);
         let tokens_ok = q
             .tokens
-            .is_none_or(|n| self.tokens.saturating_add(tokens) <= n);
-        if requests_ok && tokens_ok {
+            .is_none_or(|n| self.tokens.saturating_add(cost.tokens) <= n);
+        let spend_ok = q
+            .spend
+            .is_none_or(|n| self.spend.saturating_add(cost.spend) <= n.nanos());
+        if requests_ok && tokens_ok && spend_ok {
             QuotaFit::Fits
         } else {
             QuotaFit::Exhausted { reset_at: end }
         }
     }
+
+    /// Counts one more request of `cost`.
+    pub(crate) fn add(&mut self, cost: PeriodCost) {
+        self.requests += 1;
+        self.tokens = self.tokens.saturating_add(cost.tokens);
+        self.spend = self.spend.saturating_add(cost.spend);
+    }
+}
+
+/// What one request counts against a calendar quota, besides itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct PeriodCost {
+    /// Input + output tokens.
+    pub(crate) tokens: u64,
+    /// Nano-units (0 when the pool cannot price the request).
+    pub(crate) spend: u64,
 }
 
 /// A wall-clock span from `now` to `at` (Unix seconds), zero if past.

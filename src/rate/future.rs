@@ -101,6 +101,7 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
         limiter: Arc<super::state::Limiter>,
         model: Option<std::sync::Arc<str>>,
         cost: [u64; DIMENSIONS],
+        priced: Option<super::pool::Priced>,
         priority: Priority,
         deadline: Option<Deadline>,
         mut req: Request<B>,
@@ -135,6 +136,7 @@ impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
                     pool.clone(),
                     model,
                     cost,
+                    priced,
                     priority,
                     give_up_at,
                 )
@@ -645,11 +647,9 @@ impl Hold {
         let Some(t) = &self.ticket.pool else { return };
         let shared = &self.group.shared;
         if let (Some(remote), Some(pool)) = (&shared.config.remote, &shared.config.pool)
-            && let Some((member, requests, tokens)) = pool.redis_correction(t, outcome)
+            && let Some((member, delta)) = pool.redis_correction(t, outcome)
         {
-            remote
-                .store
-                .calendar(pool.tag(), member, t.period, requests, tokens);
+            remote.store.calendar(pool.tag(), member, t.period, delta);
         }
     }
 

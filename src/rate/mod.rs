@@ -117,7 +117,7 @@ mod gcra;
 mod groups;
 mod layer;
 mod limit;
-mod pool;
+pub(crate) mod pool;
 pub mod presets;
 #[cfg(feature = "redis")]
 mod remote;
@@ -125,6 +125,7 @@ mod service;
 mod state;
 mod stats;
 
+pub use crate::money::{Money, PRESETS_AS_OF, Price, PriceTable, UnknownModel};
 pub use calendar::{CalendarQuota, Clock, Period};
 pub use config::{Learning, Limits, RateLimitBuilder, Unparsed};
 pub use layer::RateLimitLayer;

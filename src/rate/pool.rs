@@ -7,12 +7,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use http::{HeaderName, HeaderValue, Request};
 
-use super::calendar::{CalendarQuota, Clock, PeriodUsage, QuotaFit, until};
+use super::calendar::{CalendarQuota, Clock, PeriodCost, PeriodUsage, QuotaFit, until};
 use super::gcra::{DIMENSIONS, Denied, Dimension};
 use super::state::{Attempt, Fit, Group, GroupKey, Limiter, Settle, Ticket};
-use crate::error::{InvalidConfig, TooManyGroups};
+use crate::error::{InvalidConfig, TooManyGroups, UnpricedModel};
+use crate::money::{Money, Price, PriceTable};
+use crate::provider::Api;
 use crate::queue::QueueKey;
-use crate::request::KeyId;
+use crate::request::{KeyId, RequestMeta};
 use crate::sync::{Arc, Mutex, lock};
 
 pub(crate) mod admit;
@@ -118,6 +120,7 @@ pub struct KeyPoolBuilder {
     keys: Vec<PoolKey>,
     strategy: PoolStrategy,
     clock: Clock,
+    prices: Option<PriceTable>,
 }
 
 impl fmt::Debug for KeyPoolBuilder {
@@ -148,6 +151,15 @@ impl KeyPoolBuilder {
         self
     }
 
+    /// The prices calendar quotas in [`spend`](CalendarQuota::spend) charge
+    /// by, and [`PoolKeyStats::spend_used`] counts in (a pool with such a
+    /// quota needs them). Give the spend budget's table, so both count one
+    /// spend.
+    pub fn prices(mut self, prices: PriceTable) -> Self {
+        self.prices = Some(prices);
+        self
+    }
+
     /// The wall clock calendar quotas count by (default the system's).
     pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
@@ -160,8 +172,8 @@ impl KeyPoolBuilder {
     ///
     /// [`InvalidConfig`] for no key or more than [`MAX_POOL_KEYS`], a
     /// secret that is empty or not a valid header value, the same secret or
-    /// label twice, or an invalid [`CalendarQuota`]. No message names a
-    /// secret.
+    /// label twice, an invalid [`CalendarQuota`], or a quota in spend
+    /// without [`prices`](Self::prices). No message names a secret.
     pub fn build(self) -> Result<KeyPool, InvalidConfig> {
         let invalid = |field, reason| Err(InvalidConfig::new(field, reason));
         if self.keys.is_empty() {
@@ -220,9 +232,17 @@ impl KeyPoolBuilder {
         words.dedup();
         let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
         let tag = xxhash_rust::xxh3::xxh3_64(&bytes);
+        let capped_in_money = members
+            .iter()
+            .any(|m| m.quota.is_some_and(|q| q.spend.is_some()));
+        if capped_in_money && self.prices.is_none() {
+            return invalid("key_pool.prices", "a quota in spend needs prices");
+        }
         Ok(KeyPool {
             inner: Arc::new(PoolInner {
                 tag,
+                prices: self.prices.unwrap_or_else(PriceTable::empty),
+                capped_in_money,
                 header: name,
                 members: members.into_boxed_slice(),
                 strategy: self.strategy,
@@ -286,7 +306,9 @@ impl KeyPoolBuilder {
 /// pool key is chosen: its per-key scope ([`Scope::KEY`](crate::budget::Scope::KEY))
 /// counts the credentials the request arrived with, never the pool key.
 /// To cap what each pooled key uses, give it a [`CalendarQuota`] in
-/// requests or tokens per day or month.
+/// requests, tokens or money ([`spend`](CalendarQuota::spend), priced by
+/// [`KeyPoolBuilder::prices`]) per day or month: the key out of it is
+/// skipped for another until its reset.
 ///
 /// A request no key can take now waits in the limiter's queue, in one place
 /// for the whole pool (by priority, as any waiter), for whichever key frees
@@ -375,6 +397,9 @@ pub struct PoolKeyStats {
     pub requests_used: u64,
     /// Tokens reserved in its current calendar period.
     pub tokens_used: u64,
+    /// Spend reserved in its current calendar period (what the pool's
+    /// prices can price).
+    pub spend_used: Money,
 }
 
 impl KeyPool {
@@ -385,6 +410,7 @@ impl KeyPool {
             keys: Vec::new(),
             strategy: PoolStrategy::default(),
             clock: Clock::system(),
+            prices: None,
         }
     }
 
@@ -424,6 +450,7 @@ impl KeyPool {
                     quota: m.quota,
                     requests_used: u.requests,
                     tokens_used: u.tokens,
+                    spend_used: Money::from_nanos(u.spend),
                 }
             })
             .collect()
@@ -468,27 +495,53 @@ impl KeyPool {
             // A new period began: what was reserved in the old one is gone.
             return false;
         }
-        let (requests, tokens) = calendar_delta(t, outcome);
-        u.requests = u.requests.saturating_add_signed(requests);
-        u.tokens = u.tokens.saturating_add_signed(tokens);
-        tokens < 0 || requests < 0
+        let d = calendar_delta(t, outcome);
+        u.requests = u.requests.saturating_add_signed(d.requests);
+        u.tokens = u.tokens.saturating_add_signed(d.tokens);
+        u.spend = u.spend.saturating_add_signed(d.spend);
+        d.requests < 0 || d.tokens < 0 || d.spend < 0
     }
 
     /// The correction of a calendar reservation made in Redis: the
-    /// member's id word, requests and tokens to add (tokens only when its
+    /// member's id word and what to add (tokens and spend only when its
     /// quota counts them); `None` when nothing changes.
     #[cfg(feature = "redis")]
     pub(crate) fn redis_correction(
         &self,
         t: &PoolTicket,
         outcome: Option<&Settle>,
-    ) -> Option<(u64, i64, i64)> {
+    ) -> Option<(u64, CalendarDelta)> {
         let m = self.inner.members.get(t.member as usize)?;
-        let (requests, mut tokens) = calendar_delta(t, outcome);
+        let mut d = calendar_delta(t, outcome);
         if m.quota.is_none_or(|q| q.tokens.is_none()) {
-            tokens = 0;
+            d.tokens = 0;
         }
-        (requests != 0 || tokens != 0).then_some((m.id.word(), requests, tokens))
+        if m.quota.is_none_or(|q| q.spend.is_none()) {
+            d.spend = 0;
+        }
+        (d != CalendarDelta::default()).then_some((m.id.word(), d))
+    }
+
+    /// How a request is priced on this pool's keys: `None` when the table
+    /// has no price for its model (its spend is then not counted).
+    ///
+    /// # Errors
+    ///
+    /// [`UnpricedModel`] when it has none and a key is capped in money: a
+    /// cap in money never under-counts, and counting nothing would.
+    pub(crate) fn pricing(
+        &self,
+        meta: Option<&RequestMeta>,
+    ) -> Result<Option<Priced>, UnpricedModel> {
+        let model = meta.and_then(RequestMeta::model);
+        match self.inner.prices.price(model) {
+            Some(price) => Ok(Some(Priced {
+                price,
+                api: meta.and_then(RequestMeta::api),
+            })),
+            None if self.inner.capped_in_money => Err(UnpricedModel::new(model.map(str::to_owned))),
+            None => Ok(None),
+        }
     }
 
     /// The pool's tag: one word for its set of groups, the hash tag its
@@ -511,6 +564,7 @@ impl KeyPool {
         limiter: &Limiter,
         model: Option<&std::sync::Arc<str>>,
         cost: [u64; DIMENSIONS],
+        priced: Option<Priced>,
         now: u64,
         send: Option<bool>,
     ) -> Result<Choice, TooManyGroups> {
@@ -519,7 +573,7 @@ impl KeyPool {
         let unix = inner.clock.unix();
         let input = cost[Dimension::InputTokens.index()];
         let output = cost[Dimension::OutputTokens.index()];
-        let tokens = input.saturating_add(output);
+        let period_cost = period_cost(input, output, priced);
         let mut candidates: Vec<Candidate> = Vec::with_capacity(inner.members.len());
         let mut wait_at: Option<u64> = None;
         let mut parked = false;
@@ -528,7 +582,7 @@ impl KeyPool {
         for (i, m) in inner.members.iter().enumerate() {
             let (fits, used) = {
                 let mut u = lock(&m.usage);
-                (u.fits(m.quota.as_ref(), tokens, unix), u.requests)
+                (u.fits(m.quota.as_ref(), period_cost, unix), u.requests)
             };
             if let QuotaFit::Exhausted { reset_at } = fits {
                 reset = Some(reset.map_or(reset_at, |r| r.min(reset_at)));
@@ -575,12 +629,13 @@ impl KeyPool {
             // last of it since), then the group's buckets.
             let period = {
                 let mut u = lock(&m.usage);
-                if let QuotaFit::Exhausted { reset_at } = u.fits(m.quota.as_ref(), tokens, unix) {
+                if let QuotaFit::Exhausted { reset_at } =
+                    u.fits(m.quota.as_ref(), period_cost, unix)
+                {
                     reset = Some(reset.map_or(reset_at, |r| r.min(reset_at)));
                     continue;
                 }
-                u.requests += 1;
-                u.tokens = u.tokens.saturating_add(tokens);
+                u.add(period_cost);
                 u.index
             };
             let ticket = PoolTicket {
@@ -588,6 +643,8 @@ impl KeyPool {
                 period,
                 input,
                 output,
+                spend: period_cost.spend,
+                priced,
             };
             match shared.attempt(&c.group, cost, now, false, send) {
                 Attempt::Admitted(mut t) => {
@@ -642,13 +699,39 @@ impl KeyPool {
     }
 }
 
-/// What settling a calendar reservation changes: (requests, tokens) to
-/// add, negative to give back.
-pub(crate) fn calendar_delta(t: &PoolTicket, outcome: Option<&Settle>) -> (i64, i64) {
+/// What one request counts against its key's calendar quota.
+pub(crate) fn period_cost(input: u64, output: u64, priced: Option<Priced>) -> PeriodCost {
+    PeriodCost {
+        tokens: input.saturating_add(output),
+        spend: priced.map_or(0, |p| p.price.estimate(input, output).nanos()),
+    }
+}
+
+/// How a request is priced on a pool's keys (see [`KeyPool::pricing`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Priced {
+    price: Price,
+    api: Option<Api>,
+}
+
+/// What settling a calendar reservation changes, negative to give back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct CalendarDelta {
+    pub(crate) requests: i64,
+    pub(crate) tokens: i64,
+    /// Nano-units.
+    pub(crate) spend: i64,
+}
+
+pub(crate) fn calendar_delta(t: &PoolTicket, outcome: Option<&Settle>) -> CalendarDelta {
     let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     let reserved = t.input.saturating_add(t.output);
     match outcome {
-        None | Some(Settle::Refused) => (-1, -signed(reserved)),
+        None | Some(Settle::Refused) => CalendarDelta {
+            requests: -1,
+            tokens: -signed(reserved),
+            spend: -signed(t.spend),
+        },
         Some(Settle::Usage { usage, complete }) => {
             let input = if usage.total_input_tokens() > 0 {
                 usage.rate_limited_input_tokens()
@@ -661,13 +744,25 @@ pub(crate) fn calendar_delta(t: &PoolTicket, outcome: Option<&Settle>) -> (i64, 
                 t.output
             };
             let used = input.saturating_add(output);
-            (0, signed(used).saturating_sub(signed(reserved)))
+            let spent = t.priced.map_or(0, |p| {
+                p.price
+                    .settled((t.input, t.output), usage, *complete, p.api)
+                    .nanos()
+            });
+            CalendarDelta {
+                requests: 0,
+                tokens: signed(used).saturating_sub(signed(reserved)),
+                spend: signed(spent).saturating_sub(signed(t.spend)),
+            }
         }
-        Some(Settle::Unknown) => (0, 0),
+        Some(Settle::Unknown) => CalendarDelta::default(),
     }
 }
 
 /// What [`KeyPool::choose`] found.
+// Made once per admission and moved straight into the request's hold:
+// boxing the ticket would cost an allocation for no saving.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Choice {
     /// Reserved on `member`'s group.
     Admitted {
@@ -701,6 +796,9 @@ pub(crate) struct PoolTicket {
     pub(crate) period: i64,
     pub(crate) input: u64,
     pub(crate) output: u64,
+    /// The spend reserved, in nano-units, and how to price the answer.
+    pub(crate) spend: u64,
+    pub(crate) priced: Option<Priced>,
 }
 
 struct Member {
@@ -720,6 +818,9 @@ pub(crate) struct PoolInner {
     members: Box<[Member]>,
     strategy: PoolStrategy,
     clock: Clock,
+    prices: PriceTable,
+    /// Whether a key has a calendar quota in money.
+    capped_in_money: bool,
     /// The pool's hash tag in Redis ([`KeyPool::tag`]).
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     tag: u64,

@@ -88,12 +88,17 @@ where
         {
             // No credentials of its own: a key of the pool, chosen now.
             let model = meta.as_ref().and_then(|m| m.model_arc().cloned());
+            let priced = match pool.pricing(meta.as_deref()) {
+                Ok(priced) => priced,
+                Err(unpriced) => return ResponseFuture::refused(unpriced.into()),
+            };
             // (Never with a Redis store: the choice is its round trip.)
             if pool.queued() == 0 && !remote(config) {
                 match pool.choose(
                     &self.limiter,
                     model.as_ref(),
                     cost,
+                    priced,
                     shared.now(),
                     Some(true),
                 ) {
@@ -135,6 +140,7 @@ where
                 Arc::clone(&self.limiter),
                 model,
                 cost,
+                priced,
                 priority,
                 deadline,
                 req,

@@ -81,7 +81,7 @@ use redis::Script;
 
 use super::Redis;
 use crate::error::BackendError;
-use crate::rate::{Dimension, Limit};
+use crate::rate::{CalendarQuota, Dimension, Limit, Period};
 
 /// Dimensions of a cost vector (the rate limiter's).
 const DIMENSIONS: usize = Dimension::ALL.len();
@@ -199,8 +199,8 @@ pub(crate) struct PoolMember {
     pub(crate) group: usize,
     /// Skipped (its local gate is closed, or its probe is out).
     pub(crate) usable: bool,
-    /// Its calendar quota: (month?, UTC offset, requests, tokens).
-    pub(crate) quota: Option<(bool, i32, Option<u64>, Option<u64>)>,
+    /// Its calendar quota.
+    pub(crate) quota: Option<CalendarQuota>,
 }
 
 /// Redis's answer to a key pool's admission.
@@ -412,7 +412,8 @@ impl RemoteStore {
 
     /// Runs the pool script: chooses among `members` (whose groups are
     /// `groups`, each with its limits) on the shared state and reserves
-    /// `cost` on the one chosen.
+    /// `cost` on the one chosen — and, in its calendar counters, one
+    /// request, `tokens` and `spend` (nano-units).
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn pool_admit(
         &self,
@@ -421,7 +422,7 @@ impl RemoteStore {
         members: &[PoolMember],
         fewest_used: bool,
         cost: &[u64; DIMENSIONS],
-        tokens: u64,
+        (tokens, spend): (u64, u64),
     ) -> Result<PoolDecision, BackendError> {
         if self.clock() < self.skip_until.load(Ordering::Relaxed) {
             self.failed_decisions.fetch_add(1, Ordering::Relaxed);
@@ -442,7 +443,8 @@ impl RemoteStore {
             .arg(groups.len())
             .arg(members.len())
             .arg(u8::from(fewest_used))
-            .arg(tokens);
+            .arg(tokens)
+            .arg(spend);
         for c in cost {
             invocation.arg(*c);
         }
@@ -454,16 +456,17 @@ impl RemoteStore {
                 };
             }
         }
+        let limit = |n: Option<u64>| n.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
         for m in members {
-            let (month, offset, requests, tokens) = m.quota.unwrap_or((false, 0, None, None));
-            let limit = |n: Option<u64>| n.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+            let q = m.quota.unwrap_or_else(CalendarQuota::daily);
             invocation
                 .arg(m.group + 1)
                 .arg(u8::from(m.usable))
-                .arg(if month { 2 } else { 1 })
-                .arg(offset)
-                .arg(limit(requests))
-                .arg(limit(tokens));
+                .arg(if q.period == Period::Month { 2 } else { 1 })
+                .arg(q.offset_secs)
+                .arg(limit(q.requests))
+                .arg(limit(q.tokens))
+                .arg(limit(q.spend.map(crate::money::Money::nanos)));
         }
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let reply: Vec<i64> = match self.redis.run(&invocation).await {
@@ -505,17 +508,16 @@ impl RemoteStore {
     }
 
     /// Corrects a pool member's calendar counters in `period` (spawned,
-    /// as [`reconcile`](Self::reconcile) is): `requests` and `tokens` to
-    /// add, negative to give back.
+    /// as [`reconcile`](Self::reconcile) is): what `delta` adds, negative
+    /// to give back.
     pub(crate) fn calendar(
         self: &std::sync::Arc<Self>,
         pool: u64,
         member: u64,
         period: i64,
-        requests: i64,
-        tokens: i64,
+        delta: crate::rate::pool::CalendarDelta,
     ) {
-        if requests == 0 && tokens == 0 {
+        if delta == crate::rate::pool::CalendarDelta::default() {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -526,7 +528,12 @@ impl RemoteStore {
         let key = self.calendar_key(pool, member);
         runtime.spawn(async move {
             let mut invocation = CALENDAR.prepare_invoke();
-            invocation.key(key).arg(period).arg(requests).arg(tokens);
+            invocation
+                .key(key)
+                .arg(period)
+                .arg(delta.requests)
+                .arg(delta.tokens)
+                .arg(delta.spend);
             store.round_trips.fetch_add(1, Ordering::Relaxed);
             if store.redis.run::<i64>(&invocation).await.is_err() {
                 store.failed_reconciles.fetch_add(1, Ordering::Relaxed);

@@ -8,7 +8,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tower::{Service, ServiceExt, service_fn};
 use tower_llm_resilience::BoxError;
-use tower_llm_resilience::rate::{AuthStyle, CalendarQuota, KeyPool, PoolKey};
+use tower_llm_resilience::rate::{AuthStyle, CalendarQuota, KeyPool, PoolKey, PriceTable};
 use tower_llm_resilience::request::ReplayBody;
 
 /// The pool's two keys.
@@ -95,6 +95,11 @@ pub(crate) fn ok(_: &str, _: usize) -> StatusCode {
 /// A pool of keys a and b, each with `quota` if given: built anew per
 /// instance, as each process builds its own.
 pub(crate) fn pool(quota: Option<CalendarQuota>) -> KeyPool {
+    priced_pool(quota, PriceTable::empty())
+}
+
+/// The same, with `prices` for quotas in money.
+pub(crate) fn priced_pool(quota: Option<CalendarQuota>, prices: PriceTable) -> KeyPool {
     let key = |label, secret| {
         let k = PoolKey::new(label, secret);
         match quota {
@@ -105,6 +110,7 @@ pub(crate) fn pool(quota: Option<CalendarQuota>) -> KeyPool {
     KeyPool::builder(AuthStyle::Anthropic)
         .add_key(key("a", KEY_A))
         .add_key(key("b", KEY_B))
+        .prices(prices)
         .build()
         .expect("pool")
 }

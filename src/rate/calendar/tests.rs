@@ -95,29 +95,55 @@ fn known_dates() {
     assert_eq!(end1, days_from_civil(2027, 2, 1) * 86_400 - 3600);
 }
 
+fn tokens(tokens: u64) -> PeriodCost {
+    PeriodCost { tokens, spend: 0 }
+}
+
 #[test]
 fn usage_rolls_over_and_counts_against_the_quota() {
     let q = CalendarQuota::daily().requests(2).tokens(100);
     let t = days_from_civil(2026, 12, 1) * 86_400;
     let mut u = PeriodUsage::default();
-    assert_eq!(u.fits(Some(&q), 60, t), QuotaFit::Fits);
+    assert_eq!(u.fits(Some(&q), tokens(60), t), QuotaFit::Fits);
     u.requests += 1;
     u.tokens += 60;
     // 60 + 50 > 100 tokens.
     let reset_at = days_from_civil(2026, 12, 2) * 86_400;
     assert_eq!(
-        u.fits(Some(&q), 50, t + 10),
+        u.fits(Some(&q), tokens(50), t + 10),
         QuotaFit::Exhausted { reset_at }
     );
-    assert_eq!(u.fits(Some(&q), 40, t + 10), QuotaFit::Fits);
+    assert_eq!(u.fits(Some(&q), tokens(40), t + 10), QuotaFit::Fits);
     u.requests += 1;
     // Two requests used: exhausted until midnight, fresh after it.
     assert_eq!(
-        u.fits(Some(&q), 0, reset_at - 1),
+        u.fits(Some(&q), tokens(0), reset_at - 1),
         QuotaFit::Exhausted { reset_at }
     );
-    assert_eq!(u.fits(Some(&q), 100, reset_at), QuotaFit::Fits);
+    assert_eq!(u.fits(Some(&q), tokens(100), reset_at), QuotaFit::Fits);
     assert_eq!((u.requests, u.tokens), (0, 0));
+}
+
+#[test]
+fn spend_counts_against_a_quota_in_money() {
+    let q = CalendarQuota::monthly().spend(Money::from_cents(100));
+    let t = days_from_civil(2026, 12, 15) * 86_400;
+    let reset_at = days_from_civil(2027, 1, 1) * 86_400;
+    let mut u = PeriodUsage::default();
+    let cost = |cents: u64| PeriodCost {
+        tokens: 1_000_000,
+        spend: Money::from_cents(cents).nanos(),
+    };
+    assert_eq!(u.fits(Some(&q), cost(60), t), QuotaFit::Fits);
+    u.add(cost(60));
+    // 60 + 41 cents > 1.00; 60 + 40 fits exactly (tokens are not limited).
+    assert_eq!(
+        u.fits(Some(&q), cost(41), t),
+        QuotaFit::Exhausted { reset_at }
+    );
+    assert_eq!(u.fits(Some(&q), cost(40), t), QuotaFit::Fits);
+    assert_eq!(u.fits(Some(&q), cost(100), reset_at), QuotaFit::Fits);
+    assert_eq!((u.requests, u.spend), (0, 0));
 }
 
 /// A clock stepped back across midnight (NTP, a VM resumed) does not hand
@@ -127,10 +153,10 @@ fn a_clock_stepped_back_keeps_the_counts() {
     let q = CalendarQuota::daily().requests(1);
     let midnight = days_from_civil(2026, 12, 2) * 86_400;
     let mut u = PeriodUsage::default();
-    assert_eq!(u.fits(Some(&q), 0, midnight + 5), QuotaFit::Fits);
+    assert_eq!(u.fits(Some(&q), tokens(0), midnight + 5), QuotaFit::Fits);
     u.requests += 1;
     assert!(matches!(
-        u.fits(Some(&q), 0, midnight - 5),
+        u.fits(Some(&q), tokens(0), midnight - 5),
         QuotaFit::Exhausted { .. }
     ));
     assert_eq!(u.requests, 1);
@@ -145,6 +171,12 @@ fn invalid_quotas_are_refused() {
             .is_err()
     );
     assert!(CalendarQuota::daily().requests(0).validate().is_err());
+    assert!(
+        CalendarQuota::daily()
+            .spend(Money::ZERO)
+            .validate()
+            .is_err()
+    );
     assert!(
         CalendarQuota::monthly()
             .tokens(5)

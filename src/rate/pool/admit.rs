@@ -13,7 +13,7 @@ use tokio::time::{Instant, Sleep};
 use super::super::future::{Hold, Reconcile, Via, elapsed_or_woken};
 use super::super::gcra::{DIMENSIONS, Denied};
 use super::super::state::Limiter;
-use super::{Choice, KeyPool, PoolInner};
+use super::{Choice, KeyPool, PoolInner, Priced};
 use crate::admitted::{earliest, poll_sleep_until};
 use crate::error::{BoxError, NoKeyAvailable, RequestTooLarge};
 use crate::queue::{Priority, QueueFull, Waiter};
@@ -79,6 +79,7 @@ pub(crate) async fn admit(
     pool: KeyPool,
     model: Option<std::sync::Arc<str>>,
     cost: [u64; DIMENSIONS],
+    priced: Option<Priced>,
     priority: Priority,
     give_up_at: Option<Instant>,
 ) -> Result<(Box<Reconcile>, usize), BoxError> {
@@ -114,22 +115,23 @@ pub(crate) async fn admit(
         // A newcomer does not overtake the pool's waiters: it only asks.
         let behind_others = queued.is_none() && pool.queued() > 0;
         let send = (!behind_others).then_some(false);
-        let (choice, remote) = match remote_choose(&limiter, &pool, model.as_ref(), cost, send) {
-            // Through Redis: the head (or a newcomer nobody waits before)
-            // asks the shared state; the round trip ends by the give-up
-            // time too, not only by the handle's timeout.
-            Some(step) => match give_up_at {
-                Some(at) => match tokio::time::timeout_at(at, step).await {
-                    Ok(step) => step?,
-                    Err(_) => return Err(no_key(first_free)),
+        let (choice, remote) =
+            match remote_choose(&limiter, &pool, model.as_ref(), cost, priced, send) {
+                // Through Redis: the head (or a newcomer nobody waits before)
+                // asks the shared state; the round trip ends by the give-up
+                // time too, not only by the handle's timeout.
+                Some(step) => match give_up_at {
+                    Some(at) => match tokio::time::timeout_at(at, step).await {
+                        Ok(step) => step?,
+                        Err(_) => return Err(no_key(first_free)),
+                    },
+                    None => step.await?,
                 },
-                None => step.await?,
-            },
-            None => (
-                pool.choose(&limiter, model.as_ref(), cost, now, send)?,
-                false,
-            ),
-        };
+                None => (
+                    pool.choose(&limiter, model.as_ref(), cost, priced, now, send)?,
+                    false,
+                ),
+            };
         let wake_at = match choice {
             Choice::Admitted {
                 group,
@@ -183,13 +185,16 @@ fn remote_choose<'a>(
     pool: &'a KeyPool,
     model: Option<&'a std::sync::Arc<str>>,
     cost: [u64; DIMENSIONS],
+    priced: Option<Priced>,
     send: Option<bool>,
 ) -> Option<std::pin::Pin<Box<dyn Future<Output = Result<(Choice, bool), BoxError>> + Send + 'a>>> {
     let remote = limiter.shared().config.remote.as_ref()?;
     let now = limiter.shared().now();
     Some(match send {
         None => Box::pin(std::future::ready(Ok((Choice::Wait(Some(now)), false)))),
-        Some(_) => Box::pin(super::remote::choose(limiter, pool, remote, model, cost)),
+        Some(_) => Box::pin(super::remote::choose(
+            limiter, pool, remote, model, cost, priced,
+        )),
     })
 }
 
@@ -200,6 +205,7 @@ fn remote_choose<'a>(
     _pool: &'a KeyPool,
     _model: Option<&'a std::sync::Arc<str>>,
     _cost: [u64; DIMENSIONS],
+    _priced: Option<Priced>,
     _send: Option<bool>,
 ) -> Option<std::pin::Pin<Box<dyn Future<Output = Result<(Choice, bool), BoxError>> + Send + 'a>>> {
     None

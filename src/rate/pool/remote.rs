@@ -18,7 +18,7 @@
 //! For one script to touch every key of a pool, they share a hash tag: a
 //! pool key's group lives at `{prefix}{rlp:<pool tag>}:<group hash>`, its
 //! calendar counters at `{prefix}{rlp:<pool tag>}:cal:<key id>` (a hash of
-//! the period index, requests and tokens, expiring a day after the period
+//! the period index, requests, tokens and spend, expiring a day after the period
 //! ends), where the pool tag is a hash of the pool's groups' ids: processes
 //! sharing a pool declare the same keys (and one
 //! [`KeyIdentity`](crate::request::KeyIdentity) secret). A request that
@@ -38,11 +38,10 @@
 //! process's own calendar counters (what it admits then is not in Redis's
 //! counters). Pool admissions through Redis take no leases.
 
-use super::super::calendar::Period;
 use super::super::gcra::{CostExceedsBurst, DIMENSIONS, Denied, Dimension, Limit};
 use super::super::remote::Remote;
 use super::super::state::{Attempt, Group, GroupKey, Limiter};
-use super::{Choice, KeyPool, PoolStrategy, PoolTicket};
+use super::{Choice, KeyPool, PoolStrategy, PoolTicket, Priced, period_cost};
 use crate::error::BoxError;
 use crate::redis::FailurePolicy;
 use crate::redis::limiter::{PoolDecision, PoolMember};
@@ -66,13 +65,14 @@ pub(crate) async fn choose(
     remote: &Remote,
     model: Option<&std::sync::Arc<str>>,
     cost: [u64; DIMENSIONS],
+    priced: Option<Priced>,
 ) -> Result<(Choice, bool), BoxError> {
     let inner = &*pool.inner;
     let shared = limiter.shared();
     let now = shared.now();
     let input = cost[Dimension::InputTokens.index()];
     let output = cost[Dimension::OutputTokens.index()];
-    let tokens = input.saturating_add(output);
+    let period_cost = period_cost(input, output, priced);
     // The distinct groups, each with its limits (`None`: not usable here).
     let mut groups: Vec<(Arc<Group>, Option<Limits>)> = Vec::new();
     let mut members: Vec<PoolMember> = Vec::with_capacity(inner.members.len());
@@ -99,14 +99,7 @@ pub(crate) async fn choose(
             id: m.id.word(),
             group: index,
             usable: groups[index].1.is_some(),
-            quota: m.quota.map(|q| {
-                (
-                    q.period == Period::Month,
-                    q.offset_secs,
-                    q.requests,
-                    q.tokens,
-                )
-            }),
+            quota: m.quota,
         });
     }
     if members.iter().all(|m| !m.usable) {
@@ -119,7 +112,14 @@ pub(crate) async fn choose(
     let fewest = inner.strategy == PoolStrategy::FewestUsed;
     let answer = remote
         .store
-        .pool_admit(pool.tag(), &sent, &members, fewest, &cost, tokens)
+        .pool_admit(
+            pool.tag(),
+            &sent,
+            &members,
+            fewest,
+            &cost,
+            (period_cost.tokens, period_cost.spend),
+        )
         .await;
     let earliest = |at: u64| Some(local_wait.map_or(at, |w| w.min(at)));
     match answer {
@@ -135,6 +135,8 @@ pub(crate) async fn choose(
                 period,
                 input,
                 output,
+                spend: period_cost.spend,
+                priced,
             };
             // Mirrored in this process's counters (its stats), when its
             // clock is in the same period as Redis's.
@@ -143,8 +145,7 @@ pub(crate) async fn choose(
                 let mut u = lock(&m.usage);
                 u.roll(m.quota.as_ref(), inner.clock.unix());
                 if u.index == period {
-                    u.requests += 1;
-                    u.tokens = u.tokens.saturating_add(tokens);
+                    u.add(period_cost);
                 }
             }
             ticket.pool = Some(t);
@@ -199,7 +200,8 @@ pub(crate) async fn choose(
                     return Err(failure.into());
                 };
                 let fshared = fallback.shared();
-                let choice = pool.choose(fallback, model, cost, fshared.now(), Some(false))?;
+                let choice =
+                    pool.choose(fallback, model, cost, priced, fshared.now(), Some(false))?;
                 Ok((
                     match choice {
                         // In this limiter's time, not the fallback's.

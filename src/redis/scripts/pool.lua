@@ -5,16 +5,18 @@
 --
 -- KEYS: the pool's g distinct limit groups (hashes as prelude.lua
 -- describes), then one calendar hash per member (fields p: the period
--- index, r: requests, t: tokens). Every key carries the pool's hash tag.
+-- index, r: requests, t: tokens, s: spend in nano-units). Every key
+-- carries the pool's hash tag.
 -- ARGV[1] = n dimensions, ARGV[2] = g, ARGV[3] = m members, ARGV[4] the
 -- strategy (0 most headroom, 1 fewest used), ARGV[5] the request's tokens
--- for calendar quotas; ARGV[5+d] the cost of dimension d; then per group
--- j, from o = 5 + n + 2n(j-1): ARGV[o+2d-1] the emission interval in ns
--- (0: unlimited), ARGV[o+2d] the burst; then per member i, from
--- q = 5 + n + 2ng + 6(i-1): ARGV[q+1] its group (1-based), ARGV[q+2]
--- usable (0: skipped, e.g. its local gate is closed), ARGV[q+3] the
--- period (1 day, 2 month), ARGV[q+4] the UTC offset in seconds,
--- ARGV[q+5] requests allowed (-1: any), ARGV[q+6] tokens allowed (-1).
+-- and ARGV[6] its spend for calendar quotas; ARGV[6+d] the cost of
+-- dimension d; then per group j, from o = 6 + n + 2n(j-1): ARGV[o+2d-1]
+-- the emission interval in ns (0: unlimited), ARGV[o+2d] the burst; then
+-- per member i, from q = 6 + n + 2ng + 7(i-1): ARGV[q+1] its group
+-- (1-based), ARGV[q+2] usable (0: skipped, e.g. its local gate is
+-- closed), ARGV[q+3] the period (1 day, 2 month), ARGV[q+4] the UTC
+-- offset in seconds, ARGV[q+5] requests allowed (-1: any), ARGV[q+6]
+-- tokens allowed (-1), ARGV[q+7] spend allowed (-1).
 -- Returns {0, member (0-based), period index, then the chosen group's net
 -- counters}; {1, wait ns, -1 when a gate holds the earliest key else 0};
 -- {2, dimension, burst} when the cost is above every usable key's burst;
@@ -25,6 +27,7 @@ local g = tonumber(ARGV[2])
 local m = tonumber(ARGV[3])
 local strategy = tonumber(ARGV[4])
 local tokens = tonumber(ARGV[5])
+local spend = tonumber(ARGV[6])
 local time = redis.call('TIME')
 local sec = tonumber(time[1])
 local usec = tonumber(time[2])
@@ -32,7 +35,7 @@ local WEEK = 604800
 local DAY = 86400
 local NET = 1125899906842624 -- 2^50
 local cost = {}
-for d = 1, n do cost[d] = tonumber(ARGV[5 + d]) end
+for d = 1, n do cost[d] = tonumber(ARGV[6 + d]) end
 
 -- Civil dates (Howard Hinnant's algorithms), for calendar months.
 local function civil(z)
@@ -84,7 +87,7 @@ for j = 1, g do
   for d = 1, n do
     gr.tats[d] = tonumber(stored[d + 2]) or 0
     gr.nets[d] = tonumber(stored[n + d + 2]) or 0
-    local o = 5 + n + 2 * n * (j - 1)
+    local o = 6 + n + 2 * n * (j - 1)
     gr.interval[d] = tonumber(ARGV[o + 2 * d - 1])
     gr.burst[d] = tonumber(ARGV[o + 2 * d])
   end
@@ -104,23 +107,26 @@ local gated = 0
 local reset = nil
 local never = nil
 for i = 1, m do
-  local q = 5 + n + 2 * n * g + 6 * (i - 1)
+  local q = 6 + n + 2 * n * g + 7 * (i - 1)
   local j = tonumber(ARGV[q + 1])
   if tonumber(ARGV[q + 2]) == 1 then
     local kind = tonumber(ARGV[q + 3])
     local index, ends = period(kind, tonumber(ARGV[q + 4]))
     local allowed_r = tonumber(ARGV[q + 5])
     local allowed_t = tonumber(ARGV[q + 6])
-    local cal = redis.call('HMGET', KEYS[g + i], 'p', 'r', 't')
-    local used_r, used_t = 0, 0
+    local allowed_s = tonumber(ARGV[q + 7])
+    local cal = redis.call('HMGET', KEYS[g + i], 'p', 'r', 't', 's')
+    local used_r, used_t, used_s = 0, 0, 0
     if tonumber(cal[1]) == index then
       used_r = tonumber(cal[2]) or 0
       used_t = tonumber(cal[3]) or 0
+      used_s = tonumber(cal[4]) or 0
     end
     local gr = groups[j]
     local now = gr.now
     if (allowed_r >= 0 and used_r >= allowed_r)
-      or (allowed_t >= 0 and used_t + tokens > allowed_t) then
+      or (allowed_t >= 0 and used_t + tokens > allowed_t)
+      or (allowed_s >= 0 and used_s + spend > allowed_s) then
       local left = (ends - sec) * 1e9 - usec * 1000
       if reset == nil or left < reset then reset = left end
     elseif gr.gate > now then
@@ -157,7 +163,7 @@ for i = 1, m do
             end
           end
           local c = {i = i, j = j, headroom = headroom, used = used_r,
-            used_t = used_t, index = index, ends = ends}
+            used_t = used_t, used_s = used_s, index = index, ends = ends}
           local better
           if best == nil then
             better = true
@@ -206,7 +212,8 @@ redis.call('PEXPIRE', KEYS[best.j], math.ceil(math.max(ahead, 0) / 1e6) + 1000)
 local cal = KEYS[g + best.i]
 redis.call('HSET', cal, 'p', string.format('%.0f', best.index),
   'r', string.format('%.0f', best.used + 1),
-  't', string.format('%.0f', best.used_t + tokens))
+  't', string.format('%.0f', best.used_t + tokens),
+  's', string.format('%.0f', best.used_s + spend))
 -- Kept a day past its period's end (a late refund finds it; then gone).
 redis.call('EXPIREAT', cal, best.ends + DAY)
 local reply = {0, best.i - 1, best.index}

@@ -173,6 +173,39 @@ impl Price {
     }
 }
 
+impl Price {
+    /// What a request estimated at `input` and `output` tokens is charged
+    /// once answered with `usage`: the reported input (the estimate when
+    /// none was reported), and the output — at least the estimate when the
+    /// body was cut off (`complete` false: the tokens generated after the
+    /// last report were billed too). The one rule for every counter in
+    /// money: budgets and key pools' calendar quotas.
+    #[must_use]
+    pub(crate) fn settled(
+        &self,
+        (input, output): (u64, u64),
+        usage: &Usage,
+        complete: bool,
+        api: Option<Api>,
+    ) -> Money {
+        let output = if complete {
+            usage.output_tokens
+        } else {
+            usage.output_tokens.max(output)
+        };
+        let input = if usage.total_input_tokens() > 0 {
+            let only_input = Usage {
+                output_tokens: 0,
+                ..*usage
+            };
+            self.cost(&only_input, api)
+        } else {
+            self.estimate(input, 0)
+        };
+        input.saturating_add(Money::for_tokens(self.output, output))
+    }
+}
+
 /// What a model the table does not know costs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
