@@ -38,6 +38,33 @@ fn instance(redis: &Redis, limits: Limits, pool: KeyPool) -> RateLimitLayer {
         .unwrap()
 }
 
+/// Through instance `one`: a request the provider refuses (its calendar
+/// reservation comes back, in Redis), then six admitted — three a key, as
+/// both quotas below allow. Then instance `two`, whose own counters are
+/// empty, is refused by Redis's: its `NoKeyAvailable`.
+async fn use_up(one: &RateLimitLayer, two: &RateLimitLayer, seen: &Seen) -> NoKeyAvailable {
+    let svc1 = one.layer(upstream(seen.clone(), |_, _| {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }));
+    assert_eq!(send(&svc1).await.unwrap(), 500);
+    let svc1 = one.layer(upstream(seen.clone(), ok));
+    let mut sent = 0;
+    let filled = eventually(async || {
+        match send(&svc1).await {
+            Ok(_) => sent += 1,
+            Err(e) => assert!(e.downcast_ref::<NoKeyAvailable>().is_some(), "{e}"),
+        }
+        sent == 6
+    })
+    .await;
+    assert!(filled, "only {sent} of six admitted: {:?}", seen.keys());
+    let svc2 = two.layer(upstream(seen.clone(), ok));
+    let err = send(&svc2).await.expect_err("both keys are used up today");
+    err.downcast::<NoKeyAvailable>()
+        .map(|e| *e)
+        .unwrap_or_else(|e| panic!("not NoKeyAvailable: {e}"))
+}
+
 #[tokio::test]
 async fn a_429_on_key_a_seen_by_one_instance_makes_the_other_skip_it() {
     let Some(server) = RedisServer::get("redis_pool") else {
@@ -139,31 +166,7 @@ async fn a_calendar_quota_used_up_through_one_instance_is_used_up_for_the_other(
     let one = instance(&redis, limits, pool(Some(quota)));
     let two = instance(&redis, limits, pool(Some(quota)));
     let seen = Seen::default();
-    // The first request is refused by the provider: its calendar request
-    // comes back (in Redis), so it does not count.
-    let svc1 = one.layer(upstream(seen.clone(), |_, _| {
-        StatusCode::INTERNAL_SERVER_ERROR
-    }));
-    assert_eq!(send(&svc1).await.unwrap(), 500);
-    let svc1 = one.layer(upstream(seen.clone(), ok));
-    // Six requests through instance 1: three per key.
-    let mut sent = 0;
-    let filled = eventually(async || {
-        match send(&svc1).await {
-            Ok(_) => sent += 1,
-            Err(e) => assert!(e.downcast_ref::<NoKeyAvailable>().is_some(), "{e}"),
-        }
-        sent == 6
-    })
-    .await;
-    assert!(filled, "only {sent} of six admitted: {:?}", seen.keys());
-    // Instance 2 admitted nothing: its own counters are empty, Redis's
-    // are full.
-    let svc2 = two.layer(upstream(seen.clone(), ok));
-    let err = send(&svc2).await.expect_err("both keys are used up today");
-    let no_key = err
-        .downcast_ref::<NoKeyAvailable>()
-        .expect("NoKeyAvailable");
+    let no_key = use_up(&one, &two, &seen).await;
     assert!(
         no_key.retry_after > Duration::ZERO && no_key.retry_after <= Duration::from_secs(86_400),
         "{no_key:?}"
@@ -194,31 +197,10 @@ async fn a_quota_in_money_spent_through_one_instance_is_spent_for_the_other() {
     let one = instance(&redis, limits, priced_pool(Some(quota), prices.clone()));
     let two = instance(&redis, limits, priced_pool(Some(quota), prices));
     let seen = Seen::default();
-    // Refused by the provider: its spend comes back.
-    let svc1 = one.layer(upstream(seen.clone(), |_, _| {
-        StatusCode::INTERNAL_SERVER_ERROR
-    }));
-    assert_eq!(send(&svc1).await.unwrap(), 500);
-    // Each key takes three: 2 + 2 + 16 = 20 fits, once the earlier two are
-    // settled at 2 (only 16 + 16 > 20 would fit without the corrections).
-    let svc1 = one.layer(upstream(seen.clone(), ok));
-    let mut sent = 0;
-    let filled = eventually(async || {
-        match send(&svc1).await {
-            Ok(_) => sent += 1,
-            Err(e) => assert!(e.downcast_ref::<NoKeyAvailable>().is_some(), "{e}"),
-        }
-        sent == 6
-    })
-    .await;
-    assert!(filled, "only {sent} of six admitted: {:?}", seen.keys());
-    let svc2 = two.layer(upstream(seen.clone(), ok));
-    let err = send(&svc2)
-        .await
-        .expect_err("both keys' money is spent today");
-    assert!(err.downcast_ref::<NoKeyAvailable>().is_some(), "{err}");
-    // The refused one (on a, the first declared), then three on each: 2 +
-    // 2 + 16 fits 20, a fourth (2 + 2 + 2 + 16) would not.
+    // Each key takes three: 2 + 2 + 16 fits 20 once the earlier two are
+    // settled at 2 (only one would without the corrections), a fourth
+    // (2 + 2 + 2 + 16) does not; the refused one went to a, declared first.
+    use_up(&one, &two, &seen).await;
     assert_eq!(
         (seen.count("a"), seen.count("b")),
         (4, 3),
