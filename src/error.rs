@@ -559,9 +559,10 @@ impl fmt::Display for BudgetExceeded {
 
 impl std::error::Error for BudgetExceeded {}
 
-/// A money cap applies to a request whose model the price table does not
-/// know, and the table refuses unknown models (its default: a guess could
-/// under-count).
+/// A cap in money applies to a request whose model the price table does
+/// not know, and the table refuses unknown models (its default: a guess
+/// could under-count): a budget's money cap, or a pool key's
+/// [`CalendarQuota::spend`](crate::rate::CalendarQuota::spend).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct UnpricedModel {
@@ -581,8 +582,8 @@ impl UnpricedModel {
 impl fmt::Display for UnpricedModel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.model {
-            Some(m) => write!(f, "budget: no price for model {m:?}"),
-            None => f.write_str("budget: the request names no model to price"),
+            Some(m) => write!(f, "no price for model {m:?} under a cap in money"),
+            None => f.write_str("the request names no model to price under a cap in money"),
         }
     }
 }

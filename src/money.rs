@@ -171,9 +171,7 @@ impl Price {
         Money::for_tokens(self.input.max(self.cache_write), input)
             .saturating_add(Money::for_tokens(self.output, output))
     }
-}
 
-impl Price {
     /// What a request estimated at `input` and `output` tokens is charged
     /// once answered with `usage`: the reported input (the estimate when
     /// none was reported), and the output — at least the estimate when the

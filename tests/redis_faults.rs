@@ -465,10 +465,55 @@ mod pool {
 
     use tower_layer::Layer;
     use tower_llm_resilience::error::NoKeyAvailable;
-    use tower_llm_resilience::rate::{Limit, Limits, RateLimitLayer};
+    use tower_llm_resilience::rate::{
+        CalendarQuota, Limit, Limits, Money, Price, PriceTable, RateLimitLayer,
+    };
     use tower_llm_resilience::redis::{FailurePolicy, Redis};
 
-    use crate::support::pool::{Seen, ok, pool, send, upstream};
+    use crate::support::pool::{Seen, ok, pool, priced_pool, send, upstream};
+
+    /// With Redis down, the `Local` fallback holds each pool key to its
+    /// share of a quota in money (1 ÷ instances: the others' spend is out
+    /// of sight), and settles what it admitted at the answer's price.
+    #[tokio::test]
+    async fn with_redis_down_the_local_fallback_spends_its_share_of_a_keys_money() {
+        let redis = Redis::new("redis://127.0.0.1:1")
+            .expect("url")
+            .with_timeout(Duration::from_millis(50));
+        // Output at 1 unit a token: each request is reserved at 16
+        // (max_tokens) and settled at 2 (its answer's output).
+        let prices = PriceTable::empty().insert(
+            "claude-test",
+            Price::per_mtok(
+                Money::ZERO,
+                Money::from_units(1_000_000),
+                Money::ZERO,
+                Money::ZERO,
+            ),
+        );
+        let quota = CalendarQuota::daily().spend(Money::from_units(40));
+        let pool = priced_pool(Some(quota), prices);
+        let layer = RateLimitLayer::builder()
+            .limits(Limits::unlimited().requests(Limit::per_minute(1_000).expect("ok")))
+            .fail_fast(true)
+            .redis(redis)
+            .redis_failure(FailurePolicy::Local { instances: 2 })
+            .key_pool(pool.clone())
+            .build()
+            .expect("ok");
+        let seen = Seen::default();
+        let svc = layer.layer(upstream(seen.clone(), ok));
+        // A share of 20 a key: 2 + 2 + 16 fits, a fourth does not. (Without
+        // the share, 13 a key; unsettled, one.)
+        for _ in 0..6 {
+            assert_eq!(send(&svc).await.expect("within the share"), 200);
+        }
+        let err = send(&svc).await.expect_err("both shares spent");
+        assert!(err.downcast_ref::<NoKeyAvailable>().is_some(), "{err}");
+        assert_eq!((seen.count("a"), seen.count("b")), (3, 3));
+        let spent: Vec<Money> = pool.stats().iter().map(|s| s.spend_used).collect();
+        assert_eq!(spent, [Money::from_units(6), Money::from_units(6)]);
+    }
 
     #[tokio::test]
     async fn with_redis_down_a_pool_follows_its_failure_policy() {
@@ -813,8 +858,23 @@ mod failover {
         for layer in [&a, &b, &a, &b] {
             one(layer, &sent).await.expect("shared");
         }
-        // Those four reached the replica before the primary died.
-        assert_eq!(primary.command(&["WAIT", "1", "2000"]), ":1");
+        // Those four reached the replica before the primary died: its
+        // offset is the primary's. (Not `WAIT`: on a connection that wrote
+        // nothing it answers at once, acknowledged or not — CI once killed
+        // the primary before the replica had the bucket.)
+        let offset = |info: String| -> u64 {
+            info.lines()
+                .find_map(|l| l.strip_prefix("master_repl_offset:"))
+                .and_then(|o| o.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        let written = offset(primary.info("replication"));
+        let give_up = Instant::now() + Duration::from_secs(5);
+        while offset(replica.info("replication")) < written {
+            assert!(Instant::now() < give_up, "the replica never caught up");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(written > 0, "nothing was written to the primary");
         let port = primary.port.expect("port");
         primary.kill();
         // The dead primary's port stays taken (by a listener that never

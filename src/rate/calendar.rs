@@ -57,8 +57,15 @@ pub enum Period {
 /// resets at midnight in Tokyo), counted on the pool's [`Clock`]. A
 /// request's share is reserved when its key is chosen, and given back like
 /// the GCRA's reservation when the provider refuses the request (any
-/// non-2xx answer) or it is never sent; its tokens are corrected to the
-/// usage the response reports. A key out of its quota is skipped until the
+/// non-2xx answer) or it is never sent; its tokens and spend are corrected
+/// to the usage the response reports. A request whose estimate alone is
+/// over a key's limit never fits that key; it is told to wait for the
+/// reset like the others.
+///
+/// Without Redis the counters live in the process: they start from zero
+/// when it starts (a restart in the middle of a month forgets that month's
+/// spend). Shared through Redis, they are Redis's, kept until a day after
+/// the period ends. A key out of its quota is skipped until the
 /// period ends; when every key is,
 /// [`NoKeyAvailable`](crate::error::NoKeyAvailable) says how long until
 /// the earliest reset.
@@ -167,6 +174,18 @@ impl CalendarQuota {
             ));
         }
         Ok(())
+    }
+
+    /// One `n`th of each limit (rounded down, at least 1): a `Local`
+    /// fallback's share, while the other processes' use is out of sight.
+    pub(crate) fn share(mut self, n: u32) -> Self {
+        if n > 1 {
+            let part = |l: u64| (l / u64::from(n)).max(1);
+            self.requests = self.requests.map(part);
+            self.tokens = self.tokens.map(part);
+            self.spend = self.spend.map(|m| Money::from_nanos(part(m.nanos())));
+        }
+        self
     }
 
     /// The period `unix` (seconds) falls in, and when it ends (Unix

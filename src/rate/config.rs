@@ -200,6 +200,9 @@ pub(crate) struct Config {
     pub(crate) remote: Option<super::remote::Remote>,
     /// The keys requests without credentials of their own are sent with.
     pub(crate) pool: Option<super::pool::KeyPool>,
+    /// The share of each pool key's calendar quota this limiter admits up
+    /// to, as 1 ÷ this (1; a `Local` fallback's: its `instances`).
+    pub(crate) calendar_share: u32,
 }
 
 impl fmt::Debug for Config {
@@ -668,7 +671,10 @@ impl RateLimitBuilder {
                         default_output_tokens: self.default_output_tokens,
                         unparsed: self.unparsed,
                         remote: None,
-                        pool: None,
+                        // The same pool (its counters, and its place in
+                        // the shared queue), at this process's share.
+                        pool: self.pool.clone(),
+                        calendar_share: instances,
                     };
                     Some(super::state::Limiter::new(config, queue.clone()))
                 }
@@ -695,6 +701,7 @@ impl RateLimitBuilder {
             #[cfg(feature = "redis")]
             remote,
             pool: self.pool,
+            calendar_share: 1,
         };
         super::RateLimitLayer::from_config(config, queue)
     }

@@ -539,7 +539,10 @@ impl KeyPool {
                 price,
                 api: meta.and_then(RequestMeta::api),
             })),
-            None if self.inner.capped_in_money => Err(UnpricedModel::new(model.map(str::to_owned))),
+            None if self.inner.capped_in_money => Err(UnpricedModel::new(
+                meta.and_then(RequestMeta::model_arc)
+                    .map(|m| crate::request::bounded_model(m).to_string()),
+            )),
             None => Ok(None),
         }
     }
@@ -574,6 +577,9 @@ impl KeyPool {
         let input = cost[Dimension::InputTokens.index()];
         let output = cost[Dimension::OutputTokens.index()];
         let period_cost = period_cost(input, output, priced);
+        // A `Local` fallback admits up to its share of each quota.
+        let share = shared.config.calendar_share;
+        let quota = |m: &Member| m.quota.map(|q| q.share(share));
         let mut candidates: Vec<Candidate> = Vec::with_capacity(inner.members.len());
         let mut wait_at: Option<u64> = None;
         let mut parked = false;
@@ -582,7 +588,7 @@ impl KeyPool {
         for (i, m) in inner.members.iter().enumerate() {
             let (fits, used) = {
                 let mut u = lock(&m.usage);
-                (u.fits(m.quota.as_ref(), period_cost, unix), u.requests)
+                (u.fits(quota(m).as_ref(), period_cost, unix), u.requests)
             };
             if let QuotaFit::Exhausted { reset_at } = fits {
                 reset = Some(reset.map_or(reset_at, |r| r.min(reset_at)));
@@ -630,7 +636,7 @@ impl KeyPool {
             let period = {
                 let mut u = lock(&m.usage);
                 if let QuotaFit::Exhausted { reset_at } =
-                    u.fits(m.quota.as_ref(), period_cost, unix)
+                    u.fits(quota(m).as_ref(), period_cost, unix)
                 {
                     reset = Some(reset.map_or(reset_at, |r| r.min(reset_at)));
                     continue;
@@ -738,10 +744,11 @@ pub(crate) fn calendar_delta(t: &PoolTicket, outcome: Option<&Settle>) -> Calend
             } else {
                 t.input
             };
+            // A cut stream: at least the estimate (as `Price::settled`).
             let output = if *complete {
                 usage.output_tokens
             } else {
-                t.output
+                usage.output_tokens.max(t.output)
             };
             let used = input.saturating_add(output);
             let spent = t.priced.map_or(0, |p| {

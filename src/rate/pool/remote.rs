@@ -33,10 +33,12 @@
 //!
 //! When Redis fails, the [`FailurePolicy`] applies: `FailClosed` answers
 //! [`BackendError`](crate::error::BackendError); `FailOpen` sends on the
-//! first key not cooling down locally, unreserved; `Local` chooses among
-//! the keys in the in-memory limiter at divided limits, with this
-//! process's own calendar counters (what it admits then is not in Redis's
-//! counters). Pool admissions through Redis take no leases.
+//! first key not cooling down locally, unreserved (no calendar quota, in
+//! spend neither, is checked or counted: availability over every limit);
+//! `Local` chooses among the keys in the in-memory limiter at divided
+//! limits, with this process's own calendar counters held to its share
+//! (1 ÷ instances) of each quota, and settles them (what it admits then is
+//! not in Redis's counters). Pool admissions through Redis take no leases.
 
 use super::super::gcra::{CostExceedsBurst, DIMENSIONS, Denied, Dimension, Limit};
 use super::super::remote::Remote;
