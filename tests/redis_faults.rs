@@ -465,12 +465,12 @@ mod pool {
 
     use tower_layer::Layer;
     use tower_llm_resilience::error::NoKeyAvailable;
-    use tower_llm_resilience::rate::{
-        CalendarQuota, Limit, Limits, Money, Price, PriceTable, RateLimitLayer,
-    };
+    use tower_llm_resilience::rate::{CalendarQuota, Limit, Limits, Money, RateLimitLayer};
     use tower_llm_resilience::redis::{FailurePolicy, Redis};
 
-    use crate::support::pool::{Seen, ok, pool, priced_pool, send, upstream};
+    use crate::support::pool::{
+        Seen, ok, pool, priced_pool, send, unit_per_output_token, upstream,
+    };
 
     /// With Redis down, the `Local` fallback holds each pool key to its
     /// share of a quota in money (1 ÷ instances: the others' spend is out
@@ -480,17 +480,8 @@ mod pool {
         let redis = Redis::new("redis://127.0.0.1:1")
             .expect("url")
             .with_timeout(Duration::from_millis(50));
-        // Output at 1 unit a token: each request is reserved at 16
-        // (max_tokens) and settled at 2 (its answer's output).
-        let prices = PriceTable::empty().insert(
-            "claude-test",
-            Price::per_mtok(
-                Money::ZERO,
-                Money::from_units(1_000_000),
-                Money::ZERO,
-                Money::ZERO,
-            ),
-        );
+        // Each request is reserved at 16 and settled at 2.
+        let prices = unit_per_output_token();
         let quota = CalendarQuota::daily().spend(Money::from_units(40));
         let pool = priced_pool(Some(quota), prices);
         let layer = RateLimitLayer::builder()

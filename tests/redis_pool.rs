@@ -16,13 +16,11 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 use tower_layer::Layer;
 use tower_llm_resilience::error::NoKeyAvailable;
-use tower_llm_resilience::rate::{
-    CalendarQuota, KeyPool, Limit, Limits, Money, Price, PriceTable, RateLimitLayer,
-};
+use tower_llm_resilience::rate::{CalendarQuota, KeyPool, Limit, Limits, Money, RateLimitLayer};
 use tower_llm_resilience::redis::{FailurePolicy, Redis};
 
 use support::eventually;
-use support::pool::{Seen, ok, pool, priced_pool, send, upstream};
+use support::pool::{Seen, ok, pool, priced_pool, send, unit_per_output_token, upstream};
 use support::redis::RedisServer;
 
 fn instance(redis: &Redis, limits: Limits, pool: KeyPool) -> RateLimitLayer {
@@ -182,17 +180,8 @@ async fn a_quota_in_money_spent_through_one_instance_is_spent_for_the_other() {
     };
     let redis = server.handle().with_timeout(Duration::from_millis(500));
     let limits = Limits::unlimited().requests(Limit::per_minute(1_000).unwrap());
-    // Output at 1 unit a token, input free: a request (max_tokens 16) is
-    // reserved at 16 and, answered with 2 output tokens, settled at 2.
-    let prices = PriceTable::empty().insert(
-        "claude-test",
-        Price::per_mtok(
-            Money::ZERO,
-            Money::from_units(1_000_000),
-            Money::ZERO,
-            Money::ZERO,
-        ),
-    );
+    // A request is reserved at 16 and settled at 2 (`unit_per_output_token`).
+    let prices = unit_per_output_token();
     let quota = CalendarQuota::daily().spend(Money::from_units(20));
     let one = instance(&redis, limits, priced_pool(Some(quota), prices.clone()));
     let two = instance(&redis, limits, priced_pool(Some(quota), prices));

@@ -729,6 +729,7 @@ pub(crate) struct CalendarDelta {
     pub(crate) spend: i64,
 }
 
+/// What settling `t` with `outcome` (`None`: never sent) changes.
 pub(crate) fn calendar_delta(t: &PoolTicket, outcome: Option<&Settle>) -> CalendarDelta {
     let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     let reserved = t.input.saturating_add(t.output);

@@ -8,7 +8,9 @@ use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tower::{Service, ServiceExt, service_fn};
 use tower_llm_resilience::BoxError;
-use tower_llm_resilience::rate::{AuthStyle, CalendarQuota, KeyPool, PoolKey, PriceTable};
+use tower_llm_resilience::rate::{
+    AuthStyle, CalendarQuota, KeyPool, Money, PoolKey, Price, PriceTable,
+};
 use tower_llm_resilience::request::ReplayBody;
 
 /// The pool's two keys.
@@ -113,6 +115,21 @@ pub(crate) fn priced_pool(quota: Option<CalendarQuota>, prices: PriceTable) -> K
         .prices(prices)
         .build()
         .expect("pool")
+}
+
+/// `claude-test` at 1 unit an output token, input free: a [`pooled`]
+/// request (`max_tokens` 16) is reserved at 16 and, answered by
+/// [`upstream`] (2 output tokens), settled at 2.
+pub(crate) fn unit_per_output_token() -> PriceTable {
+    PriceTable::empty().insert(
+        "claude-test",
+        Price::per_mtok(
+            Money::ZERO,
+            Money::from_units(1_000_000),
+            Money::ZERO,
+            Money::ZERO,
+        ),
+    )
 }
 
 /// One pooled request through `svc`, its body read: the status.
