@@ -484,7 +484,7 @@ async fn a_key_out_of_money_is_skipped_for_one_that_is_not() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_model_the_pool_cannot_price_is_refused_only_when_a_key_is_capped_in_money() {
+async fn a_model_the_pool_cannot_price_goes_to_a_key_not_capped_in_money() {
     logs();
     let unknown =
         r#"{"model":"no-such-model","max_tokens":100,"messages":[{"role":"user","content":"Hi"}]}"#;
@@ -492,30 +492,44 @@ async fn a_model_the_pool_cannot_price_is_refused_only_when_a_key_is_capped_in_m
     let capped = KeyPool::builder(AuthStyle::Anthropic)
         .key("a", KEY_A)
         .add_key(
-            PoolKey::new("b", KEY_B).quota(CalendarQuota::monthly().spend(Money::from_units(5))),
+            PoolKey::new("b", KEY_B)
+                .quota(CalendarQuota::monthly().spend(Money::from_units(5_000))),
         )
         .prices(output_priced())
         .build()
         .unwrap();
-    let svc = RateLimitLayer::builder()
-        .key_pool(capped)
+    let layer = |pool: &KeyPool| {
+        RateLimitLayer::builder()
+            .key_pool(pool.clone())
+            .build()
+            .unwrap()
+            .layer(upstream(seen.clone(), always_ok))
+    };
+    // b is capped in money and would have the most headroom (unused), but
+    // cannot count it: every one goes to a, uncounted in money.
+    let svc = layer(&capped);
+    for _ in 0..3 {
+        assert_eq!(send(&svc, pooled(unknown)).await.unwrap(), 200);
+    }
+    assert_eq!(seen.keys(), ["a", "a", "a"]);
+    let stats = capped.stats();
+    assert_eq!((stats[0].requests_used, stats[1].requests_used), (3, 0));
+    assert_eq!(stats[0].spend_used, Money::ZERO);
+    // A priced one may go to b.
+    assert_eq!(send(&svc, pooled(BODY)).await.unwrap(), 200);
+    assert_eq!(seen.keys()[3], "b");
+    // Every key capped in money: refused before any key is used.
+    let all_capped = KeyPool::builder(AuthStyle::Anthropic)
+        .add_key(PoolKey::new("c", KEY_C).quota(CalendarQuota::daily().spend(Money::from_units(5))))
+        .prices(output_priced())
         .build()
-        .unwrap()
-        .layer(upstream(seen.clone(), always_ok));
-    let err = send(&svc, pooled(unknown)).await.unwrap_err();
+        .unwrap();
+    let err = send(&layer(&all_capped), pooled(unknown))
+        .await
+        .unwrap_err();
     let e = err.downcast_ref::<UnpricedModel>().expect("UnpricedModel");
     assert_eq!(e.model.as_deref(), Some("no-such-model"));
-    assert!(seen.keys().is_empty(), "refused before any key was used");
-    // A pool with no cap in money sends it, uncounted in money.
-    let uncapped = pool_of(&[("a", KEY_A)]);
-    let svc = RateLimitLayer::builder()
-        .key_pool(uncapped.clone())
-        .build()
-        .unwrap()
-        .layer(upstream(seen.clone(), always_ok));
-    assert_eq!(send(&svc, pooled(unknown)).await.unwrap(), 200);
-    assert_eq!(uncapped.stats()[0].spend_used, Money::ZERO);
-    assert_eq!(uncapped.stats()[0].requests_used, 1);
+    assert_eq!(seen.keys().len(), 4, "never sent");
 }
 
 #[tokio::test(start_paused = true)]

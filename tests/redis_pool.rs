@@ -16,11 +16,15 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 use tower_layer::Layer;
 use tower_llm_resilience::error::NoKeyAvailable;
-use tower_llm_resilience::rate::{CalendarQuota, KeyPool, Limit, Limits, Money, RateLimitLayer};
+use tower_llm_resilience::rate::{
+    AuthStyle, CalendarQuota, KeyPool, Limit, Limits, Money, PoolKey, PriceTable, RateLimitLayer,
+};
 use tower_llm_resilience::redis::{FailurePolicy, Redis};
 
 use support::eventually;
-use support::pool::{Seen, ok, pool, priced_pool, send, unit_per_output_token, upstream};
+use support::pool::{
+    KEY_A, KEY_B, Seen, ok, pool, priced_pool, send, unit_per_output_token, upstream,
+};
 use support::redis::RedisServer;
 
 fn instance(redis: &Redis, limits: Limits, pool: KeyPool) -> RateLimitLayer {
@@ -196,5 +200,29 @@ async fn a_quota_in_money_spent_through_one_instance_is_spent_for_the_other() {
         "{:?}",
         seen.keys()
     );
+    assert_eq!(redis.errors(), 0);
+}
+
+#[tokio::test]
+async fn through_redis_a_model_the_pool_cannot_price_goes_to_a_key_not_capped_in_money() {
+    let Some(server) = RedisServer::get("redis_pool") else {
+        return;
+    };
+    let redis = server.handle().with_timeout(Duration::from_millis(500));
+    let limits = Limits::unlimited().requests(Limit::per_minute(1_000).unwrap());
+    // a capped in money (and unused, so ahead by the fewest-used rule), b
+    // not: a request for a model the table lacks can only go to b.
+    let pool = KeyPool::builder(AuthStyle::Anthropic)
+        .add_key(PoolKey::new("a", KEY_A).quota(CalendarQuota::daily().spend(Money::from_units(5))))
+        .key("b", KEY_B)
+        .prices(PriceTable::empty())
+        .build()
+        .unwrap();
+    let seen = Seen::default();
+    let svc = instance(&redis, limits, pool).layer(upstream(seen.clone(), ok));
+    for _ in 0..3 {
+        assert_eq!(send(&svc).await.unwrap(), 200);
+    }
+    assert_eq!(seen.keys(), ["b", "b", "b"]);
     assert_eq!(redis.errors(), 0);
 }

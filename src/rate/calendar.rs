@@ -123,8 +123,9 @@ impl CalendarQuota {
     }
 
     /// At most `limit` spent per period, priced by the pool's
-    /// [`PriceTable`](super::PriceTable) (a request the table cannot price
-    /// is refused with [`UnpricedModel`](crate::error::UnpricedModel)).
+    /// [`PriceTable`](super::PriceTable). A request the table cannot price
+    /// goes to a key without such a cap; when every key has one, it is
+    /// refused with [`UnpricedModel`](crate::error::UnpricedModel).
     #[must_use]
     pub fn spend(mut self, limit: Money) -> Self {
         self.spend = Some(limit);

@@ -232,17 +232,15 @@ impl KeyPoolBuilder {
         words.dedup();
         let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
         let tag = xxhash_rust::xxh3::xxh3_64(&bytes);
-        let capped_in_money = members
-            .iter()
-            .any(|m| m.quota.is_some_and(|q| q.spend.is_some()));
-        if capped_in_money && self.prices.is_none() {
+        let capped = members.iter().filter(|m| m.capped_in_money()).count();
+        if capped > 0 && self.prices.is_none() {
             return invalid("key_pool.prices", "a quota in spend needs prices");
         }
         Ok(KeyPool {
             inner: Arc::new(PoolInner {
                 tag,
                 prices: self.prices.unwrap_or_else(PriceTable::empty),
-                capped_in_money,
+                all_capped_in_money: capped == members.len(),
                 header: name,
                 members: members.into_boxed_slice(),
                 strategy: self.strategy,
@@ -523,12 +521,13 @@ impl KeyPool {
     }
 
     /// How a request is priced on this pool's keys: `None` when the table
-    /// has no price for its model (its spend is then not counted).
+    /// has no price for its model (its spend is then not counted, and the
+    /// keys capped in money do not take it).
     ///
     /// # Errors
     ///
-    /// [`UnpricedModel`] when it has none and a key is capped in money: a
-    /// cap in money never under-counts, and counting nothing would.
+    /// [`UnpricedModel`] when it has none and every key is capped in money:
+    /// a cap in money never under-counts, and counting nothing would.
     pub(crate) fn pricing(
         &self,
         meta: Option<&RequestMeta>,
@@ -539,7 +538,7 @@ impl KeyPool {
                 price,
                 api: meta.and_then(RequestMeta::api),
             })),
-            None if self.inner.capped_in_money => Err(UnpricedModel::new(
+            None if self.inner.all_capped_in_money => Err(UnpricedModel::new(
                 meta.and_then(RequestMeta::model_arc)
                     .map(|m| crate::request::bounded_model(m).to_string()),
             )),
@@ -586,6 +585,9 @@ impl KeyPool {
         let mut reset: Option<i64> = None;
         let mut never: Option<Denied> = None;
         for (i, m) in inner.members.iter().enumerate() {
+            if priced.is_none() && m.capped_in_money() {
+                continue;
+            }
             let (fits, used) = {
                 let mut u = lock(&m.usage);
                 (u.fits(quota(m).as_ref(), period_cost, unix), u.requests)
@@ -809,6 +811,14 @@ pub(crate) struct PoolTicket {
     pub(crate) priced: Option<Priced>,
 }
 
+impl Member {
+    /// Whether its calendar quota counts spend: it takes only requests the
+    /// pool can price.
+    fn capped_in_money(&self) -> bool {
+        self.quota.is_some_and(|q| q.spend.is_some())
+    }
+}
+
 struct Member {
     label: Box<str>,
     /// The auth header's value: sensitive.
@@ -827,8 +837,9 @@ pub(crate) struct PoolInner {
     strategy: PoolStrategy,
     clock: Clock,
     prices: PriceTable,
-    /// Whether a key has a calendar quota in money.
-    capped_in_money: bool,
+    /// Whether every key has a calendar quota in money (so none can take a
+    /// request the prices cannot price).
+    all_capped_in_money: bool,
     /// The pool's hash tag in Redis ([`KeyPool::tag`]).
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     tag: u64,

@@ -100,7 +100,8 @@ pub(crate) async fn choose(
         members.push(PoolMember {
             id: m.id.word(),
             group: index,
-            usable: groups[index].1.is_some(),
+            // A key capped in money takes only what the pool can price.
+            usable: groups[index].1.is_some() && (priced.is_some() || !m.capped_in_money()),
             quota: m.quota,
         });
     }
