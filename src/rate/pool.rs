@@ -282,7 +282,8 @@ impl KeyPoolBuilder {
 /// key at admission — in the rate limiter itself, not in a layer above it,
 /// so that "wait for any key" is one place in one queue rather than a loop
 /// of retries. Among the keys that are not cooling down after a 429, not
-/// out of their [`CalendarQuota`], and whose group's buckets hold the
+/// out of their [`CalendarQuota`] (nor capped in money, for a request the
+/// pool's prices cannot price), and whose group's buckets hold the
 /// request's whole cost now, it takes
 ///
 /// - [`PoolStrategy::MostHeadroom`] (the default): the key with the most
